@@ -1,0 +1,1 @@
+//! The trace checker (being written).

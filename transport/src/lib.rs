@@ -1,0 +1,288 @@
+//! Batched datagram transports for Cohort.
+//!
+//! This crate moves *batches of datagrams* and knows nothing of the protocol above it. One
+//! interface, [`Transport`], has three drivers that pass one conformance suite:
+//!
+//! * `uring` — io_uring: one submit per send batch, multishot receive into a provided-buffer ring;
+//! * `mmsg` — the portable `sendmmsg`/`recvmmsg` path;
+//! * `memory` — in-process, bounded, with seeded loss, duplication, reordering and delay.
+//!
+//! Datagrams go either to one unicast address or to "the group": an IP multicast group joined on
+//! a chosen interface, or unicast fan-out to a peer list for networks without multicast
+//! ([`GroupMode`]). Buffers are reused: a [`SendBatch`] is one contiguous byte area plus an entry
+//! table, and received datagrams are lent to a callback, never allocated per datagram.
+//!
+//! All `unsafe` of the project lives in this crate, each block with a `SAFETY:` comment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Where one datagram of a batch goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dest {
+    /// The group: the multicast address, or every peer of the fan-out list.
+    Group,
+    /// One unicast address.
+    Addr(SocketAddr),
+}
+
+/// Which kernel path (or the in-memory one) a transport uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DriverKind {
+    IoUring,
+    Mmsg,
+    Memory,
+}
+
+impl DriverKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverKind::IoUring => "io_uring",
+            DriverKind::Mmsg => "sendmmsg",
+            DriverKind::Memory => "memory",
+        }
+    }
+}
+
+/// How "the group" is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupMode {
+    /// IP multicast: join `group` on the interface with address `iface`.
+    Multicast {
+        group: SocketAddr,
+        iface: std::net::Ipv4Addr,
+        ttl: u32,
+        loopback: bool,
+    },
+    /// Unicast fan-out: one copy of each group datagram to each peer (networks without
+    /// multicast, e.g. clouds). The list is replaced with [`Transport::set_peers`].
+    UnicastFanOut { peers: Vec<SocketAddr> },
+}
+
+/// Socket configuration shared by the kernel drivers.
+#[derive(Clone, Debug)]
+pub struct SocketConfig {
+    pub bind: SocketAddr,
+    pub group: GroupMode,
+    /// Requested SO_RCVBUF; the kernel may cap it (net.core.rmem_max).
+    pub recv_buffer_bytes: usize,
+    /// Requested SO_SNDBUF; the kernel may cap it (net.core.wmem_max).
+    pub send_buffer_bytes: usize,
+    /// Largest datagram sent or received (default fits a 1500 B MTU: 1472 B of UDP payload).
+    pub datagram_bytes_max: usize,
+    /// Most datagrams moved by one send or receive call.
+    pub batch_datagrams_max: usize,
+    /// UDP generic segmentation offload on send (UDP_SEGMENT).
+    pub gso: bool,
+    /// UDP generic receive offload (UDP_GRO).
+    pub gro: bool,
+    /// SO_BUSY_POLL in microseconds, if any.
+    pub busy_poll_us: Option<u32>,
+}
+
+/// Default UDP payload that fits a 1500 B Ethernet MTU (1500 - 20 IP - 8 UDP).
+pub const DATAGRAM_BYTES_DEFAULT: usize = 1472;
+
+impl SocketConfig {
+    pub fn unicast(bind: SocketAddr) -> Self {
+        SocketConfig {
+            bind,
+            group: GroupMode::UnicastFanOut { peers: Vec::new() },
+            recv_buffer_bytes: 8 << 20,
+            send_buffer_bytes: 8 << 20,
+            datagram_bytes_max: DATAGRAM_BYTES_DEFAULT,
+            batch_datagrams_max: 64,
+            gso: false,
+            gro: false,
+            busy_poll_us: None,
+        }
+    }
+}
+
+/// Counters every driver keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    pub datagrams_sent: u64,
+    pub datagrams_received: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub send_calls: u64,
+    pub recv_calls: u64,
+    /// Datagrams the caller must retry (socket buffer full, ring full).
+    pub send_would_block: u64,
+    /// Datagrams dropped on receive (truncated, injected loss, queue full).
+    pub recv_dropped: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("I/O error in {op}: {source}")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("datagram of {len} B exceeds the configured maximum of {max} B")]
+    DatagramTooLarge { len: usize, max: usize },
+    #[error("send batch is full ({what}); send it before adding more")]
+    BatchFull { what: &'static str },
+    #[error("invalid transport configuration: {0}")]
+    Config(String),
+    #[error("io_uring unavailable: {0}")]
+    UringUnavailable(String),
+}
+
+impl TransportError {
+    pub fn io(op: &'static str, source: std::io::Error) -> Self {
+        TransportError::Io { op, source }
+    }
+}
+
+/// One entry of a [`SendBatch`]: a slice of its byte area and where it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendEntry {
+    pub offset: u32,
+    pub len: u32,
+    pub dest: Dest,
+}
+
+/// A batch of outgoing datagrams in one contiguous, reused byte area (so that runs of
+/// equal-sized datagrams to one destination can go out as one GSO send without a copy).
+/// Bounded: [`SendBatch::push`] refuses past the capacity given at construction.
+#[derive(Debug)]
+pub struct SendBatch {
+    bytes: Vec<u8>,
+    entries: Vec<SendEntry>,
+    datagrams_max: usize,
+    bytes_max: usize,
+    datagram_bytes_max: usize,
+}
+
+impl SendBatch {
+    pub fn new(datagrams_max: usize, datagram_bytes_max: usize) -> Self {
+        let bytes_max = datagrams_max * datagram_bytes_max;
+        SendBatch {
+            bytes: Vec::with_capacity(bytes_max),
+            entries: Vec::with_capacity(datagrams_max),
+            datagrams_max,
+            bytes_max,
+            datagram_bytes_max,
+        }
+    }
+
+    /// Appends a datagram of `len` bytes for `dest` and lends its bytes for writing in place.
+    pub fn alloc(&mut self, dest: Dest, len: usize) -> Result<&mut [u8], TransportError> {
+        if len > self.datagram_bytes_max {
+            return Err(TransportError::DatagramTooLarge {
+                len,
+                max: self.datagram_bytes_max,
+            });
+        }
+        if self.entries.len() == self.datagrams_max {
+            return Err(TransportError::BatchFull { what: "datagrams" });
+        }
+        if self.bytes.len() + len > self.bytes_max {
+            return Err(TransportError::BatchFull { what: "bytes" });
+        }
+        let offset = self.bytes.len();
+        self.bytes.resize(offset + len, 0);
+        self.entries.push(SendEntry {
+            offset: offset as u32,
+            len: len as u32,
+            dest,
+        });
+        Ok(&mut self.bytes[offset..offset + len])
+    }
+
+    /// Appends a copy of `data` for `dest`.
+    pub fn push(&mut self, dest: Dest, data: &[u8]) -> Result<(), TransportError> {
+        self.alloc(dest, data.len())?.copy_from_slice(data);
+        Ok(())
+    }
+
+    /// Shrinks the last datagram to `len` bytes (after writing less than was allocated).
+    pub fn truncate_last(&mut self, len: usize) {
+        if let Some(last) = self.entries.last_mut() {
+            if (len as u32) < last.len {
+                last.len = len as u32;
+                self.bytes.truncate(last.offset as usize + len);
+            }
+        }
+    }
+
+    pub fn entries(&self) -> &[SendEntry] {
+        &self.entries
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn datagram(&self, index: usize) -> &[u8] {
+        let e = self.entries[index];
+        &self.bytes[e.offset as usize..(e.offset + e.len) as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.entries.len() == self.datagrams_max
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes.clear();
+    }
+
+    /// Drops the first `n` datagrams (those a partial send took), keeping the rest in order.
+    pub fn consume(&mut self, n: usize) {
+        if n >= self.entries.len() {
+            self.clear();
+            return;
+        }
+        let cut = self.entries[n].offset as usize;
+        self.bytes.drain(..cut);
+        self.entries.drain(..n);
+        for e in &mut self.entries {
+            e.offset -= cut as u32;
+        }
+    }
+}
+
+/// A batched datagram transport. Non-blocking: `send` and `recv` never wait; `wait_readable`
+/// is there for the `Blocking` idle strategy.
+pub trait Transport: Send {
+    fn driver(&self) -> DriverKind;
+
+    fn local_addr(&self) -> SocketAddr;
+
+    /// Largest datagram this transport sends or receives.
+    fn datagram_bytes_max(&self) -> usize;
+
+    /// Sends datagrams of `batch` from the first, in order, as far as the kernel (or the
+    /// in-memory network) takes them; returns how many went. The caller keeps the rest
+    /// (see [`SendBatch::consume`]) and retries: that is the back pressure.
+    fn send(&mut self, batch: &SendBatch) -> Result<usize, TransportError>;
+
+    /// Receives up to `datagrams_max` datagrams without blocking and lends each, with its
+    /// source, to `on_datagram`; returns how many. A GRO buffer is split into its datagrams.
+    fn recv(
+        &mut self,
+        datagrams_max: usize,
+        on_datagram: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> Result<usize, TransportError>;
+
+    /// Waits until a datagram may be read or `timeout` passes; true if readable.
+    fn wait_readable(&mut self, timeout: Duration) -> Result<bool, TransportError>;
+
+    /// Replaces the fan-out peer list (unicast fan-out mode; ignored for multicast).
+    fn set_peers(&mut self, peers: &[SocketAddr]);
+
+    fn stats(&self) -> TransportStats;
+}
