@@ -17,6 +17,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub mod socket;
+
 /// Where one datagram of a batch goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dest {
