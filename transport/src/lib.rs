@@ -277,6 +277,12 @@ pub trait Transport: Send {
     /// Sends datagrams of `batch` from the first, in order, as far as the kernel (or the
     /// in-memory network) takes them; returns how many went. The caller keeps the rest
     /// (see [`SendBatch::consume`]) and retries: that is the back pressure.
+    ///
+    /// Errors: a datagram longer than [`Transport::datagram_bytes_max`] anywhere in the batch
+    /// refuses the whole batch ([`TransportError::DatagramTooLarge`], nothing sent). When the
+    /// kernel refuses one datagram (e.g. an unreachable or wrong-family address), the datagrams
+    /// before it are reported sent (`Ok(n)`) and the error comes with the next call, for which
+    /// that datagram is the first of the batch: the caller may drop it with `consume(1)`.
     fn send(&mut self, batch: &SendBatch) -> Result<usize, TransportError>;
 
     /// Receives up to `datagrams_max` datagrams without blocking and lends each, with its

@@ -27,12 +27,10 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use crate::socket::{
-    open_udp_socket, GroupTargets, OpenedSocket, RawSockAddr, GRO_BUFFER_BYTES, GSO_BYTES_MAX,
-    GSO_SEGMENTS_MAX, UDP_GRO, UDP_SEGMENT,
+    deliver_received, gro_segment_size, gso_run_len, open_udp_socket, write_gso_cmsg, CmsgSpace,
+    GroupTargets, OpenedSocket, RawSockAddr, GRO_BUFFER_BYTES,
 };
-use crate::{
-    DriverKind, SendBatch, SendEntry, SocketConfig, Transport, TransportError, TransportStats,
-};
+use crate::{DriverKind, SendBatch, SocketConfig, Transport, TransportError, TransportStats};
 
 /// Most messages passed to one `sendmmsg` (the kernel's `UIO_MAXIOV`). A fan-out entry's copies
 /// always fit in one call, since the peer list is bounded by the same number.
@@ -43,14 +41,6 @@ pub const RECV_SLOTS_MAX: usize = 1024;
 pub const GRO_RECV_SLOTS_MAX: usize = 64;
 
 const _: () = assert!(SEND_MESSAGES_MAX >= crate::socket::FAN_OUT_PEERS_MAX);
-
-/// Room for one control message with an `int` payload (UDP_SEGMENT's u16 or UDP_GRO's int),
-/// aligned as `cmsghdr` requires.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-struct CmsgSpace([u8; 32]);
-
-const _: () = assert!(size_of::<libc::cmsghdr>() + 8 <= 32);
 
 /// Counters of offload use, for tests and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -140,13 +130,13 @@ impl MmsgTransport {
             send_hdrs: vec![zeroed_mmsghdr(); SEND_MESSAGES_MAX],
             send_iovs: vec![empty_iovec(); SEND_MESSAGES_MAX],
             send_addrs: vec![RawSockAddr::zeroed(); SEND_MESSAGES_MAX],
-            send_cmsgs: vec![CmsgSpace([0; 32]); SEND_MESSAGES_MAX],
+            send_cmsgs: vec![CmsgSpace::zeroed(); SEND_MESSAGES_MAX],
             send_msg_first_entry: vec![0; SEND_MESSAGES_MAX],
             send_msg_datagrams: vec![0; SEND_MESSAGES_MAX],
             recv_hdrs: vec![zeroed_mmsghdr(); slots],
             recv_iovs: vec![empty_iovec(); slots],
             recv_addrs: vec![RawSockAddr::zeroed(); slots],
-            recv_cmsgs: vec![CmsgSpace([0; 32]); slots],
+            recv_cmsgs: vec![CmsgSpace::zeroed(); slots],
             recv_buf: vec![0; slots * slot_bytes],
             recv_slot_bytes: slot_bytes,
             recv_group_first: false,
@@ -194,37 +184,6 @@ impl MmsgTransport {
         self.offload
     }
 
-    /// Length of the GSO run starting at `start`: entries with the same destination, equal
-    /// length (the last may be shorter), contiguous bytes, within the kernel's limits.
-    fn gso_run_len(&self, entries: &[SendEntry], start: usize) -> usize {
-        let first = entries[start];
-        if !self.gso || first.len == 0 {
-            return 1;
-        }
-        let seg = first.len as usize;
-        let mut total = seg;
-        let mut n = 1;
-        let mut prev = first;
-        while start + n < entries.len() && n < GSO_SEGMENTS_MAX {
-            let e = entries[start + n];
-            if e.dest != first.dest
-                || e.len == 0
-                || e.len > first.len
-                || e.offset != prev.offset + prev.len
-                || total + e.len as usize > GSO_BYTES_MAX
-            {
-                break;
-            }
-            total += e.len as usize;
-            n += 1;
-            prev = e;
-            if e.len < first.len {
-                break; // a shorter datagram ends the run
-            }
-        }
-        n
-    }
-
     /// Fills message headers for entries from `start` on; returns (messages, entry after the
     /// last one included).
     fn build_send_messages(&mut self, batch: &SendBatch, start: usize) -> (usize, usize) {
@@ -233,7 +192,7 @@ impl MmsgTransport {
         let mut msgs = 0;
         let mut i = start;
         while i < entries.len() {
-            let run = self.gso_run_len(entries, i);
+            let run = gso_run_len(self.gso, entries, i);
             let first = entries[i];
             let last = entries[i + run - 1];
             let run_bytes = (last.offset + last.len - first.offset) as usize;
@@ -260,22 +219,7 @@ impl MmsgTransport {
                 hdr.msg_iovlen = 1;
                 hdr.msg_flags = 0;
                 if run > 1 {
-                    let space = &mut self.send_cmsgs[m];
-                    hdr.msg_control = space.0.as_mut_ptr().cast();
-                    // SAFETY: CMSG_SPACE is a pure computation on a constant.
-                    hdr.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as _;
-                    // SAFETY: msg_control points at `space` (32 aligned bytes, enough for one
-                    // cmsghdr plus a u16 as asserted above), owned by self for the whole call.
-                    unsafe {
-                        let cmsg = libc::CMSG_FIRSTHDR(hdr);
-                        (*cmsg).cmsg_level = libc::SOL_UDP;
-                        (*cmsg).cmsg_type = UDP_SEGMENT;
-                        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-                        std::ptr::write_unaligned(
-                            libc::CMSG_DATA(cmsg).cast::<u16>(),
-                            first.len as u16,
-                        );
-                    }
+                    write_gso_cmsg(hdr, &mut self.send_cmsgs[m], first.len as u16);
                 } else {
                     hdr.msg_control = std::ptr::null_mut();
                     hdr.msg_controllen = 0;
@@ -367,50 +311,28 @@ impl MmsgTransport {
                 continue;
             };
             let seg = if self.gro {
-                gro_segment_size(&hdr.msg_hdr).unwrap_or(len)
+                // msg_controllen is size_t on glibc, socklen_t on musl.
+                #[allow(clippy::unnecessary_cast)]
+                let control_len = (hdr.msg_hdr.msg_controllen as usize).min(size_of::<CmsgSpace>());
+                gro_segment_size(&self.recv_cmsgs[i].0[..control_len])
             } else {
-                len
+                None
             };
-            let slot = &self.recv_buf[i * self.recv_slot_bytes..i * self.recv_slot_bytes + len];
-            if len == 0 {
-                self.stats.datagrams_received += 1;
-                delivered += 1;
-                on_datagram(src, slot);
-                continue;
-            }
-            if len > seg {
+            if seg.is_some_and(|s| s < len) {
                 self.offload.gro_coalesced_buffers += 1;
             }
-            for d in slot.chunks(seg.max(1)) {
-                if d.len() > self.datagram_bytes_max {
-                    self.stats.recv_dropped += 1;
-                    continue;
-                }
-                self.stats.datagrams_received += 1;
-                self.stats.bytes_received += d.len() as u64;
-                delivered += 1;
-                on_datagram(src, d);
-            }
+            let slot = &self.recv_buf[i * self.recv_slot_bytes..i * self.recv_slot_bytes + len];
+            delivered += deliver_received(
+                slot,
+                seg,
+                src,
+                self.datagram_bytes_max,
+                &mut self.stats,
+                on_datagram,
+            );
         }
         Ok(delivered)
     }
-}
-
-/// The segment size of a GRO-coalesced receive, if the kernel attached one.
-fn gro_segment_size(hdr: &libc::msghdr) -> Option<usize> {
-    // SAFETY: `hdr` was just filled by recvmmsg; msg_control/msg_controllen describe the
-    // control buffer owned by the transport, and the CMSG_* walk stays inside it.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
-                let v = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
-                return usize::try_from(v).ok().filter(|&s| s > 0);
-            }
-            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
-        }
-    }
-    None
 }
 
 impl Transport for MmsgTransport {
@@ -439,7 +361,7 @@ impl Transport for MmsgTransport {
         }
         let fd = self.opened.socket.as_raw_fd();
         let mut done = 0;
-        while done < entries.len() {
+        'chunks: while done < entries.len() {
             let (msgs, end) = self.build_send_messages(batch, done);
             if msgs == 0 {
                 done = end; // only group entries without peers
@@ -467,6 +389,18 @@ impl Transport for MmsgTransport {
                         Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
                             blocked = true;
                             break;
+                        }
+                        Some(libc::EIO) if self.send_msg_datagrams[sent_msgs] > 1 => {
+                            // The device cannot segment this send (no checksum offload on
+                            // the route): go on without GSO from the failed message.
+                            tracing::warn!(
+                                "UDP GSO send failed with EIO on this route; GSO disabled \
+                                 for this transport"
+                            );
+                            self.gso = false;
+                            self.count_sent(batch, sent_msgs);
+                            done = self.send_msg_first_entry[sent_msgs];
+                            continue 'chunks;
                         }
                         _ => {
                             self.count_sent(batch, sent_msgs);

@@ -137,3 +137,50 @@ fn auto_choice_falls_back_to_a_working_driver() {
     assert_eq!(got, vec![b"auto".to_vec()]);
     eprintln!("DriverChoice::Auto picked {}", receiver.driver().name());
 }
+
+#[test]
+fn a_refused_datagram_mid_batch_ends_the_send_there_and_errs_on_the_retry() {
+    let mut receiver = MmsgTransport::open(&config(false, false)).unwrap();
+    let mut sender = MmsgTransport::open(&config(false, false)).unwrap();
+    let to = Dest::Addr(receiver.local_addr());
+    // An IPv6 destination on an IPv4 socket: the kernel refuses that one message.
+    let wrong_family = Dest::Addr("[::1]:9".parse().unwrap());
+    let mut batch = SendBatch::new(8, 1472);
+    batch.push(to, b"one").unwrap();
+    batch.push(to, b"two").unwrap();
+    batch.push(wrong_family, b"bad").unwrap();
+    batch.push(to, b"four").unwrap();
+    assert_eq!(
+        sender.send(&batch).unwrap(),
+        2,
+        "the two before the refused one"
+    );
+    batch.consume(2);
+    assert!(matches!(
+        sender.send(&batch),
+        Err(cohort_transport::TransportError::Io { op: "sendmmsg", .. })
+    ));
+    batch.consume(1);
+    send_all(&mut sender, &mut batch);
+    let got = recv_from(&mut receiver, sender.local_addr(), 3);
+    assert_eq!(
+        got,
+        vec![b"one".to_vec(), b"two".to_vec(), b"four".to_vec()]
+    );
+}
+
+#[test]
+fn busy_poll_is_set_when_configured() {
+    let mut cfg = config(false, false);
+    cfg.busy_poll_us = Some(50);
+    match MmsgTransport::open(&cfg) {
+        Ok(t) => assert_eq!(t.opened().busy_poll_us, Some(50)),
+        Err(e) => {
+            eprintln!("!!!!! SO_BUSY_POLL refused here ({e}); needs CAP_NET_ADMIN");
+            assert!(
+                e.to_string().contains("SO_BUSY_POLL"),
+                "the error names the option: {e}"
+            );
+        }
+    }
+}
