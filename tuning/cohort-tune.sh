@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # cohort-tune.sh: check, apply and revert the host tuning Cohort wants.
 #
 #   cohort-tune.sh check  [options]   read-only report, exit 0 when no item FAILs, 1 otherwise
@@ -16,7 +17,6 @@
 # Environment: COHORT_TUNE_ROOT prefixes every /proc and /sys path (tests run on fixture trees).
 # See tuning/README.md for what each item does, why, the risk and how to revert.
 set -u
-# shellcheck source-path=SCRIPTDIR
 
 # ---------------------------------------------------------------------------------------------
 # Recommended values: named once here. The `cohort tune check` program keeps the same values in

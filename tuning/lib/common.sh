@@ -352,7 +352,7 @@ revert_all() {
 }
 
 service_ctl() {
-    if [ -d /run/systemd/system ] && command -v systemctl > /dev/null 2>&1; then
+    if [ -d "$ROOT/run/systemd/system" ] && command -v systemctl > /dev/null 2>&1; then
         systemctl "$1" "$2"
     elif command -v service > /dev/null 2>&1; then
         service "$2" "$1"
