@@ -13,6 +13,7 @@
 #   --ports P,..      UDP ports Cohort uses (firewall check)
 #   --state DIR       where apply keeps its backup (default: $COHORT_TUNE_STATE or /var/lib/cohort-tune)
 #   --only AREA,..    restrict to areas: sysctl,busypoll,nic,cpu,memory,firewall
+#   --persist         apply: also write the changed sysctls to /etc/sysctl.d/90-cohort-tune.conf
 #
 # Environment: COHORT_TUNE_ROOT prefixes every /proc and /sys path (tests run on fixture trees).
 # See tuning/README.md for what each item does, why, the risk and how to revert.
@@ -62,6 +63,8 @@ REC_THP_ENABLED=madvise
 REC_THP_DEFRAG=madvise
 # Where apply writes the memlock limit (PAM sessions started after apply).
 MEMLOCK_LIMITS_FILE=/etc/security/limits.d/99-cohort-memlock.conf
+# Where apply --persist writes the sysctls it changed (read at boot by systemd-sysctl/procps).
+SYSCTL_PERSIST_FILE=/etc/sysctl.d/90-cohort-tune.conf
 
 TUNE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib/common.sh

@@ -316,7 +316,9 @@ fn apply_then_revert_on_a_fixture_host_restores_every_value() {
     let before = f.snapshot();
     let mut apply = vec!["apply"];
     apply.extend(OPTS);
-    let r = f.script(&apply);
+    let mut first_apply = apply.clone();
+    first_apply.push("--persist");
+    let r = f.script(&first_apply);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let after = f.snapshot();
     let changed = |rel: &str, want: &str| {
@@ -342,6 +344,17 @@ fn apply_then_revert_on_a_fixture_host_restores_every_value() {
     changed("sys/kernel/mm/transparent_hugepage/enabled", "madvise");
     changed("proc/sys/vm/nr_hugepages", "128");
     assert!(after["etc/security/limits.d/99-cohort-memlock.conf"].contains("* - memlock 131072"));
+    let persisted = &after["etc/sysctl.d/90-cohort-tune.conf"];
+    for line in [
+        "net/core/rmem_max = 33554432",
+        "net/ipv4/conf/eth9/rp_filter = 2",
+        "vm/nr_hugepages = 128",
+    ] {
+        assert!(
+            persisted.contains(line),
+            "--persist lacks {line}: {persisted}"
+        );
+    }
     // Check-only items are reported, never changed.
     assert_eq!(after["proc/cmdline"], before["proc/cmdline"]);
     assert!(r.stdout.contains("MANUAL | cpu.nohz_full"), "{}", r.stdout);

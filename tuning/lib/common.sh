@@ -10,6 +10,8 @@ POLLERS_ARG=
 PORTS_ARG=
 STATE_DIR=${COHORT_TUNE_STATE:-/var/lib/cohort-tune}
 ONLY=sysctl,busypoll,nic,cpu,memory,firewall
+PERSIST=0
+CHANGED_SYSCTLS=()
 CPUS=()
 PORTS=()
 POLLERS=1
@@ -22,12 +24,12 @@ N_CANNOT=0
 N_MANUAL=0
 
 usage() {
-    sed -n '2,17p' "$TUNE_DIR/cohort-tune.sh" | sed 's/^# \{0,1\}//'
+    sed -n '3,19p' "$TUNE_DIR/cohort-tune.sh" | sed 's/^# \{0,1\}//'
 }
 
 die_usage() {
     printf 'cohort-tune: %s\n' "$1" >&2
-    printf 'usage: cohort-tune.sh check|apply|revert [--iface IF] [--cpus LIST] [--pollers N] [--ports P,..] [--state DIR] [--only AREA,..]\n' >&2
+    printf 'usage: cohort-tune.sh check|apply|revert [--iface IF] [--cpus LIST] [--pollers N] [--ports P,..] [--state DIR] [--only AREA,..] [--persist]\n' >&2
     exit 2
 }
 
@@ -107,7 +109,8 @@ want_apply() {
 # One report line: VERDICT | ITEM | CURRENT | RECOMMENDED | FIX (the program prints the same).
 line() { printf '%-4s | %-34s | %-24s | %-22s | %s\n' "$1" "$2" "$3" "$4" "$5"; }
 
-say() { line "$1" "$2" "${3//|//}" "" "${4//|//}"; }
+# One action line of apply/revert: ACTION | ITEM | DETAIL | NOTE.
+say() { printf '%s | %-34s | %s | %s\n' "$1" "$2" "${3//|//}" "${4//|//}"; }
 
 manual() {
     N_MANUAL=$((N_MANUAL + 1))
@@ -123,6 +126,7 @@ cannot() {
 # $STATE_DIR/backup.tsv holds KIND<TAB>KEY<TAB>VALUE lines, oldest first. Only the first
 # (original) value of a key is kept, so apply twice and revert once restores the original.
 BACKUP_ADDED=0
+REVERT_HINT="undo: cohort-tune.sh revert"
 
 backup_file() { printf '%s/backup.tsv' "$STATE_DIR"; }
 
@@ -174,15 +178,16 @@ apply_file() {
     if ! err=$({ printf '%s\n' "$value" > "$ROOT$path"; } 2>&1); then
         backup_undo
         err=${err##*: }
-        cannot "$item" "write to $path failed (${err:-error}; read-only /proc/sys or sysfs, container or missing feature)"
+        cannot "$item" "writing $path failed: ${err:-error} (read-only in this namespace or container, or unsupported)"
         return 0
     fi
     N_CHANGED=$((N_CHANGED + 1))
+    case $path in /proc/sys/*) CHANGED_SYSCTLS+=("${path#/proc/sys/} = $value") ;; esac
     now=$(rd "$path")
     if [ "$now" != "$value" ]; then
-        say CHANGED "$item" "$old -> $value (kernel now reports $now)" "revert: cohort-tune.sh revert"
+        say CHANGED "$item" "$old -> $value (kernel now reports $now)" "$REVERT_HINT"
     else
-        say CHANGED "$item" "$old -> $value" "revert: cohort-tune.sh revert"
+        say CHANGED "$item" "$old -> $value" "$REVERT_HINT"
     fi
 }
 
@@ -203,6 +208,7 @@ parse_args() {
             --ports) [ $# -ge 2 ] || die_usage "--ports needs a value"; PORTS_ARG=$2; shift 2 ;;
             --state) [ $# -ge 2 ] || die_usage "--state needs a value"; STATE_DIR=$2; shift 2 ;;
             --only) [ $# -ge 2 ] || die_usage "--only needs a value"; ONLY=$2; shift 2 ;;
+            --persist) PERSIST=1; shift ;;
             -h | --help) usage; exit 0 ;;
             *) die_usage "unknown option '$1'" ;;
         esac
@@ -282,9 +288,11 @@ main() {
             exit 1
             ;;
         apply)
+            REVERT_HINT="undo: cohort-tune.sh revert --state $STATE_DIR"
             printf '# cohort tune apply: iface=%s cpus=%s pollers=%s state=%s\n' \
                 "${IFACE:-none}" "$(commas "${CPUS[*]}")" "$POLLERS" "$STATE_DIR"
             run_areas
+            [ "$PERSIST" = 1 ] && persist_sysctls
             printf 'APPLIED | %d changed, %d could not change here, %d need a manual step | backup: %s\n' \
                 "$N_CHANGED" "$N_CANNOT" "$N_MANUAL" "$(backup_file)"
             exit 0
@@ -293,6 +301,26 @@ main() {
             revert_all
             ;;
     esac
+}
+
+# --persist: write the sysctls apply changed to a sysctl.d file (backed up like any value).
+# Keys use "/" separators, so dots in interface names stay literal (sysctl.d(5)).
+persist_sysctls() {
+    local f=$ROOT$SYSCTL_PERSIST_FILE old=absent err
+    [ ${#CHANGED_SYSCTLS[@]} -gt 0 ] || return 0
+    if in_child_netns; then
+        cannot persist "$SYSCTL_PERSIST_FILE is host-wide, not written from inside a network namespace"
+        return 0
+    fi
+    [ -f "$f" ] && old=$(base64 -w 0 < "$f")
+    backup_add file-content "$SYSCTL_PERSIST_FILE" "$old" || { cannot persist "no backup possible in $STATE_DIR"; return 0; }
+    if ! err=$( { mkdir -p "${f%/*}" && { printf '# Written by cohort-tune.sh apply --persist (undo: cohort-tune.sh revert).\n'; printf '%s\n' "${CHANGED_SYSCTLS[@]}"; } > "$f"; } 2>&1); then
+        backup_undo
+        cannot persist "writing $SYSCTL_PERSIST_FILE failed: $err"
+        return 0
+    fi
+    N_CHANGED=$((N_CHANGED + 1))
+    say CHANGED persist "wrote ${#CHANGED_SYSCTLS[@]} sysctl(s) to $SYSCTL_PERSIST_FILE" "$REVERT_HINT"
 }
 
 # Restore every backed-up value, newest first. Exit 0 when all were restored.

@@ -48,7 +48,7 @@ apply_ethtool() {
         return 0
     fi
     N_CHANGED=$((N_CHANGED + 1))
-    say CHANGED "$item" "$old -> $new" "revert: cohort-tune.sh revert"
+    say CHANGED "$item" "$old -> $new" "$REVERT_HINT"
 }
 
 check_channels() {
@@ -241,7 +241,7 @@ check_irqbalance() {
         backup_add service irqbalance active || { cannot "$item" "no backup possible in $STATE_DIR"; return 0; }
         local err
         if err=$(service_ctl stop irqbalance 2>&1); then
-            N_CHANGED=$((N_CHANGED + 1)); say CHANGED "$item" "running -> stopped" "revert: cohort-tune.sh revert"
+            N_CHANGED=$((N_CHANGED + 1)); say CHANGED "$item" "running -> stopped" "$REVERT_HINT"
         else
             backup_undo; cannot "$item" "stopping irqbalance failed: ${err//$'\n'/ }"
         fi
