@@ -23,8 +23,10 @@ set -u
 # Recommended values: named once here. The `cohort tune check` program keeps the same values in
 # tools/src/tune/recommended.rs; a test compares both reports.
 # ---------------------------------------------------------------------------------------------
-# Socket buffer ceilings: Cohort asks for 32 MiB SO_RCVBUF/SO_SNDBUF; the kernel silently clamps
-# requests to these, and a clamped receive buffer overflows in a burst (drops -> NAKs -> latency).
+# Socket buffer ceilings: Cohort's transport asks for 8 MiB SO_RCVBUF/SO_SNDBUF by default
+# (SocketConfig::recv_buffer_bytes) and more when configured for bursty feeds; the kernel silently
+# clamps requests to these, and a clamped receive buffer overflows in a burst (drops -> NAKs ->
+# latency). 32 MiB leaves room for the larger configurations.
 REC_RMEM_MAX=33554432
 REC_WMEM_MAX=33554432
 # Defaults for sockets that do not ask (helpers, other UDP tools on the host).

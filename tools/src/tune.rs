@@ -13,6 +13,7 @@ mod recommended;
 mod report;
 
 use anyhow::bail;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -172,10 +173,17 @@ fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
         ports: ctx.ports.clone(),
     };
     let report = report::Report::new(inputs, ctx.items);
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if a.json {
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
-        print!("{}", report.to_text());
+        report.to_text()
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // The reader went away (`| head`): the verdict still goes out as the exit status.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(e.into()),
+        Ok(()) => {}
     }
     Ok(if report.summary.ready {
         ExitCode::SUCCESS

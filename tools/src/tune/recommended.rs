@@ -1,8 +1,10 @@
 //! The recommended values, named once. `tuning/cohort-tune.sh` names the same values at its top;
 //! `tools/tests/tune_check.rs` runs both and requires identical reports, so the two cannot drift.
 
-/// Socket buffer ceilings: Cohort asks for 32 MiB SO_RCVBUF/SO_SNDBUF; the kernel silently clamps
-/// requests to these, and a clamped receive buffer overflows in a burst (drops, NAKs, latency).
+/// Socket buffer ceilings: Cohort's transport asks for 8 MiB SO_RCVBUF/SO_SNDBUF by default
+/// (`SocketConfig::recv_buffer_bytes`) and more when configured for bursty feeds; the kernel
+/// silently clamps requests to these, and a clamped receive buffer overflows in a burst (drops,
+/// NAKs, latency). 32 MiB leaves room for the larger configurations.
 pub const RMEM_MAX_BYTES: u64 = 33_554_432;
 pub const WMEM_MAX_BYTES: u64 = 33_554_432;
 /// Defaults for sockets that do not ask (helpers, other UDP tools on the host).
