@@ -108,6 +108,13 @@ fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
                     report::join_commas(&online)
                 );
             }
+            if let Some((_, c)) = cpus
+                .iter()
+                .enumerate()
+                .find(|(i, c)| cpus[..*i].contains(c))
+            {
+                bail!("CPU {c} is listed twice in --cpus (one poller per CPU)");
+            }
             if let Some(p) = pollers_arg.filter(|p| *p as usize != cpus.len()) {
                 bail!("--pollers {p} but --cpus lists {} CPUs", cpus.len());
             }

@@ -176,6 +176,7 @@ fn bad_input_is_a_clear_error_with_exit_status_2() {
         ),
         (vec!["--cpus".into(), "9999".into()], "not online"),
         (vec!["--cpus".into(), "x".into()], "not a CPU list"),
+        (vec!["--cpus".into(), "0,0".into()], "listed twice"),
         (
             vec!["--iface".into(), "nosuchnic0".into()],
             "does not exist",
@@ -195,7 +196,9 @@ fn bad_input_is_a_clear_error_with_exit_status_2() {
     // The script rejects bad options the same way.
     for args in [
         vec!["check", "--cpus", "x"],
+        vec!["check", "--cpus", "0,0"],
         vec!["check", "--iface", "nosuchnic0"],
+        vec!["check", "--ports", "70000"],
         vec!["bogus"],
     ] {
         let r = run(script().args(&args));

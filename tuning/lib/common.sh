@@ -231,8 +231,11 @@ resolve_inputs() {
     if [ -n "$CPUS_ARG" ]; then
         cpus=$(cpulist_expand "$CPUS_ARG") || die_usage "--cpus '$CPUS_ARG' is not a CPU list (e.g. 2-3,5)"
         read -r -a CPUS <<< "$cpus"
+        local seen=""
         for p in "${CPUS[@]}"; do
             list_has "$online" "$p" || die_usage "CPU $p is not online (online: $(commas "$online"))"
+            list_has "$seen" "$p" && die_usage "CPU $p is listed twice in --cpus (one poller per CPU)"
+            seen+=" $p"
         done
         if [ -n "$POLLERS_ARG" ] && [ "$POLLERS_ARG" -ne "${#CPUS[@]}" ]; then
             die_usage "--pollers $POLLERS_ARG but --cpus lists ${#CPUS[@]} CPUs"
