@@ -274,9 +274,30 @@ run_areas() {
     return 0
 }
 
+# apply and revert write kernel settings: they need root on a real host, and one at a time.
+guard_writes() {
+    if [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then
+        printf 'cohort-tune: %s needs root (running as uid %s); check works as any user\n' "$MODE" "$(id -u)" >&2
+        exit 2
+    fi
+    if ! mkdir -p "$STATE_DIR" 2> /dev/null; then
+        printf 'cohort-tune: cannot create state dir %s\n' "$STATE_DIR" >&2
+        exit 2
+    fi
+    chmod 700 "$STATE_DIR" 2> /dev/null
+    if command -v flock > /dev/null 2>&1; then
+        exec 9> "$STATE_DIR/lock"
+        if ! flock -n 9; then
+            printf 'cohort-tune: another apply/revert holds %s/lock\n' "$STATE_DIR" >&2
+            exit 2
+        fi
+    fi
+}
+
 main() {
     parse_args "$@"
     resolve_inputs
+    [ "$MODE" = check ] || guard_writes
     case $MODE in
         check)
             printf '# cohort tune check: iface=%s cpus=%s pollers=%s ports=%s\n' \
