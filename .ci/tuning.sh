@@ -15,11 +15,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get > /dev/null 2>&1; then
         echo "tuning: installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq > /dev/null
-        # The linter is required; the others only widen what the tests exercise.
-        apt-get install -y -qq --no-install-recommends shellcheck > /dev/null
+        apt-get update -qq > /dev/null || echo "tuning: apt-get update failed"
+        # The linter is required (checked below); the others only widen what the tests exercise.
         apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null ||
-            echo "tuning: optional tools not installed; the tune tests will report N/A/SKIPPED for them"
+            apt-get install -y -qq --no-install-recommends shellcheck > /dev/null ||
+            echo "tuning: apt-get install ${missing[*]} failed"
     fi
 fi
 if ! command -v shellcheck > /dev/null 2>&1; then
