@@ -49,6 +49,7 @@ cpulist_expand() {
         else
             return 1
         fi
+        [ ${#out[@]} -le 8192 ] || return 1
     done
     unset IFS
     printf '%s\n' "${out[*]}"

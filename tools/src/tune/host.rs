@@ -10,6 +10,8 @@ use std::process::Command;
 pub const FILE_BYTES_MAX: u64 = 1 << 20;
 /// Largest CPU range expanded from one `a-b` term, in CPUs.
 pub const CPU_RANGE_CPUS_MAX: u32 = 4096;
+/// Most CPUs one CPU list may expand to (bounds memory and the duplicate check).
+pub const CPU_LIST_CPUS_MAX: usize = 8192;
 
 pub struct Host {
     root: PathBuf,
@@ -120,6 +122,9 @@ pub fn parse_cpulist(list: &str) -> Option<Vec<u32>> {
         } else {
             out.push(parse_digits(part)?);
         }
+        if out.len() > CPU_LIST_CPUS_MAX {
+            return None;
+        }
     }
     Some(out)
 }
@@ -148,5 +153,6 @@ mod tests {
         assert_eq!(parse_cpulist(""), None);
         assert_eq!(parse_cpulist("1,,2"), None);
         assert_eq!(parse_cpulist("0-999999999"), None);
+        assert_eq!(parse_cpulist(&["0-4000"; 3].join(",")), None);
     }
 }
