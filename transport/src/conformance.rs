@@ -32,6 +32,7 @@ pub fn run_all(make: MakeTransport<'_>, template: &SocketConfig) {
     unicast_fan_out_reaches_three_receivers_and_follows_set_peers(make, template);
     multicast_reaches_two_receivers_and_the_looped_back_sender(make, template);
     oversize_datagram_is_refused_with_an_error(make, template);
+    recv_lends_at_most_datagrams_max_per_call(make, template);
 }
 
 /// The payload of datagram `index` of `len` bytes: a pattern that differs per index and size.
@@ -481,4 +482,50 @@ pub fn oversize_datagram_is_refused_with_an_error(
         extra.is_empty(),
         "the refused batch must not have sent anything, got {extra:?}"
     );
+}
+
+/// `recv(n)` lends at most `n` datagrams per call (a GRO buffer holding more is lent across
+/// calls), and everything sent arrives.
+pub fn recv_lends_at_most_datagrams_max_per_call(make: MakeTransport<'_>, template: &SocketConfig) {
+    let cfg = unicast_template(template);
+    let max = cfg.datagram_bytes_max;
+    let mut receiver = make(cfg.clone()).expect("receiver opens");
+    let mut sender = make(cfg.clone()).expect("sender opens");
+    let to = Dest::Addr(receiver.local_addr());
+    let count = cfg.batch_datagrams_max.min(40);
+    let len = (max / 4).max(1);
+    let mut batch = SendBatch::new(cfg.batch_datagrams_max, max);
+    let sent = fill(&mut batch, to, 80_000, &vec![len; count]);
+    send_all(sender.as_mut(), &mut batch);
+    let from = sender.local_addr();
+    let mut got = Vec::new();
+    let mut idle_rounds = 0;
+    while got.len() < count {
+        let per_call = 1 + got.len() % 3;
+        let mut this_call = 0;
+        let n = receiver
+            .recv(per_call, &mut |src, d| {
+                if src == from {
+                    got.push(d.to_vec());
+                }
+                this_call += 1;
+            })
+            .expect("recv succeeds");
+        assert_eq!(n, this_call, "recv returns the number of datagrams it lent");
+        assert!(n <= per_call, "recv({per_call}) lent {n} datagrams");
+        if n == 0 {
+            idle_rounds += 1;
+            assert!(
+                idle_rounds <= WAIT_ROUNDS_WITHOUT_PROGRESS_MAX,
+                "got {} of {count}, then nothing",
+                got.len()
+            );
+            receiver
+                .wait_readable(Duration::from_millis(WAIT_SLICE_MS))
+                .expect("wait_readable succeeds");
+        } else {
+            idle_rounds = 0;
+        }
+    }
+    assert_same_datagrams("small receive budgets", sent, got);
 }

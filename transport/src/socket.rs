@@ -699,36 +699,58 @@ pub fn gro_segment_size(control: &[u8]) -> Option<usize> {
     None
 }
 
-/// Lends the datagrams of one received buffer to `on_datagram`: the buffer itself, or, when
-/// GRO coalesced several (`segment_bytes` < `buf.len()`), each `segment_bytes` slice of it.
-/// Datagrams longer than `datagram_bytes_max` are counted drops. Updates `stats`; returns how
-/// many datagrams were passed up.
+/// What [`deliver_received`] did with a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    /// Datagrams passed to the callback.
+    pub datagrams: usize,
+    /// Bytes of the buffer dealt with (delivered or dropped). Less than the buffer's length
+    /// when `datagrams_max` ran out: resume from there with the same segment size.
+    pub bytes_consumed: usize,
+}
+
+/// Lends the datagrams of one received buffer to `on_datagram`, at most `datagrams_max`
+/// (at least 1): the buffer itself, or, when GRO coalesced several (`segment_bytes` shorter
+/// than the buffer), each `segment_bytes` slice of it. Datagrams longer than
+/// `datagram_bytes_max` are counted drops. Updates `stats`.
 pub fn deliver_received(
     buf: &[u8],
     segment_bytes: Option<usize>,
     src: SocketAddr,
     datagram_bytes_max: usize,
+    datagrams_max: usize,
     stats: &mut crate::TransportStats,
     on_datagram: &mut dyn FnMut(SocketAddr, &[u8]),
-) -> usize {
+) -> Delivered {
+    debug_assert!(datagrams_max >= 1);
     if buf.is_empty() {
         stats.datagrams_received += 1;
         on_datagram(src, buf);
-        return 1;
+        return Delivered {
+            datagrams: 1,
+            bytes_consumed: 0,
+        };
     }
     let seg = segment_bytes.unwrap_or(buf.len()).clamp(1, buf.len());
-    let mut delivered = 0;
+    let mut done = Delivered {
+        datagrams: 0,
+        bytes_consumed: 0,
+    };
     for d in buf.chunks(seg) {
+        if done.datagrams == datagrams_max {
+            break;
+        }
+        done.bytes_consumed += d.len();
         if d.len() > datagram_bytes_max {
             stats.recv_dropped += 1;
             continue;
         }
         stats.datagrams_received += 1;
         stats.bytes_received += d.len() as u64;
-        delivered += 1;
+        done.datagrams += 1;
         on_datagram(src, d);
     }
-    delivered
+    done
 }
 
 #[cfg(test)]
@@ -812,11 +834,27 @@ mod shared_path_tests {
         let buf: Vec<u8> = (0..250u8).collect();
         let mut stats = TransportStats::default();
         let mut got = Vec::new();
-        let n = deliver_received(&buf, Some(100), src, 1472, &mut stats, &mut |s, d| {
+        let mut on = |s: SocketAddr, d: &[u8]| {
             assert_eq!(s, src);
             got.push(d.to_vec());
-        });
-        assert_eq!(n, 3);
+        };
+        let first = deliver_received(&buf, Some(100), src, 1472, 2, &mut stats, &mut on);
+        assert_eq!(
+            first,
+            Delivered {
+                datagrams: 2,
+                bytes_consumed: 200
+            },
+            "budget of 2"
+        );
+        let rest = deliver_received(&buf[200..], Some(100), src, 1472, 64, &mut stats, &mut on);
+        assert_eq!(
+            rest,
+            Delivered {
+                datagrams: 1,
+                bytes_consumed: 50
+            }
+        );
         assert_eq!(
             got,
             vec![
@@ -825,7 +863,15 @@ mod shared_path_tests {
                 buf[200..].to_vec()
             ]
         );
-        let n = deliver_received(&buf, None, src, 200, &mut stats, &mut |_, _| {});
-        assert_eq!((n, stats.recv_dropped), (0, 1));
+        let dropped = deliver_received(&buf, None, src, 200, 64, &mut stats, &mut |_, _| {});
+        assert_eq!(
+            dropped,
+            Delivered {
+                datagrams: 0,
+                bytes_consumed: 250
+            }
+        );
+        assert_eq!(stats.recv_dropped, 1);
+        assert_eq!(stats.datagrams_received, 3);
     }
 }
