@@ -342,9 +342,20 @@ pub fn unicast_fan_out_reaches_three_receivers_and_follows_set_peers(
         .collect();
     let sent = fill(&mut batch, Dest::Group, 20_000, &sizes);
     send_all(sender.as_mut(), &mut batch);
+    let wire = sender.stats();
+    assert_eq!(
+        wire.datagrams_sent,
+        3 * sent.len() as u64,
+        "one datagram per peer"
+    );
+    let bytes: u64 = sent.iter().map(|d| d.len() as u64).sum();
+    assert_eq!(wire.bytes_sent, 3 * bytes);
     for r in receivers.iter_mut() {
         let got = recv_from(r.as_mut(), from, sent.len());
         assert_same_datagrams("fan-out receiver", sent.clone(), got);
+        let stats = r.stats();
+        assert_eq!(stats.datagrams_received, sent.len() as u64);
+        assert_eq!(stats.bytes_received, bytes);
     }
 
     // Only the first peer is left: the others must see the unicast fence first.

@@ -424,10 +424,13 @@ impl MemoryTransport {
         &self.network
     }
 
-    /// Every endpoint one datagram to `dest` reaches, into `self.resolved`.
-    fn resolve(&mut self, st: &mut NetworkState, dest: &Dest) {
+    /// Every endpoint one datagram to `dest` reaches, into `self.resolved`; returns how many
+    /// datagrams go on the "wire" (one per fan-out peer, one per multicast group).
+    fn resolve(&mut self, st: &mut NetworkState, dest: &Dest) -> usize {
         self.resolved.clear();
-        for addr in self.targets.resolve(dest) {
+        let wire = self.targets.resolve(dest);
+        let wire_datagrams = wire.len();
+        for addr in wire {
             if let Some(members) = st.groups.get(addr) {
                 for m in members {
                     if *m == self.addr && !self.loopback {
@@ -443,6 +446,7 @@ impl MemoryTransport {
                 st.stats.undeliverable += 1;
             }
         }
+        wire_datagrams
     }
 }
 
@@ -491,7 +495,7 @@ impl Transport for MemoryTransport {
         self.stats.send_calls += 1;
         for (i, entry) in entries.iter().enumerate().take(take) {
             let bytes = batch.datagram(i);
-            self.resolve(&mut st, &entry.dest);
+            let wire_datagrams = self.resolve(&mut st, &entry.dest) as u64;
             for endpoint in &self.resolved {
                 st.stats.copies_sent += 1;
                 let faults = &st.faults;
@@ -543,8 +547,8 @@ impl Transport for MemoryTransport {
                 drop(q);
                 endpoint.readable.notify_all();
             }
-            self.stats.datagrams_sent += 1;
-            self.stats.bytes_sent += bytes.len() as u64;
+            self.stats.datagrams_sent += wire_datagrams;
+            self.stats.bytes_sent += wire_datagrams * bytes.len() as u64;
         }
         self.resolved.clear();
         self.stats.send_would_block += (entries.len() - take) as u64;

@@ -8,7 +8,8 @@
 //! **Send.** Entries of a [`SendBatch`] go out in order. `Dest::Group` in fan-out mode becomes
 //! one message per peer, all pointing at the same bytes (no copy). With GSO enabled, a run of
 //! consecutive entries with the same destination and equal length (the last may be shorter),
-//! contiguous in the batch, of at most [`GSO_SEGMENTS_MAX`] segments and [`GSO_BYTES_MAX`]
+//! contiguous in the batch, of at most [`GSO_SEGMENTS_MAX`](crate::socket::GSO_SEGMENTS_MAX) segments and
+//! [`GSO_BYTES_MAX`](crate::socket::GSO_BYTES_MAX)
 //! bytes, goes as one message with a `UDP_SEGMENT` control message. `send` returns how many
 //! *entries* went completely (every copy of every segment); when the kernel stops early
 //! (`EAGAIN`/`ENOBUFS`), the rest is back pressure, counted in `send_would_block`. An entry

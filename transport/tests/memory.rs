@@ -335,3 +335,41 @@ fn binding_a_bound_address_fails_and_a_closed_endpoint_frees_it() {
     assert_eq!(network.stats().undeliverable, 1);
     assert!(network.open(&fixed).is_ok());
 }
+
+#[test]
+fn sent_counters_count_wire_datagrams_like_the_kernel_drivers() {
+    let network = MemoryNetwork::new(101);
+    let peers: Vec<MemoryTransport> = (0..3).map(|_| network.open(&cfg()).unwrap()).collect();
+    let mut fan = cfg();
+    fan.group = GroupMode::UnicastFanOut {
+        peers: peers.iter().map(|p| p.local_addr()).collect(),
+    };
+    let mut sender = network.open(&fan).unwrap();
+    let mut batch = SendBatch::new(4, 64);
+    batch.push(Dest::Group, &[0u8; 10]).unwrap();
+    send_all(&mut sender, &mut batch);
+    assert_eq!(
+        sender.stats().datagrams_sent,
+        3,
+        "one copy per fan-out peer"
+    );
+    assert_eq!(sender.stats().bytes_sent, 30);
+
+    let group: SocketAddr = "239.1.1.2:9000".parse().unwrap();
+    let mut mcfg = cfg();
+    mcfg.group = GroupMode::Multicast {
+        group,
+        iface: std::net::Ipv4Addr::LOCALHOST,
+        ttl: 1,
+        loopback: true,
+    };
+    let _members: Vec<MemoryTransport> = (0..3).map(|_| network.open(&mcfg).unwrap()).collect();
+    let mut msender = network.open(&mcfg).unwrap();
+    batch.push(Dest::Group, &[0u8; 10]).unwrap();
+    send_all(&mut msender, &mut batch);
+    assert_eq!(
+        msender.stats().datagrams_sent,
+        1,
+        "a multicast datagram counts once"
+    );
+}
