@@ -166,6 +166,8 @@ struct EndpointQueue {
     /// Buffers in existence (queued, in flight, held, pooled or lent out).
     buffers_allocated: usize,
     dropped: u64,
+    /// Threads blocked in `wait_readable` (senders notify only when there is one).
+    waiters: u32,
 }
 
 struct Endpoint {
@@ -372,6 +374,7 @@ impl MemoryNetwork {
                 pool: Vec::new(),
                 buffers_allocated: 0,
                 dropped: 0,
+                waiters: 0,
             }),
             readable: Condvar::new(),
             datagram_bytes_max: cfg.datagram_bytes_max,
@@ -544,8 +547,11 @@ impl Transport for MemoryTransport {
                         });
                     }
                 }
+                let wake = q.waiters > 0;
                 drop(q);
-                endpoint.readable.notify_all();
+                if wake {
+                    endpoint.readable.notify_all();
+                }
             }
             self.stats.datagrams_sent += wire_datagrams;
             self.stats.bytes_sent += wire_datagrams * bytes.len() as u64;
@@ -606,12 +612,14 @@ impl Transport for MemoryTransport {
                     wait = wait.min(Duration::from_nanos(d.due_ns.saturating_sub(now_ns)));
                 }
             }
+            q.waiters += 1;
             q = self
                 .endpoint
                 .readable
                 .wait_timeout(q, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            q.waiters -= 1;
         }
     }
 
