@@ -25,6 +25,8 @@
 //!   `SO_REUSEPORT`; granted buffer sizes; GSO/GRO availability), [`GroupTargets`]
 //!   (`Dest` → addresses), `RawSockAddr`, `gso_run_len`, `write_gso_cmsg`,
 //!   `gro_segment_size`, `deliver_received`.
+//! * [`FaultyTransport`] — a test-only, seeded fault layer around any transport (loss,
+//!   duplication, reordering, delay on the send side) for multi-process tests on real sockets.
 //! * [`conformance`] — the checks every driver must pass (`run_all`).
 //!
 //! ## Multicast mode uses two sockets
@@ -39,10 +41,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub mod conformance;
+pub mod faults;
 pub mod memory;
 pub mod mmsg;
 pub mod socket;
 
+pub use faults::{FaultStats, FaultyTransport};
 pub use memory::{FaultConfig, MemoryNetwork, MemoryTransport, NetworkStats};
 pub use mmsg::MmsgTransport;
 pub use socket::{open_udp_socket, GroupTargets, OpenedSocket};

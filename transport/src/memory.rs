@@ -75,7 +75,7 @@ impl FaultConfig {
         FaultConfig::default()
     }
 
-    fn validate(&self) -> Result<(), TransportError> {
+    pub(crate) fn validate(&self) -> Result<(), TransportError> {
         for (name, p) in [
             ("loss", self.loss),
             ("duplication", self.duplication),
