@@ -422,11 +422,16 @@ impl Transport for MmsgTransport {
                             blocked = true;
                             break;
                         }
-                        Some(libc::EIO) if self.send_msg_datagrams[sent_msgs] > 1 => {
-                            // The device cannot segment this send (no checksum offload on
-                            // the route): go on without GSO from the failed message.
+                        Some(code @ (libc::EIO | libc::EINVAL))
+                            if self.send_msg_datagrams[sent_msgs] > 1 =>
+                        {
+                            // The route cannot take this segmented send: EIO when the device
+                            // lacks checksum offload, EINVAL when a segment exceeds the path
+                            // MTU. Go on without GSO from the failed message.
                             tracing::warn!(
-                                "UDP GSO send failed with EIO on this route; GSO disabled \
+                                errno = code,
+                                "UDP GSO send refused on this route (EIO: no checksum \
+                                 offload, EINVAL: segment above the path MTU); GSO disabled \
                                  for this transport"
                             );
                             self.gso = false;
