@@ -38,8 +38,8 @@ use crate::{DriverKind, SendBatch, SocketConfig, Transport, TransportError, Tran
 pub const SEND_MESSAGES_MAX: usize = 1024;
 /// Most receive slots (the kernel caps `recvmmsg` at `UIO_MAXIOV` messages too).
 pub const RECV_SLOTS_MAX: usize = 1024;
-/// Most 64 KiB receive slots when GRO is on (each can hold up to 64 datagrams).
-pub const GRO_RECV_SLOTS_MAX: usize = 64;
+/// Most 64 KiB receive slots when GRO is on (each can hold up to 64 datagrams): 1 MiB.
+pub const GRO_RECV_SLOTS_MAX: usize = 16;
 
 const _: () = assert!(SEND_MESSAGES_MAX >= crate::socket::FAN_OUT_PEERS_MAX);
 
