@@ -33,6 +33,7 @@ pub fn run_all(make: MakeTransport<'_>, template: &SocketConfig) {
     multicast_reaches_two_receivers_and_the_looped_back_sender(make, template);
     oversize_datagram_is_refused_with_an_error(make, template);
     recv_lends_at_most_datagrams_max_per_call(make, template);
+    wait_readable_is_false_when_idle_and_true_once_data_arrives(make, template);
 }
 
 /// The payload of datagram `index` of `len` bytes: a pattern that differs per index and size.
@@ -539,4 +540,38 @@ pub fn recv_lends_at_most_datagrams_max_per_call(make: MakeTransport<'_>, templa
         }
     }
     assert_same_datagrams("small receive budgets", sent, got);
+}
+
+/// `wait_readable` returns false after its timeout when nothing was sent, true once a datagram
+/// waits, and stays true until it is read.
+pub fn wait_readable_is_false_when_idle_and_true_once_data_arrives(
+    make: MakeTransport<'_>,
+    template: &SocketConfig,
+) {
+    let cfg = unicast_template(template);
+    let mut receiver = make(cfg.clone()).expect("receiver opens");
+    let mut sender = make(cfg.clone()).expect("sender opens");
+    assert!(
+        !receiver
+            .wait_readable(Duration::from_millis(5))
+            .expect("wait_readable succeeds"),
+        "nothing was sent, nothing is readable"
+    );
+    let mut batch = SendBatch::new(1, cfg.datagram_bytes_max);
+    batch
+        .push(Dest::Addr(receiver.local_addr()), b"wake")
+        .expect("fits");
+    send_all(sender.as_mut(), &mut batch);
+    // A long timeout only ends a test that would otherwise hang.
+    assert!(receiver
+        .wait_readable(Duration::from_secs(10))
+        .expect("wait_readable succeeds"));
+    assert!(
+        receiver
+            .wait_readable(Duration::from_millis(1))
+            .expect("wait_readable succeeds"),
+        "still readable until read"
+    );
+    let got = recv_from(receiver.as_mut(), sender.local_addr(), 1);
+    assert_eq!(got, vec![b"wake".to_vec()]);
 }
