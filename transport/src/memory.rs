@@ -32,11 +32,15 @@
 //! * back pressure: `send_datagrams_per_call_max` makes `send` take at most that many entries
 //!   per call, the rest being back pressure as with a full socket send buffer.
 //!
+//! **Partitions**: [`MemoryNetwork::partition`] splits endpoints into sides that cannot talk,
+//! [`MemoryNetwork::block_link`] cuts one direction between two endpoints (asymmetric faults),
+//! [`MemoryNetwork::heal`] restores everything. A crash is dropping the endpoint.
+//!
 //! Threads: endpoints may be used from different threads; determinism holds for a given order
 //! of calls (one thread, or a simulator that serialises them).
 
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -52,6 +56,10 @@ use crate::{
 
 /// Hard cap on one endpoint's queue, whatever its configured receive buffer.
 pub const MEMORY_QUEUE_DATAGRAMS_MAX: usize = 65_536;
+/// Most endpoints listed in one [`MemoryNetwork::partition`].
+pub const PARTITION_ENDPOINTS_MAX: usize = 65_536;
+/// Most directed links blocked at once ([`MemoryNetwork::block_link`]).
+pub const BLOCKED_LINKS_MAX: usize = 65_536;
 /// First port handed out for binds to port 0.
 pub const MEMORY_EPHEMERAL_PORT_FIRST: u16 = 49_152;
 
@@ -108,6 +116,9 @@ pub struct NetworkStats {
     pub overflowed: u64,
     /// Sent to an address where no endpoint is bound.
     pub undeliverable: u64,
+    /// Dropped by a partition or a blocked link (not counted at the receiver, which cannot
+    /// know).
+    pub partitioned: u64,
 }
 
 /// Network time: wall clock since creation, or a manual clock.
@@ -239,6 +250,25 @@ struct NetworkState {
     next_port: u16,
     delay_seq: u64,
     stats: NetworkStats,
+    /// Partition side of each listed endpoint; endpoints on different sides cannot talk.
+    sides: HashMap<SocketAddr, u32>,
+    /// Directed links (from, to) that drop everything.
+    blocked_links: HashSet<(SocketAddr, SocketAddr)>,
+}
+
+impl NetworkState {
+    fn link_open(&self, from: SocketAddr, to: SocketAddr) -> bool {
+        if from == to {
+            return true;
+        }
+        if self.blocked_links.contains(&(from, to)) {
+            return false;
+        }
+        match (self.sides.get(&from), self.sides.get(&to)) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+    }
 }
 
 struct NetworkShared {
@@ -274,6 +304,8 @@ impl MemoryNetwork {
                     next_port: MEMORY_EPHEMERAL_PORT_FIRST,
                     delay_seq: 0,
                     stats: NetworkStats::default(),
+                    sides: HashMap::new(),
+                    blocked_links: HashSet::new(),
                 }),
                 clock: NetworkClock {
                     base: Instant::now(),
@@ -300,6 +332,50 @@ impl MemoryNetwork {
 
     pub fn stats(&self) -> NetworkStats {
         self.lock().stats
+    }
+
+    /// Splits the network: endpoints listed in different `sides` cannot exchange datagrams
+    /// (dropped, counted in [`NetworkStats::partitioned`]); unlisted endpoints still reach
+    /// everyone. Replaces any earlier partition; [`MemoryNetwork::heal`] removes it.
+    pub fn partition(&self, sides: &[&[SocketAddr]]) -> Result<(), TransportError> {
+        let count: usize = sides.iter().map(|s| s.len()).sum();
+        if count > PARTITION_ENDPOINTS_MAX {
+            return Err(TransportError::Config(format!(
+                "{count} partitioned endpoints exceed PARTITION_ENDPOINTS_MAX \
+                 ({PARTITION_ENDPOINTS_MAX})"
+            )));
+        }
+        let mut st = self.lock();
+        st.sides.clear();
+        for (side, addrs) in sides.iter().enumerate() {
+            for a in addrs.iter() {
+                st.sides.insert(*a, side as u32);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every datagram from `from` to `to` (one direction) until unblocked or healed.
+    pub fn block_link(&self, from: SocketAddr, to: SocketAddr) -> Result<(), TransportError> {
+        let mut st = self.lock();
+        if st.blocked_links.len() >= BLOCKED_LINKS_MAX {
+            return Err(TransportError::Config(format!(
+                "more than BLOCKED_LINKS_MAX ({BLOCKED_LINKS_MAX}) blocked links"
+            )));
+        }
+        st.blocked_links.insert((from, to));
+        Ok(())
+    }
+
+    pub fn unblock_link(&self, from: SocketAddr, to: SocketAddr) {
+        self.lock().blocked_links.remove(&(from, to));
+    }
+
+    /// Removes every partition and blocked link.
+    pub fn heal(&self) {
+        let mut st = self.lock();
+        st.sides.clear();
+        st.blocked_links.clear();
     }
 
     /// Network time since creation.
@@ -439,12 +515,20 @@ impl MemoryTransport {
                     if *m == self.addr && !self.loopback {
                         continue;
                     }
+                    if !st.link_open(self.addr, *m) {
+                        st.stats.partitioned += 1;
+                        continue;
+                    }
                     if let Some(e) = st.endpoints.get(m) {
                         self.resolved.push(e.clone());
                     }
                 }
             } else if let Some(e) = st.endpoints.get(addr) {
-                self.resolved.push(e.clone());
+                if st.link_open(self.addr, *addr) {
+                    self.resolved.push(e.clone());
+                } else {
+                    st.stats.partitioned += 1;
+                }
             } else {
                 st.stats.undeliverable += 1;
             }

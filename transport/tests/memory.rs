@@ -373,3 +373,51 @@ fn sent_counters_count_wire_datagrams_like_the_kernel_drivers() {
         "a multicast datagram counts once"
     );
 }
+
+#[test]
+fn partitions_and_blocked_links_cut_exactly_the_named_paths_until_healed() {
+    let network = MemoryNetwork::new(111);
+    let group: SocketAddr = "239.1.1.3:9000".parse().unwrap();
+    let mut mcfg = cfg();
+    mcfg.group = GroupMode::Multicast {
+        group,
+        iface: std::net::Ipv4Addr::LOCALHOST,
+        ttl: 1,
+        loopback: false,
+    };
+    let mut a = network.open(&mcfg).unwrap();
+    let mut b = network.open(&mcfg).unwrap();
+    let mut c = network.open(&mcfg).unwrap();
+    let (la, lb, lc) = (a.local_addr(), b.local_addr(), c.local_addr());
+    network.partition(&[&[la, lb], &[lc]]).unwrap();
+    let mut batch = SendBatch::new(4, 64);
+    batch.push(Dest::Group, b"side").unwrap();
+    send_all(&mut a, &mut batch);
+    assert_eq!(drain_indices_raw(&mut b), vec![b"side".to_vec()]);
+    assert!(
+        drain_indices_raw(&mut c).is_empty(),
+        "c is on the other side"
+    );
+    batch.push(Dest::Addr(la), b"from c").unwrap();
+    send_all(&mut c, &mut batch);
+    assert!(drain_indices_raw(&mut a).is_empty());
+    assert_eq!(network.stats().partitioned, 2);
+
+    network.heal();
+    network.block_link(la, lb).unwrap();
+    batch.push(Dest::Group, b"healed").unwrap();
+    send_all(&mut a, &mut batch);
+    assert!(drain_indices_raw(&mut b).is_empty(), "a -> b is blocked");
+    assert_eq!(drain_indices_raw(&mut c), vec![b"healed".to_vec()]);
+    batch.push(Dest::Addr(la), b"b to a").unwrap();
+    send_all(&mut b, &mut batch);
+    assert_eq!(
+        drain_indices_raw(&mut a),
+        vec![b"b to a".to_vec()],
+        "b -> a still open"
+    );
+    network.unblock_link(la, lb);
+    batch.push(Dest::Addr(lb), b"open").unwrap();
+    send_all(&mut a, &mut batch);
+    assert_eq!(drain_indices_raw(&mut b), vec![b"open".to_vec()]);
+}
