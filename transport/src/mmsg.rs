@@ -8,7 +8,8 @@
 //! **Send.** Entries of a [`SendBatch`] go out in order. `Dest::Group` in fan-out mode becomes
 //! one message per peer, all pointing at the same bytes (no copy). With GSO enabled, a run of
 //! consecutive entries with the same destination and equal length (the last may be shorter),
-//! contiguous in the batch, of at most [`GSO_SEGMENTS_MAX`] segments and [`GSO_BYTES_MAX`]
+//! contiguous in the batch, of at most [`GSO_SEGMENTS_MAX`](crate::socket::GSO_SEGMENTS_MAX) segments and
+//! [`GSO_BYTES_MAX`](crate::socket::GSO_BYTES_MAX)
 //! bytes, goes as one message with a `UDP_SEGMENT` control message. `send` returns how many
 //! *entries* went completely (every copy of every segment); when the kernel stops early
 //! (`EAGAIN`/`ENOBUFS`), the rest is back pressure, counted in `send_would_block`. An entry
@@ -37,8 +38,8 @@ use crate::{DriverKind, SendBatch, SocketConfig, Transport, TransportError, Tran
 pub const SEND_MESSAGES_MAX: usize = 1024;
 /// Most receive slots (the kernel caps `recvmmsg` at `UIO_MAXIOV` messages too).
 pub const RECV_SLOTS_MAX: usize = 1024;
-/// Most 64 KiB receive slots when GRO is on (each can hold up to 64 datagrams).
-pub const GRO_RECV_SLOTS_MAX: usize = 64;
+/// Most 64 KiB receive slots when GRO is on (each can hold up to 64 datagrams): 1 MiB.
+pub const GRO_RECV_SLOTS_MAX: usize = 16;
 
 const _: () = assert!(SEND_MESSAGES_MAX >= crate::socket::FAN_OUT_PEERS_MAX);
 
@@ -76,6 +77,11 @@ pub struct MmsgTransport {
     recv_cmsgs: Vec<CmsgSpace>,
     recv_buf: Vec<u8>,
     recv_slot_bytes: usize,
+    /// Slots filled by the last `recvmmsg`, the next one to lend from, and how far into it
+    /// (a GRO buffer is lent across calls when it holds more than the caller's budget).
+    recv_filled: usize,
+    recv_next_slot: usize,
+    recv_offset: usize,
     /// Which socket `recv` reads first (alternates in multicast mode for fairness).
     recv_group_first: bool,
 }
@@ -139,6 +145,9 @@ impl MmsgTransport {
             recv_cmsgs: vec![CmsgSpace::zeroed(); slots],
             recv_buf: vec![0; slots * slot_bytes],
             recv_slot_bytes: slot_bytes,
+            recv_filled: 0,
+            recv_next_slot: 0,
+            recv_offset: 0,
             recv_group_first: false,
         };
         t.link_recv_slots();
@@ -251,12 +260,10 @@ impl MmsgTransport {
         }
     }
 
-    fn recv_from_socket(
-        &mut self,
-        group: bool,
-        datagrams_max: usize,
-        on_datagram: &mut dyn FnMut(SocketAddr, &[u8]),
-    ) -> Result<usize, TransportError> {
+    /// Reads up to `want` messages from one socket into the slots (`want` >= 1); returns how
+    /// many. Only called when every slot of the previous read was lent out.
+    fn fill_slots(&mut self, group: bool, want: usize) -> Result<usize, TransportError> {
+        debug_assert!(self.recv_next_slot >= self.recv_filled);
         let fd = if group {
             match &self.opened.group_socket {
                 Some(s) => s.as_raw_fd(),
@@ -265,10 +272,7 @@ impl MmsgTransport {
         } else {
             self.opened.socket.as_raw_fd()
         };
-        let want = datagrams_max.min(self.recv_hdrs.len());
-        if want == 0 {
-            return Ok(0);
-        }
+        let want = want.clamp(1, self.recv_hdrs.len());
         for i in 0..want {
             let hdr = &mut self.recv_hdrs[i];
             hdr.msg_len = 0;
@@ -296,18 +300,33 @@ impl MmsgTransport {
                 _ => Err(TransportError::io("recvmmsg", err)),
             };
         }
-        let got = rc as usize;
+        self.recv_filled = rc as usize;
+        self.recv_next_slot = 0;
+        self.recv_offset = 0;
+        Ok(self.recv_filled)
+    }
+
+    /// Lends datagrams of the filled slots, from where the last call stopped, at most
+    /// `datagrams_max` (>= 1); returns how many.
+    fn drain_slots(
+        &mut self,
+        datagrams_max: usize,
+        on_datagram: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> usize {
         let mut delivered = 0;
-        for i in 0..got {
+        while self.recv_next_slot < self.recv_filled && delivered < datagrams_max {
+            let i = self.recv_next_slot;
             let hdr = &self.recv_hdrs[i];
             let len = hdr.msg_len as usize;
-            let flags = hdr.msg_hdr.msg_flags;
-            if flags & libc::MSG_TRUNC != 0 || len > self.recv_slot_bytes {
+            let first_visit = self.recv_offset == 0;
+            if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > self.recv_slot_bytes {
                 self.stats.recv_dropped += 1;
+                self.recv_next_slot += 1;
                 continue;
             }
             let Some(src) = self.recv_addrs[i].read(hdr.msg_hdr.msg_namelen) else {
                 self.stats.recv_dropped += 1;
+                self.recv_next_slot += 1;
                 continue;
             };
             let seg = if self.gro {
@@ -318,20 +337,33 @@ impl MmsgTransport {
             } else {
                 None
             };
-            if seg.is_some_and(|s| s < len) {
+            if first_visit && seg.is_some_and(|s| s < len) {
                 self.offload.gro_coalesced_buffers += 1;
             }
-            let slot = &self.recv_buf[i * self.recv_slot_bytes..i * self.recv_slot_bytes + len];
-            delivered += deliver_received(
-                slot,
+            let base = i * self.recv_slot_bytes;
+            let rest = &self.recv_buf[base + self.recv_offset..base + len];
+            let done = deliver_received(
+                rest,
                 seg,
                 src,
                 self.datagram_bytes_max,
+                datagrams_max - delivered,
                 &mut self.stats,
                 on_datagram,
             );
+            delivered += done.datagrams;
+            if done.bytes_consumed == rest.len() {
+                self.recv_next_slot += 1;
+                self.recv_offset = 0;
+            } else {
+                self.recv_offset += done.bytes_consumed;
+            }
         }
-        Ok(delivered)
+        delivered
+    }
+
+    fn has_undelivered(&self) -> bool {
+        self.recv_next_slot < self.recv_filled
     }
 }
 
@@ -390,11 +422,16 @@ impl Transport for MmsgTransport {
                             blocked = true;
                             break;
                         }
-                        Some(libc::EIO) if self.send_msg_datagrams[sent_msgs] > 1 => {
-                            // The device cannot segment this send (no checksum offload on
-                            // the route): go on without GSO from the failed message.
+                        Some(code @ (libc::EIO | libc::EINVAL))
+                            if self.send_msg_datagrams[sent_msgs] > 1 =>
+                        {
+                            // The route cannot take this segmented send: EIO when the device
+                            // lacks checksum offload, EINVAL when a segment exceeds the path
+                            // MTU. Go on without GSO from the failed message.
                             tracing::warn!(
-                                "UDP GSO send failed with EIO on this route; GSO disabled \
+                                errno = code,
+                                "UDP GSO send refused on this route (EIO: no checksum \
+                                 offload, EINVAL: segment above the path MTU); GSO disabled \
                                  for this transport"
                             );
                             self.gso = false;
@@ -431,19 +468,34 @@ impl Transport for MmsgTransport {
         datagrams_max: usize,
         on_datagram: &mut dyn FnMut(SocketAddr, &[u8]),
     ) -> Result<usize, TransportError> {
+        if datagrams_max == 0 {
+            return Ok(0);
+        }
+        // What an earlier call left in the slots (a GRO buffer larger than its budget) first.
+        let mut delivered = self.drain_slots(datagrams_max, on_datagram);
         let group_first = self.recv_group_first && self.opened.group_socket.is_some();
         self.recv_group_first = !self.recv_group_first;
-        let a = self.recv_from_socket(group_first, datagrams_max, on_datagram)?;
-        let left = datagrams_max.saturating_sub(a);
-        let b = if self.opened.group_socket.is_some() && left > 0 {
-            self.recv_from_socket(!group_first, left, on_datagram)?
+        let order = [group_first, !group_first];
+        let sockets = if self.opened.group_socket.is_some() {
+            2
         } else {
-            0
+            1
         };
-        Ok(a + b)
+        for &group in &order[..sockets] {
+            if delivered == datagrams_max {
+                break;
+            }
+            if self.fill_slots(group, datagrams_max - delivered)? > 0 {
+                delivered += self.drain_slots(datagrams_max - delivered, on_datagram);
+            }
+        }
+        Ok(delivered)
     }
 
     fn wait_readable(&mut self, timeout: Duration) -> Result<bool, TransportError> {
+        if self.has_undelivered() {
+            return Ok(true);
+        }
         wait_readable_fds(&self.opened, timeout)
     }
 

@@ -1,6 +1,8 @@
 //! Checks only the sendmmsg/recvmmsg driver can make: that GSO and GRO are really used when
 //! the kernel has them, truncation is a counted drop, and what this machine grants.
 
+use std::net::SocketAddr;
+
 use cohort_transport::conformance::{assert_same_datagrams, payload, recv_from, send_all};
 use cohort_transport::{
     open, Dest, DriverChoice, MmsgTransport, SendBatch, SocketConfig, Transport,
@@ -182,5 +184,31 @@ fn busy_poll_is_set_when_configured() {
                 "the error names the option: {e}"
             );
         }
+    }
+}
+
+#[test]
+fn members_binding_the_group_port_itself_share_it_and_all_receive() {
+    let group = cohort_transport::conformance::private_multicast_group();
+    let mut member_cfg = config(false, false);
+    member_cfg.bind = SocketAddr::from(([0, 0, 0, 0], group.port()));
+    member_cfg.group = cohort_transport::GroupMode::Multicast {
+        group,
+        iface: std::net::Ipv4Addr::LOCALHOST,
+        ttl: 1,
+        loopback: true,
+    };
+    let mut a = MmsgTransport::open(&member_cfg).unwrap();
+    let mut b = MmsgTransport::open(&member_cfg).expect("SO_REUSEPORT lets a second member bind");
+    assert!(a.opened().group_socket.is_none(), "one socket does both");
+    let mut sender_cfg = member_cfg.clone();
+    sender_cfg.bind = "127.0.0.1:0".parse().unwrap();
+    let mut sender = MmsgTransport::open(&sender_cfg).unwrap();
+    let mut batch = SendBatch::new(4, 1472);
+    batch.push(Dest::Group, b"to all").unwrap();
+    send_all(&mut sender, &mut batch);
+    for m in [&mut a, &mut b] {
+        let got = recv_from(m, sender.local_addr(), 1);
+        assert_eq!(got, vec![b"to all".to_vec()]);
     }
 }
