@@ -34,14 +34,19 @@
 //! * **9 safe**: if any member delivered a safe message sent in v, every member that
 //!   installed v and goes on to a next view delivered it. Not reported where 7 already does.
 //!   (That safe delivery *waits for stability* is not visible in a trace: not checked.)
+//! * **8 gbcast, never split by a view change**: if a member delivered gbcast g in v and went
+//!   on to w1, every member going from v to another next view w2 delivered g too (members
+//!   going to the same next view are property 7's business).
 //! * **10 primary component (majority)**: whenever a member goes from u to w, w contains a
 //!   strict majority of u's members. Reported once per (u, w).
 //! * **completeness** (only when asked): every member that installed a view delivered every
 //!   message sent in it. Reported per (member, view), listing the missing messages.
 
 use super::model::{Ev, Group, MemberIx, MsgIx};
+use super::FastMap;
 use super::{list, CheckConfig, Property, Violations};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::Order;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What the delivery pass learnt, for the later passes.
 pub(crate) struct Delivered {
@@ -50,9 +55,9 @@ pub(crate) struct Delivered {
     /// Per member, per event index: whether it is a valid delivery.
     pub valid: Vec<Vec<bool>>,
     /// Valid deliveries of each (member, view), in local order.
-    pub in_view: HashMap<(MemberIx, u64), Vec<MsgIx>>,
+    pub in_view: FastMap<(MemberIx, u64), Vec<MsgIx>>,
     /// Highest sequence number of each (member, view, sender) among valid deliveries.
-    pub high_seq: HashMap<(MemberIx, u64, MemberIx), u64>,
+    pub high_seq: FastMap<(MemberIx, u64, MemberIx), u64>,
     /// The first member (by index) that delivered each message.
     pub first_deliverer: Vec<Option<MemberIx>>,
 }
@@ -68,25 +73,58 @@ impl Delivered {
 }
 
 pub(crate) fn check_deliveries(g: &Group, v: &mut Violations) -> Delivered {
+    let n = g.members.len();
     let words = g.msgs.len().div_ceil(64);
     let mut d = Delivered {
-        bits: vec![vec![0u64; words]; g.members.len()],
-        valid: Vec::with_capacity(g.members.len()),
-        in_view: HashMap::new(),
-        high_seq: HashMap::new(),
+        bits: vec![vec![0u64; words]; n],
+        valid: Vec::with_capacity(n),
+        in_view: FastMap::default(),
+        high_seq: FastMap::default(),
         first_deliverer: vec![None; g.msgs.len()],
     };
     let gn = &g.name;
+    // Per sender: (send view, highest seq) of the member's last valid delivery from it, and
+    // the highest seq validly delivered in the current view; reset for each member.
+    let mut fifo: Vec<Option<(u64, u64)>> = vec![None; n];
+    let mut high: Vec<u64> = vec![0; n];
+    let mut touched: Vec<MemberIx> = Vec::new();
     for (r, member) in g.members.iter().enumerate() {
         let r = r as MemberIx;
         let node = &member.name;
         let mut valid = vec![false; member.events.len()];
-        // Per sender: (send view, highest seq) of the last valid delivery from it.
-        let mut fifo: HashMap<MemberIx, (u64, u64)> = HashMap::new();
+        let mut current: Option<u64> = None;
+        let mut in_view: Vec<MsgIx> = Vec::new();
+        let flush = |d: &mut Delivered,
+                     view: Option<u64>,
+                     in_view: &mut Vec<MsgIx>,
+                     high: &mut [u64],
+                     touched: &[MemberIx]| {
+            let Some(view) = view else { return };
+            if !in_view.is_empty() {
+                d.in_view.entry((r, view)).or_default().append(in_view);
+            }
+            for &s in touched {
+                if high[s as usize] > 0 {
+                    let h = d.high_seq.entry((r, view, s)).or_insert(0);
+                    *h = (*h).max(high[s as usize]);
+                    high[s as usize] = 0;
+                }
+            }
+        };
         for (i, ev) in member.events.iter().enumerate() {
-            let Ev::Deliver { msg, view, order } = *ev else {
-                continue;
+            let (msg, view, order) = match *ev {
+                Ev::Deliver { msg, view, order } => (msg, view, order),
+                Ev::View => {
+                    flush(&mut d, current, &mut in_view, &mut high, &touched);
+                    current = None;
+                    continue;
+                }
+                _ => continue,
             };
+            if current != Some(view) {
+                flush(&mut d, current, &mut in_view, &mut high, &touched);
+                current = Some(view);
+            }
             let m = &g.msgs[msg as usize];
             let Some(send) = &m.send else {
                 v.add(Property::Integrity, || {
@@ -128,8 +166,9 @@ pub(crate) fn check_deliveries(g: &Group, v: &mut Violations) -> Delivered {
                 continue;
             }
             valid[i] = true;
-            let expected = match fifo.get(&m.sender) {
-                Some(&(fv, seq)) if fv == view => seq + 1,
+            let sender = m.sender as usize;
+            let expected = match fifo[sender] {
+                Some((fv, seq)) if fv == view => seq + 1,
                 _ => g.first_seq.get(&(m.sender, view)).copied().unwrap_or(1),
             };
             if m.seq > expected {
@@ -141,15 +180,21 @@ pub(crate) fn check_deliveries(g: &Group, v: &mut Violations) -> Delivered {
                     )
                 });
             }
-            let last = fifo.entry(m.sender).or_insert((view, 0));
-            if last.0 != view {
-                *last = (view, 0);
+            if fifo[sender].is_none() {
+                touched.push(m.sender);
             }
-            last.1 = last.1.max(m.seq);
-            d.in_view.entry((r, view)).or_default().push(msg);
-            let high = d.high_seq.entry((r, view, m.sender)).or_insert(0);
-            *high = (*high).max(m.seq);
+            fifo[sender] = Some(match fifo[sender] {
+                Some((fv, seq)) if fv == view => (view, seq.max(m.seq)),
+                _ => (view, m.seq),
+            });
+            high[sender] = high[sender].max(m.seq);
+            in_view.push(msg);
         }
+        flush(&mut d, current, &mut in_view, &mut high, &touched);
+        for &s in &touched {
+            fifo[s as usize] = None;
+        }
+        touched.clear();
         d.valid.push(valid);
     }
     d
@@ -159,7 +204,7 @@ pub(crate) fn check_views(g: &Group, d: &Delivered, config: &CheckConfig, v: &mu
     let gn = &g.name;
     // (v, w) -> members going from v to w; (r, v) -> w; v -> members that installed v.
     let mut classes: BTreeMap<(u64, u64), Vec<MemberIx>> = BTreeMap::new();
-    let mut next_view: HashMap<(MemberIx, u64), u64> = HashMap::new();
+    let mut next_view: FastMap<(MemberIx, u64), u64> = FastMap::default();
     let mut installers: BTreeMap<u64, Vec<MemberIx>> = BTreeMap::new();
     for (r, member) in g.members.iter().enumerate() {
         let r = r as MemberIx;
@@ -227,6 +272,36 @@ pub(crate) fn check_views(g: &Group, d: &Delivered, config: &CheckConfig, v: &mu
                         send.view
                     )
                 });
+            }
+        }
+        // 8 gbcast, not split by a view change: if a member delivered g and went on to w1,
+        // a member going on to another view w2 delivered g too (same next view is 7's case).
+        if send.order == Order::Gbcast && d.first_deliverer[mi as usize].is_some() {
+            let mut went_on_with: Option<(MemberIx, u64)> = None;
+            let installed = installers.get(&send.view).map_or(&[][..], |l| &l[..]);
+            for &r in installed {
+                if let (true, Some(&next)) = (d.has(r, mi), next_view.get(&(r, send.view))) {
+                    went_on_with = Some((r, next));
+                    break;
+                }
+            }
+            if let Some((deliverer, its_next)) = went_on_with {
+                for &r in installed {
+                    let Some(&next) = next_view.get(&(r, send.view)) else {
+                        continue;
+                    };
+                    if !d.has(r, mi) && next != its_next && !class_delivered(send.view, next, mi) {
+                        v.add(Property::Gbcast, || {
+                            format!(
+                                "group {gn}: gbcast {} split by a view change: {} delivered it in view {} and went on to view {its_next}, {} went on to view {next} without it",
+                                g.msg_name(mi),
+                                g.member(deliverer),
+                                send.view,
+                                g.member(r)
+                            )
+                        });
+                    }
+                }
             }
         }
         // 9: a safe message delivered anywhere is delivered by every member that goes on.

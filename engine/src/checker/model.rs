@@ -21,10 +21,12 @@
 //! If one member id's events are spread over several files they are concatenated in file
 //! (name) order.
 
+use super::{FastMap, FastSet};
 use super::{Property, Violations};
 use crate::trace::{parse_msg_id, MemberTrace, TraceEvent};
 use crate::Order;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+use std::rc::Rc;
 
 pub(crate) type MemberIx = u32;
 pub(crate) type MsgIx = u32;
@@ -68,11 +70,14 @@ pub(crate) struct Group {
     pub name: String,
     pub members: Vec<Member>,
     pub msgs: Vec<Msg>,
-    pub msg_ix: HashMap<(MemberIx, u64), MsgIx>,
+    pub msg_ix: FastMap<(MemberIx, u64), MsgIx>,
     /// Each view id's member list, as first installed, deduplicated and sorted by index.
     pub views: BTreeMap<u64, Vec<MemberIx>>,
+    /// Per sender, its messages by sequence number (`[seq - 1]`), for the messages whose
+    /// sequence numbers are dense from 1 (all of them in a valid trace); `msg_ix` has all.
+    pub by_seq: Vec<Vec<MsgIx>>,
     /// The first sequence number each sender sent in each view.
-    pub first_seq: HashMap<(MemberIx, u64), u64>,
+    pub first_seq: FastMap<(MemberIx, u64), u64>,
 }
 
 impl Group {
@@ -87,7 +92,11 @@ impl Group {
     }
 
     pub fn msg(&self, sender: MemberIx, seq: u64) -> Option<MsgIx> {
-        self.msg_ix.get(&(sender, seq)).copied()
+        let dense = self.by_seq.get(sender as usize).and_then(|v| {
+            let i = usize::try_from(seq.checked_sub(1)?).ok()?;
+            v.get(i).copied()
+        });
+        dense.or_else(|| self.msg_ix.get(&(sender, seq)).copied())
     }
 }
 
@@ -107,31 +116,44 @@ struct Replay {
 }
 
 struct GroupBuilder {
+    /// The group's name, cheap to clone into violation messages.
+    name: Rc<str>,
     group: Group,
-    member_ix: HashMap<String, MemberIx>,
+    member_ix: FastMap<String, MemberIx>,
     replay: Vec<Replay>,
-    conflicting_views: HashSet<u64>,
+    /// The member looked up last (most lookups repeat it).
+    last_member: Option<MemberIx>,
+    conflicting_views: FastSet<u64>,
 }
 
 impl GroupBuilder {
     fn new(name: &str) -> Self {
         GroupBuilder {
+            name: name.into(),
             group: Group {
                 name: name.to_owned(),
                 members: Vec::new(),
                 msgs: Vec::new(),
-                msg_ix: HashMap::new(),
+                msg_ix: FastMap::default(),
                 views: BTreeMap::new(),
-                first_seq: HashMap::new(),
+                first_seq: FastMap::default(),
+                by_seq: Vec::new(),
             },
-            member_ix: HashMap::new(),
+            member_ix: FastMap::default(),
             replay: Vec::new(),
-            conflicting_views: HashSet::new(),
+            last_member: None,
+            conflicting_views: FastSet::default(),
         }
     }
 
     fn member(&mut self, name: &str) -> MemberIx {
+        if let Some(m) = self.last_member {
+            if self.group.members[m as usize].name == name {
+                return m;
+            }
+        }
         if let Some(&m) = self.member_ix.get(name) {
+            self.last_member = Some(m);
             return m;
         }
         let m = self.group.members.len() as MemberIx;
@@ -143,6 +165,26 @@ impl GroupBuilder {
         self.replay.push(Replay::default());
         self.member_ix.insert(name.to_owned(), m);
         m
+    }
+
+    fn finish(mut self) -> Group {
+        let g = &mut self.group;
+        let mut per_sender: Vec<Vec<(u64, MsgIx)>> = vec![Vec::new(); g.members.len()];
+        for (m, msg) in g.msgs.iter().enumerate() {
+            per_sender[msg.sender as usize].push((msg.seq, m as MsgIx));
+        }
+        g.by_seq = per_sender
+            .into_iter()
+            .map(|mut msgs| {
+                msgs.sort_unstable();
+                msgs.iter()
+                    .enumerate()
+                    .take_while(|&(i, &(seq, _))| seq == i as u64 + 1)
+                    .map(|(_, &(_, m))| m)
+                    .collect()
+            })
+            .collect();
+        self.group
     }
 
     fn msg(&mut self, sender: MemberIx, seq: u64) -> MsgIx {
@@ -159,16 +201,32 @@ impl GroupBuilder {
 }
 
 pub(crate) fn build(traces: &[MemberTrace], v: &mut Violations) -> Built {
-    let mut builders: BTreeMap<&str, GroupBuilder> = BTreeMap::new();
-    let mut nodes: HashSet<&str> = HashSet::new();
+    let mut builders: Vec<GroupBuilder> = Vec::new();
+    let mut builder_ix: FastMap<&str, usize> = FastMap::default();
+    let mut nodes: FastSet<&str> = FastSet::default();
     let (mut sends, mut deliveries) = (0, 0);
     for trace in traces {
+        // Consecutive events of a file almost always share node and group.
+        let mut last_node: Option<&str> = None;
+        let mut last_group: Option<(&str, usize)> = None;
         for ev in &trace.events {
-            nodes.insert(ev.node());
+            if last_node != Some(ev.node()) {
+                nodes.insert(ev.node());
+                last_node = Some(ev.node());
+            }
             let gname = ev.group();
-            let b = builders
-                .entry(gname)
-                .or_insert_with(|| GroupBuilder::new(gname));
+            let bi = match last_group {
+                Some((name, bi)) if name == gname => bi,
+                _ => {
+                    let bi = *builder_ix.entry(gname).or_insert_with(|| {
+                        builders.push(GroupBuilder::new(gname));
+                        builders.len() - 1
+                    });
+                    last_group = Some((gname, bi));
+                    bi
+                }
+            };
+            let b = &mut builders[bi];
             match ev {
                 TraceEvent::View {
                     node,
@@ -208,8 +266,10 @@ pub(crate) fn build(traces: &[MemberTrace], v: &mut Violations) -> Built {
             }
         }
     }
+    let mut groups: Vec<Group> = builders.into_iter().map(|b| b.finish()).collect();
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
     Built {
-        groups: builders.into_values().map(|b| b.group).collect(),
+        groups,
         members: nodes.len(),
         sends,
         deliveries,
@@ -217,7 +277,7 @@ pub(crate) fn build(traces: &[MemberTrace], v: &mut Violations) -> Built {
 }
 
 fn on_view(b: &mut GroupBuilder, node: &str, view: u64, names: &[String], v: &mut Violations) {
-    let g = b.group.name.clone();
+    let g = b.name.clone();
     let r = b.member(node);
     let mut list: Vec<MemberIx> = names.iter().map(|n| b.member(n)).collect();
     list.sort_unstable();
@@ -268,10 +328,11 @@ fn on_view(b: &mut GroupBuilder, node: &str, view: u64, names: &[String], v: &mu
 }
 
 /// Checks an event's view field against the member's current view; returns the view to use.
+/// `what` is e.g. `("sent", "a/1")`.
 fn event_view(
     b: &GroupBuilder,
     r: MemberIx,
-    what: &str,
+    (verb, id): (&str, &str),
     field: u64,
     v: &mut Violations,
 ) -> Option<u64> {
@@ -281,7 +342,7 @@ fn event_view(
         None => {
             v.add(Property::Integrity, || {
                 format!(
-                    "group {g}: {node} {what} before installing any view (event says view {field})"
+                    "group {g}: {node} {verb} {id} before installing any view (event says view {field})"
                 )
             });
             None
@@ -290,7 +351,7 @@ fn event_view(
             if cur != field {
                 v.add(Property::Integrity, || {
                     format!(
-                        "group {g}: {node} {what} in view {cur} but the event says view {field}"
+                        "group {g}: {node} {verb} {id} in view {cur} but the event says view {field}"
                     )
                 });
             }
@@ -308,7 +369,7 @@ fn on_send(
     safe: bool,
     v: &mut Violations,
 ) {
-    let g = b.group.name.clone();
+    let g = b.name.clone();
     let r = b.member(node);
     let Some((sender_name, seq)) = parse_msg_id(id) else {
         v.add(Property::Integrity, || {
@@ -324,7 +385,7 @@ fn on_send(
         });
         return;
     }
-    let view = event_view(b, r, &format!("sent {id}"), field_view, v).unwrap_or(field_view);
+    let view = event_view(b, r, ("sent", id), field_view, v).unwrap_or(field_view);
     let last = b.replay[r as usize].last_seq_sent;
     if seq != last + 1 {
         v.add(Property::Fifo, || {
@@ -354,7 +415,7 @@ fn on_deliver(
     order: Order,
     v: &mut Violations,
 ) {
-    let g = b.group.name.clone();
+    let g = b.name.clone();
     let r = b.member(node);
     let Some((sender_name, seq)) = parse_msg_id(id) else {
         v.add(Property::Integrity, || {
@@ -367,7 +428,7 @@ fn on_deliver(
             format!("group {g}: {node} delivered {id} after it blocked")
         });
     }
-    let Some(view) = event_view(b, r, &format!("delivered {id}"), field_view, v) else {
+    let Some(view) = event_view(b, r, ("delivered", id), field_view, v) else {
         return;
     };
     let sender = b.member(sender_name);
