@@ -832,19 +832,30 @@ mod centralized {
 }
 
 #[test]
-fn catches_a_gbcast_split_by_a_view_change() {
-    // a goes from view 1 to view 2 with g; b skips to view 3 without it.
+fn catches_a_member_skipping_a_view_that_lists_it() {
     let mut r = Run::default();
     r.install(1, &["a", "b", "c"]);
-    let g = r.send("a", Order::Gbcast);
-    r.deliver_all(&["a"], &[&g]);
-    r.view("a", 2, &["a", "b", "c"]);
-    r.view("b", 3, &["a", "b", "c"]);
+    r.view("a", 2, &["a", "b", "c"])
+        .view("c", 2, &["a", "b", "c"]);
+    r.install(3, &["a", "b", "c"]);
     let report = r.check();
-    assert_only(&report, Property::Gbcast);
+    assert_only(&report, Property::VirtualSynchrony);
     assert!(report.violations[0]
         .detail
-        .contains("split by a view change"));
+        .contains("b went from view 1 to view 3, skipping view 2"));
+}
+
+#[test]
+fn catches_an_excluded_member_coming_back_under_the_same_id() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b", "c"]);
+    r.install(2, &["a", "b"]);
+    r.install(3, &["a", "b", "c"]); // c must rejoin as a new member id
+    let report = r.check();
+    assert_only(&report, Property::PrimaryComponent);
+    assert!(report.violations[0]
+        .detail
+        .contains("c was excluded by view 2"));
 }
 
 /// Timing, not a verdict: `cargo test --release -p cohort --test checker -- --ignored --nocapture`.

@@ -34,9 +34,11 @@
 //! * **9 safe**: if any member delivered a safe message sent in v, every member that
 //!   installed v and goes on to a next view delivered it. Not reported where 7 already does.
 //!   (That safe delivery *waits for stability* is not visible in a trace: not checked.)
-//! * **8 gbcast, never split by a view change**: if a member delivered gbcast g in v and went
-//!   on to w1, every member going from v to another next view w2 delivered g too (members
-//!   going to the same next view are property 7's business).
+//! * **7 same sequence of views**: a member installs every view between two views it
+//!   installs: if r installs u and then x, no view w with u < w < x was installed by anyone.
+//!   If w lists r, r skipped it (7); if not, r was excluded by w and came back under the same
+//!   member id (10: it must rejoin as a new member). So every member going on from v goes to
+//!   the same next view, and the 7 check above compares all of them.
 //! * **10 primary component (majority)**: whenever a member goes from u to w, w contains a
 //!   strict majority of u's members. Reported once per (u, w).
 //! * **completeness** (only when asked): every member that installed a view delivered every
@@ -45,7 +47,6 @@
 use super::model::{Ev, Group, MemberIx, MsgIx};
 use super::FastMap;
 use super::{list, CheckConfig, Property, Violations};
-use crate::Order;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the delivery pass learnt, for the later passes.
@@ -200,6 +201,14 @@ pub(crate) fn check_deliveries(g: &Group, v: &mut Violations) -> Delivered {
     d
 }
 
+/// An order-independent hash of one message, to be summed over a set (splitmix64).
+pub(crate) fn msg_hash(m: MsgIx) -> u64 {
+    let mut z = u64::from(m).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 pub(crate) fn check_views(g: &Group, d: &Delivered, config: &CheckConfig, v: &mut Violations) {
     let gn = &g.name;
     // (v, w) -> members going from v to w; (r, v) -> w; v -> members that installed v.
@@ -228,6 +237,19 @@ pub(crate) fn check_views(g: &Group, d: &Delivered, config: &CheckConfig, v: &mu
     // 7: same next view, same set.
     for (&(view, next), class) in &classes {
         if class.len() < 2 {
+            continue;
+        }
+        // Fast path: same count and same order-independent hash of the valid deliveries.
+        let digest = |r: MemberIx| {
+            d.in_view.get(&(r, view)).map_or((0, 0), |seq| {
+                let sum = seq
+                    .iter()
+                    .fold(0u64, |acc, &m| acc.wrapping_add(msg_hash(m)));
+                (seq.len(), sum)
+            })
+        };
+        let first = digest(class[0]);
+        if class[1..].iter().all(|&r| digest(r) == first) {
             continue;
         }
         let mut union: BTreeSet<MsgIx> = BTreeSet::new();
@@ -274,36 +296,6 @@ pub(crate) fn check_views(g: &Group, d: &Delivered, config: &CheckConfig, v: &mu
                 });
             }
         }
-        // 8 gbcast, not split by a view change: if a member delivered g and went on to w1,
-        // a member going on to another view w2 delivered g too (same next view is 7's case).
-        if send.order == Order::Gbcast && d.first_deliverer[mi as usize].is_some() {
-            let mut went_on_with: Option<(MemberIx, u64)> = None;
-            let installed = installers.get(&send.view).map_or(&[][..], |l| &l[..]);
-            for &r in installed {
-                if let (true, Some(&next)) = (d.has(r, mi), next_view.get(&(r, send.view))) {
-                    went_on_with = Some((r, next));
-                    break;
-                }
-            }
-            if let Some((deliverer, its_next)) = went_on_with {
-                for &r in installed {
-                    let Some(&next) = next_view.get(&(r, send.view)) else {
-                        continue;
-                    };
-                    if !d.has(r, mi) && next != its_next && !class_delivered(send.view, next, mi) {
-                        v.add(Property::Gbcast, || {
-                            format!(
-                                "group {gn}: gbcast {} split by a view change: {} delivered it in view {} and went on to view {its_next}, {} went on to view {next} without it",
-                                g.msg_name(mi),
-                                g.member(deliverer),
-                                send.view,
-                                g.member(r)
-                            )
-                        });
-                    }
-                }
-            }
-        }
         // 9: a safe message delivered anywhere is delivered by every member that goes on.
         if send.safe {
             if let Some(deliverer) = d.first_deliverer[mi as usize] {
@@ -322,6 +314,29 @@ pub(crate) fn check_views(g: &Group, d: &Delivered, config: &CheckConfig, v: &mu
                             )
                         });
                     }
+                }
+            }
+        }
+    }
+
+    // 7 / 10: no view skipped between two consecutive installs.
+    for (r, member) in g.members.iter().enumerate() {
+        let r = r as MemberIx;
+        for pair in member.installs.windows(2) {
+            let (from, to) = (pair[0], pair[1]);
+            if to <= from.saturating_add(1) {
+                continue;
+            }
+            for (&between, list) in g.views.range(from + 1..to) {
+                let node = g.member(r);
+                if list.binary_search(&r).is_ok() {
+                    v.add(Property::VirtualSynchrony, || {
+                        format!("group {gn}: {node} went from view {from} to view {to}, skipping view {between} that lists it")
+                    });
+                } else {
+                    v.add(Property::PrimaryComponent, || {
+                        format!("group {gn}: {node} was excluded by view {between} and came back in view {to} under the same member id (after view {from})")
+                    });
                 }
             }
         }

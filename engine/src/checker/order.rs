@@ -38,10 +38,11 @@
 //!   leaving the view; (b) a member of v that did not deliver g delivered nothing in v that is
 //!   not before g at the reference (it would have passed g). "Never split by a view change"
 //!   is property 6 (g is delivered in the view it was sent in) plus property 7 (members going
-//!   to the same next view all delivered g or none did), checked for gbcast like for any
-//!   message.
+//!   on from v all go to the same next view — no view skipped — and all delivered g or none
+//!   did), checked for gbcast like for any message. Like a view change, g may be delivered
+//!   by a member that then crashes and by no survivor (unless g is also safe).
 
-use super::deliveries::Delivered;
+use super::deliveries::{msg_hash, Delivered};
 use super::model::{Ev, Group, MemberIx, MsgIx};
 use super::FastMap;
 use super::{list, Property, Violations};
@@ -333,15 +334,6 @@ fn total_same_order(g: &Group, d: &Delivered, v: &mut Violations) {
             });
         }
     }
-}
-
-/// An order-independent hash of one message, summed over a prefix.
-fn msg_hash(m: MsgIx) -> u64 {
-    // splitmix64
-    let mut z = (m as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 fn gbcast(g: &Group, d: &Delivered, v: &mut Violations) {
