@@ -788,7 +788,6 @@ mod centralized {
 
     proptest! {
         #![proptest_config(ProptestConfig {
-            cases: 256,
             failure_persistence: None,
             ..ProptestConfig::default()
         })]
@@ -806,6 +805,101 @@ mod centralized {
                 let report = ex.run.check_complete();
                 prop_assert!(report.is_ok(), "violations:\n{}", show(&report));
             }
+        }
+
+        #[test]
+        fn a_replayed_delivery_is_caught_as_duplication_only(
+            size in 1usize..6,
+            actions in proptest::collection::vec(action(), 0..80),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            let ex = execute(size, &actions, true);
+            let mut traces = ex.run.traces();
+            let deliveries: Vec<(usize, TraceEvent)> = traces
+                .iter()
+                .enumerate()
+                .flat_map(|(t, tr)| tr.events.iter().map(move |e| (t, e.clone())))
+                .filter(|(_, e)| matches!(e, TraceEvent::Deliver { .. }))
+                .collect();
+            prop_assume!(!deliveries.is_empty());
+            let (t, ev) = deliveries[pick.index(deliveries.len())].clone();
+            // (A blocked member delivering again would also break property 10.)
+            prop_assume!(!matches!(traces[t].events.last(), Some(TraceEvent::Block { .. })));
+            let TraceEvent::Deliver { node, group, msg, order, .. } = ev else { unreachable!() };
+            // Replayed at the end of the member's trace, in the view it is in by then.
+            let view = traces[t].events.iter().rev().find_map(|e| match e {
+                TraceEvent::View { view, .. } => Some(*view),
+                _ => None,
+            }).unwrap();
+            traces[t].events.push(TraceEvent::Deliver { node, group, view, msg, order });
+            let report = check(&traces, &CheckConfig::default());
+            prop_assert_eq!(report.violated(), vec![Property::NoDuplication], "{}", show(&report));
+        }
+
+        #[test]
+        fn a_swap_of_two_deliveries_from_one_sender_is_caught_as_fifo(
+            size in 1usize..6,
+            actions in proptest::collection::vec(action(), 0..80),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            let ex = execute(size, &actions, true);
+            let mut traces = ex.run.traces();
+            // Adjacent deliveries of one member, same sender, same view.
+            let mut candidates = Vec::new();
+            for (t, tr) in traces.iter().enumerate() {
+                for (i, pair) in tr.events.windows(2).enumerate() {
+                    if let (
+                        TraceEvent::Deliver { msg: m1, view: v1, .. },
+                        TraceEvent::Deliver { msg: m2, view: v2, .. },
+                    ) = (&pair[0], &pair[1])
+                    {
+                        let s1 = m1.rsplit_once('/').unwrap().0;
+                        let s2 = m2.rsplit_once('/').unwrap().0;
+                        if s1 == s2 && v1 == v2 {
+                            candidates.push((t, i));
+                        }
+                    }
+                }
+            }
+            prop_assume!(!candidates.is_empty());
+            let (t, i) = candidates[pick.index(candidates.len())];
+            traces[t].events.swap(i, i + 1);
+            let report = check(&traces, &CheckConfig::default());
+            prop_assert!(report.violated().contains(&Property::Fifo), "{}", show(&report));
+        }
+
+        #[test]
+        fn arbitrary_events_never_panic(
+            events in proptest::collection::vec(
+                (0u8..4, 0usize..3, 0u64..4, 0usize..8, 0u8..4, any::<bool>(), 0usize..3),
+                0..60,
+            ),
+        ) {
+            let nodes = ["a", "b", "c"];
+            let msgs = ["a/1", "a/2", "b/1", "b/3", "c/0", "x", "a/18446744073709551615", "/"];
+            let lists = [vec!["a", "b", "c"], vec!["a"], vec![]];
+            let mut traces: Vec<MemberTrace> = nodes
+                .iter()
+                .map(|n| MemberTrace { source: n.to_string(), events: Vec::new() })
+                .collect();
+            for (kind, node, view, msg, order, safe, list) in events {
+                let n = nodes[node].to_string();
+                let group = GROUP.to_string();
+                let msg = msgs[msg].to_string();
+                let order = Order::ALL[order as usize];
+                let ev = match kind {
+                    0 => TraceEvent::View {
+                        node: n, group, view,
+                        members: lists[list].iter().map(|s| s.to_string()).collect(),
+                    },
+                    1 => TraceEvent::Send { node: n, group, view, msg, order, safe },
+                    2 => TraceEvent::Deliver { node: n, group, view, msg, order },
+                    _ => TraceEvent::Block { node: n, group, view },
+                };
+                traces[node].events.push(ev);
+            }
+            let report = check(&traces, &CheckConfig { require_complete: true });
+            prop_assert!(report.violations.len() <= Property::ALL.len() * VIOLATIONS_STORED_PER_PROPERTY_MAX);
         }
 
         #[test]

@@ -169,7 +169,7 @@ pub(crate) fn check_deliveries(g: &Group, v: &mut Violations) -> Delivered {
             valid[i] = true;
             let sender = m.sender as usize;
             let expected = match fifo[sender] {
-                Some((fv, seq)) if fv == view => seq + 1,
+                Some((fv, seq)) if fv == view => seq.saturating_add(1),
                 _ => g.first_seq.get(&(m.sender, view)).copied().unwrap_or(1),
             };
             if m.seq > expected {

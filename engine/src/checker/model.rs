@@ -387,7 +387,7 @@ fn on_send(
     }
     let view = event_view(b, r, ("sent", id), field_view, v).unwrap_or(field_view);
     let last = b.replay[r as usize].last_seq_sent;
-    if seq != last + 1 {
+    if Some(seq) != last.checked_add(1) {
         v.add(Property::Fifo, || {
             if seq <= last {
                 format!("group {g}: {node} sent {id} after {node}/{last}: sequence number reused or going back")
