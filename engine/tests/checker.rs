@@ -989,3 +989,29 @@ fn measure_check_time_for_nine_members() {
         );
     }
 }
+
+#[test]
+fn the_report_prints_a_summary_then_the_violations_then_what_was_not_stored() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b"]);
+    let m = r.send("a", Order::Fifo);
+    r.deliver_all(&["a", "b"], &[&m]);
+    for _ in 0..VIOLATIONS_STORED_PER_PROPERTY_MAX + 2 {
+        r.deliver("b", &m);
+    }
+    let text = r.check().to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "check-trace: members=2 sends=1 deliveries=24 violations=22"
+    );
+    assert_eq!(
+        lines[1],
+        "no-duplication (5): group g: b delivered a/1 again (view 1)"
+    );
+    assert_eq!(lines.len(), 1 + VIOLATIONS_STORED_PER_PROPERTY_MAX + 1);
+    assert_eq!(
+        lines[lines.len() - 1],
+        "no-duplication (5): 2 more not shown (22 in all)"
+    );
+}

@@ -189,6 +189,34 @@ impl Report {
     }
 }
 
+/// `check-trace: members=M sends=S deliveries=D violations=V`, then one line per stored
+/// violation, then one line per property with violations not stored.
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "check-trace: members={} sends={} deliveries={} violations={}",
+            self.members,
+            self.sends,
+            self.deliveries,
+            self.violation_count()
+        )?;
+        for v in &self.violations {
+            writeln!(f, "{v}")?;
+        }
+        for (property, &count) in &self.violation_counts {
+            if count > VIOLATIONS_STORED_PER_PROPERTY_MAX {
+                writeln!(
+                    f,
+                    "{property}: {} more not shown ({count} in all)",
+                    count - VIOLATIONS_STORED_PER_PROPERTY_MAX
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Collects violations: counts all, stores the first few per property.
 #[derive(Default)]
 pub(crate) struct Violations {
