@@ -121,8 +121,10 @@ struct GroupBuilder {
     group: Group,
     member_ix: FastMap<String, MemberIx>,
     replay: Vec<Replay>,
-    /// The member looked up last (most lookups repeat it).
-    last_member: Option<MemberIx>,
+    /// The member looked up last as an event's node, and as a message's sender (most lookups
+    /// repeat them).
+    last_node: Option<MemberIx>,
+    last_sender: Option<MemberIx>,
     conflicting_views: FastSet<u64>,
 }
 
@@ -141,19 +143,35 @@ impl GroupBuilder {
             },
             member_ix: FastMap::default(),
             replay: Vec::new(),
-            last_member: None,
+            last_node: None,
+            last_sender: None,
             conflicting_views: FastSet::default(),
         }
     }
 
-    fn member(&mut self, name: &str) -> MemberIx {
-        if let Some(m) = self.last_member {
-            if self.group.members[m as usize].name == name {
-                return m;
-            }
+    /// The index of the member that is an event's node.
+    fn node(&mut self, name: &str) -> MemberIx {
+        let m = self.member_cached(name, self.last_node);
+        self.last_node = Some(m);
+        m
+    }
+
+    /// The index of the member that a message id names.
+    fn sender(&mut self, name: &str) -> MemberIx {
+        let m = self.member_cached(name, self.last_sender);
+        self.last_sender = Some(m);
+        m
+    }
+
+    fn member_cached(&mut self, name: &str, cached: Option<MemberIx>) -> MemberIx {
+        match cached {
+            Some(m) if self.group.members[m as usize].name == name => m,
+            _ => self.member(name),
         }
+    }
+
+    fn member(&mut self, name: &str) -> MemberIx {
         if let Some(&m) = self.member_ix.get(name) {
-            self.last_member = Some(m);
             return m;
         }
         let m = self.group.members.len() as MemberIx;
@@ -256,7 +274,7 @@ pub(crate) fn build(traces: &[MemberTrace], v: &mut Violations) -> Built {
                     on_deliver(b, node, *view, msg, *order, v)
                 }
                 TraceEvent::Block { node, .. } => {
-                    let r = b.member(node);
+                    let r = b.node(node);
                     let replay = &mut b.replay[r as usize];
                     if !replay.blocked {
                         replay.blocked = true;
@@ -278,7 +296,7 @@ pub(crate) fn build(traces: &[MemberTrace], v: &mut Violations) -> Built {
 
 fn on_view(b: &mut GroupBuilder, node: &str, view: u64, names: &[String], v: &mut Violations) {
     let g = b.name.clone();
-    let r = b.member(node);
+    let r = b.node(node);
     let mut list: Vec<MemberIx> = names.iter().map(|n| b.member(n)).collect();
     list.sort_unstable();
     list.dedup();
@@ -370,7 +388,7 @@ fn on_send(
     v: &mut Violations,
 ) {
     let g = b.name.clone();
-    let r = b.member(node);
+    let r = b.node(node);
     let Some((sender_name, seq)) = parse_msg_id(id) else {
         v.add(Property::Integrity, || {
             format!(
@@ -416,7 +434,7 @@ fn on_deliver(
     v: &mut Violations,
 ) {
     let g = b.name.clone();
-    let r = b.member(node);
+    let r = b.node(node);
     let Some((sender_name, seq)) = parse_msg_id(id) else {
         v.add(Property::Integrity, || {
             format!("group {g}: {node} delivered a message with malformed id {id:?}")
@@ -431,7 +449,7 @@ fn on_deliver(
     let Some(view) = event_view(b, r, ("delivered", id), field_view, v) else {
         return;
     };
-    let sender = b.member(sender_name);
+    let sender = b.sender(sender_name);
     let m = b.msg(sender, seq);
     b.group.members[r as usize].events.push(Ev::Deliver {
         msg: m,
