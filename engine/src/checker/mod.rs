@@ -8,15 +8,16 @@
 //! How it works (all passes linear or `n log n` in the number of events, times the number of
 //! members for vector clocks):
 //!
-//! 1. [`model`] interns member and message ids to dense integers per group, replays each
+//! 1. `model` interns member and message ids to dense integers per group, replays each
 //!    member's log to know the view it is in at every event, and checks what a single log
 //!    shows: self inclusion (1), local monotonicity (2), event views (4), the sender's
 //!    sequence space (8, fifo), agreement on each view's member list (7), no event after a
 //!    `block` (10).
-//! 2. [`deliveries`] walks each member's deliveries: integrity (4), no duplication (5),
+//! 2. `deliveries` walks each member's deliveries: integrity (4), no duplication (5),
 //!    sending view (6), per-sender FIFO (8); then compares members across views: self delivery
-//!    (3), virtual synchrony (7), safe (9), primary component (10), completeness.
-//! 3. [`order`] derives happens-before from the logs (vector clocks, worklist so that every
+//!    (3), virtual synchrony (7: same messages, and no view skipped), safe (9), primary
+//!    component (10: majority, no comeback under the same id), completeness.
+//! 3. `order` derives happens-before from the logs (vector clocks, worklist so that every
 //!    delivery is processed after its send) and checks causal, total and gbcast order (8).
 //!
 //! What each check does exactly, and its limits, is written at the check.
