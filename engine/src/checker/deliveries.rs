@@ -139,7 +139,7 @@ pub(crate) fn check_deliveries(g: &Group, v: &mut Violations) -> Delivered {
             if order != send.order {
                 v.add(Property::Integrity, || {
                     format!(
-                        "group {gn}: {node} delivered {} as {order} but it was sent as {}",
+                        "group {gn}: {node} delivered {} in view {view} as {order} but it was sent as {}",
                         g.msg_name(msg),
                         send.order
                     )

@@ -392,14 +392,14 @@ fn on_send(
     let Some((sender_name, seq)) = parse_msg_id(id) else {
         v.add(Property::Integrity, || {
             format!(
-                "group {g}: {node} sent a message with malformed id {id:?} (want \"SENDER/SEQ\")"
+                "group {g}: {node} sent a message with malformed id {id:?} in view {field_view} (want \"SENDER/SEQ\")"
             )
         });
         return;
     };
     if sender_name != node {
         v.add(Property::Integrity, || {
-            format!("group {g}: {node} sent message {id} whose id names another sender")
+            format!("group {g}: {node} sent message {id} in view {field_view} but its id names another sender")
         });
         return;
     }
@@ -408,9 +408,9 @@ fn on_send(
     if Some(seq) != last.checked_add(1) {
         v.add(Property::Fifo, || {
             if seq <= last {
-                format!("group {g}: {node} sent {id} after {node}/{last}: sequence number reused or going back")
+                format!("group {g}: {node} sent {id} in view {view} after {node}/{last}: sequence number reused or going back")
             } else {
-                format!("group {g}: {node} sent {id} after {node}/{last}: hole in its sequence numbers")
+                format!("group {g}: {node} sent {id} in view {view} after {node}/{last}: hole in its sequence numbers")
             }
         });
     }
@@ -437,13 +437,13 @@ fn on_deliver(
     let r = b.node(node);
     let Some((sender_name, seq)) = parse_msg_id(id) else {
         v.add(Property::Integrity, || {
-            format!("group {g}: {node} delivered a message with malformed id {id:?}")
+            format!("group {g}: {node} delivered a message with malformed id {id:?} in view {field_view}")
         });
         return;
     };
     if b.replay[r as usize].blocked {
         v.add(Property::PrimaryComponent, || {
-            format!("group {g}: {node} delivered {id} after it blocked")
+            format!("group {g}: {node} delivered {id} in view {field_view} after it blocked")
         });
     }
     let Some(view) = event_view(b, r, ("delivered", id), field_view, v) else {
