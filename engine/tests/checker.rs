@@ -1083,3 +1083,56 @@ fn a_violation_names_its_group() {
         .detail
         .starts_with("group g2: a delivered a/1 again"));
 }
+
+#[test]
+fn a_message_missing_at_the_end_of_a_view_is_virtual_synchrony_not_a_fifo_hole() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b"]);
+    let m1 = r.send("a", Order::Fifo);
+    let m2 = r.send("a", Order::Fifo);
+    r.deliver_all(&["a"], &[&m1, &m2]);
+    r.deliver_all(&["b"], &[&m1]); // b misses a/2 ...
+    r.install(2, &["a", "b"]);
+    let m3 = r.send("a", Order::Fifo);
+    r.deliver_all(&["a", "b"], &[&m3]); // ... and a/3 starts view 2's stream: no fifo hole
+    let report = r.check();
+    assert_only(&report, Property::VirtualSynchrony);
+    assert_eq!(report.violation_count(), 1);
+}
+
+#[test]
+fn a_joiner_need_not_deliver_causal_predecessors_from_before_it_joined() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b"]);
+    let old = r.send("a", Order::Causal);
+    r.deliver_all(&["a", "b"], &[&old]);
+    r.install(2, &["a", "b", "j"]);
+    let new = r.send("b", Order::Causal); // old → new, but j was not in view 1
+    r.deliver_all(&["a", "b", "j"], &[&new]);
+    assert_clean(&r.check_complete());
+}
+
+#[test]
+fn a_senders_own_causal_messages_out_of_order_are_a_fifo_violation_only() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b"]);
+    let c1 = r.send("a", Order::Causal);
+    let c2 = r.send("a", Order::Causal);
+    r.deliver_all(&["a"], &[&c1, &c2]);
+    r.deliver_all(&["b"], &[&c2, &c1]);
+    let report = r.check();
+    assert_only(&report, Property::Fifo);
+    assert_eq!(report.violation_count(), 1);
+}
+
+#[test]
+fn a_safe_message_missed_next_to_a_deliverer_is_reported_once_as_virtual_synchrony() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b", "c"]);
+    let s = r.send_with("a", Order::Fifo, true);
+    r.deliver_all(&["a", "b"], &[&s]);
+    r.install(2, &["a", "b", "c"]); // c goes on with a and b, without s
+    let report = r.check();
+    assert_only(&report, Property::VirtualSynchrony);
+    assert_eq!(report.violation_count(), 1);
+}
