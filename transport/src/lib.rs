@@ -14,6 +14,8 @@
 //!
 //! All `unsafe` of the project lives in this crate, each block with a `SAFETY:` comment.
 
+pub mod uring;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -1,0 +1,981 @@
+//! The io_uring driver: batched `SendMsg` SQEs and a multishot `RecvMsg` into a provided-buffer
+//! ring.
+//!
+//! Two rings per transport, one per direction, so that waiting for send completions never has
+//! to hold receive completions aside (and the reverse):
+//!
+//! * send: [`send::SendSlots`] turns a [`SendBatch`] into one linked chain of `SendMsg` SQEs
+//!   (one per datagram or per GSO run and destination) and one `io_uring_enter` that submits
+//!   the chain and waits for its completions; the count returned is the exact prefix that went.
+//! * receive: one multishot `RecvMsg` stays armed on the socket; the kernel picks a buffer from
+//!   the [`buf_ring::ProvidedBufferRing`] for each datagram (or GRO train) and posts a CQE;
+//!   `recv` lends the payload in place to the callback (no copy), then gives the buffer back.
+//!   When the multishot ends (no buffer left, or any CQE without `IORING_CQE_F_MORE`) it is
+//!   re-armed. An idle `recv` costs no system call when the kernel supports
+//!   `IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG` (it only enters the kernel when the
+//!   ring says task work is pending).
+//!
+//! Requirements, checked at [`UringTransport::with_socket`]: `io_uring_setup` works (not
+//! disabled by `kernel.io_uring_disabled`, seccomp or the memlock limit), the opcodes
+//! `SENDMSG`, `RECVMSG` and `ASYNC_CANCEL` are supported, a buffer ring can be registered
+//! (Linux 5.19), and multishot `RecvMsg` is accepted (Linux 6.0). Otherwise the error is
+//! [`TransportError::UringUnavailable`] with the reason, and `open(Auto, ..)` falls back to
+//! the sendmmsg driver.
+//!
+//! Registered (fixed) buffers are not used: `SendMsg` cannot take them (only the zero-copy
+//! send can, which costs a notification CQE per send and copies anyway on loopback), and the
+//! receive side already avoids per-datagram buffer setup through the buffer ring.
+
+mod buf_ring;
+mod send;
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
+use socket2::{SockAddr, Socket};
+
+use crate::{
+    DriverKind, GroupMode, SendBatch, SocketConfig, Transport, TransportError, TransportStats,
+};
+use buf_ring::ProvidedBufferRing;
+use send::{PlanCursor, SendSlots};
+
+pub use send::{GSO_RUN_BYTES_MAX, GSO_SEGMENTS_MAX};
+
+/// Buffer group id of the receive buffer ring (one ring per io_uring instance, so any id).
+const RECV_BUFFER_GROUP: u16 = 0;
+/// user_data of the multishot receive, and of its cancellation at drop.
+const RECV_USER_DATA: u64 = u64::MAX - 1;
+const CANCEL_USER_DATA: u64 = u64::MAX - 2;
+/// Upper bound on the memory of the receive buffers of one transport.
+const RECV_BUFFERS_BYTES_MAX: usize = 4 << 20;
+/// Bounds on the number of receive buffers (power of two).
+const RECV_BUFFERS_MIN: usize = 16;
+const RECV_BUFFERS_MAX: usize = 1024;
+/// Largest UDP payload a GRO receive can coalesce (an IPv4 datagram's 64 KiB).
+const GRO_PAYLOAD_BYTES_MAX: usize = 65_535;
+/// Most send SQEs of one submit (link chain length); batches with more go in several submits.
+const SEND_SQES_MAX: usize = 256;
+/// How long drop waits for the kernel to end the multishot receive before leaking its buffers.
+const DROP_CANCEL_WAIT_MS: u64 = 1000;
+/// Retries of an `io_uring_enter` refused for a transient reason (EINTR, EAGAIN, EBUSY) while
+/// send SQEs that point into the caller's batch are in flight.
+const SEND_ENTER_RETRIES_MAX: u32 = 100_000;
+
+/// `SOL_UDP` level option `UDP_GRO` (linux/udp.h).
+const UDP_GRO: libc::c_int = 104;
+/// Size of the `io_uring_recvmsg_out` header the kernel writes at the start of each buffer.
+const RECVMSG_OUT_BYTES: usize = 16;
+/// Source-address field reserved in each receive buffer (large enough for IPv6).
+const RECV_NAME_BYTES: usize = std::mem::size_of::<libc::sockaddr_in6>();
+/// Control-message field reserved in each receive buffer when GRO is on: CMSG_SPACE(int).
+const RECV_CONTROL_BYTES_GRO: usize = std::mem::size_of::<libc::cmsghdr>() + 8;
+
+/// The boxed msghdr template of the multishot receive.
+struct RecvTemplate(Box<libc::msghdr>);
+
+// SAFETY: the template's pointers are null (only the two lengths are set); it is plain data.
+unsafe impl Send for RecvTemplate {}
+
+/// What the kernel offers, found at construction and logged once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UringFeatures {
+    pub send_msg: bool,
+    pub recv_msg: bool,
+    pub provide_buffers: bool,
+    pub async_cancel: bool,
+    /// `IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG` accepted (Linux 5.19).
+    pub coop_taskrun: bool,
+}
+
+/// A GRO train (or one datagram) whose buffer is still lent because the caller's
+/// `datagrams_max` stopped delivery in its middle.
+#[derive(Clone, Copy, Debug)]
+struct PendingTrain {
+    bid: u16,
+    /// Bytes of the buffer the kernel filled.
+    filled: usize,
+    /// Payload position inside the buffer: next segment start and end of payload.
+    next: usize,
+    end: usize,
+    segment_bytes: usize,
+    source: SocketAddr,
+}
+
+/// The io_uring [`Transport`].
+pub struct UringTransport {
+    // Declared first so it is dropped first: closing the rings ends every request before the
+    // memory the requests point into (slots, buffer ring, msghdr) goes away.
+    send_ring: IoUring,
+    recv_ring: IoUring,
+    send_slots: SendSlots,
+    buffers: ProvidedBufferRing,
+    /// Template of the multishot receive: only msg_namelen and msg_controllen matter; kept
+    /// boxed and alive while the receive is armed.
+    recv_msghdr: RecvTemplate,
+    recv_armed: bool,
+    pending: Option<PendingTrain>,
+    socket: Socket,
+    local: SocketAddr,
+    group_mode: GroupMode,
+    group_dests: Vec<SockAddr>,
+    datagram_bytes_max: usize,
+    gso: bool,
+    gro: bool,
+    features: UringFeatures,
+    stats: TransportStats,
+}
+
+impl std::fmt::Debug for UringTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringTransport")
+            .field("local", &self.local)
+            .field("gso", &self.gso)
+            .field("gro", &self.gro)
+            .field("features", &self.features)
+            .finish()
+    }
+}
+
+/// Explains an `io_uring_setup` failure in words an operator can act on.
+fn setup_failure_reason(err: &io::Error) -> String {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let memlock = {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the rlimit we own and pass by pointer.
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+        if rc == 0 {
+            format!("{} B", lim.rlim_cur)
+        } else {
+            "unknown".into()
+        }
+    };
+    match err.raw_os_error() {
+        Some(libc::ENOSYS) => format!("io_uring_setup: ENOSYS (kernel built without io_uring): {err}"),
+        Some(libc::EPERM) => format!(
+            "io_uring_setup: EPERM (kernel.io_uring_disabled = {disabled}, or a seccomp filter): {err}"
+        ),
+        Some(libc::ENOMEM) => format!(
+            "io_uring_setup: ENOMEM (RLIMIT_MEMLOCK = {memlock} too low for the rings): {err}"
+        ),
+        _ => format!("io_uring_setup: {err} (kernel.io_uring_disabled = {disabled})"),
+    }
+}
+
+/// Builds a ring, with cooperative task running if the kernel has it.
+fn build_ring(sq_entries: u32, cq_entries: u32) -> Result<(IoUring, bool), TransportError> {
+    let coop = IoUring::builder()
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .setup_cqsize(cq_entries)
+        .build(sq_entries);
+    match coop {
+        Ok(ring) => Ok((ring, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()
+            .setup_cqsize(cq_entries)
+            .build(sq_entries)
+            .map(|r| (r, false))
+            .map_err(|e| TransportError::UringUnavailable(setup_failure_reason(&e))),
+        Err(e) => Err(TransportError::UringUnavailable(setup_failure_reason(&e))),
+    }
+}
+
+/// Parses a `sockaddr_in`/`sockaddr_in6` as the kernel wrote it (native-endian family,
+/// network-order port). None for any other family or a short field.
+fn parse_sockaddr(name: &[u8]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes(name.get(0..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(name.get(2..4)?.try_into().ok()?);
+    match family as libc::c_int {
+        libc::AF_INET => {
+            let ip: [u8; 4] = name.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
+        }
+        libc::AF_INET6 => {
+            let flowinfo = u32::from_be_bytes(name.get(4..8)?.try_into().ok()?);
+            let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
+            let scope = u32::from_ne_bytes(name.get(24..28)?.try_into().ok()?);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(ip),
+                port,
+                flowinfo,
+                scope,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Finds the `UDP_GRO` segment size in a control-message area, if present and valid.
+fn parse_gro_segment(control: &[u8]) -> Option<usize> {
+    const HDR: usize = std::mem::size_of::<libc::cmsghdr>();
+    const ALIGN: usize = std::mem::size_of::<usize>();
+    let mut at = 0;
+    while at + HDR <= control.len() {
+        let len = usize::from_ne_bytes(control[at..at + ALIGN].try_into().ok()?);
+        let level = i32::from_ne_bytes(control[at + ALIGN..at + ALIGN + 4].try_into().ok()?);
+        let kind = i32::from_ne_bytes(control[at + ALIGN + 4..at + ALIGN + 8].try_into().ok()?);
+        if len < HDR || at + len > control.len() {
+            return None;
+        }
+        if level == libc::SOL_UDP && kind == UDP_GRO && len >= HDR + 4 {
+            let seg = i32::from_ne_bytes(control[at + HDR..at + HDR + 4].try_into().ok()?);
+            return (seg > 0).then_some(seg as usize);
+        }
+        at += len.div_ceil(ALIGN) * ALIGN;
+    }
+    None
+}
+
+fn is_transient_enter_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+    )
+}
+
+impl UringTransport {
+    /// Builds the driver around a UDP socket already configured (non-blocking, bound, buffers,
+    /// multicast membership, GSO/GRO options set). `gso`/`gro` say whether the socket really
+    /// has them (probed by the caller); `cfg` gives sizes and the group mode.
+    pub fn with_socket(
+        socket: Socket,
+        cfg: &SocketConfig,
+        gso: bool,
+        gro: bool,
+    ) -> Result<Self, TransportError> {
+        if cfg.datagram_bytes_max == 0 || cfg.datagram_bytes_max > GRO_PAYLOAD_BYTES_MAX {
+            return Err(TransportError::Config(format!(
+                "datagram_bytes_max {} outside 1..={GRO_PAYLOAD_BYTES_MAX}",
+                cfg.datagram_bytes_max
+            )));
+        }
+        let local = socket
+            .local_addr()
+            .map_err(|e| TransportError::io("getsockname", e))?
+            .as_socket()
+            .ok_or_else(|| TransportError::Config("socket is not an IP socket".into()))?;
+
+        let send_sqes = cfg
+            .batch_datagrams_max
+            .clamp(1, SEND_SQES_MAX)
+            .next_power_of_two() as u32;
+        let payload_bytes = if gro {
+            GRO_PAYLOAD_BYTES_MAX
+        } else {
+            cfg.datagram_bytes_max
+        };
+        let control_bytes = if gro { RECV_CONTROL_BYTES_GRO } else { 0 };
+        let buffer_bytes = RECVMSG_OUT_BYTES + RECV_NAME_BYTES + control_bytes + payload_bytes;
+        let buffer_count = {
+            let fit = (RECV_BUFFERS_BYTES_MAX / buffer_bytes).max(1);
+            let pow2 = 1usize << (usize::BITS - 1 - fit.leading_zeros());
+            pow2.clamp(RECV_BUFFERS_MIN, RECV_BUFFERS_MAX)
+        };
+
+        let (send_ring, coop_send) = build_ring(send_sqes, send_sqes * 2)?;
+        // The receive CQ holds at most one CQE per buffer plus the few that end a multishot.
+        let (recv_ring, coop_recv) = build_ring(8, (buffer_count * 2) as u32)?;
+
+        let mut probe = Probe::new();
+        send_ring
+            .submitter()
+            .register_probe(&mut probe)
+            .map_err(|e| TransportError::UringUnavailable(format!("opcode probe: {e}")))?;
+        let features = UringFeatures {
+            send_msg: probe.is_supported(opcode::SendMsg::CODE),
+            recv_msg: probe.is_supported(opcode::RecvMsg::CODE),
+            provide_buffers: probe.is_supported(opcode::ProvideBuffers::CODE),
+            async_cancel: probe.is_supported(opcode::AsyncCancel::CODE),
+            coop_taskrun: coop_send && coop_recv,
+        };
+        if !(features.send_msg && features.recv_msg && features.async_cancel) {
+            return Err(TransportError::UringUnavailable(format!(
+                "kernel lacks an opcode this driver needs: {features:?}"
+            )));
+        }
+        if !recv_ring.params().is_feature_ext_arg() {
+            return Err(TransportError::UringUnavailable(
+                "kernel lacks IORING_FEAT_EXT_ARG (wait with timeout, Linux 5.11)".into(),
+            ));
+        }
+
+        let buffers = ProvidedBufferRing::new(buffer_count, buffer_bytes)
+            .map_err(|e| TransportError::io("mmap receive buffers", e))?;
+        // SAFETY: the ring entries live in `buffers`' mapping, which the transport keeps until
+        // Drop has unregistered it (or leaked it); `entries` matches the mapping's ring size.
+        unsafe {
+            recv_ring.submitter().register_buf_ring_with_flags(
+                buffers.ring_addr(),
+                buffers.entries(),
+                RECV_BUFFER_GROUP,
+                0,
+            )
+        }
+        .map_err(|e| {
+            TransportError::UringUnavailable(format!(
+                "registering a provided-buffer ring (IORING_REGISTER_PBUF_RING, Linux 5.19): {e}"
+            ))
+        })?;
+
+        // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
+        let mut recv_msghdr = RecvTemplate(Box::new(unsafe { std::mem::zeroed() }));
+        recv_msghdr.0.msg_namelen = RECV_NAME_BYTES as _;
+        recv_msghdr.0.msg_controllen = control_bytes as _;
+
+        let mut transport = UringTransport {
+            send_ring,
+            recv_ring,
+            send_slots: SendSlots::new(send_sqes as usize),
+            buffers,
+            recv_msghdr,
+            recv_armed: false,
+            pending: None,
+            socket,
+            local,
+            group_mode: cfg.group.clone(),
+            group_dests: Vec::new(),
+            datagram_bytes_max: cfg.datagram_bytes_max,
+            gso,
+            gro,
+            features,
+            stats: TransportStats::default(),
+        };
+        transport.set_group_dests(match &cfg.group {
+            GroupMode::Multicast { group, .. } => std::slice::from_ref(group),
+            GroupMode::UnicastFanOut { peers } => peers,
+        });
+        transport.arm_recv()?;
+        // A kernel without multishot RecvMsg (before 6.0) fails the SQE at once with EINVAL.
+        let early = transport.recv_ring.completion().next();
+        if let Some(cqe) = early {
+            if cqe.result() == -libc::EINVAL {
+                return Err(TransportError::UringUnavailable(
+                    "multishot RecvMsg rejected with EINVAL (needs Linux 6.0)".into(),
+                ));
+            }
+            // Any other early completion (an error, or data already waiting) is put back in
+            // order by re-reading: simplest is to treat it now.
+            transport.recv_armed = cqueue::more(cqe.flags());
+            transport.handle_early_cqe(cqe);
+        }
+        tracing::info!(
+            local = %transport.local,
+            send_msg = features.send_msg,
+            recv_msg_multishot = features.recv_msg,
+            provide_buffers_opcode = features.provide_buffers,
+            coop_taskrun = features.coop_taskrun,
+            recv_buffers = buffer_count,
+            recv_buffer_bytes = buffer_bytes,
+            gso, gro,
+            "io_uring driver: linked SendMsg batches, multishot RecvMsg into a registered buffer ring"
+        );
+        Ok(transport)
+    }
+
+    pub fn features(&self) -> UringFeatures {
+        self.features
+    }
+
+    /// Whether sends coalesce runs with UDP_SEGMENT, and receives split UDP_GRO trains.
+    pub fn offloads(&self) -> (bool, bool) {
+        (self.gso, self.gro)
+    }
+
+    fn set_group_dests(&mut self, addrs: &[SocketAddr]) {
+        self.group_dests.clear();
+        self.group_dests
+            .extend(addrs.iter().map(|a| SockAddr::from(*a)));
+    }
+
+    /// A completion that arrived right at arming time, before any recv call: only errors can
+    /// be handled without a callback; a datagram's buffer is kept as pending with no segment
+    /// delivered yet.
+    fn handle_early_cqe(&mut self, cqe: cqueue::Entry) {
+        if cqe.result() < 0 {
+            return;
+        }
+        if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
+            match self.train_of(bid, cqe.result() as usize) {
+                Some(train) => self.pending = Some(train),
+                None => {
+                    self.stats.recv_dropped += 1;
+                    self.buffers.push(bid);
+                    self.buffers.publish();
+                }
+            }
+        }
+    }
+
+    /// Pushes (and submits) the multishot receive if it is not armed.
+    fn arm_recv(&mut self) -> Result<(), TransportError> {
+        if self.recv_armed {
+            return Ok(());
+        }
+        let sqe = opcode::RecvMsgMulti::new(
+            types::Fd(self.socket.as_raw_fd()),
+            &*self.recv_msghdr.0 as *const libc::msghdr,
+            RECV_BUFFER_GROUP,
+        )
+        .build()
+        .user_data(RECV_USER_DATA);
+        // SAFETY: the SQE points at `recv_msghdr` (boxed, owned by the transport until Drop has
+        // cancelled the receive) and at buffers of the registered ring (owned likewise); the
+        // socket fd is owned by the transport and outlives the ring (Drop order).
+        unsafe { self.recv_ring.submission().push(&sqe) }
+            .map_err(|_| TransportError::Config("receive submission queue full".into()))?;
+        self.recv_armed = true;
+        loop {
+            match self.recv_ring.submit() {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(TransportError::io("io_uring_enter (arm receive)", e)),
+            }
+        }
+    }
+
+    /// Parses the receive buffer `bid` filled with `filled` bytes into a train of segments.
+    /// None if it must be dropped (short, truncated payload, unknown source family).
+    fn train_of(&self, bid: u16, filled: usize) -> Option<PendingTrain> {
+        let buf = self.buffers.filled(bid, filled)?;
+        let out = types::RecvMsgOut::parse(buf, &self.recv_msghdr.0).ok()?;
+        if out.is_payload_truncated() || out.is_name_data_truncated() {
+            return None;
+        }
+        let source = parse_sockaddr(out.name_data())?;
+        let payload = out.payload_data();
+        let start = payload.as_ptr() as usize - buf.as_ptr() as usize;
+        let end = start + payload.len();
+        let segment_bytes = if self.gro {
+            parse_gro_segment(out.control_data()).unwrap_or(payload.len())
+        } else {
+            payload.len()
+        };
+        Some(PendingTrain {
+            bid,
+            filled,
+            next: start,
+            end,
+            segment_bytes: segment_bytes.max(1),
+            source,
+        })
+    }
+
+    /// Lends segments of `train` to the callback until it ends or `budget` runs out; returns
+    /// the number delivered and the train if some is left.
+    fn deliver_train(
+        &mut self,
+        mut train: PendingTrain,
+        budget: usize,
+        on_datagram: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> (usize, Option<PendingTrain>) {
+        let mut delivered = 0;
+        if let Some(buf) = self.buffers.filled(train.bid, train.filled) {
+            // A zero-length datagram is one datagram too.
+            if train.next == train.end {
+                on_datagram(train.source, &[]);
+                self.stats.datagrams_received += 1;
+                delivered = 1;
+            }
+            while train.next < train.end && delivered < budget {
+                let seg_end = (train.next + train.segment_bytes).min(train.end);
+                on_datagram(train.source, &buf[train.next..seg_end]);
+                self.stats.datagrams_received += 1;
+                self.stats.bytes_received += (seg_end - train.next) as u64;
+                train.next = seg_end;
+                delivered += 1;
+            }
+        }
+        if train.next < train.end {
+            return (delivered, Some(train));
+        }
+        self.buffers.push(train.bid);
+        (delivered, None)
+    }
+
+    /// Takes completions and delivers their datagrams, up to `budget`.
+    fn reap_recv(
+        &mut self,
+        budget: usize,
+        on_datagram: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> Result<usize, TransportError> {
+        let mut delivered = 0;
+        if let Some(train) = self.pending.take() {
+            let (n, rest) = self.deliver_train(train, budget, on_datagram);
+            delivered += n;
+            self.pending = rest;
+            if self.pending.is_some() {
+                return Ok(delivered);
+            }
+        }
+        let mut error = None;
+        while delivered < budget {
+            let Some(cqe) = self.recv_ring.completion().next() else {
+                break;
+            };
+            if cqe.user_data() != RECV_USER_DATA {
+                continue;
+            }
+            if !cqueue::more(cqe.flags()) {
+                self.recv_armed = false;
+            }
+            let res = cqe.result();
+            if res < 0 {
+                // ENOBUFS: every buffer lent out; the datagrams stay in the socket and the
+                // receive is re-armed once buffers are back. ECANCELED: our own cancel.
+                if res != -libc::ENOBUFS && res != -libc::ECANCELED {
+                    error = Some(io::Error::from_raw_os_error(-res));
+                    break;
+                }
+                continue;
+            }
+            let Some(bid) = cqueue::buffer_select(cqe.flags()) else {
+                continue;
+            };
+            match self.train_of(bid, res as usize) {
+                Some(train) => {
+                    let (n, rest) = self.deliver_train(train, budget - delivered, on_datagram);
+                    delivered += n;
+                    if rest.is_some() {
+                        self.pending = rest;
+                        break;
+                    }
+                }
+                None => {
+                    self.stats.recv_dropped += 1;
+                    self.buffers.push(bid);
+                }
+            }
+        }
+        self.buffers.publish();
+        match error {
+            Some(e) => Err(TransportError::io("io_uring multishot RecvMsg", e)),
+            None => Ok(delivered),
+        }
+    }
+
+    /// Whether the kernel must be entered for completions to appear: always without
+    /// cooperative task running; with it, only when the ring flags pending task work.
+    fn recv_needs_enter(&mut self) -> bool {
+        if !self.features.coop_taskrun {
+            return true;
+        }
+        let mut sq = self.recv_ring.submission();
+        sq.sync();
+        sq.taskrun() || sq.cq_overflow() || !sq.is_empty()
+    }
+
+    /// Submits the send SQEs pushed so far and waits for all `count` completions; records each
+    /// result in `results`. Never returns before every completion arrived: the SQEs point into
+    /// the caller's batch.
+    fn submit_and_reap_sends(&mut self, count: usize, results: &mut [i32]) {
+        let mut reaped = 0;
+        let mut retries = 0u32;
+        while reaped < count {
+            match self.send_ring.submit_and_wait(count - reaped) {
+                Ok(_) => {}
+                Err(e) if is_transient_enter_error(&e) && retries < SEND_ENTER_RETRIES_MAX => {
+                    retries += 1;
+                    std::thread::yield_now();
+                }
+                Err(e) => {
+                    // The kernel may still read the caller's batch: returning (or unwinding)
+                    // would let it be freed under the kernel. Nothing safe is left to do.
+                    eprintln!("cohort-transport: io_uring_enter failed with send SQEs in flight: {e}; aborting");
+                    std::process::abort();
+                }
+            }
+            for cqe in self.send_ring.completion() {
+                let slot = cqe.user_data() as usize;
+                if slot < results.len() {
+                    results[slot] = cqe.result();
+                    reaped += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Results of one submit, kept on the stack (bounded by [`SEND_SQES_MAX`]).
+type SendResults = [i32; SEND_SQES_MAX];
+
+impl Transport for UringTransport {
+    fn driver(&self) -> DriverKind {
+        DriverKind::IoUring
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    fn datagram_bytes_max(&self) -> usize {
+        self.datagram_bytes_max
+    }
+
+    fn send(&mut self, batch: &SendBatch) -> Result<usize, TransportError> {
+        for e in batch.entries() {
+            if e.len as usize > self.datagram_bytes_max {
+                return Err(TransportError::DatagramTooLarge {
+                    len: e.len as usize,
+                    max: self.datagram_bytes_max,
+                });
+            }
+        }
+        let fd = types::Fd(self.socket.as_raw_fd());
+        let mut cursor = PlanCursor::default();
+        let mut sent = 0usize;
+        let mut results: SendResults = [0; SEND_SQES_MAX];
+        loop {
+            let mut skipped = None;
+            let slots = self.send_slots.plan(
+                batch,
+                &self.group_dests,
+                self.gso,
+                &mut cursor,
+                &mut skipped,
+            );
+            if slots == 0 {
+                if let Some(s) = skipped {
+                    sent = sent.max(s as usize);
+                }
+                break;
+            }
+            let mut pushed = 0;
+            {
+                let mut sq = self.send_ring.submission();
+                for slot in 0..slots {
+                    let mut sqe = opcode::SendMsg::new(fd, &self.send_slots.msgs[slot])
+                        .flags(libc::MSG_DONTWAIT as u32)
+                        .build()
+                        .user_data(slot as u64);
+                    if slot + 1 < slots {
+                        sqe = sqe.flags(squeue::Flags::IO_LINK);
+                    }
+                    // SAFETY: the SQE points at msghdr/iovec/sockaddr/cmsg of `send_slots`
+                    // (owned by the transport, not touched until the completions are reaped)
+                    // and at bytes of `batch`, borrowed for the whole call;
+                    // `submit_and_reap_sends` waits for every completion before we return.
+                    if unsafe { sq.push(&sqe) }.is_err() {
+                        // Cannot happen: the ring holds as many SQEs as there are slots and
+                        // every submit drains it. The chain ends at the submit boundary.
+                        debug_assert!(false, "send submission queue full");
+                        break;
+                    }
+                    pushed += 1;
+                }
+            }
+            let slots = pushed;
+            self.stats.send_calls += 1;
+            self.submit_and_reap_sends(slots, &mut results[..slots]);
+            let mut refused = None;
+            for (slot, &res) in results[..slots].iter().enumerate() {
+                let plan = self.send_slots.plans[slot];
+                if res < 0 || res as u32 != plan.expected_bytes {
+                    refused = Some(res);
+                    break;
+                }
+                if let Some(through) = plan.completes_through {
+                    sent = through as usize;
+                }
+            }
+            match refused {
+                None => {
+                    if let Some(s) = skipped {
+                        sent = sent.max(s as usize);
+                    }
+                    if cursor.run_start >= batch.len() {
+                        break;
+                    }
+                }
+                Some(res) => {
+                    let errno = -res;
+                    let back_pressure = res >= 0
+                        || errno == libc::EAGAIN
+                        || errno == libc::ENOBUFS
+                        || errno == libc::ECANCELED;
+                    if !back_pressure && sent == 0 {
+                        return Err(TransportError::io(
+                            "io_uring SendMsg",
+                            io::Error::from_raw_os_error(errno),
+                        ));
+                    }
+                    break;
+                }
+            }
+        }
+        let entries = batch.entries();
+        self.stats.datagrams_sent += sent as u64;
+        self.stats.bytes_sent += entries[..sent].iter().map(|e| e.len as u64).sum::<u64>();
+        self.stats.send_would_block += (entries.len() - sent) as u64;
+        Ok(sent)
+    }
+
+    fn recv(
+        &mut self,
+        datagrams_max: usize,
+        on_datagram: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> Result<usize, TransportError> {
+        self.stats.recv_calls += 1;
+        if datagrams_max == 0 {
+            return Ok(0);
+        }
+        let mut delivered = self.reap_recv(datagrams_max, on_datagram)?;
+        if delivered == 0 {
+            self.arm_recv()?;
+            if self.recv_needs_enter() {
+                match self.recv_ring.submit() {
+                    Ok(_) => {}
+                    Err(e) if is_transient_enter_error(&e) => {}
+                    Err(e) => return Err(TransportError::io("io_uring_enter (receive)", e)),
+                }
+                delivered = self.reap_recv(datagrams_max, on_datagram)?;
+            }
+        }
+        self.arm_recv()?;
+        Ok(delivered)
+    }
+
+    fn wait_readable(&mut self, timeout: Duration) -> Result<bool, TransportError> {
+        if self.pending.is_some() || !self.recv_ring.completion().is_empty() {
+            return Ok(true);
+        }
+        self.arm_recv()?;
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.recv_ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) || is_transient_enter_error(&e) => {}
+            Err(e) => return Err(TransportError::io("io_uring_enter (wait)", e)),
+        }
+        Ok(!self.recv_ring.completion().is_empty())
+    }
+
+    fn set_peers(&mut self, peers: &[SocketAddr]) {
+        if matches!(self.group_mode, GroupMode::UnicastFanOut { .. }) {
+            self.set_group_dests(peers);
+        }
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.stats
+    }
+}
+
+impl Drop for UringTransport {
+    fn drop(&mut self) {
+        if !self.recv_armed {
+            let _ = self
+                .recv_ring
+                .submitter()
+                .unregister_buf_ring(RECV_BUFFER_GROUP);
+            return;
+        }
+        // End the multishot receive and wait for its last CQE, so the kernel no longer writes
+        // into the buffer ring when it is unmapped.
+        let cancel = opcode::AsyncCancel::new(RECV_USER_DATA)
+            .build()
+            .user_data(CANCEL_USER_DATA);
+        // SAFETY: the cancel SQE references no memory.
+        let pushed = unsafe { self.recv_ring.submission().push(&cancel) }.is_ok();
+        let deadline = std::time::Instant::now() + Duration::from_millis(DROP_CANCEL_WAIT_MS);
+        let mut ended = false;
+        while pushed && !ended && std::time::Instant::now() < deadline {
+            let ts = types::Timespec::from(Duration::from_millis(10));
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = self.recv_ring.submitter().submit_with_args(1, &args);
+            for cqe in self.recv_ring.completion() {
+                if cqe.user_data() == RECV_USER_DATA && !cqueue::more(cqe.flags()) {
+                    ended = true;
+                }
+            }
+        }
+        if ended {
+            let _ = self
+                .recv_ring
+                .submitter()
+                .unregister_buf_ring(RECV_BUFFER_GROUP);
+        } else {
+            tracing::warn!("io_uring receive did not end at drop; leaking its buffers");
+            self.buffers.leak();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn udp_socket(gro: bool) -> Socket {
+        let s = Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        s.bind(&SockAddr::from(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .unwrap();
+        if gro {
+            let one: libc::c_int = 1;
+            // SAFETY: setsockopt reads sizeof(int) bytes from `one`, which lives on the stack.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_UDP,
+                    UDP_GRO,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0);
+        }
+        s
+    }
+
+    fn pair(offload: bool) -> Option<(UringTransport, UringTransport)> {
+        let cfg = SocketConfig::unicast(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let a = match UringTransport::with_socket(udp_socket(false), &cfg, offload, false) {
+            Ok(t) => t,
+            Err(TransportError::UringUnavailable(why)) => {
+                eprintln!("io_uring unavailable, test skipped: {why}");
+                return None;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let b = UringTransport::with_socket(udp_socket(offload), &cfg, offload, offload).unwrap();
+        Some((a, b))
+    }
+
+    /// Receives until `want` datagrams arrived (bounded by count of waits, not by time).
+    fn recv_all(t: &mut UringTransport, want: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut got = Vec::new();
+        for _ in 0..1000 {
+            if got.len() >= want {
+                break;
+            }
+            t.wait_readable(Duration::from_millis(50)).unwrap();
+            t.recv(want - got.len(), &mut |src, d| got.push((src, d.to_vec())))
+                .unwrap();
+        }
+        got
+    }
+
+    #[test]
+    fn delivers_a_batch_in_order_with_its_source_address() {
+        let Some((mut a, mut b)) = pair(false) else {
+            return;
+        };
+        let mut batch = SendBatch::new(16, 1472);
+        for i in 0..16u8 {
+            batch
+                .push(
+                    crate::Dest::Addr(b.local_addr()),
+                    &vec![i; 1 + i as usize * 50],
+                )
+                .unwrap();
+        }
+        assert_eq!(a.send(&batch).unwrap(), 16);
+        let got = recv_all(&mut b, 16);
+        assert_eq!(got.len(), 16);
+        for (i, (src, d)) in got.iter().enumerate() {
+            assert_eq!(*src, a.local_addr());
+            assert_eq!(d, &vec![i as u8; 1 + i * 50]);
+        }
+        assert_eq!(a.stats().datagrams_sent, 16);
+        assert_eq!(b.stats().datagrams_received, 16);
+    }
+
+    #[test]
+    fn gso_send_and_gro_receive_split_back_into_the_original_datagrams() {
+        let Some((mut a, mut b)) = pair(true) else {
+            return;
+        };
+        let mut batch = SendBatch::new(64, 1472);
+        for i in 0..40u8 {
+            let len = if i == 39 { 100 } else { 1000 };
+            batch
+                .push(crate::Dest::Addr(b.local_addr()), &vec![i; len])
+                .unwrap();
+        }
+        assert_eq!(a.send(&batch).unwrap(), 40);
+        // Ask for fewer than a GRO train holds: the rest must come on the next call.
+        let got = recv_all(&mut b, 40);
+        assert_eq!(got.len(), 40);
+        for (i, (_, d)) in got.iter().enumerate() {
+            let len = if i == 39 { 100 } else { 1000 };
+            assert_eq!(d, &vec![i as u8; len], "datagram {i}");
+        }
+    }
+
+    #[test]
+    fn recv_respects_datagrams_max_and_keeps_the_rest_for_the_next_call() {
+        let Some((mut a, mut b)) = pair(true) else {
+            return;
+        };
+        let mut batch = SendBatch::new(64, 1472);
+        for i in 0..10u8 {
+            batch
+                .push(crate::Dest::Addr(b.local_addr()), &[i; 500])
+                .unwrap();
+        }
+        assert_eq!(a.send(&batch).unwrap(), 10);
+        let mut seen = Vec::new();
+        for _ in 0..1000 {
+            if seen.len() == 10 {
+                break;
+            }
+            b.wait_readable(Duration::from_millis(50)).unwrap();
+            let n = b.recv(3, &mut |_, d| seen.push(d[0])).unwrap();
+            assert!(n <= 3);
+        }
+        assert_eq!(seen, (0..10).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn wait_readable_times_out_when_nothing_arrives() {
+        let Some((_a, mut b)) = pair(false) else {
+            return;
+        };
+        assert!(!b.wait_readable(Duration::from_millis(5)).unwrap());
+        assert_eq!(
+            b.recv(8, &mut |_, _| panic!("no datagram was sent"))
+                .unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn parses_ipv4_and_ipv6_source_addresses_and_rejects_other_families() {
+        let v4: SocketAddr = "10.1.2.3:4567".parse().unwrap();
+        let s = SockAddr::from(v4);
+        // SAFETY: as_ptr points at s.len() initialised bytes of the SockAddr.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), s.len() as usize) };
+        assert_eq!(parse_sockaddr(bytes), Some(v4));
+        let v6: SocketAddr = "[fe80::1%3]:99".parse().unwrap();
+        let s = SockAddr::from(v6);
+        // SAFETY: as above.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), s.len() as usize) };
+        assert_eq!(parse_sockaddr(bytes), Some(v6));
+        assert_eq!(parse_sockaddr(&[0u8; 28]), None);
+        assert_eq!(parse_sockaddr(&[2u8]), None);
+    }
+
+    #[test]
+    fn finds_the_gro_segment_size_and_ignores_garbage_control_data() {
+        let hdr = std::mem::size_of::<libc::cmsghdr>();
+        let mut c = vec![0u8; hdr + 8];
+        c[0..8].copy_from_slice(&((hdr + 4) as usize).to_ne_bytes());
+        c[8..12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
+        c[12..16].copy_from_slice(&UDP_GRO.to_ne_bytes());
+        c[hdr..hdr + 4].copy_from_slice(&1200i32.to_ne_bytes());
+        assert_eq!(parse_gro_segment(&c), Some(1200));
+        c[0..8].copy_from_slice(&1000usize.to_ne_bytes());
+        assert_eq!(parse_gro_segment(&c), None);
+        assert_eq!(parse_gro_segment(&[0xff; 7]), None);
+        assert_eq!(parse_gro_segment(&[0u8; 64]), None);
+    }
+}
