@@ -19,6 +19,8 @@ pub mod uring;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub mod socket;
+
 /// Where one datagram of a batch goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dest {

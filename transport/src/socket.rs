@@ -1,0 +1,597 @@
+//! Opening and configuring the UDP sockets both kernel drivers (sendmmsg and io_uring) use.
+//!
+//! [`open_udp_socket`] turns a [`SocketConfig`] into an [`OpenedSocket`]:
+//!
+//! * the **unicast socket**, bound to `cfg.bind`: non-blocking, `SO_REUSEADDR`, the requested
+//!   `SO_RCVBUF`/`SO_SNDBUF` (read back; when the kernel capped them a warning names the sysctl
+//!   that lifts the cap, once per process), `IP_MULTICAST_IF`/TTL/`IP_MULTICAST_LOOP` when the
+//!   group is multicast (so group datagrams leave on the named interface, never by the default
+//!   route, and carry this socket's unicast address as their source), UDP GSO probed, UDP GRO
+//!   enabled when asked and available, `SO_BUSY_POLL` when configured;
+//! * in multicast mode, the **group socket**: bound to the group address and port with
+//!   `SO_REUSEADDR` + `SO_REUSEPORT` (so several members on one host receive the group),
+//!   `IP_MULTICAST_ALL` off, and the membership joined on the configured interface address.
+//!   When `cfg.bind` already is the group port on the wildcard or group address, the unicast
+//!   socket itself joins and no second socket is opened.
+//!
+//! Two sockets are needed because multicast delivery matches the destination port: every member
+//! of the group on one host must bind the group port, and then a unicast datagram to that port
+//! would reach only one of them. The unicast socket keeps each member individually addressable.
+//!
+//! The module also holds the pieces both drivers share: [`GroupTargets`] (what `Dest::Group`
+//! means: the multicast address or the fan-out peers) and the `sockaddr` conversions.
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::{Dest, GroupMode, SocketConfig, TransportError};
+
+/// `UDP_SEGMENT` (linux/udp.h): per-send GSO segment size, Linux >= 4.18.
+pub const UDP_SEGMENT: libc::c_int = 103;
+/// `UDP_GRO` (linux/udp.h): receive coalesced datagrams, Linux >= 5.0.
+pub const UDP_GRO: libc::c_int = 104;
+/// `SO_BUSY_POLL` (asm-generic/socket.h).
+pub const SO_BUSY_POLL: libc::c_int = 46;
+
+/// Most segments the kernel accepts in one UDP GSO send (`UDP_MAX_SEGMENTS`).
+pub const GSO_SEGMENTS_MAX: usize = 64;
+/// Largest UDP payload of one GSO send (65535 - 20 IP - 8 UDP).
+pub const GSO_BYTES_MAX: usize = 65_507;
+/// Receive buffer size that holds one GRO-coalesced datagram train.
+pub const GRO_BUFFER_BYTES: usize = 65_536;
+/// Most unicast fan-out peers a transport keeps.
+pub const FAN_OUT_PEERS_MAX: usize = 1024;
+
+/// A configured UDP socket (or pair, in multicast mode) and what the kernel granted.
+#[derive(Debug)]
+pub struct OpenedSocket {
+    /// Bound to `cfg.bind`: sends everything, receives unicast (and the group when it is the
+    /// group socket too, see [`OpenedSocket::group_socket`]).
+    pub socket: Socket,
+    /// In multicast mode when `cfg.bind` is not the group port: the socket bound to the group
+    /// port that holds the membership. Receive only.
+    pub group_socket: Option<Socket>,
+    pub local_addr: SocketAddr,
+    /// SO_RCVBUF as read back (Linux reports twice the usable payload size).
+    pub recv_buffer_bytes: usize,
+    /// SO_SNDBUF as read back.
+    pub send_buffer_bytes: usize,
+    /// The kernel knows UDP_SEGMENT (GSO). Use it only when `gso_enabled`.
+    pub gso_available: bool,
+    /// `cfg.gso && gso_available`.
+    pub gso_enabled: bool,
+    /// The kernel knows UDP_GRO.
+    pub gro_available: bool,
+    /// `cfg.gro && gro_available`: UDP_GRO is on, receive buffers must hold [`GRO_BUFFER_BYTES`].
+    pub gro_enabled: bool,
+    /// SO_BUSY_POLL was set as configured.
+    pub busy_poll_enabled: bool,
+}
+
+impl OpenedSocket {
+    /// Every socket to receive from: the unicast one, then the group one if any.
+    pub fn recv_sockets(&self) -> impl Iterator<Item = &Socket> {
+        std::iter::once(&self.socket).chain(self.group_socket.as_ref())
+    }
+}
+
+static RCVBUF_WARNED: AtomicBool = AtomicBool::new(false);
+static SNDBUF_WARNED: AtomicBool = AtomicBool::new(false);
+static GSO_WARNED: AtomicBool = AtomicBool::new(false);
+static GRO_WARNED: AtomicBool = AtomicBool::new(false);
+
+fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> TransportError {
+    move |source| TransportError::io(op, source)
+}
+
+/// Checks the parts of `cfg` every driver relies on.
+pub fn validate_config(cfg: &SocketConfig) -> Result<(), TransportError> {
+    if cfg.datagram_bytes_max == 0 || cfg.datagram_bytes_max > GSO_BYTES_MAX {
+        return Err(TransportError::Config(format!(
+            "datagram_bytes_max must be in 1..={GSO_BYTES_MAX}, got {}",
+            cfg.datagram_bytes_max
+        )));
+    }
+    if cfg.batch_datagrams_max == 0 || cfg.batch_datagrams_max > u32::MAX as usize / 2 {
+        return Err(TransportError::Config(format!(
+            "batch_datagrams_max must be at least 1, got {}",
+            cfg.batch_datagrams_max
+        )));
+    }
+    match &cfg.group {
+        GroupMode::Multicast { group, .. } => {
+            if !group.ip().is_multicast() {
+                return Err(TransportError::Config(format!(
+                    "multicast group {group} is not a multicast address"
+                )));
+            }
+            if !matches!(group, SocketAddr::V4(_)) || !cfg.bind.is_ipv4() {
+                return Err(TransportError::Config(
+                    "multicast mode supports IPv4 only (group and bind address)".into(),
+                ));
+            }
+        }
+        GroupMode::UnicastFanOut { peers } => {
+            if peers.len() > FAN_OUT_PEERS_MAX {
+                return Err(TransportError::Config(format!(
+                    "{} fan-out peers exceed the maximum of {FAN_OUT_PEERS_MAX}",
+                    peers.len()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens the socket(s) described by `cfg`. See the module documentation for what is set.
+pub fn open_udp_socket(cfg: &SocketConfig) -> Result<OpenedSocket, TransportError> {
+    validate_config(cfg)?;
+    let domain = Domain::for_address(cfg.bind);
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(io_err("socket"))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(io_err("set_nonblocking"))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(io_err("SO_REUSEADDR"))?;
+
+    // When the unicast socket binds the group port itself it must share it with other members.
+    let bind_is_group_port = match &cfg.group {
+        GroupMode::Multicast { group, .. } => {
+            cfg.bind.port() == group.port()
+                && (cfg.bind.ip().is_unspecified() || cfg.bind.ip() == group.ip())
+        }
+        GroupMode::UnicastFanOut { .. } => false,
+    };
+    if bind_is_group_port {
+        socket
+            .set_reuse_port(true)
+            .map_err(io_err("SO_REUSEPORT"))?;
+    }
+
+    let (recv_buffer_bytes, send_buffer_bytes) = set_buffer_sizes(&socket, cfg)?;
+
+    if let GroupMode::Multicast {
+        iface,
+        ttl,
+        loopback,
+        ..
+    } = &cfg.group
+    {
+        socket
+            .set_multicast_if_v4(iface)
+            .map_err(io_err("IP_MULTICAST_IF"))?;
+        socket
+            .set_multicast_ttl_v4(*ttl)
+            .map_err(io_err("IP_MULTICAST_TTL"))?;
+        socket
+            .set_multicast_loop_v4(*loopback)
+            .map_err(io_err("IP_MULTICAST_LOOP"))?;
+    }
+
+    let gso_available = probe_gso(&socket);
+    let gso_enabled = cfg.gso && gso_available;
+    if cfg.gso && !gso_available && !GSO_WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!("UDP GSO (UDP_SEGMENT, Linux >= 4.18) is not available; sending without it");
+    }
+    let gro_available = set_gro(&socket, cfg.gro);
+    let gro_enabled = cfg.gro && gro_available;
+    if cfg.gro && !gro_available && !GRO_WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!("UDP GRO (UDP_GRO, Linux >= 5.0) is not available; receiving without it");
+    }
+    let busy_poll_enabled = match cfg.busy_poll_us {
+        Some(us) => {
+            set_int_option(&socket, libc::SOL_SOCKET, SO_BUSY_POLL, us as libc::c_int)
+                .map_err(io_err("SO_BUSY_POLL"))?;
+            true
+        }
+        None => false,
+    };
+
+    socket
+        .bind(&SockAddr::from(cfg.bind))
+        .map_err(io_err("bind"))?;
+    let local_addr = socket
+        .local_addr()
+        .map_err(io_err("getsockname"))?
+        .as_socket()
+        .ok_or_else(|| TransportError::Config("bound socket has no IP address".into()))?;
+
+    let mut group_socket = None;
+    if let GroupMode::Multicast { group, iface, .. } = &cfg.group {
+        let group_ip = match group.ip() {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(_) => unreachable!("validate_config refuses IPv6 groups"),
+        };
+        if bind_is_group_port {
+            join_group(&socket, &group_ip, iface)?;
+        } else {
+            let gs = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+                .map_err(io_err("socket"))?;
+            gs.set_nonblocking(true)
+                .map_err(io_err("set_nonblocking"))?;
+            gs.set_reuse_address(true).map_err(io_err("SO_REUSEADDR"))?;
+            gs.set_reuse_port(true).map_err(io_err("SO_REUSEPORT"))?;
+            set_buffer_sizes(&gs, cfg)?;
+            set_gro(&gs, gro_enabled);
+            if let Some(us) = cfg.busy_poll_us {
+                set_int_option(&gs, libc::SOL_SOCKET, SO_BUSY_POLL, us as libc::c_int)
+                    .map_err(io_err("SO_BUSY_POLL"))?;
+            }
+            gs.bind(&SockAddr::from(*group))
+                .map_err(io_err("bind group port"))?;
+            join_group(&gs, &group_ip, iface)?;
+            group_socket = Some(gs);
+        }
+    }
+
+    Ok(OpenedSocket {
+        socket,
+        group_socket,
+        local_addr,
+        recv_buffer_bytes,
+        send_buffer_bytes,
+        gso_available,
+        gso_enabled,
+        gro_available,
+        gro_enabled,
+        busy_poll_enabled,
+    })
+}
+
+fn join_group(socket: &Socket, group: &Ipv4Addr, iface: &Ipv4Addr) -> Result<(), TransportError> {
+    // Only datagrams of groups this socket joined, not of every group the host joined.
+    socket
+        .set_multicast_all_v4(false)
+        .map_err(io_err("IP_MULTICAST_ALL"))?;
+    socket
+        .join_multicast_v4(group, iface)
+        .map_err(|source| TransportError::io("IP_ADD_MEMBERSHIP", source))
+}
+
+/// Sets SO_RCVBUF/SO_SNDBUF as requested and reads them back; warns once per direction when
+/// the kernel capped the request.
+fn set_buffer_sizes(socket: &Socket, cfg: &SocketConfig) -> Result<(usize, usize), TransportError> {
+    socket
+        .set_recv_buffer_size(cfg.recv_buffer_bytes)
+        .map_err(io_err("SO_RCVBUF"))?;
+    socket
+        .set_send_buffer_size(cfg.send_buffer_bytes)
+        .map_err(io_err("SO_SNDBUF"))?;
+    let recv = socket.recv_buffer_size().map_err(io_err("SO_RCVBUF"))?;
+    let send = socket.send_buffer_size().map_err(io_err("SO_SNDBUF"))?;
+    // Linux doubles the requested value for bookkeeping overhead and reports the double.
+    if recv / 2 < cfg.recv_buffer_bytes && !RCVBUF_WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            requested_bytes = cfg.recv_buffer_bytes,
+            granted_bytes = recv / 2,
+            "SO_RCVBUF capped by the kernel; raise the cap with `sysctl -w net.core.rmem_max={}`",
+            cfg.recv_buffer_bytes
+        );
+    }
+    if send / 2 < cfg.send_buffer_bytes && !SNDBUF_WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            requested_bytes = cfg.send_buffer_bytes,
+            granted_bytes = send / 2,
+            "SO_SNDBUF capped by the kernel; raise the cap with `sysctl -w net.core.wmem_max={}`",
+            cfg.send_buffer_bytes
+        );
+    }
+    Ok((recv, send))
+}
+
+/// True if the kernel knows UDP_SEGMENT (reading it succeeds).
+fn probe_gso(socket: &Socket) -> bool {
+    get_int_option(socket, libc::SOL_UDP, UDP_SEGMENT).is_ok()
+}
+
+/// Sets UDP_GRO to `on`; returns whether the kernel knows the option. When `on` is false the
+/// option is probed by switching it off, which is the default anyway.
+fn set_gro(socket: &Socket, on: bool) -> bool {
+    set_int_option(socket, libc::SOL_UDP, UDP_GRO, on as libc::c_int).is_ok()
+}
+
+fn set_int_option(
+    socket: &Socket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` lives on this stack frame for the whole call; the kernel reads exactly
+    // size_of::<c_int>() bytes from it and keeps no reference.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn get_int_option(
+    socket: &Socket,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` live on this stack frame for the whole call; the kernel writes
+    // at most `len` bytes into `value` and keeps no reference.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// What `Dest::Group` and `Dest::Addr` resolve to, shared by the kernel drivers: the multicast
+/// address, or the fan-out peer list (bounded by [`FAN_OUT_PEERS_MAX`], replaced in place).
+#[derive(Clone, Debug)]
+pub struct GroupTargets {
+    multicast: Option<SocketAddr>,
+    peers: Vec<SocketAddr>,
+}
+
+impl GroupTargets {
+    pub fn new(mode: &GroupMode) -> Self {
+        match mode {
+            GroupMode::Multicast { group, .. } => GroupTargets {
+                multicast: Some(*group),
+                peers: Vec::new(),
+            },
+            GroupMode::UnicastFanOut { peers } => {
+                let mut targets = GroupTargets {
+                    multicast: None,
+                    peers: Vec::with_capacity(FAN_OUT_PEERS_MAX),
+                };
+                targets.set_peers(peers);
+                targets
+            }
+        }
+    }
+
+    /// Replaces the fan-out list (no effect in multicast mode). Keeps at most
+    /// [`FAN_OUT_PEERS_MAX`] peers and warns if more were given.
+    pub fn set_peers(&mut self, peers: &[SocketAddr]) {
+        if self.multicast.is_some() {
+            return;
+        }
+        if peers.len() > FAN_OUT_PEERS_MAX {
+            tracing::warn!(
+                given = peers.len(),
+                kept = FAN_OUT_PEERS_MAX,
+                "fan-out peer list longer than FAN_OUT_PEERS_MAX; extra peers ignored"
+            );
+        }
+        self.peers.clear();
+        self.peers
+            .extend_from_slice(&peers[..peers.len().min(FAN_OUT_PEERS_MAX)]);
+    }
+
+    pub fn multicast(&self) -> Option<SocketAddr> {
+        self.multicast
+    }
+
+    pub fn peers(&self) -> &[SocketAddr] {
+        &self.peers
+    }
+
+    /// Every address one datagram for `dest` goes to (empty for the group with no peers).
+    pub fn resolve<'a>(&'a self, dest: &'a Dest) -> &'a [SocketAddr] {
+        match dest {
+            Dest::Addr(addr) => std::slice::from_ref(addr),
+            Dest::Group => match &self.multicast {
+                Some(group) => std::slice::from_ref(group),
+                None => &self.peers,
+            },
+        }
+    }
+}
+
+/// Storage for one socket address as the kernel wants it (`sockaddr_in` or `sockaddr_in6`).
+/// Plain data; arrays of it are preallocated by the drivers.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub union RawSockAddr {
+    pub v4: libc::sockaddr_in,
+    pub v6: libc::sockaddr_in6,
+}
+
+impl RawSockAddr {
+    pub fn zeroed() -> Self {
+        // SAFETY: both members are plain C structs for which all-zero bytes are valid.
+        unsafe { MaybeUninit::<RawSockAddr>::zeroed().assume_init() }
+    }
+
+    /// Writes `addr`; returns the length to pass as `msg_namelen`.
+    pub fn write(&mut self, addr: &SocketAddr) -> libc::socklen_t {
+        match addr {
+            SocketAddr::V4(a) => {
+                self.v4 = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                size_of::<libc::sockaddr_in>() as libc::socklen_t
+            }
+            SocketAddr::V6(a) => {
+                self.v6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                };
+                size_of::<libc::sockaddr_in6>() as libc::socklen_t
+            }
+        }
+    }
+
+    /// Reads the address the kernel wrote (`len` = returned `msg_namelen`); `None` if it is
+    /// not an IP address.
+    pub fn read(&self, len: libc::socklen_t) -> Option<SocketAddr> {
+        // SAFETY: the family field sits at the same offset in both members and every bit
+        // pattern is a valid u16.
+        let family = unsafe { self.v4.sin_family } as libc::c_int;
+        if family == libc::AF_INET && len as usize >= size_of::<libc::sockaddr_in>() {
+            // SAFETY: the kernel wrote a sockaddr_in (family and length checked above).
+            let a = unsafe { self.v4 };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes()),
+                u16::from_be(a.sin_port),
+            )))
+        } else if family == libc::AF_INET6 && len as usize >= size_of::<libc::sockaddr_in6>() {
+            // SAFETY: the kernel wrote a sockaddr_in6 (family and length checked above).
+            let a = unsafe { self.v6 };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                a.sin6_addr.s6_addr.into(),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        } else {
+            None
+        }
+    }
+
+    pub fn as_mut_ptr(&mut self) -> *mut libc::c_void {
+        (self as *mut RawSockAddr).cast()
+    }
+
+    /// Size of the storage, for `msg_namelen` before a receive.
+    pub const CAPACITY: libc::socklen_t = size_of::<RawSockAddr>() as libc::socklen_t;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv6Addr;
+
+    #[test]
+    fn raw_sockaddr_round_trips_v4_and_v6() {
+        for addr in [
+            SocketAddr::from((Ipv4Addr::new(10, 1, 2, 3), 4567)),
+            SocketAddr::from((Ipv6Addr::new(0xfe80, 0, 0, 0, 1, 2, 3, 4), 9)),
+        ] {
+            let mut raw = RawSockAddr::zeroed();
+            let len = raw.write(&addr);
+            assert_eq!(raw.read(len), Some(addr));
+            assert_eq!(raw.read(len - 1), None, "short length must not be trusted");
+        }
+    }
+
+    #[test]
+    fn group_targets_resolve_multicast_and_fan_out() {
+        let group: SocketAddr = "239.1.2.3:7000".parse().unwrap();
+        let mc = GroupTargets::new(&GroupMode::Multicast {
+            group,
+            iface: Ipv4Addr::LOCALHOST,
+            ttl: 1,
+            loopback: true,
+        });
+        assert_eq!(mc.resolve(&Dest::Group), &[group]);
+        let peers: Vec<SocketAddr> = vec![
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        ];
+        let mut fan = GroupTargets::new(&GroupMode::UnicastFanOut {
+            peers: peers.clone(),
+        });
+        assert_eq!(fan.resolve(&Dest::Group), &peers[..]);
+        fan.set_peers(&peers[..1]);
+        assert_eq!(fan.resolve(&Dest::Group), &peers[..1]);
+        let one = Dest::Addr(peers[1]);
+        assert_eq!(fan.resolve(&one), &peers[1..]);
+    }
+
+    #[test]
+    fn opens_unicast_socket_and_reports_granted_buffers() {
+        let cfg = SocketConfig::unicast("127.0.0.1:0".parse().unwrap());
+        let opened = open_udp_socket(&cfg).unwrap();
+        assert_ne!(opened.local_addr.port(), 0);
+        assert!(opened.recv_buffer_bytes > 0 && opened.send_buffer_bytes > 0);
+        assert!(opened.group_socket.is_none());
+    }
+
+    #[test]
+    fn refuses_non_multicast_group_address() {
+        let mut cfg = SocketConfig::unicast("127.0.0.1:0".parse().unwrap());
+        cfg.group = GroupMode::Multicast {
+            group: "127.0.0.1:7000".parse().unwrap(),
+            iface: Ipv4Addr::LOCALHOST,
+            ttl: 1,
+            loopback: true,
+        };
+        assert!(matches!(
+            open_udp_socket(&cfg),
+            Err(TransportError::Config(_))
+        ));
+    }
+}
+
+#[cfg(test)]
+mod multicast_tests {
+    use super::*;
+
+    #[test]
+    fn two_group_sockets_on_one_host_join_loopback_group() {
+        let group: SocketAddr = "239.255.77.1:47001".parse().unwrap();
+        let mk = || {
+            let mut cfg = SocketConfig::unicast("127.0.0.1:0".parse().unwrap());
+            cfg.group = GroupMode::Multicast {
+                group,
+                iface: Ipv4Addr::LOCALHOST,
+                ttl: 1,
+                loopback: true,
+            };
+            open_udp_socket(&cfg)
+        };
+        let a = mk().expect("first member opens");
+        let b = mk().expect("second member opens");
+        assert!(a.group_socket.is_some() && b.group_socket.is_some());
+        a.socket.send_to(b"hello", &SockAddr::from(group)).unwrap();
+        for s in [&a, &b] {
+            let gs = s.group_socket.as_ref().unwrap();
+            let mut got = None;
+            for _ in 0..200 {
+                let mut buf = [MaybeUninit::<u8>::uninit(); 64];
+                match gs.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        got = Some((n, from.as_socket().unwrap()));
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+            let (n, from) = got.expect("group datagram arrives");
+            assert_eq!(n, 5);
+            assert_eq!(from, a.local_addr);
+        }
+    }
+}
