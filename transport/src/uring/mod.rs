@@ -35,28 +35,27 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
-use socket2::{SockAddr, Socket};
+use socket2::Socket;
 
-use crate::{
-    DriverKind, GroupMode, SendBatch, SocketConfig, Transport, TransportError, TransportStats,
-};
+use crate::socket::{open_udp_socket, GroupTargets, OpenedSocket, GRO_BUFFER_BYTES, UDP_GRO};
+use crate::{DriverKind, SendBatch, SocketConfig, Transport, TransportError, TransportStats};
 use buf_ring::ProvidedBufferRing;
 use send::{PlanCursor, SendSlots};
 
-pub use send::{GSO_RUN_BYTES_MAX, GSO_SEGMENTS_MAX};
-
 /// Buffer group id of the receive buffer ring (one ring per io_uring instance, so any id).
 const RECV_BUFFER_GROUP: u16 = 0;
-/// user_data of the multishot receive, and of its cancellation at drop.
-const RECV_USER_DATA: u64 = u64::MAX - 1;
-const CANCEL_USER_DATA: u64 = u64::MAX - 2;
+/// Receive sockets of one transport: the unicast socket, and the group socket in multicast
+/// mode when the unicast socket does not bind the group port.
+const RECV_SOCKETS_MAX: usize = 2;
+/// user_data of the multishot receive on receive socket `i` is `RECV_USER_DATA_BASE + i`;
+/// cancellations at drop use `CANCEL_USER_DATA`. Send SQEs use their slot index (small).
+const RECV_USER_DATA_BASE: u64 = 1 << 62;
+const CANCEL_USER_DATA: u64 = 1 << 61;
 /// Upper bound on the memory of the receive buffers of one transport.
 const RECV_BUFFERS_BYTES_MAX: usize = 4 << 20;
 /// Bounds on the number of receive buffers (power of two).
 const RECV_BUFFERS_MIN: usize = 16;
 const RECV_BUFFERS_MAX: usize = 1024;
-/// Largest UDP payload a GRO receive can coalesce (an IPv4 datagram's 64 KiB).
-const GRO_PAYLOAD_BYTES_MAX: usize = 65_535;
 /// Most send SQEs of one submit (link chain length); batches with more go in several submits.
 const SEND_SQES_MAX: usize = 256;
 /// How long drop waits for the kernel to end the multishot receive before leaking its buffers.
@@ -65,8 +64,6 @@ const DROP_CANCEL_WAIT_MS: u64 = 1000;
 /// send SQEs that point into the caller's batch are in flight.
 const SEND_ENTER_RETRIES_MAX: u32 = 100_000;
 
-/// `SOL_UDP` level option `UDP_GRO` (linux/udp.h).
-const UDP_GRO: libc::c_int = 104;
 /// Size of the `io_uring_recvmsg_out` header the kernel writes at the start of each buffer.
 const RECVMSG_OUT_BYTES: usize = 16;
 /// Source-address field reserved in each receive buffer (large enough for IPv6).
@@ -116,12 +113,15 @@ pub struct UringTransport {
     /// Template of the multishot receive: only msg_namelen and msg_controllen matter; kept
     /// boxed and alive while the receive is armed.
     recv_msghdr: RecvTemplate,
-    recv_armed: bool,
+    /// Whether the multishot receive of each receive socket is armed.
+    recv_armed: [bool; RECV_SOCKETS_MAX],
     pending: Option<PendingTrain>,
+    /// Sends everything and receives unicast (and the group when it binds the group port).
     socket: Socket,
+    /// Multicast mode with a separate group-port socket: receives the group.
+    group_socket: Option<Socket>,
     local: SocketAddr,
-    group_mode: GroupMode,
-    group_dests: Vec<SockAddr>,
+    targets: GroupTargets,
     datagram_bytes_max: usize,
     gso: bool,
     gro: bool,
@@ -241,34 +241,36 @@ fn is_transient_enter_error(e: &io::Error) -> bool {
     )
 }
 
+/// Opens the socket(s) of `cfg` and the io_uring driver around them.
+pub fn open(cfg: &SocketConfig) -> Result<UringTransport, TransportError> {
+    UringTransport::with_socket(open_udp_socket(cfg)?, cfg)
+}
+
 impl UringTransport {
-    /// Builds the driver around a UDP socket already configured (non-blocking, bound, buffers,
-    /// multicast membership, GSO/GRO options set). `gso`/`gro` say whether the socket really
-    /// has them (probed by the caller); `cfg` gives sizes and the group mode.
-    pub fn with_socket(
-        socket: Socket,
-        cfg: &SocketConfig,
-        gso: bool,
-        gro: bool,
-    ) -> Result<Self, TransportError> {
-        if cfg.datagram_bytes_max == 0 || cfg.datagram_bytes_max > GRO_PAYLOAD_BYTES_MAX {
+    /// Builds the driver around sockets already configured by [`open_udp_socket`]
+    /// (non-blocking, bound, buffers, multicast membership, GSO/GRO probed and set).
+    pub fn with_socket(opened: OpenedSocket, cfg: &SocketConfig) -> Result<Self, TransportError> {
+        if cfg.datagram_bytes_max == 0 || cfg.datagram_bytes_max > GRO_BUFFER_BYTES {
             return Err(TransportError::Config(format!(
-                "datagram_bytes_max {} outside 1..={GRO_PAYLOAD_BYTES_MAX}",
+                "datagram_bytes_max {} outside 1..={GRO_BUFFER_BYTES}",
                 cfg.datagram_bytes_max
             )));
         }
-        let local = socket
-            .local_addr()
-            .map_err(|e| TransportError::io("getsockname", e))?
-            .as_socket()
-            .ok_or_else(|| TransportError::Config("socket is not an IP socket".into()))?;
+        let OpenedSocket {
+            socket,
+            group_socket,
+            local_addr: local,
+            gso_enabled: gso,
+            gro_enabled: gro,
+            ..
+        } = opened;
 
         let send_sqes = cfg
             .batch_datagrams_max
             .clamp(1, SEND_SQES_MAX)
             .next_power_of_two() as u32;
         let payload_bytes = if gro {
-            GRO_PAYLOAD_BYTES_MAX
+            GRO_BUFFER_BYTES
         } else {
             cfg.datagram_bytes_max
         };
@@ -336,22 +338,18 @@ impl UringTransport {
             send_slots: SendSlots::new(send_sqes as usize),
             buffers,
             recv_msghdr,
-            recv_armed: false,
+            recv_armed: [false; RECV_SOCKETS_MAX],
             pending: None,
             socket,
+            group_socket,
             local,
-            group_mode: cfg.group.clone(),
-            group_dests: Vec::new(),
+            targets: GroupTargets::new(&cfg.group),
             datagram_bytes_max: cfg.datagram_bytes_max,
             gso,
             gro,
             features,
             stats: TransportStats::default(),
         };
-        transport.set_group_dests(match &cfg.group {
-            GroupMode::Multicast { group, .. } => std::slice::from_ref(group),
-            GroupMode::UnicastFanOut { peers } => peers,
-        });
         transport.arm_recv()?;
         // A kernel without multishot RecvMsg (before 6.0) fails the SQE at once with EINVAL.
         let early = transport.recv_ring.completion().next();
@@ -361,9 +359,7 @@ impl UringTransport {
                     "multishot RecvMsg rejected with EINVAL (needs Linux 6.0)".into(),
                 ));
             }
-            // Any other early completion (an error, or data already waiting) is put back in
-            // order by re-reading: simplest is to treat it now.
-            transport.recv_armed = cqueue::more(cqe.flags());
+            // Any other early completion (an error, or data already waiting) is treated now.
             transport.handle_early_cqe(cqe);
         }
         tracing::info!(
@@ -389,16 +385,11 @@ impl UringTransport {
         (self.gso, self.gro)
     }
 
-    fn set_group_dests(&mut self, addrs: &[SocketAddr]) {
-        self.group_dests.clear();
-        self.group_dests
-            .extend(addrs.iter().map(|a| SockAddr::from(*a)));
-    }
-
     /// A completion that arrived right at arming time, before any recv call: only errors can
     /// be handled without a callback; a datagram's buffer is kept as pending with no segment
     /// delivered yet.
     fn handle_early_cqe(&mut self, cqe: cqueue::Entry) {
+        self.note_recv_end(&cqe);
         if cqe.result() < 0 {
             return;
         }
@@ -414,24 +405,43 @@ impl UringTransport {
         }
     }
 
-    /// Pushes (and submits) the multishot receive if it is not armed.
+    /// Marks the receive of a completion's socket as ended when the CQE says it is the last.
+    fn note_recv_end(&mut self, cqe: &cqueue::Entry) {
+        if let Some(i) = recv_socket_index(cqe.user_data()) {
+            if !cqueue::more(cqe.flags()) {
+                self.recv_armed[i] = false;
+            }
+        }
+    }
+
+    /// Pushes (and submits) the multishot receive of every receive socket not armed.
     fn arm_recv(&mut self) -> Result<(), TransportError> {
-        if self.recv_armed {
+        let sockets = 1 + self.group_socket.is_some() as usize;
+        if self.recv_armed[..sockets].iter().all(|&armed| armed) {
             return Ok(());
         }
-        let sqe = opcode::RecvMsgMulti::new(
-            types::Fd(self.socket.as_raw_fd()),
-            &*self.recv_msghdr.0 as *const libc::msghdr,
-            RECV_BUFFER_GROUP,
-        )
-        .build()
-        .user_data(RECV_USER_DATA);
-        // SAFETY: the SQE points at `recv_msghdr` (boxed, owned by the transport until Drop has
-        // cancelled the receive) and at buffers of the registered ring (owned likewise); the
-        // socket fd is owned by the transport and outlives the ring (Drop order).
-        unsafe { self.recv_ring.submission().push(&sqe) }
-            .map_err(|_| TransportError::Config("receive submission queue full".into()))?;
-        self.recv_armed = true;
+        for i in 0..sockets {
+            if self.recv_armed[i] {
+                continue;
+            }
+            let fd = match (i, &self.group_socket) {
+                (1, Some(gs)) => gs.as_raw_fd(),
+                _ => self.socket.as_raw_fd(),
+            };
+            let sqe = opcode::RecvMsgMulti::new(
+                types::Fd(fd),
+                &*self.recv_msghdr.0 as *const libc::msghdr,
+                RECV_BUFFER_GROUP,
+            )
+            .build()
+            .user_data(RECV_USER_DATA_BASE + i as u64);
+            // SAFETY: the SQE points at `recv_msghdr` (boxed, owned by the transport until Drop
+            // has ended the receive) and at buffers of the registered ring (owned likewise);
+            // the socket fds are owned by the transport and outlive the rings (field order).
+            unsafe { self.recv_ring.submission().push(&sqe) }
+                .map_err(|_| TransportError::Config("receive submission queue full".into()))?;
+            self.recv_armed[i] = true;
+        }
         loop {
             match self.recv_ring.submit() {
                 Ok(_) => return Ok(()),
@@ -520,12 +530,10 @@ impl UringTransport {
             let Some(cqe) = self.recv_ring.completion().next() else {
                 break;
             };
-            if cqe.user_data() != RECV_USER_DATA {
+            if recv_socket_index(cqe.user_data()).is_none() {
                 continue;
             }
-            if !cqueue::more(cqe.flags()) {
-                self.recv_armed = false;
-            }
+            self.note_recv_end(&cqe);
             let res = cqe.result();
             if res < 0 {
                 // ENOBUFS: every buffer lent out; the datagrams stay in the socket and the
@@ -634,13 +642,9 @@ impl Transport for UringTransport {
         let mut results: SendResults = [0; SEND_SQES_MAX];
         loop {
             let mut skipped = None;
-            let slots = self.send_slots.plan(
-                batch,
-                &self.group_dests,
-                self.gso,
-                &mut cursor,
-                &mut skipped,
-            );
+            let slots =
+                self.send_slots
+                    .plan(batch, &self.targets, self.gso, &mut cursor, &mut skipped);
             if slots == 0 {
                 if let Some(s) = skipped {
                     sent = sent.max(s as usize);
@@ -758,9 +762,7 @@ impl Transport for UringTransport {
     }
 
     fn set_peers(&mut self, peers: &[SocketAddr]) {
-        if matches!(self.group_mode, GroupMode::UnicastFanOut { .. }) {
-            self.set_group_dests(peers);
-        }
+        self.targets.set_peers(peers);
     }
 
     fn stats(&self) -> TransportStats {
@@ -770,73 +772,60 @@ impl Transport for UringTransport {
 
 impl Drop for UringTransport {
     fn drop(&mut self) {
-        if !self.recv_armed {
-            let _ = self
-                .recv_ring
-                .submitter()
-                .unregister_buf_ring(RECV_BUFFER_GROUP);
-            return;
+        // End every multishot receive and wait for its last CQE, so the kernel no longer
+        // writes into the buffer ring when it is unmapped.
+        let mut pushed = true;
+        for i in 0..RECV_SOCKETS_MAX {
+            if self.recv_armed[i] {
+                let cancel = opcode::AsyncCancel::new(RECV_USER_DATA_BASE + i as u64)
+                    .build()
+                    .user_data(CANCEL_USER_DATA);
+                // SAFETY: the cancel SQE references no memory.
+                pushed &= unsafe { self.recv_ring.submission().push(&cancel) }.is_ok();
+            }
         }
-        // End the multishot receive and wait for its last CQE, so the kernel no longer writes
-        // into the buffer ring when it is unmapped.
-        let cancel = opcode::AsyncCancel::new(RECV_USER_DATA)
-            .build()
-            .user_data(CANCEL_USER_DATA);
-        // SAFETY: the cancel SQE references no memory.
-        let pushed = unsafe { self.recv_ring.submission().push(&cancel) }.is_ok();
         let deadline = std::time::Instant::now() + Duration::from_millis(DROP_CANCEL_WAIT_MS);
-        let mut ended = false;
-        while pushed && !ended && std::time::Instant::now() < deadline {
+        while pushed
+            && self.recv_armed.iter().any(|&armed| armed)
+            && std::time::Instant::now() < deadline
+        {
             let ts = types::Timespec::from(Duration::from_millis(10));
             let args = types::SubmitArgs::new().timespec(&ts);
             let _ = self.recv_ring.submitter().submit_with_args(1, &args);
-            for cqe in self.recv_ring.completion() {
-                if cqe.user_data() == RECV_USER_DATA && !cqueue::more(cqe.flags()) {
-                    ended = true;
-                }
+            loop {
+                let next = self.recv_ring.completion().next();
+                let Some(cqe) = next else { break };
+                self.note_recv_end(&cqe);
             }
         }
-        if ended {
+        if self.recv_armed.iter().any(|&armed| armed) {
+            tracing::warn!("io_uring receive did not end at drop; leaking its buffers");
+            self.buffers.leak();
+        } else {
             let _ = self
                 .recv_ring
                 .submitter()
                 .unregister_buf_ring(RECV_BUFFER_GROUP);
-        } else {
-            tracing::warn!("io_uring receive did not end at drop; leaking its buffers");
-            self.buffers.leak();
         }
     }
+}
+
+/// Which receive socket a completion belongs to, if it is a receive completion.
+fn recv_socket_index(user_data: u64) -> Option<usize> {
+    let i = user_data.checked_sub(RECV_USER_DATA_BASE)?;
+    (i < RECV_SOCKETS_MAX as u64).then_some(i as usize)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn udp_socket(gro: bool) -> Socket {
-        let s = Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-        s.set_nonblocking(true).unwrap();
-        s.bind(&SockAddr::from(SocketAddr::from(([127, 0, 0, 1], 0))))
-            .unwrap();
-        if gro {
-            let one: libc::c_int = 1;
-            // SAFETY: setsockopt reads sizeof(int) bytes from `one`, which lives on the stack.
-            let rc = unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_UDP,
-                    UDP_GRO,
-                    (&one as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(rc, 0);
-        }
-        s
-    }
+    use socket2::SockAddr;
 
     fn pair(offload: bool) -> Option<(UringTransport, UringTransport)> {
-        let cfg = SocketConfig::unicast(SocketAddr::from(([127, 0, 0, 1], 0)));
-        let a = match UringTransport::with_socket(udp_socket(false), &cfg, offload, false) {
+        let mut cfg = SocketConfig::unicast(SocketAddr::from(([127, 0, 0, 1], 0)));
+        cfg.gso = offload;
+        cfg.gro = offload;
+        let a = match open(&cfg) {
             Ok(t) => t,
             Err(TransportError::UringUnavailable(why)) => {
                 eprintln!("io_uring unavailable, test skipped: {why}");
@@ -844,7 +833,7 @@ mod tests {
             }
             Err(e) => panic!("{e}"),
         };
-        let b = UringTransport::with_socket(udp_socket(offload), &cfg, offload, offload).unwrap();
+        let b = open(&cfg).unwrap();
         Some((a, b))
     }
 

@@ -16,15 +16,8 @@ use std::net::SocketAddr;
 
 use socket2::SockAddr;
 
-use crate::{Dest, SendBatch};
-
-/// Most datagrams one GSO send may carry (kernel UDP_MAX_SEGMENTS on every kernel since 4.18).
-pub const GSO_SEGMENTS_MAX: usize = 64;
-/// Most UDP payload bytes one GSO send may carry (65535 - 20 B IPv4 header - 8 B UDP header).
-pub const GSO_RUN_BYTES_MAX: usize = 65_507;
-
-/// `SOL_UDP` level option `UDP_SEGMENT` (linux/udp.h).
-pub const UDP_SEGMENT: libc::c_int = 103;
+use crate::socket::{GroupTargets, GSO_BYTES_MAX, GSO_SEGMENTS_MAX, UDP_SEGMENT};
+use crate::SendBatch;
 
 /// A `UDP_SEGMENT` control message: header plus the u16 segment size, padded to CMSG_SPACE(2).
 #[repr(C)]
@@ -111,13 +104,13 @@ impl SendSlots {
     }
 
     /// Fills slots from `cursor` on until the slots or the batch run out; returns how many
-    /// slots were filled and advances the cursor. `group` holds the destinations of
-    /// [`Dest::Group`] (the multicast group, or the fan-out peers). A run to a group with no
-    /// destination takes no slot and counts as sent (there is nobody to send it to).
+    /// slots were filled and advances the cursor. `targets` resolves each datagram's
+    /// destination (the group means the multicast group, or every fan-out peer). A run to a
+    /// group with no peer takes no slot and counts as sent (there is nobody to send it to).
     pub fn plan(
         &mut self,
         batch: &SendBatch,
-        group: &[SockAddr],
+        targets: &GroupTargets,
         gso: bool,
         cursor: &mut PlanCursor,
         skipped_through: &mut Option<u32>,
@@ -136,10 +129,8 @@ impl SendSlots {
                 .iter()
                 .map(|e| e.len as usize)
                 .sum();
-            let dest_count = match first.dest {
-                Dest::Addr(_) => 1,
-                Dest::Group => group.len(),
-            };
+            let dests = targets.resolve(&first.dest);
+            let dest_count = dests.len();
             if dest_count == 0 {
                 *skipped_through = Some(run_end as u32);
                 cursor.run_start = run_end;
@@ -147,10 +138,7 @@ impl SendSlots {
                 continue;
             }
             while cursor.dest_index < dest_count && slot < self.capacity() {
-                match first.dest {
-                    Dest::Addr(a) => self.addrs[slot] = SockAddr::from(a),
-                    Dest::Group => self.addrs[slot] = group[cursor.dest_index].clone(),
-                }
+                self.addrs[slot] = SockAddr::from(dests[cursor.dest_index]);
                 self.iovs[slot] = libc::iovec {
                     // SAFETY: offset is inside the batch's byte area (SendBatch keeps entries
                     // within `bytes`), so the pointer stays in bounds; the kernel only reads it.
@@ -203,7 +191,7 @@ pub fn gso_run_end(batch: &SendBatch, start: usize) -> usize {
         if e.dest != first.dest || e.len > first.len || e.len == 0 {
             break;
         }
-        if bytes + e.len as usize > GSO_RUN_BYTES_MAX {
+        if bytes + e.len as usize > GSO_BYTES_MAX {
             break;
         }
         bytes += e.len as usize;
@@ -218,6 +206,7 @@ pub fn gso_run_end(batch: &SendBatch, start: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Dest, GroupMode};
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
@@ -249,10 +238,9 @@ mod tests {
         let mut b = SendBatch::new(4, 100);
         b.push(Dest::Group, &[1u8; 10]).unwrap();
         b.push(Dest::Addr(addr(9)), &[2u8; 20]).unwrap();
-        let peers: Vec<SockAddr> = [addr(1), addr(2), addr(3)]
-            .into_iter()
-            .map(SockAddr::from)
-            .collect();
+        let peers = GroupTargets::new(&GroupMode::UnicastFanOut {
+            peers: vec![addr(1), addr(2), addr(3)],
+        });
         let mut slots = SendSlots::new(2);
         let mut cursor = PlanCursor::default();
         let mut skipped = None;
@@ -274,7 +262,8 @@ mod tests {
         let mut slots = SendSlots::new(2);
         let mut cursor = PlanCursor::default();
         let mut skipped = None;
-        assert_eq!(slots.plan(&b, &[], true, &mut cursor, &mut skipped), 0);
+        let nobody = GroupTargets::new(&GroupMode::UnicastFanOut { peers: vec![] });
+        assert_eq!(slots.plan(&b, &nobody, true, &mut cursor, &mut skipped), 0);
         assert_eq!(skipped, Some(1));
     }
 }
