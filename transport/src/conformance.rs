@@ -1,0 +1,484 @@
+//! The conformance suite every driver passes, called from `transport/tests/conformance.rs` with a
+//! factory per driver (and per option set: GSO/GRO on or off).
+//!
+//! Each check builds its own endpoints from a template [`SocketConfig`] (the template's bind
+//! address, buffer sizes, datagram size, batch size and GSO/GRO flags are kept; the group mode
+//! is set by the check) and panics with a message saying what went wrong. Receives loop with
+//! `wait_readable` and a bounded number of attempts: a timeout only ends a check that would
+//! otherwise hang; it never decides success. Datagrams from sources other than the check's own
+//! sender (e.g. another test process using the same multicast group) are ignored.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::{Dest, GroupMode, SendBatch, SocketConfig, Transport, TransportError};
+
+/// Builds a transport from a configuration (one endpoint of the driver under test).
+pub type MakeTransport<'a> = &'a dyn Fn(SocketConfig) -> Result<Box<dyn Transport>, TransportError>;
+
+/// How long one `wait_readable` may block in a check.
+pub const WAIT_SLICE_MS: u64 = 50;
+/// Most `wait_readable` rounds without progress before a check gives up (about 10 s).
+pub const WAIT_ROUNDS_WITHOUT_PROGRESS_MAX: u32 = 200;
+/// Most rounds `send_all` tries to push a batch through back pressure.
+pub const SEND_ROUNDS_MAX: u32 = 10_000;
+
+/// Runs every generic check against the driver built by `make`.
+pub fn run_all(make: MakeTransport<'_>, template: &SocketConfig) {
+    batches_of_many_sizes_arrive_intact_from_the_right_source(make, template);
+    equal_size_runs_with_short_tail_arrive_intact(make, template);
+    unicast_fan_out_reaches_three_receivers_and_follows_set_peers(make, template);
+    multicast_reaches_two_receivers_and_the_looped_back_sender(make, template);
+    oversize_datagram_is_refused_with_an_error(make, template);
+}
+
+/// The payload of datagram `index` of `len` bytes: a pattern that differs per index and size.
+pub fn payload(index: u32, len: usize, out: &mut [u8]) {
+    let seed = index.wrapping_mul(2_654_435_761).wrapping_add(len as u32);
+    for (i, b) in out.iter_mut().enumerate().take(len) {
+        *b = (seed.wrapping_add((i as u32).wrapping_mul(7)) >> (i % 3)) as u8;
+    }
+    // Tag the head with the index when it fits, so that equal-length datagrams differ.
+    let tag = index.to_le_bytes();
+    let n = len.min(4);
+    out[..n].copy_from_slice(&tag[..n]);
+}
+
+fn unicast_template(template: &SocketConfig) -> SocketConfig {
+    let mut cfg = template.clone();
+    cfg.group = GroupMode::UnicastFanOut { peers: Vec::new() };
+    cfg
+}
+
+/// Sends every entry of `batch`, retrying on back pressure (bounded).
+pub fn send_all(t: &mut dyn Transport, batch: &mut SendBatch) {
+    for _ in 0..SEND_ROUNDS_MAX {
+        if batch.is_empty() {
+            return;
+        }
+        let n = t.send(batch).expect("send succeeds");
+        batch.consume(n);
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    panic!(
+        "{} datagrams still unsent after {SEND_ROUNDS_MAX} rounds of back pressure",
+        batch.len()
+    );
+}
+
+/// Receives until `expected` datagrams from `from` arrived (others are ignored); returns them.
+pub fn recv_from(t: &mut dyn Transport, from: SocketAddr, expected: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::with_capacity(expected);
+    let mut idle_rounds = 0;
+    while got.len() < expected {
+        let before = got.len();
+        t.recv(64, &mut |src, data| {
+            if src == from {
+                got.push(data.to_vec());
+            }
+        })
+        .expect("recv succeeds");
+        if got.len() == before {
+            idle_rounds += 1;
+            assert!(
+                idle_rounds <= WAIT_ROUNDS_WITHOUT_PROGRESS_MAX,
+                "{:?} at {}: got {} of {expected} datagrams from {from}, then nothing",
+                t.driver(),
+                t.local_addr(),
+                got.len()
+            );
+            t.wait_readable(Duration::from_millis(WAIT_SLICE_MS))
+                .expect("wait_readable succeeds");
+        } else {
+            idle_rounds = 0;
+        }
+    }
+    got
+}
+
+/// Asserts that `got` holds exactly the datagrams in `sent` (as a multiset: UDP does not
+/// promise order, even on loopback).
+pub fn assert_same_datagrams(what: &str, mut sent: Vec<Vec<u8>>, mut got: Vec<Vec<u8>>) {
+    sent.sort();
+    got.sort();
+    assert_eq!(sent.len(), got.len(), "{what}: datagram count");
+    for (s, g) in sent.iter().zip(&got) {
+        assert_eq!(
+            s.len(),
+            g.len(),
+            "{what}: a datagram of {} B arrived as {} B",
+            s.len(),
+            g.len()
+        );
+        assert!(
+            s == g,
+            "{what}: a datagram of {} B arrived corrupted",
+            s.len()
+        );
+    }
+}
+
+/// Fills `batch` with datagrams of `sizes` to `dest`, numbered from `first_index`; returns
+/// copies of what was queued.
+fn fill(batch: &mut SendBatch, dest: Dest, first_index: u32, sizes: &[usize]) -> Vec<Vec<u8>> {
+    let mut sent = Vec::with_capacity(sizes.len());
+    for (k, &len) in sizes.iter().enumerate() {
+        let buf = batch.alloc(dest, len).expect("batch has room");
+        payload(first_index + k as u32, len, buf);
+        sent.push(buf.to_vec());
+    }
+    sent
+}
+
+/// Datagrams of 1 B up to `datagram_bytes_max`, in batches of the configured size, arrive
+/// intact and attributed to their sender; two senders to one receiver stay apart.
+pub fn batches_of_many_sizes_arrive_intact_from_the_right_source(
+    make: MakeTransport<'_>,
+    template: &SocketConfig,
+) {
+    let cfg = unicast_template(template);
+    let max = cfg.datagram_bytes_max;
+    let mut receiver = make(cfg.clone()).expect("receiver opens");
+    let mut sender_a = make(cfg.clone()).expect("sender a opens");
+    let mut sender_b = make(cfg.clone()).expect("sender b opens");
+    let to = Dest::Addr(receiver.local_addr());
+
+    let mut sizes: Vec<usize> = [1, 2, 3, 4, 5, 7, 8, 16, 63, 64, 65, 100, 255, 256, 511, 512]
+        .into_iter()
+        .chain([
+            999, 1000, 1024, 1400, 1471, 1472, 2048, 4096, 8192, 9000, 65_507,
+        ])
+        .filter(|&s| s <= max)
+        .collect();
+    sizes.extend([max / 2, max - 1, max].into_iter().filter(|&s| s >= 1));
+
+    let mut batch = SendBatch::new(cfg.batch_datagrams_max, max);
+    let mut sent_a = Vec::new();
+    let mut sent_b = Vec::new();
+    let mut index = 0u32;
+    // Batches of 1, 2, 3, ... datagrams cycling through the sizes, alternating senders.
+    let mut round = 0usize;
+    let mut cursor = 0usize;
+    while cursor < sizes.len() * 3 {
+        let count = (round % cfg.batch_datagrams_max.min(17)) + 1;
+        let chunk: Vec<usize> = (0..count)
+            .map(|k| sizes[(cursor + k) % sizes.len()])
+            .collect();
+        let sent = fill(&mut batch, to, index, &chunk);
+        index += count as u32;
+        cursor += count;
+        if round & 1 == 0 {
+            send_all(sender_a.as_mut(), &mut batch);
+            sent_a.extend(sent);
+        } else {
+            send_all(sender_b.as_mut(), &mut batch);
+            sent_b.extend(sent);
+        }
+        round += 1;
+        // Keep the receive queue well under any socket buffer: drain as we go.
+        if round & 3 == 0 {
+            let (la, lb) = (sender_a.local_addr(), sender_b.local_addr());
+            let mut got_a = Vec::new();
+            let mut got_b = Vec::new();
+            drain_two(
+                receiver.as_mut(),
+                la,
+                lb,
+                &mut got_a,
+                &mut got_b,
+                sent_a.len(),
+                sent_b.len(),
+            );
+            assert_same_datagrams(
+                "sender a (intermediate)",
+                std::mem::take(&mut sent_a),
+                got_a,
+            );
+            assert_same_datagrams(
+                "sender b (intermediate)",
+                std::mem::take(&mut sent_b),
+                got_b,
+            );
+        }
+    }
+    let (la, lb) = (sender_a.local_addr(), sender_b.local_addr());
+    let mut got_a = Vec::new();
+    let mut got_b = Vec::new();
+    drain_two(
+        receiver.as_mut(),
+        la,
+        lb,
+        &mut got_a,
+        &mut got_b,
+        sent_a.len(),
+        sent_b.len(),
+    );
+    assert_same_datagrams("sender a", sent_a, got_a);
+    assert_same_datagrams("sender b", sent_b, got_b);
+    let stats = receiver.stats();
+    assert_eq!(stats.recv_dropped, 0, "no drops on an uncongested path");
+}
+
+fn drain_two(
+    t: &mut dyn Transport,
+    a: SocketAddr,
+    b: SocketAddr,
+    got_a: &mut Vec<Vec<u8>>,
+    got_b: &mut Vec<Vec<u8>>,
+    want_a: usize,
+    want_b: usize,
+) {
+    let mut idle_rounds = 0;
+    while got_a.len() < want_a || got_b.len() < want_b {
+        let before = got_a.len() + got_b.len();
+        t.recv(64, &mut |src, data| {
+            if src == a {
+                got_a.push(data.to_vec());
+            } else if src == b {
+                got_b.push(data.to_vec());
+            } else {
+                panic!("datagram from unknown source {src}");
+            }
+        })
+        .expect("recv succeeds");
+        if got_a.len() + got_b.len() == before {
+            idle_rounds += 1;
+            assert!(
+                idle_rounds <= WAIT_ROUNDS_WITHOUT_PROGRESS_MAX,
+                "got {}/{want_a} from a and {}/{want_b} from b, then nothing",
+                got_a.len(),
+                got_b.len()
+            );
+            t.wait_readable(Duration::from_millis(WAIT_SLICE_MS))
+                .expect("wait_readable succeeds");
+        } else {
+            idle_rounds = 0;
+        }
+    }
+}
+
+/// Runs of equal-sized datagrams to one destination with a shorter tail (what GSO coalesces),
+/// interleaved with destination changes and single datagrams, arrive intact at each receiver.
+pub fn equal_size_runs_with_short_tail_arrive_intact(
+    make: MakeTransport<'_>,
+    template: &SocketConfig,
+) {
+    let cfg = unicast_template(template);
+    let max = cfg.datagram_bytes_max;
+    let mut r1 = make(cfg.clone()).expect("receiver 1 opens");
+    let mut r2 = make(cfg.clone()).expect("receiver 2 opens");
+    let mut sender = make(cfg.clone()).expect("sender opens");
+    let (d1, d2) = (Dest::Addr(r1.local_addr()), Dest::Addr(r2.local_addr()));
+    let seg = (max / 2).max(1);
+    let tail = (seg / 3).max(1);
+    let mut runs: Vec<(Dest, Vec<usize>)> = vec![
+        (d1, [vec![seg; 20], vec![tail]].concat()),
+        (d1, vec![max; 10]),
+        (d2, vec![max; 5]),
+        (d2, [vec![seg; 3], vec![tail]].concat()),
+        (d1, vec![tail]),
+        (d2, [vec![seg; 2], vec![1]].concat()),
+        // Longer than one GSO send may carry: the driver must split it.
+        (d1, vec![seg; 70]),
+    ];
+    // A run whose "tail" is longer than the segment must not be merged into it.
+    runs.push((d2, vec![seg, seg, seg.min(max - 1) + 1]));
+
+    let mut batch = SendBatch::new(cfg.batch_datagrams_max, max);
+    let mut sent1 = Vec::new();
+    let mut sent2 = Vec::new();
+    let mut index = 10_000u32;
+    for (dest, sizes) in &runs {
+        for &len in sizes {
+            if batch.is_full() {
+                send_all(sender.as_mut(), &mut batch);
+            }
+            let buf = batch.alloc(*dest, len).expect("batch has room");
+            payload(index, len, buf);
+            index += 1;
+            if *dest == d1 {
+                sent1.push(buf.to_vec());
+            } else {
+                sent2.push(buf.to_vec());
+            }
+        }
+    }
+    send_all(sender.as_mut(), &mut batch);
+    let from = sender.local_addr();
+    let got1 = recv_from(r1.as_mut(), from, sent1.len());
+    let got2 = recv_from(r2.as_mut(), from, sent2.len());
+    assert_same_datagrams("receiver 1", sent1, got1);
+    assert_same_datagrams("receiver 2", sent2, got2);
+}
+
+/// `Dest::Group` in fan-out mode reaches each of three peers once; after `set_peers` with one
+/// peer, only that peer gets the next group datagram.
+pub fn unicast_fan_out_reaches_three_receivers_and_follows_set_peers(
+    make: MakeTransport<'_>,
+    template: &SocketConfig,
+) {
+    let cfg = unicast_template(template);
+    let mut receivers: Vec<Box<dyn Transport>> = (0..3)
+        .map(|_| make(cfg.clone()).expect("receiver opens"))
+        .collect();
+    let peers: Vec<SocketAddr> = receivers.iter().map(|r| r.local_addr()).collect();
+    let mut sender_cfg = cfg.clone();
+    sender_cfg.group = GroupMode::UnicastFanOut {
+        peers: peers.clone(),
+    };
+    let mut sender = make(sender_cfg).expect("sender opens");
+    let from = sender.local_addr();
+    let max = cfg.datagram_bytes_max;
+    let mut batch = SendBatch::new(cfg.batch_datagrams_max, max);
+    let sizes: Vec<usize> = [1, 10, 100, max / 2, max, max, max, 3]
+        .into_iter()
+        .map(|s| s.clamp(1, max))
+        .take(cfg.batch_datagrams_max)
+        .collect();
+    let sent = fill(&mut batch, Dest::Group, 20_000, &sizes);
+    send_all(sender.as_mut(), &mut batch);
+    for r in receivers.iter_mut() {
+        let got = recv_from(r.as_mut(), from, sent.len());
+        assert_same_datagrams("fan-out receiver", sent.clone(), got);
+    }
+
+    // Only the first peer is left: the others must see the unicast fence first.
+    sender.set_peers(&peers[..1]);
+    let only = fill(&mut batch, Dest::Group, 30_000, &[7.min(max)]);
+    send_all(sender.as_mut(), &mut batch);
+    let got = recv_from(receivers[0].as_mut(), from, 1);
+    assert_same_datagrams("remaining peer", only.clone(), got);
+    for (k, r) in receivers.iter_mut().enumerate().skip(1) {
+        let fence = fill(
+            &mut batch,
+            Dest::Addr(peers[k]),
+            40_000 + k as u32,
+            &[5.min(max)],
+        );
+        send_all(sender.as_mut(), &mut batch);
+        let got = recv_from(r.as_mut(), from, 1);
+        assert_eq!(
+            got, fence,
+            "peer {k} removed by set_peers still received a group datagram"
+        );
+    }
+}
+
+static MULTICAST_CHECK_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A multicast group and port unlikely to be used by another process running this suite.
+pub fn private_multicast_group() -> SocketAddr {
+    let pid = std::process::id();
+    let n = MULTICAST_CHECK_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let ip = Ipv4Addr::new(239, 255, (pid >> 8) as u8, pid as u8);
+    let port = 20_000 + ((pid.wrapping_mul(31).wrapping_add(n * 7919)) % 30_000) as u16;
+    SocketAddr::from((ip, port))
+}
+
+/// Multicast on loopback (interface 127.0.0.1, TTL 1, loop on): two receivers on this host
+/// and the sender itself each get every group datagram. If the machine refuses the join, the
+/// check says loudly which setting is missing and checks that the refusal is a clear error.
+pub fn multicast_reaches_two_receivers_and_the_looped_back_sender(
+    make: MakeTransport<'_>,
+    template: &SocketConfig,
+) {
+    let group = private_multicast_group();
+    let mut cfg = template.clone();
+    cfg.group = GroupMode::Multicast {
+        group,
+        iface: Ipv4Addr::LOCALHOST,
+        ttl: 1,
+        loopback: true,
+    };
+    let mut r1 = match make(cfg.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "!!!!! MULTICAST ON LOOPBACK UNAVAILABLE: {e}\n\
+                 !!!!! this machine refused to join {group} on 127.0.0.1. Usually fixed by \
+                 `ip link set lo multicast on` and `ip route add 224.0.0.0/4 dev lo` (root).\n\
+                 !!!!! Multicast delivery is NOT tested here; checking only that the refusal is \
+                 a clear I/O error."
+            );
+            assert!(
+                matches!(e, TransportError::Io { .. }),
+                "a refused join must be an I/O error naming the operation, got {e:?}"
+            );
+            return;
+        }
+    };
+    let mut r2 = make(cfg.clone()).expect("second receiver joins like the first");
+    let mut sender = make(cfg.clone()).expect("sender opens");
+    let from = sender.local_addr();
+    let max = cfg.datagram_bytes_max;
+    let mut batch = SendBatch::new(cfg.batch_datagrams_max, max);
+    let sizes: Vec<usize> = [1, 2, 100, 1000, max, max / 3, max, 17]
+        .into_iter()
+        .map(|s| s.clamp(1, max))
+        .take(cfg.batch_datagrams_max)
+        .collect();
+    let sent = fill(&mut batch, Dest::Group, 50_000, &sizes);
+    send_all(sender.as_mut(), &mut batch);
+    for (name, r) in [("receiver 1", &mut r1), ("receiver 2", &mut r2)] {
+        let got = recv_from(r.as_mut(), from, sent.len());
+        assert_same_datagrams(name, sent.clone(), got);
+    }
+    let own = recv_from(sender.as_mut(), from, sent.len());
+    assert_same_datagrams("sender (loopback on)", sent.clone(), own);
+
+    // Unicast to one member still reaches that member alone (its own address, not the group's).
+    let to_r2 = fill(
+        &mut batch,
+        Dest::Addr(r2.local_addr()),
+        60_000,
+        &[9.min(max)],
+    );
+    send_all(sender.as_mut(), &mut batch);
+    let got = recv_from(r2.as_mut(), from, 1);
+    assert_same_datagrams("unicast to a group member", to_r2, got);
+}
+
+/// A datagram larger than `datagram_bytes_max` is refused by `send` with `DatagramTooLarge`
+/// and nothing of the batch is sent.
+pub fn oversize_datagram_is_refused_with_an_error(
+    make: MakeTransport<'_>,
+    template: &SocketConfig,
+) {
+    let cfg = unicast_template(template);
+    let max = cfg.datagram_bytes_max;
+    let mut receiver = make(cfg.clone()).expect("receiver opens");
+    let mut sender = make(cfg.clone()).expect("sender opens");
+    assert_eq!(sender.datagram_bytes_max(), max);
+    let to = Dest::Addr(receiver.local_addr());
+    let mut batch = SendBatch::new(4, max + 1);
+    batch.push(to, &[1u8; 10]).expect("fits");
+    batch
+        .push(to, &vec![2u8; max + 1])
+        .expect("the batch allows it");
+    let before = sender.stats();
+    match sender.send(&batch) {
+        Err(TransportError::DatagramTooLarge { len, max: m }) => {
+            assert_eq!((len, m), (max + 1, max));
+        }
+        other => panic!("oversize datagram must be refused, got {other:?}"),
+    }
+    assert_eq!(sender.stats().datagrams_sent, before.datagrams_sent);
+    // The batch is still whole; without the oversize entry it goes through.
+    batch.clear();
+    let ok = fill(&mut batch, to, 70_000, &[max]);
+    send_all(sender.as_mut(), &mut batch);
+    let got = recv_from(receiver.as_mut(), sender.local_addr(), 1);
+    assert_same_datagrams("after a refused batch", ok, got);
+    let mut extra = HashMap::<SocketAddr, usize>::new();
+    receiver
+        .recv(64, &mut |src, _| *extra.entry(src).or_default() += 1)
+        .expect("recv succeeds");
+    assert!(
+        extra.is_empty(),
+        "the refused batch must not have sent anything, got {extra:?}"
+    );
+}
