@@ -126,3 +126,55 @@ fn dropping_a_transport_with_undelivered_datagrams_ends_its_receive_cleanly() {
         drop(rx); // buffers are lent to the kernel: drop must end the receive before unmapping
     }
 }
+
+#[test]
+fn a_transport_opened_on_one_thread_receives_on_the_thread_it_moves_to() {
+    if !uring_available() {
+        return;
+    }
+    let mut tx = uring::open(&loopback_template()).unwrap();
+    let mut rx = uring::open(&loopback_template()).unwrap();
+    let to = Dest::Addr(rx.local_addr());
+    let receiver = std::thread::spawn(move || {
+        let mut got = 0;
+        for _ in 0..conformance::SEND_ROUNDS_MAX {
+            if got == 16 {
+                break;
+            }
+            rx.wait_readable(std::time::Duration::from_millis(20))
+                .unwrap();
+            got += rx.recv(64, &mut |_, d| assert_eq!(d, &[7u8; 300])).unwrap();
+        }
+        got
+    });
+    // Datagrams sent before the receiver arms its receive wait in the socket.
+    let mut batch = SendBatch::new(16, 1472);
+    for _ in 0..16 {
+        batch.push(to, &[7u8; 300]).unwrap();
+    }
+    send_all(&mut tx, &mut batch);
+    assert_eq!(receiver.join().unwrap(), 16);
+}
+
+#[test]
+fn in_deferred_mode_a_second_thread_is_refused_with_an_error_not_a_hang() {
+    if !uring_available() {
+        return;
+    }
+    let mut t = uring::open(&loopback_template()).unwrap();
+    if t.features().task_run != uring::TaskRunMode::Deferred {
+        eprintln!("ring not in deferred mode here; any thread may submit, nothing to check");
+        return;
+    }
+    let to = Dest::Addr(t.local_addr());
+    let mut batch = SendBatch::new(1, 1472);
+    batch.push(to, &[1u8; 10]).unwrap();
+    assert_eq!(t.send(&batch).unwrap(), 1);
+    let err = std::thread::scope(|s| s.spawn(|| t.send(&batch)).join().unwrap()).unwrap_err();
+    assert!(
+        matches!(err, TransportError::Config(ref m) if m.contains("bound to thread")),
+        "{err}"
+    );
+    // The owner still works.
+    assert_eq!(t.send(&batch).unwrap(), 1);
+}

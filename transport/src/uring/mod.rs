@@ -77,6 +77,21 @@ struct RecvTemplate(Box<libc::msghdr>);
 // SAFETY: the template's pointers are null (only the two lengths are set); it is plain data.
 unsafe impl Send for RecvTemplate {}
 
+/// How completion work ("task work") of a ring reaches the thread that uses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskRunMode {
+    /// `SINGLE_ISSUER | DEFER_TASKRUN` (Linux 6.1): completion work runs only when the using
+    /// thread enters the kernel to reap, never by interrupting it. The ring is created disabled
+    /// and enabled by the first thread that sends (send ring) or receives (receive ring) on
+    /// it; that thread must then be the only one to do so.
+    Deferred,
+    /// `COOP_TASKRUN | TASKRUN_FLAG` (Linux 5.19): no interrupt; the ring flags pending work
+    /// and an idle `recv` enters the kernel only then.
+    Cooperative,
+    /// Older kernels: completion work interrupts the submitting thread.
+    Signal,
+}
+
 /// What the kernel offers, found at construction and logged once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UringFeatures {
@@ -84,8 +99,55 @@ pub struct UringFeatures {
     pub recv_msg: bool,
     pub provide_buffers: bool,
     pub async_cancel: bool,
-    /// `IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG` accepted (Linux 5.19).
-    pub coop_taskrun: bool,
+    /// How the kernel runs the completion work of the rings (both rings use the same mode).
+    pub task_run: TaskRunMode,
+    /// Kernel version as (major, minor), from uname.
+    pub kernel: (u32, u32),
+}
+
+/// Which thread may submit to a ring created with `SINGLE_ISSUER` (deferred mode): the first
+/// one to use it, which also enables it. Other modes accept any thread.
+#[derive(Debug)]
+struct RingOwner {
+    deferred: bool,
+    owner: Option<std::thread::ThreadId>,
+}
+
+impl RingOwner {
+    fn new(mode: TaskRunMode) -> Self {
+        RingOwner {
+            deferred: mode == TaskRunMode::Deferred,
+            owner: None,
+        }
+    }
+
+    /// Checks that the calling thread may submit to `ring`, enabling the ring (and taking
+    /// ownership) on first use. The kernel would refuse a second thread with EEXIST.
+    fn enter_from_here(&mut self, ring: &IoUring, direction: &str) -> Result<(), TransportError> {
+        if !self.deferred {
+            return Ok(());
+        }
+        let me = std::thread::current().id();
+        match self.owner {
+            Some(owner) if owner == me => Ok(()),
+            Some(owner) => Err(TransportError::Config(format!(
+                "io_uring {direction} ring is bound to thread {owner:?} (its first user); \
+                 used from {me:?}: use a transport's {direction} side from one thread"
+            ))),
+            None => {
+                ring.submitter()
+                    .register_enable_rings()
+                    .map_err(|e| TransportError::io("IORING_REGISTER_ENABLE_RINGS", e))?;
+                self.owner = Some(me);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the calling thread may submit (for Drop, which must not fail).
+    fn is_usable_here(&self) -> bool {
+        !self.deferred || self.owner == Some(std::thread::current().id())
+    }
 }
 
 /// A GRO train (or one datagram) whose buffer is still lent because the caller's
@@ -126,6 +188,10 @@ pub struct UringTransport {
     gso: bool,
     gro: bool,
     features: UringFeatures,
+    /// Rings in deferred mode start disabled; enabled on first use by the using thread, which
+    /// is then the only one allowed to submit to that ring.
+    send_owner: RingOwner,
+    recv_owner: RingOwner,
     stats: TransportStats,
 }
 
@@ -170,23 +236,61 @@ fn setup_failure_reason(err: &io::Error) -> String {
     }
 }
 
-/// Builds a ring, with cooperative task running if the kernel has it.
-fn build_ring(sq_entries: u32, cq_entries: u32) -> Result<(IoUring, bool), TransportError> {
+/// Builds a ring in the best task-run mode the kernel accepts.
+fn build_ring(sq_entries: u32, cq_entries: u32) -> Result<(IoUring, TaskRunMode), TransportError> {
+    let deferred = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_r_disabled()
+        .setup_cqsize(cq_entries)
+        .build(sq_entries);
+    let einval = |e: &io::Error| e.raw_os_error() == Some(libc::EINVAL);
+    let unavailable = |e: io::Error| TransportError::UringUnavailable(setup_failure_reason(&e));
+    match deferred {
+        Ok(ring) => return Ok((ring, TaskRunMode::Deferred)),
+        Err(e) if einval(&e) => {}
+        Err(e) => return Err(unavailable(e)),
+    }
     let coop = IoUring::builder()
         .setup_coop_taskrun()
         .setup_taskrun_flag()
         .setup_cqsize(cq_entries)
         .build(sq_entries);
     match coop {
-        Ok(ring) => Ok((ring, true)),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()
-            .setup_cqsize(cq_entries)
-            .build(sq_entries)
-            .map(|r| (r, false))
-            .map_err(|e| TransportError::UringUnavailable(setup_failure_reason(&e))),
-        Err(e) => Err(TransportError::UringUnavailable(setup_failure_reason(&e))),
+        Ok(ring) => return Ok((ring, TaskRunMode::Cooperative)),
+        Err(e) if einval(&e) => {}
+        Err(e) => return Err(unavailable(e)),
     }
+    IoUring::builder()
+        .setup_cqsize(cq_entries)
+        .build(sq_entries)
+        .map(|r| (r, TaskRunMode::Signal))
+        .map_err(unavailable)
 }
+
+/// The running kernel's (major, minor) version, from uname; None if unparseable.
+fn kernel_version() -> Option<(u32, u32)> {
+    // SAFETY: all-zero is a valid utsname; uname fills the struct we own.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return None;
+    }
+    let release: Vec<u8> = uts
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    let release = String::from_utf8_lossy(&release);
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// `IORING_ENTER_GETEVENTS`: run pending completion work and reap, even with nothing to wait for.
+const ENTER_GETEVENTS: u32 = 1;
 
 /// Parses a `sockaddr_in`/`sockaddr_in6` as the kernel wrote it (native-endian family,
 /// network-order port). None for any other family or a short field.
@@ -282,9 +386,23 @@ impl UringTransport {
             pow2.clamp(RECV_BUFFERS_MIN, RECV_BUFFERS_MAX)
         };
 
-        let (send_ring, coop_send) = build_ring(send_sqes, send_sqes * 2)?;
+        // Multishot RecvMsg (Linux 6.0) cannot be probed without arming it on the socket,
+        // which would tie its completion work to the thread that opens; go by the version.
+        let kernel = kernel_version().unwrap_or((0, 0));
+        if kernel < (6, 0) {
+            return Err(TransportError::UringUnavailable(format!(
+                "kernel {}.{} lacks multishot RecvMsg (needs Linux 6.0)",
+                kernel.0, kernel.1
+            )));
+        }
+        let (send_ring, mode_send) = build_ring(send_sqes, send_sqes * 2)?;
         // The receive CQ holds at most one CQE per buffer plus the few that end a multishot.
-        let (recv_ring, coop_recv) = build_ring(8, (buffer_count * 2) as u32)?;
+        let (recv_ring, mode_recv) = build_ring(8, (buffer_count * 2) as u32)?;
+        if mode_send != mode_recv {
+            return Err(TransportError::UringUnavailable(format!(
+                "the two rings got different task-run modes ({mode_send:?}, {mode_recv:?})"
+            )));
+        }
 
         let mut probe = Probe::new();
         send_ring
@@ -296,7 +414,8 @@ impl UringTransport {
             recv_msg: probe.is_supported(opcode::RecvMsg::CODE),
             provide_buffers: probe.is_supported(opcode::ProvideBuffers::CODE),
             async_cancel: probe.is_supported(opcode::AsyncCancel::CODE),
-            coop_taskrun: coop_send && coop_recv,
+            task_run: mode_send,
+            kernel,
         };
         if !(features.send_msg && features.recv_msg && features.async_cancel) {
             return Err(TransportError::UringUnavailable(format!(
@@ -332,7 +451,7 @@ impl UringTransport {
         recv_msghdr.0.msg_namelen = RECV_NAME_BYTES as _;
         recv_msghdr.0.msg_controllen = control_bytes as _;
 
-        let mut transport = UringTransport {
+        let transport = UringTransport {
             send_ring,
             recv_ring,
             send_slots: SendSlots::new(send_sqes as usize),
@@ -348,26 +467,18 @@ impl UringTransport {
             gso,
             gro,
             features,
+            send_owner: RingOwner::new(mode_send),
+            recv_owner: RingOwner::new(mode_recv),
             stats: TransportStats::default(),
         };
-        transport.arm_recv()?;
-        // A kernel without multishot RecvMsg (before 6.0) fails the SQE at once with EINVAL.
-        let early = transport.recv_ring.completion().next();
-        if let Some(cqe) = early {
-            if cqe.result() == -libc::EINVAL {
-                return Err(TransportError::UringUnavailable(
-                    "multishot RecvMsg rejected with EINVAL (needs Linux 6.0)".into(),
-                ));
-            }
-            // Any other early completion (an error, or data already waiting) is treated now.
-            transport.handle_early_cqe(cqe);
-        }
+        // The multishot receive is armed by the first recv/wait_readable, on the thread that
+        // uses the transport: its completion work belongs to the arming thread.
         tracing::info!(
             local = %transport.local,
             send_msg = features.send_msg,
             recv_msg_multishot = features.recv_msg,
             provide_buffers_opcode = features.provide_buffers,
-            coop_taskrun = features.coop_taskrun,
+            task_run = ?features.task_run,
             recv_buffers = buffer_count,
             recv_buffer_bytes = buffer_bytes,
             gso, gro,
@@ -385,26 +496,6 @@ impl UringTransport {
         (self.gso, self.gro)
     }
 
-    /// A completion that arrived right at arming time, before any recv call: only errors can
-    /// be handled without a callback; a datagram's buffer is kept as pending with no segment
-    /// delivered yet.
-    fn handle_early_cqe(&mut self, cqe: cqueue::Entry) {
-        self.note_recv_end(&cqe);
-        if cqe.result() < 0 {
-            return;
-        }
-        if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
-            match self.train_of(bid, cqe.result() as usize) {
-                Some(train) => self.pending = Some(train),
-                None => {
-                    self.stats.recv_dropped += 1;
-                    self.buffers.push(bid);
-                    self.buffers.publish();
-                }
-            }
-        }
-    }
-
     /// Marks the receive of a completion's socket as ended when the CQE says it is the last.
     fn note_recv_end(&mut self, cqe: &cqueue::Entry) {
         if let Some(i) = recv_socket_index(cqe.user_data()) {
@@ -416,6 +507,8 @@ impl UringTransport {
 
     /// Pushes (and submits) the multishot receive of every receive socket not armed.
     fn arm_recv(&mut self) -> Result<(), TransportError> {
+        self.recv_owner
+            .enter_from_here(&self.recv_ring, "receive")?;
         let sockets = 1 + self.group_socket.is_some() as usize;
         if self.recv_armed[..sockets].iter().all(|&armed| armed) {
             return Ok(());
@@ -569,15 +662,36 @@ impl UringTransport {
         }
     }
 
-    /// Whether the kernel must be entered for completions to appear: always without
-    /// cooperative task running; with it, only when the ring flags pending task work.
+    /// Whether the kernel must be entered for completions to appear: in deferred mode
+    /// always (completion work runs only there); in cooperative mode only when the ring flags
+    /// pending work; in signal mode never (the work interrupts us).
     fn recv_needs_enter(&mut self) -> bool {
-        if !self.features.coop_taskrun {
-            return true;
-        }
+        let mode = self.features.task_run;
         let mut sq = self.recv_ring.submission();
         sq.sync();
-        sq.taskrun() || sq.cq_overflow() || !sq.is_empty()
+        match mode {
+            TaskRunMode::Deferred => true,
+            TaskRunMode::Cooperative => sq.taskrun() || sq.cq_overflow() || !sq.is_empty(),
+            TaskRunMode::Signal => sq.cq_overflow() || !sq.is_empty(),
+        }
+    }
+
+    /// Enters the receive ring to submit pending SQEs and run completion work, without
+    /// waiting.
+    fn enter_recv(&mut self) -> Result<(), TransportError> {
+        let to_submit = self.recv_ring.submission().len() as u32;
+        // SAFETY: a plain io_uring_enter on our own ring with no argument pointer; the SQEs it
+        // submits were pushed with their own SAFETY justification.
+        let r = unsafe {
+            self.recv_ring
+                .submitter()
+                .enter::<libc::sigset_t>(to_submit, 0, ENTER_GETEVENTS, None)
+        };
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_transient_enter_error(&e) => Ok(()),
+            Err(e) => Err(TransportError::io("io_uring_enter (receive)", e)),
+        }
     }
 
     /// Submits the send SQEs pushed so far and waits for all `count` completions; records each
@@ -636,6 +750,8 @@ impl Transport for UringTransport {
                 });
             }
         }
+        // Before any SQE is pushed: a refused enter would leave SQEs pointing into `batch`.
+        self.send_owner.enter_from_here(&self.send_ring, "send")?;
         let fd = types::Fd(self.socket.as_raw_fd());
         let mut cursor = PlanCursor::default();
         let mut sent = 0usize;
@@ -734,11 +850,7 @@ impl Transport for UringTransport {
         if delivered == 0 {
             self.arm_recv()?;
             if self.recv_needs_enter() {
-                match self.recv_ring.submit() {
-                    Ok(_) => {}
-                    Err(e) if is_transient_enter_error(&e) => {}
-                    Err(e) => return Err(TransportError::io("io_uring_enter (receive)", e)),
-                }
+                self.enter_recv()?;
                 delivered = self.reap_recv(datagrams_max, on_datagram)?;
             }
         }
@@ -773,8 +885,10 @@ impl Transport for UringTransport {
 impl Drop for UringTransport {
     fn drop(&mut self) {
         // End every multishot receive and wait for its last CQE, so the kernel no longer
-        // writes into the buffer ring when it is unmapped.
-        let mut pushed = true;
+        // writes into the buffer ring when it is unmapped. From a thread that may not submit
+        // (deferred mode, dropped elsewhere) nothing can be waited for: the buffers are leaked
+        // and closing the ring ends the receive.
+        let mut pushed = self.recv_owner.is_usable_here();
         for i in 0..RECV_SOCKETS_MAX {
             if self.recv_armed[i] {
                 let cancel = opcode::AsyncCancel::new(RECV_USER_DATA_BASE + i as u64)
@@ -791,7 +905,12 @@ impl Drop for UringTransport {
         {
             let ts = types::Timespec::from(Duration::from_millis(10));
             let args = types::SubmitArgs::new().timespec(&ts);
-            let _ = self.recv_ring.submitter().submit_with_args(1, &args);
+            match self.recv_ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ETIME) || is_transient_enter_error(&e) => {
+                }
+                Err(_) => break,
+            }
             loop {
                 let next = self.recv_ring.completion().next();
                 let Some(cqe) = next else { break };
