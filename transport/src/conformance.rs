@@ -32,6 +32,8 @@ pub fn run_all(make: MakeTransport<'_>, template: &SocketConfig) {
     unicast_fan_out_reaches_three_receivers_and_follows_set_peers(make, template);
     multicast_reaches_two_receivers_and_the_looped_back_sender(make, template);
     oversize_datagram_is_refused_with_an_error(make, template);
+    recv_lends_at_most_datagrams_max_per_call(make, template);
+    wait_readable_is_false_when_idle_and_true_once_data_arrives(make, template);
 }
 
 /// The payload of datagram `index` of `len` bytes: a pattern that differs per index and size.
@@ -341,9 +343,20 @@ pub fn unicast_fan_out_reaches_three_receivers_and_follows_set_peers(
         .collect();
     let sent = fill(&mut batch, Dest::Group, 20_000, &sizes);
     send_all(sender.as_mut(), &mut batch);
+    let wire = sender.stats();
+    assert_eq!(
+        wire.datagrams_sent,
+        3 * sent.len() as u64,
+        "one datagram per peer"
+    );
+    let bytes: u64 = sent.iter().map(|d| d.len() as u64).sum();
+    assert_eq!(wire.bytes_sent, 3 * bytes);
     for r in receivers.iter_mut() {
         let got = recv_from(r.as_mut(), from, sent.len());
         assert_same_datagrams("fan-out receiver", sent.clone(), got);
+        let stats = r.stats();
+        assert_eq!(stats.datagrams_received, sent.len() as u64);
+        assert_eq!(stats.bytes_received, bytes);
     }
 
     // Only the first peer is left: the others must see the unicast fence first.
@@ -481,4 +494,84 @@ pub fn oversize_datagram_is_refused_with_an_error(
         extra.is_empty(),
         "the refused batch must not have sent anything, got {extra:?}"
     );
+}
+
+/// `recv(n)` lends at most `n` datagrams per call (a GRO buffer holding more is lent across
+/// calls), and everything sent arrives.
+pub fn recv_lends_at_most_datagrams_max_per_call(make: MakeTransport<'_>, template: &SocketConfig) {
+    let cfg = unicast_template(template);
+    let max = cfg.datagram_bytes_max;
+    let mut receiver = make(cfg.clone()).expect("receiver opens");
+    let mut sender = make(cfg.clone()).expect("sender opens");
+    let to = Dest::Addr(receiver.local_addr());
+    let count = cfg.batch_datagrams_max.min(40);
+    let len = (max / 4).max(1);
+    let mut batch = SendBatch::new(cfg.batch_datagrams_max, max);
+    let sent = fill(&mut batch, to, 80_000, &vec![len; count]);
+    send_all(sender.as_mut(), &mut batch);
+    let from = sender.local_addr();
+    let mut got = Vec::new();
+    let mut idle_rounds = 0;
+    while got.len() < count {
+        let per_call = 1 + got.len() % 3;
+        let mut this_call = 0;
+        let n = receiver
+            .recv(per_call, &mut |src, d| {
+                if src == from {
+                    got.push(d.to_vec());
+                }
+                this_call += 1;
+            })
+            .expect("recv succeeds");
+        assert_eq!(n, this_call, "recv returns the number of datagrams it lent");
+        assert!(n <= per_call, "recv({per_call}) lent {n} datagrams");
+        if n == 0 {
+            idle_rounds += 1;
+            assert!(
+                idle_rounds <= WAIT_ROUNDS_WITHOUT_PROGRESS_MAX,
+                "got {} of {count}, then nothing",
+                got.len()
+            );
+            receiver
+                .wait_readable(Duration::from_millis(WAIT_SLICE_MS))
+                .expect("wait_readable succeeds");
+        } else {
+            idle_rounds = 0;
+        }
+    }
+    assert_same_datagrams("small receive budgets", sent, got);
+}
+
+/// `wait_readable` returns false after its timeout when nothing was sent, true once a datagram
+/// waits, and stays true until it is read.
+pub fn wait_readable_is_false_when_idle_and_true_once_data_arrives(
+    make: MakeTransport<'_>,
+    template: &SocketConfig,
+) {
+    let cfg = unicast_template(template);
+    let mut receiver = make(cfg.clone()).expect("receiver opens");
+    let mut sender = make(cfg.clone()).expect("sender opens");
+    assert!(
+        !receiver
+            .wait_readable(Duration::from_millis(5))
+            .expect("wait_readable succeeds"),
+        "nothing was sent, nothing is readable"
+    );
+    let mut batch = SendBatch::new(1, cfg.datagram_bytes_max);
+    batch
+        .push(Dest::Addr(receiver.local_addr()), b"wake")
+        .expect("fits");
+    send_all(sender.as_mut(), &mut batch);
+    // A long timeout only ends a test that would otherwise hang.
+    assert!(receiver
+        .wait_readable(Duration::from_secs(10))
+        .expect("wait_readable succeeds"));
+    assert!(
+        receiver
+            .wait_readable(Duration::from_millis(1))
+            .expect("wait_readable succeeds"),
+        "still readable until read"
+    );
+    let got = recv_from(receiver.as_mut(), sender.local_addr(), 1);
+    assert_eq!(got, vec![b"wake".to_vec()]);
 }

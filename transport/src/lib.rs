@@ -13,6 +13,29 @@
 //! table, and received datagrams are lent to a callback, never allocated per datagram.
 //!
 //! All `unsafe` of the project lives in this crate, each block with a `SAFETY:` comment.
+//!
+//! ## Map
+//!
+//! * [`open`]`(`[`DriverChoice`]`, &cfg)` — a kernel transport (`Auto`: io_uring, else
+//!   sendmmsg with the reason logged once).
+//! * [`MemoryNetwork`] — the in-process network; `network.open(&cfg)` gives an endpoint,
+//!   [`FaultConfig`] sets seeded loss, duplication, reordering, delay and send back pressure.
+//! * [`socket`] — what both kernel drivers share: [`open_udp_socket`] → [`OpenedSocket`]
+//!   (the unicast socket, plus in multicast mode a group socket bound to the group port with
+//!   `SO_REUSEPORT`; granted buffer sizes; GSO/GRO availability), [`GroupTargets`]
+//!   (`Dest` → addresses), `RawSockAddr`, `gso_run_len`, `write_gso_cmsg`,
+//!   `gro_segment_size`, `deliver_received`.
+//! * [`FaultyTransport`] — a test-only, seeded fault layer around any transport (loss,
+//!   duplication, reordering, delay on the send side) for multi-process tests on real sockets.
+//! * [`conformance`] — the checks every driver must pass (`run_all`).
+//!
+//! ## Multicast mode uses two sockets
+//!
+//! Every member on a host must bind the group port to receive the group, so a unicast datagram
+//! to that port could reach only one of them. Each member therefore keeps its own unicast
+//! socket (bound to `cfg.bind`, which sends everything, group datagrams included, so their
+//! source is the member's unique address) and a receive-only group socket. `bind` should be a
+//! concrete address (e.g. `127.0.0.1:0` or the interface address), not the wildcard.
 
 pub mod uring;
 
@@ -20,10 +43,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub mod conformance;
+pub mod faults;
 pub mod memory;
 pub mod mmsg;
 pub mod socket;
 
+pub use faults::{FaultStats, FaultyTransport};
 pub use memory::{FaultConfig, MemoryNetwork, MemoryTransport, NetworkStats};
 pub use mmsg::MmsgTransport;
 pub use socket::{open_udp_socket, GroupTargets, OpenedSocket};
@@ -113,9 +138,14 @@ impl SocketConfig {
 /// Counters every driver keeps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TransportStats {
+    /// Datagrams handed to the network: each fan-out copy and each GSO segment counts; a
+    /// multicast datagram counts once however many members receive it.
     pub datagrams_sent: u64,
+    /// Datagrams lent to the receive callback (each GRO segment counts).
     pub datagrams_received: u64,
+    /// Payload bytes of `datagrams_sent`.
     pub bytes_sent: u64,
+    /// Payload bytes of `datagrams_received`.
     pub bytes_received: u64,
     pub send_calls: u64,
     pub recv_calls: u64,
@@ -279,6 +309,12 @@ pub trait Transport: Send {
     /// Sends datagrams of `batch` from the first, in order, as far as the kernel (or the
     /// in-memory network) takes them; returns how many went. The caller keeps the rest
     /// (see [`SendBatch::consume`]) and retries: that is the back pressure.
+    ///
+    /// Errors: a datagram longer than [`Transport::datagram_bytes_max`] anywhere in the batch
+    /// refuses the whole batch ([`TransportError::DatagramTooLarge`], nothing sent). When the
+    /// kernel refuses one datagram (e.g. an unreachable or wrong-family address), the datagrams
+    /// before it are reported sent (`Ok(n)`) and the error comes with the next call, for which
+    /// that datagram is the first of the batch: the caller may drop it with `consume(1)`.
     fn send(&mut self, batch: &SendBatch) -> Result<usize, TransportError>;
 
     /// Receives up to `datagrams_max` datagrams without blocking and lends each, with its

@@ -32,11 +32,15 @@
 //! * back pressure: `send_datagrams_per_call_max` makes `send` take at most that many entries
 //!   per call, the rest being back pressure as with a full socket send buffer.
 //!
+//! **Partitions**: [`MemoryNetwork::partition`] splits endpoints into sides that cannot talk,
+//! [`MemoryNetwork::block_link`] cuts one direction between two endpoints (asymmetric faults),
+//! [`MemoryNetwork::heal`] restores everything. A crash is dropping the endpoint.
+//!
 //! Threads: endpoints may be used from different threads; determinism holds for a given order
 //! of calls (one thread, or a simulator that serialises them).
 
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -52,6 +56,10 @@ use crate::{
 
 /// Hard cap on one endpoint's queue, whatever its configured receive buffer.
 pub const MEMORY_QUEUE_DATAGRAMS_MAX: usize = 65_536;
+/// Most endpoints listed in one [`MemoryNetwork::partition`].
+pub const PARTITION_ENDPOINTS_MAX: usize = 65_536;
+/// Most directed links blocked at once ([`MemoryNetwork::block_link`]).
+pub const BLOCKED_LINKS_MAX: usize = 65_536;
 /// First port handed out for binds to port 0.
 pub const MEMORY_EPHEMERAL_PORT_FIRST: u16 = 49_152;
 
@@ -75,7 +83,7 @@ impl FaultConfig {
         FaultConfig::default()
     }
 
-    fn validate(&self) -> Result<(), TransportError> {
+    pub(crate) fn validate(&self) -> Result<(), TransportError> {
         for (name, p) in [
             ("loss", self.loss),
             ("duplication", self.duplication),
@@ -108,6 +116,9 @@ pub struct NetworkStats {
     pub overflowed: u64,
     /// Sent to an address where no endpoint is bound.
     pub undeliverable: u64,
+    /// Dropped by a partition or a blocked link (not counted at the receiver, which cannot
+    /// know).
+    pub partitioned: u64,
 }
 
 /// Network time: wall clock since creation, or a manual clock.
@@ -166,6 +177,8 @@ struct EndpointQueue {
     /// Buffers in existence (queued, in flight, held, pooled or lent out).
     buffers_allocated: usize,
     dropped: u64,
+    /// Threads blocked in `wait_readable` (senders notify only when there is one).
+    waiters: u32,
 }
 
 struct Endpoint {
@@ -237,6 +250,25 @@ struct NetworkState {
     next_port: u16,
     delay_seq: u64,
     stats: NetworkStats,
+    /// Partition side of each listed endpoint; endpoints on different sides cannot talk.
+    sides: HashMap<SocketAddr, u32>,
+    /// Directed links (from, to) that drop everything.
+    blocked_links: HashSet<(SocketAddr, SocketAddr)>,
+}
+
+impl NetworkState {
+    fn link_open(&self, from: SocketAddr, to: SocketAddr) -> bool {
+        if from == to {
+            return true;
+        }
+        if self.blocked_links.contains(&(from, to)) {
+            return false;
+        }
+        match (self.sides.get(&from), self.sides.get(&to)) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+    }
 }
 
 struct NetworkShared {
@@ -272,6 +304,8 @@ impl MemoryNetwork {
                     next_port: MEMORY_EPHEMERAL_PORT_FIRST,
                     delay_seq: 0,
                     stats: NetworkStats::default(),
+                    sides: HashMap::new(),
+                    blocked_links: HashSet::new(),
                 }),
                 clock: NetworkClock {
                     base: Instant::now(),
@@ -298,6 +332,50 @@ impl MemoryNetwork {
 
     pub fn stats(&self) -> NetworkStats {
         self.lock().stats
+    }
+
+    /// Splits the network: endpoints listed in different `sides` cannot exchange datagrams
+    /// (dropped, counted in [`NetworkStats::partitioned`]); unlisted endpoints still reach
+    /// everyone. Replaces any earlier partition; [`MemoryNetwork::heal`] removes it.
+    pub fn partition(&self, sides: &[&[SocketAddr]]) -> Result<(), TransportError> {
+        let count: usize = sides.iter().map(|s| s.len()).sum();
+        if count > PARTITION_ENDPOINTS_MAX {
+            return Err(TransportError::Config(format!(
+                "{count} partitioned endpoints exceed PARTITION_ENDPOINTS_MAX \
+                 ({PARTITION_ENDPOINTS_MAX})"
+            )));
+        }
+        let mut st = self.lock();
+        st.sides.clear();
+        for (side, addrs) in sides.iter().enumerate() {
+            for a in addrs.iter() {
+                st.sides.insert(*a, side as u32);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every datagram from `from` to `to` (one direction) until unblocked or healed.
+    pub fn block_link(&self, from: SocketAddr, to: SocketAddr) -> Result<(), TransportError> {
+        let mut st = self.lock();
+        if st.blocked_links.len() >= BLOCKED_LINKS_MAX {
+            return Err(TransportError::Config(format!(
+                "more than BLOCKED_LINKS_MAX ({BLOCKED_LINKS_MAX}) blocked links"
+            )));
+        }
+        st.blocked_links.insert((from, to));
+        Ok(())
+    }
+
+    pub fn unblock_link(&self, from: SocketAddr, to: SocketAddr) {
+        self.lock().blocked_links.remove(&(from, to));
+    }
+
+    /// Removes every partition and blocked link.
+    pub fn heal(&self) {
+        let mut st = self.lock();
+        st.sides.clear();
+        st.blocked_links.clear();
     }
 
     /// Network time since creation.
@@ -372,6 +450,7 @@ impl MemoryNetwork {
                 pool: Vec::new(),
                 buffers_allocated: 0,
                 dropped: 0,
+                waiters: 0,
             }),
             readable: Condvar::new(),
             datagram_bytes_max: cfg.datagram_bytes_max,
@@ -424,13 +503,20 @@ impl MemoryTransport {
         &self.network
     }
 
-    /// Every endpoint one datagram to `dest` reaches, into `self.resolved`.
-    fn resolve(&mut self, st: &mut NetworkState, dest: &Dest) {
+    /// Every endpoint one datagram to `dest` reaches, into `self.resolved`; returns how many
+    /// datagrams go on the "wire" (one per fan-out peer, one per multicast group).
+    fn resolve(&mut self, st: &mut NetworkState, dest: &Dest) -> usize {
         self.resolved.clear();
-        for addr in self.targets.resolve(dest) {
+        let wire = self.targets.resolve(dest);
+        let wire_datagrams = wire.len();
+        for addr in wire {
             if let Some(members) = st.groups.get(addr) {
                 for m in members {
                     if *m == self.addr && !self.loopback {
+                        continue;
+                    }
+                    if !st.link_open(self.addr, *m) {
+                        st.stats.partitioned += 1;
                         continue;
                     }
                     if let Some(e) = st.endpoints.get(m) {
@@ -438,11 +524,16 @@ impl MemoryTransport {
                     }
                 }
             } else if let Some(e) = st.endpoints.get(addr) {
-                self.resolved.push(e.clone());
+                if st.link_open(self.addr, *addr) {
+                    self.resolved.push(e.clone());
+                } else {
+                    st.stats.partitioned += 1;
+                }
             } else {
                 st.stats.undeliverable += 1;
             }
         }
+        wire_datagrams
     }
 }
 
@@ -491,7 +582,7 @@ impl Transport for MemoryTransport {
         self.stats.send_calls += 1;
         for (i, entry) in entries.iter().enumerate().take(take) {
             let bytes = batch.datagram(i);
-            self.resolve(&mut st, &entry.dest);
+            let wire_datagrams = self.resolve(&mut st, &entry.dest) as u64;
             for endpoint in &self.resolved {
                 st.stats.copies_sent += 1;
                 let faults = &st.faults;
@@ -540,11 +631,14 @@ impl Transport for MemoryTransport {
                         });
                     }
                 }
+                let wake = q.waiters > 0;
                 drop(q);
-                endpoint.readable.notify_all();
+                if wake {
+                    endpoint.readable.notify_all();
+                }
             }
-            self.stats.datagrams_sent += 1;
-            self.stats.bytes_sent += bytes.len() as u64;
+            self.stats.datagrams_sent += wire_datagrams;
+            self.stats.bytes_sent += wire_datagrams * bytes.len() as u64;
         }
         self.resolved.clear();
         self.stats.send_would_block += (entries.len() - take) as u64;
@@ -602,12 +696,14 @@ impl Transport for MemoryTransport {
                     wait = wait.min(Duration::from_nanos(d.due_ns.saturating_sub(now_ns)));
                 }
             }
+            q.waiters += 1;
             q = self
                 .endpoint
                 .readable
                 .wait_timeout(q, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            q.waiters -= 1;
         }
     }
 

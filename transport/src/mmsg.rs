@@ -8,7 +8,8 @@
 //! **Send.** Entries of a [`SendBatch`] go out in order. `Dest::Group` in fan-out mode becomes
 //! one message per peer, all pointing at the same bytes (no copy). With GSO enabled, a run of
 //! consecutive entries with the same destination and equal length (the last may be shorter),
-//! contiguous in the batch, of at most [`GSO_SEGMENTS_MAX`] segments and [`GSO_BYTES_MAX`]
+//! contiguous in the batch, of at most [`GSO_SEGMENTS_MAX`](crate::socket::GSO_SEGMENTS_MAX) segments and
+//! [`GSO_BYTES_MAX`](crate::socket::GSO_BYTES_MAX)
 //! bytes, goes as one message with a `UDP_SEGMENT` control message. `send` returns how many
 //! *entries* went completely (every copy of every segment); when the kernel stops early
 //! (`EAGAIN`/`ENOBUFS`), the rest is back pressure, counted in `send_would_block`. An entry
@@ -27,30 +28,20 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use crate::socket::{
-    open_udp_socket, GroupTargets, OpenedSocket, RawSockAddr, GRO_BUFFER_BYTES, GSO_BYTES_MAX,
-    GSO_SEGMENTS_MAX, UDP_GRO, UDP_SEGMENT,
+    deliver_received, gro_segment_size, gso_run_len, open_udp_socket, write_gso_cmsg, CmsgSpace,
+    GroupTargets, OpenedSocket, RawSockAddr, GRO_BUFFER_BYTES,
 };
-use crate::{
-    DriverKind, SendBatch, SendEntry, SocketConfig, Transport, TransportError, TransportStats,
-};
+use crate::{DriverKind, SendBatch, SocketConfig, Transport, TransportError, TransportStats};
 
 /// Most messages passed to one `sendmmsg` (the kernel's `UIO_MAXIOV`). A fan-out entry's copies
 /// always fit in one call, since the peer list is bounded by the same number.
 pub const SEND_MESSAGES_MAX: usize = 1024;
 /// Most receive slots (the kernel caps `recvmmsg` at `UIO_MAXIOV` messages too).
 pub const RECV_SLOTS_MAX: usize = 1024;
-/// Most 64 KiB receive slots when GRO is on (each can hold up to 64 datagrams).
-pub const GRO_RECV_SLOTS_MAX: usize = 64;
+/// Most 64 KiB receive slots when GRO is on (each can hold up to 64 datagrams): 1 MiB.
+pub const GRO_RECV_SLOTS_MAX: usize = 16;
 
 const _: () = assert!(SEND_MESSAGES_MAX >= crate::socket::FAN_OUT_PEERS_MAX);
-
-/// Room for one control message with an `int` payload (UDP_SEGMENT's u16 or UDP_GRO's int),
-/// aligned as `cmsghdr` requires.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-struct CmsgSpace([u8; 32]);
-
-const _: () = assert!(size_of::<libc::cmsghdr>() + 8 <= 32);
 
 /// Counters of offload use, for tests and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,6 +77,11 @@ pub struct MmsgTransport {
     recv_cmsgs: Vec<CmsgSpace>,
     recv_buf: Vec<u8>,
     recv_slot_bytes: usize,
+    /// Slots filled by the last `recvmmsg`, the next one to lend from, and how far into it
+    /// (a GRO buffer is lent across calls when it holds more than the caller's budget).
+    recv_filled: usize,
+    recv_next_slot: usize,
+    recv_offset: usize,
     /// Which socket `recv` reads first (alternates in multicast mode for fairness).
     recv_group_first: bool,
 }
@@ -140,15 +136,18 @@ impl MmsgTransport {
             send_hdrs: vec![zeroed_mmsghdr(); SEND_MESSAGES_MAX],
             send_iovs: vec![empty_iovec(); SEND_MESSAGES_MAX],
             send_addrs: vec![RawSockAddr::zeroed(); SEND_MESSAGES_MAX],
-            send_cmsgs: vec![CmsgSpace([0; 32]); SEND_MESSAGES_MAX],
+            send_cmsgs: vec![CmsgSpace::zeroed(); SEND_MESSAGES_MAX],
             send_msg_first_entry: vec![0; SEND_MESSAGES_MAX],
             send_msg_datagrams: vec![0; SEND_MESSAGES_MAX],
             recv_hdrs: vec![zeroed_mmsghdr(); slots],
             recv_iovs: vec![empty_iovec(); slots],
             recv_addrs: vec![RawSockAddr::zeroed(); slots],
-            recv_cmsgs: vec![CmsgSpace([0; 32]); slots],
+            recv_cmsgs: vec![CmsgSpace::zeroed(); slots],
             recv_buf: vec![0; slots * slot_bytes],
             recv_slot_bytes: slot_bytes,
+            recv_filled: 0,
+            recv_next_slot: 0,
+            recv_offset: 0,
             recv_group_first: false,
         };
         t.link_recv_slots();
@@ -194,37 +193,6 @@ impl MmsgTransport {
         self.offload
     }
 
-    /// Length of the GSO run starting at `start`: entries with the same destination, equal
-    /// length (the last may be shorter), contiguous bytes, within the kernel's limits.
-    fn gso_run_len(&self, entries: &[SendEntry], start: usize) -> usize {
-        let first = entries[start];
-        if !self.gso || first.len == 0 {
-            return 1;
-        }
-        let seg = first.len as usize;
-        let mut total = seg;
-        let mut n = 1;
-        let mut prev = first;
-        while start + n < entries.len() && n < GSO_SEGMENTS_MAX {
-            let e = entries[start + n];
-            if e.dest != first.dest
-                || e.len == 0
-                || e.len > first.len
-                || e.offset != prev.offset + prev.len
-                || total + e.len as usize > GSO_BYTES_MAX
-            {
-                break;
-            }
-            total += e.len as usize;
-            n += 1;
-            prev = e;
-            if e.len < first.len {
-                break; // a shorter datagram ends the run
-            }
-        }
-        n
-    }
-
     /// Fills message headers for entries from `start` on; returns (messages, entry after the
     /// last one included).
     fn build_send_messages(&mut self, batch: &SendBatch, start: usize) -> (usize, usize) {
@@ -233,7 +201,7 @@ impl MmsgTransport {
         let mut msgs = 0;
         let mut i = start;
         while i < entries.len() {
-            let run = self.gso_run_len(entries, i);
+            let run = gso_run_len(self.gso, entries, i);
             let first = entries[i];
             let last = entries[i + run - 1];
             let run_bytes = (last.offset + last.len - first.offset) as usize;
@@ -260,22 +228,7 @@ impl MmsgTransport {
                 hdr.msg_iovlen = 1;
                 hdr.msg_flags = 0;
                 if run > 1 {
-                    let space = &mut self.send_cmsgs[m];
-                    hdr.msg_control = space.0.as_mut_ptr().cast();
-                    // SAFETY: CMSG_SPACE is a pure computation on a constant.
-                    hdr.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as _;
-                    // SAFETY: msg_control points at `space` (32 aligned bytes, enough for one
-                    // cmsghdr plus a u16 as asserted above), owned by self for the whole call.
-                    unsafe {
-                        let cmsg = libc::CMSG_FIRSTHDR(hdr);
-                        (*cmsg).cmsg_level = libc::SOL_UDP;
-                        (*cmsg).cmsg_type = UDP_SEGMENT;
-                        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-                        std::ptr::write_unaligned(
-                            libc::CMSG_DATA(cmsg).cast::<u16>(),
-                            first.len as u16,
-                        );
-                    }
+                    write_gso_cmsg(hdr, &mut self.send_cmsgs[m], first.len as u16);
                 } else {
                     hdr.msg_control = std::ptr::null_mut();
                     hdr.msg_controllen = 0;
@@ -307,12 +260,10 @@ impl MmsgTransport {
         }
     }
 
-    fn recv_from_socket(
-        &mut self,
-        group: bool,
-        datagrams_max: usize,
-        on_datagram: &mut dyn FnMut(SocketAddr, &[u8]),
-    ) -> Result<usize, TransportError> {
+    /// Reads up to `want` messages from one socket into the slots (`want` >= 1); returns how
+    /// many. Only called when every slot of the previous read was lent out.
+    fn fill_slots(&mut self, group: bool, want: usize) -> Result<usize, TransportError> {
+        debug_assert!(self.recv_next_slot >= self.recv_filled);
         let fd = if group {
             match &self.opened.group_socket {
                 Some(s) => s.as_raw_fd(),
@@ -321,10 +272,7 @@ impl MmsgTransport {
         } else {
             self.opened.socket.as_raw_fd()
         };
-        let want = datagrams_max.min(self.recv_hdrs.len());
-        if want == 0 {
-            return Ok(0);
-        }
+        let want = want.clamp(1, self.recv_hdrs.len());
         for i in 0..want {
             let hdr = &mut self.recv_hdrs[i];
             hdr.msg_len = 0;
@@ -352,65 +300,71 @@ impl MmsgTransport {
                 _ => Err(TransportError::io("recvmmsg", err)),
             };
         }
-        let got = rc as usize;
+        self.recv_filled = rc as usize;
+        self.recv_next_slot = 0;
+        self.recv_offset = 0;
+        Ok(self.recv_filled)
+    }
+
+    /// Lends datagrams of the filled slots, from where the last call stopped, at most
+    /// `datagrams_max` (>= 1); returns how many.
+    fn drain_slots(
+        &mut self,
+        datagrams_max: usize,
+        on_datagram: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> usize {
         let mut delivered = 0;
-        for i in 0..got {
+        while self.recv_next_slot < self.recv_filled && delivered < datagrams_max {
+            let i = self.recv_next_slot;
             let hdr = &self.recv_hdrs[i];
             let len = hdr.msg_len as usize;
-            let flags = hdr.msg_hdr.msg_flags;
-            if flags & libc::MSG_TRUNC != 0 || len > self.recv_slot_bytes {
+            let first_visit = self.recv_offset == 0;
+            if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > self.recv_slot_bytes {
                 self.stats.recv_dropped += 1;
+                self.recv_next_slot += 1;
                 continue;
             }
             let Some(src) = self.recv_addrs[i].read(hdr.msg_hdr.msg_namelen) else {
                 self.stats.recv_dropped += 1;
+                self.recv_next_slot += 1;
                 continue;
             };
             let seg = if self.gro {
-                gro_segment_size(&hdr.msg_hdr).unwrap_or(len)
+                // msg_controllen is size_t on glibc, socklen_t on musl.
+                #[allow(clippy::unnecessary_cast)]
+                let control_len = (hdr.msg_hdr.msg_controllen as usize).min(size_of::<CmsgSpace>());
+                gro_segment_size(&self.recv_cmsgs[i].0[..control_len])
             } else {
-                len
+                None
             };
-            let slot = &self.recv_buf[i * self.recv_slot_bytes..i * self.recv_slot_bytes + len];
-            if len == 0 {
-                self.stats.datagrams_received += 1;
-                delivered += 1;
-                on_datagram(src, slot);
-                continue;
-            }
-            if len > seg {
+            if first_visit && seg.is_some_and(|s| s < len) {
                 self.offload.gro_coalesced_buffers += 1;
             }
-            for d in slot.chunks(seg.max(1)) {
-                if d.len() > self.datagram_bytes_max {
-                    self.stats.recv_dropped += 1;
-                    continue;
-                }
-                self.stats.datagrams_received += 1;
-                self.stats.bytes_received += d.len() as u64;
-                delivered += 1;
-                on_datagram(src, d);
+            let base = i * self.recv_slot_bytes;
+            let rest = &self.recv_buf[base + self.recv_offset..base + len];
+            let done = deliver_received(
+                rest,
+                seg,
+                src,
+                self.datagram_bytes_max,
+                datagrams_max - delivered,
+                &mut self.stats,
+                on_datagram,
+            );
+            delivered += done.datagrams;
+            if done.bytes_consumed == rest.len() {
+                self.recv_next_slot += 1;
+                self.recv_offset = 0;
+            } else {
+                self.recv_offset += done.bytes_consumed;
             }
         }
-        Ok(delivered)
+        delivered
     }
-}
 
-/// The segment size of a GRO-coalesced receive, if the kernel attached one.
-fn gro_segment_size(hdr: &libc::msghdr) -> Option<usize> {
-    // SAFETY: `hdr` was just filled by recvmmsg; msg_control/msg_controllen describe the
-    // control buffer owned by the transport, and the CMSG_* walk stays inside it.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
-                let v = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
-                return usize::try_from(v).ok().filter(|&s| s > 0);
-            }
-            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
-        }
+    fn has_undelivered(&self) -> bool {
+        self.recv_next_slot < self.recv_filled
     }
-    None
 }
 
 impl Transport for MmsgTransport {
@@ -439,7 +393,7 @@ impl Transport for MmsgTransport {
         }
         let fd = self.opened.socket.as_raw_fd();
         let mut done = 0;
-        while done < entries.len() {
+        'chunks: while done < entries.len() {
             let (msgs, end) = self.build_send_messages(batch, done);
             if msgs == 0 {
                 done = end; // only group entries without peers
@@ -467,6 +421,23 @@ impl Transport for MmsgTransport {
                         Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
                             blocked = true;
                             break;
+                        }
+                        Some(code @ (libc::EIO | libc::EINVAL))
+                            if self.send_msg_datagrams[sent_msgs] > 1 =>
+                        {
+                            // The route cannot take this segmented send: EIO when the device
+                            // lacks checksum offload, EINVAL when a segment exceeds the path
+                            // MTU. Go on without GSO from the failed message.
+                            tracing::warn!(
+                                errno = code,
+                                "UDP GSO send refused on this route (EIO: no checksum \
+                                 offload, EINVAL: segment above the path MTU); GSO disabled \
+                                 for this transport"
+                            );
+                            self.gso = false;
+                            self.count_sent(batch, sent_msgs);
+                            done = self.send_msg_first_entry[sent_msgs];
+                            continue 'chunks;
                         }
                         _ => {
                             self.count_sent(batch, sent_msgs);
@@ -497,19 +468,34 @@ impl Transport for MmsgTransport {
         datagrams_max: usize,
         on_datagram: &mut dyn FnMut(SocketAddr, &[u8]),
     ) -> Result<usize, TransportError> {
+        if datagrams_max == 0 {
+            return Ok(0);
+        }
+        // What an earlier call left in the slots (a GRO buffer larger than its budget) first.
+        let mut delivered = self.drain_slots(datagrams_max, on_datagram);
         let group_first = self.recv_group_first && self.opened.group_socket.is_some();
         self.recv_group_first = !self.recv_group_first;
-        let a = self.recv_from_socket(group_first, datagrams_max, on_datagram)?;
-        let left = datagrams_max.saturating_sub(a);
-        let b = if self.opened.group_socket.is_some() && left > 0 {
-            self.recv_from_socket(!group_first, left, on_datagram)?
+        let order = [group_first, !group_first];
+        let sockets = if self.opened.group_socket.is_some() {
+            2
         } else {
-            0
+            1
         };
-        Ok(a + b)
+        for &group in &order[..sockets] {
+            if delivered == datagrams_max {
+                break;
+            }
+            if self.fill_slots(group, datagrams_max - delivered)? > 0 {
+                delivered += self.drain_slots(datagrams_max - delivered, on_datagram);
+            }
+        }
+        Ok(delivered)
     }
 
     fn wait_readable(&mut self, timeout: Duration) -> Result<bool, TransportError> {
+        if self.has_undelivered() {
+            return Ok(true);
+        }
         wait_readable_fds(&self.opened, timeout)
     }
 

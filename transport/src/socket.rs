@@ -44,6 +44,8 @@ pub const GSO_SEGMENTS_MAX: usize = 64;
 pub const GSO_BYTES_MAX: usize = 65_507;
 /// Receive buffer size that holds one GRO-coalesced datagram train.
 pub const GRO_BUFFER_BYTES: usize = 65_536;
+/// Largest `batch_datagrams_max` accepted (receive slots are capped lower by each driver).
+pub const BATCH_DATAGRAMS_LIMIT: usize = 65_536;
 /// Most unicast fan-out peers a transport keeps.
 pub const FAN_OUT_PEERS_MAX: usize = 1024;
 
@@ -69,8 +71,8 @@ pub struct OpenedSocket {
     pub gro_available: bool,
     /// `cfg.gro && gro_available`: UDP_GRO is on, receive buffers must hold [`GRO_BUFFER_BYTES`].
     pub gro_enabled: bool,
-    /// SO_BUSY_POLL was set as configured.
-    pub busy_poll_enabled: bool,
+    /// SO_BUSY_POLL as read back after setting it (None when not configured).
+    pub busy_poll_us: Option<u32>,
 }
 
 impl OpenedSocket {
@@ -97,9 +99,9 @@ pub fn validate_config(cfg: &SocketConfig) -> Result<(), TransportError> {
             cfg.datagram_bytes_max
         )));
     }
-    if cfg.batch_datagrams_max == 0 || cfg.batch_datagrams_max > u32::MAX as usize / 2 {
+    if cfg.batch_datagrams_max == 0 || cfg.batch_datagrams_max > BATCH_DATAGRAMS_LIMIT {
         return Err(TransportError::Config(format!(
-            "batch_datagrams_max must be at least 1, got {}",
+            "batch_datagrams_max must be in 1..={BATCH_DATAGRAMS_LIMIT}, got {}",
             cfg.batch_datagrams_max
         )));
     }
@@ -184,13 +186,9 @@ pub fn open_udp_socket(cfg: &SocketConfig) -> Result<OpenedSocket, TransportErro
     if cfg.gro && !gro_available && !GRO_WARNED.swap(true, Ordering::Relaxed) {
         tracing::warn!("UDP GRO (UDP_GRO, Linux >= 5.0) is not available; receiving without it");
     }
-    let busy_poll_enabled = match cfg.busy_poll_us {
-        Some(us) => {
-            set_int_option(&socket, libc::SOL_SOCKET, SO_BUSY_POLL, us as libc::c_int)
-                .map_err(io_err("SO_BUSY_POLL"))?;
-            true
-        }
-        None => false,
+    let busy_poll_us = match cfg.busy_poll_us {
+        Some(us) => Some(set_busy_poll(&socket, us)?),
+        None => None,
     };
 
     socket
@@ -220,8 +218,7 @@ pub fn open_udp_socket(cfg: &SocketConfig) -> Result<OpenedSocket, TransportErro
             set_buffer_sizes(&gs, cfg)?;
             set_gro(&gs, gro_enabled);
             if let Some(us) = cfg.busy_poll_us {
-                set_int_option(&gs, libc::SOL_SOCKET, SO_BUSY_POLL, us as libc::c_int)
-                    .map_err(io_err("SO_BUSY_POLL"))?;
+                set_busy_poll(&gs, us)?;
             }
             gs.bind(&SockAddr::from(*group))
                 .map_err(io_err("bind group port"))?;
@@ -240,8 +237,18 @@ pub fn open_udp_socket(cfg: &SocketConfig) -> Result<OpenedSocket, TransportErro
         gso_enabled,
         gro_available,
         gro_enabled,
-        busy_poll_enabled,
+        busy_poll_us,
     })
+}
+
+/// Sets SO_BUSY_POLL and reads it back. Values above `net.core.busy_read` need CAP_NET_ADMIN.
+fn set_busy_poll(socket: &Socket, us: u32) -> Result<u32, TransportError> {
+    const OP: &str = "SO_BUSY_POLL (above net.core.busy_read it needs CAP_NET_ADMIN)";
+    let value = libc::c_int::try_from(us)
+        .map_err(|_| TransportError::Config(format!("busy_poll_us {us} is too large")))?;
+    set_int_option(socket, libc::SOL_SOCKET, SO_BUSY_POLL, value).map_err(io_err(OP))?;
+    let granted = get_int_option(socket, libc::SOL_SOCKET, SO_BUSY_POLL).map_err(io_err(OP))?;
+    Ok(granted.max(0) as u32)
 }
 
 fn join_group(socket: &Socket, group: &Ipv4Addr, iface: &Ipv4Addr) -> Result<(), TransportError> {
@@ -561,7 +568,8 @@ mod multicast_tests {
 
     #[test]
     fn two_group_sockets_on_one_host_join_loopback_group() {
-        let group: SocketAddr = "239.255.77.1:47001".parse().unwrap();
+        // Per process, so that concurrent test runs do not share the group.
+        let group = crate::conformance::private_multicast_group();
         let mk = || {
             let mut cfg = SocketConfig::unicast("127.0.0.1:0".parse().unwrap());
             cfg.group = GroupMode::Multicast {
@@ -582,16 +590,351 @@ mod multicast_tests {
             for _ in 0..200 {
                 let mut buf = [MaybeUninit::<u8>::uninit(); 64];
                 match gs.recv_from(&mut buf) {
-                    Ok((n, from)) => {
-                        got = Some((n, from.as_socket().unwrap()));
+                    // Ignore anyone else's datagrams; ours come from a's unicast address.
+                    Ok((n, from)) if from.as_socket() == Some(a.local_addr) => {
+                        got = Some((n, a.local_addr));
                         break;
                     }
+                    Ok(_) => {}
                     Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
                 }
             }
-            let (n, from) = got.expect("group datagram arrives");
+            let (n, _) = got.expect("group datagram from the first member arrives");
             assert_eq!(n, 5);
-            assert_eq!(from, a.local_addr);
+        }
+    }
+}
+
+// ---- Pieces of the datagram path shared by the kernel drivers (sendmmsg and io_uring) --------
+
+/// Length of the GSO run starting at `entries[start]`: consecutive entries with the same
+/// destination and equal length (the last may be shorter), contiguous in the batch's byte area,
+/// at most [`GSO_SEGMENTS_MAX`] segments and [`GSO_BYTES_MAX`] bytes. 1 when GSO is off or the
+/// entry is empty. The run goes out as one message of `sum(len)` bytes with a UDP_SEGMENT
+/// control message of `entries[start].len` (see [`write_gso_cmsg`]) when longer than 1.
+pub fn gso_run_len(gso: bool, entries: &[crate::SendEntry], start: usize) -> usize {
+    let first = entries[start];
+    if !gso || first.len == 0 {
+        return 1;
+    }
+    let mut total = first.len as usize;
+    let mut n = 1;
+    let mut prev = first;
+    while start + n < entries.len() && n < GSO_SEGMENTS_MAX {
+        let e = entries[start + n];
+        if e.dest != first.dest
+            || e.len == 0
+            || e.len > first.len
+            || e.offset != prev.offset + prev.len
+            || total + e.len as usize > GSO_BYTES_MAX
+        {
+            break;
+        }
+        total += e.len as usize;
+        n += 1;
+        prev = e;
+        if e.len < first.len {
+            break; // a shorter datagram ends the run
+        }
+    }
+    n
+}
+
+/// Room for one control message with an `int`-sized payload (UDP_SEGMENT's u16, UDP_GRO's
+/// int), aligned as `cmsghdr` requires. Drivers preallocate one per message.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+pub struct CmsgSpace(pub [u8; CMSG_SPACE_BYTES]);
+
+/// Size of a [`CmsgSpace`].
+pub const CMSG_SPACE_BYTES: usize = 32;
+
+const _: () = assert!(size_of::<libc::cmsghdr>() + 8 <= CMSG_SPACE_BYTES);
+
+impl CmsgSpace {
+    pub const fn zeroed() -> Self {
+        CmsgSpace([0; CMSG_SPACE_BYTES])
+    }
+}
+
+/// Points `hdr`'s control buffer at `space` and writes one UDP_SEGMENT control message of
+/// `segment_bytes` into it. `space` must stay alive and unmoved until the send completes.
+pub fn write_gso_cmsg(hdr: &mut libc::msghdr, space: &mut CmsgSpace, segment_bytes: u16) {
+    hdr.msg_control = space.0.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure computation on a constant.
+    hdr.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as _;
+    // SAFETY: msg_control points at `space` (CMSG_SPACE_BYTES aligned bytes, enough for one
+    // cmsghdr plus a u16, asserted above), exclusively borrowed for this function.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(hdr);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment_bytes);
+    }
+}
+
+/// The UDP_GRO segment size in a received control area (`msg_control[..msg_controllen]`, or
+/// the control part of an io_uring `recvmsg_out`), if present. Parses untrusted lengths
+/// defensively: never reads outside `control`.
+pub fn gro_segment_size(control: &[u8]) -> Option<usize> {
+    const HDR_BYTES: usize = size_of::<libc::cmsghdr>();
+    const ALIGN: usize = size_of::<usize>();
+    let align = |n: usize| (n + ALIGN - 1) & !(ALIGN - 1);
+    let mut at = 0;
+    while at + HDR_BYTES <= control.len() {
+        // SAFETY: HDR_BYTES bytes from `at` are inside `control` (checked above); the read is
+        // unaligned-safe and cmsghdr is plain integers.
+        let cmsg: libc::cmsghdr =
+            unsafe { std::ptr::read_unaligned(control[at..].as_ptr().cast()) };
+        #[allow(clippy::unnecessary_cast)] // size_t on glibc, socklen_t on musl
+        let len = cmsg.cmsg_len as usize;
+        if len < HDR_BYTES || at + len > control.len() {
+            return None;
+        }
+        let data = &control[at + align(HDR_BYTES)..at + len];
+        if cmsg.cmsg_level == libc::SOL_UDP && cmsg.cmsg_type == UDP_GRO {
+            let bytes: [u8; 4] = data.get(..4)?.try_into().ok()?;
+            let v = libc::c_int::from_ne_bytes(bytes);
+            return usize::try_from(v).ok().filter(|&s| s > 0);
+        }
+        at += align(len);
+    }
+    None
+}
+
+/// What [`deliver_received`] did with a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    /// Datagrams passed to the callback.
+    pub datagrams: usize,
+    /// Bytes of the buffer dealt with (delivered or dropped). Less than the buffer's length
+    /// when `datagrams_max` ran out: resume from there with the same segment size.
+    pub bytes_consumed: usize,
+}
+
+/// Lends the datagrams of one received buffer to `on_datagram`, at most `datagrams_max`
+/// (at least 1): the buffer itself, or, when GRO coalesced several (`segment_bytes` shorter
+/// than the buffer), each `segment_bytes` slice of it. Datagrams longer than
+/// `datagram_bytes_max` are counted drops. Updates `stats`.
+pub fn deliver_received(
+    buf: &[u8],
+    segment_bytes: Option<usize>,
+    src: SocketAddr,
+    datagram_bytes_max: usize,
+    datagrams_max: usize,
+    stats: &mut crate::TransportStats,
+    on_datagram: &mut dyn FnMut(SocketAddr, &[u8]),
+) -> Delivered {
+    debug_assert!(datagrams_max >= 1);
+    if buf.is_empty() {
+        stats.datagrams_received += 1;
+        on_datagram(src, buf);
+        return Delivered {
+            datagrams: 1,
+            bytes_consumed: 0,
+        };
+    }
+    let seg = segment_bytes.unwrap_or(buf.len()).clamp(1, buf.len());
+    let mut done = Delivered {
+        datagrams: 0,
+        bytes_consumed: 0,
+    };
+    for d in buf.chunks(seg) {
+        if done.datagrams == datagrams_max {
+            break;
+        }
+        done.bytes_consumed += d.len();
+        if d.len() > datagram_bytes_max {
+            stats.recv_dropped += 1;
+            continue;
+        }
+        stats.datagrams_received += 1;
+        stats.bytes_received += d.len() as u64;
+        done.datagrams += 1;
+        on_datagram(src, d);
+    }
+    done
+}
+
+#[cfg(test)]
+mod shared_path_tests {
+    use super::*;
+    use crate::{SendBatch, TransportStats};
+
+    #[test]
+    fn gso_runs_stop_at_destination_change_longer_or_after_shorter_datagram() {
+        let a = Dest::Addr("127.0.0.1:1".parse().unwrap());
+        let b = Dest::Addr("127.0.0.1:2".parse().unwrap());
+        let mut batch = SendBatch::new(200, 1472);
+        for (dest, len) in [
+            (a, 100),
+            (a, 100),
+            (a, 40),
+            (a, 100),
+            (b, 100),
+            (b, 101),
+            (b, 0),
+        ] {
+            batch.alloc(dest, len).unwrap();
+        }
+        let e = batch.entries();
+        assert_eq!(gso_run_len(true, e, 0), 3, "equal, equal, shorter tail");
+        assert_eq!(gso_run_len(true, e, 3), 1, "destination changes");
+        assert_eq!(
+            gso_run_len(true, e, 4),
+            1,
+            "a longer datagram is not a segment"
+        );
+        assert_eq!(gso_run_len(true, e, 6), 1, "empty datagrams go alone");
+        assert_eq!(gso_run_len(false, e, 0), 1, "GSO off");
+        batch.clear();
+        for _ in 0..100 {
+            batch.alloc(a, 1000).unwrap();
+        }
+        assert_eq!(
+            gso_run_len(true, batch.entries(), 0),
+            64,
+            "65507 B / 64 segments"
+        );
+        batch.clear();
+        for _ in 0..100 {
+            batch.alloc(a, 1472).unwrap();
+        }
+        assert_eq!(
+            gso_run_len(true, batch.entries(), 0),
+            44,
+            "44 x 1472 <= 65507"
+        );
+    }
+
+    #[test]
+    fn gro_segment_size_is_found_and_malformed_control_is_refused() {
+        let mut hdr: libc::msghdr =
+            // SAFETY: msghdr is plain data; all-zero is valid.
+            unsafe { MaybeUninit::zeroed().assume_init() };
+        let mut space = CmsgSpace::zeroed();
+        write_gso_cmsg(&mut hdr, &mut space, 1200);
+        #[allow(clippy::unnecessary_cast)] // size_t on glibc, socklen_t on musl
+        let len = hdr.msg_controllen as usize;
+        // A UDP_SEGMENT cmsg is not a GRO one.
+        assert_eq!(gro_segment_size(&space.0[..len]), None);
+        // Turn it into a UDP_GRO cmsg carrying an int.
+        let type_at = size_of::<usize>() + 4;
+        space.0[type_at..type_at + 4].copy_from_slice(&UDP_GRO.to_ne_bytes());
+        let data_at = size_of::<libc::cmsghdr>();
+        space.0[data_at..data_at + 4].copy_from_slice(&1200i32.to_ne_bytes());
+        space.0[..size_of::<usize>()].copy_from_slice(&(data_at + 4).to_ne_bytes());
+        assert_eq!(gro_segment_size(&space.0[..24]), Some(1200));
+        // Lengths pointing outside the buffer are refused, not followed.
+        space.0[..size_of::<usize>()].copy_from_slice(&4096usize.to_ne_bytes());
+        assert_eq!(gro_segment_size(&space.0[..24]), None);
+        assert_eq!(gro_segment_size(&[0u8; 3]), None);
+    }
+
+    #[test]
+    fn received_buffer_is_split_into_segments_and_oversize_ones_dropped() {
+        let src: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let buf: Vec<u8> = (0..250u8).collect();
+        let mut stats = TransportStats::default();
+        let mut got = Vec::new();
+        let mut on = |s: SocketAddr, d: &[u8]| {
+            assert_eq!(s, src);
+            got.push(d.to_vec());
+        };
+        let first = deliver_received(&buf, Some(100), src, 1472, 2, &mut stats, &mut on);
+        assert_eq!(
+            first,
+            Delivered {
+                datagrams: 2,
+                bytes_consumed: 200
+            },
+            "budget of 2"
+        );
+        let rest = deliver_received(&buf[200..], Some(100), src, 1472, 64, &mut stats, &mut on);
+        assert_eq!(
+            rest,
+            Delivered {
+                datagrams: 1,
+                bytes_consumed: 50
+            }
+        );
+        assert_eq!(
+            got,
+            vec![
+                buf[..100].to_vec(),
+                buf[100..200].to_vec(),
+                buf[200..].to_vec()
+            ]
+        );
+        let dropped = deliver_received(&buf, None, src, 200, 64, &mut stats, &mut |_, _| {});
+        assert_eq!(
+            dropped,
+            Delivered {
+                datagrams: 0,
+                bytes_consumed: 250
+            }
+        );
+        assert_eq!(stats.recv_dropped, 1);
+        assert_eq!(stats.datagrams_received, 3);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::{SendBatch, TransportStats};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn control_area_parsing_never_panics_on_arbitrary_bytes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..128)
+        ) {
+            let _ = gro_segment_size(&bytes);
+        }
+
+        #[test]
+        fn received_buffers_are_split_without_loss_or_panic(
+            len in 0usize..5000, seg in proptest::option::of(0usize..3000),
+            max in 1usize..2000, budget in 1usize..100,
+        ) {
+            let buf = vec![7u8; len];
+            let src: SocketAddr = "127.0.0.1:1".parse().unwrap();
+            let mut stats = TransportStats::default();
+            let mut bytes_lent = 0;
+            let done = deliver_received(&buf, seg, src, max, budget, &mut stats, &mut |_, d| {
+                assert!(d.len() <= max);
+                bytes_lent += d.len();
+            });
+            prop_assert!(done.datagrams <= budget);
+            prop_assert!(done.bytes_consumed <= len);
+            prop_assert!(bytes_lent <= done.bytes_consumed);
+        }
+
+        #[test]
+        fn gso_runs_respect_every_kernel_limit(
+            sizes in proptest::collection::vec((1usize..1473, 0u8..3), 1..150)
+        ) {
+            let mut batch = SendBatch::new(200, 1472);
+            for &(len, d) in &sizes {
+                let dest = Dest::Addr(SocketAddr::from(([127, 0, 0, 1], 1000 + d as u16)));
+                batch.alloc(dest, len).unwrap();
+            }
+            let e = batch.entries();
+            let mut i = 0;
+            while i < e.len() {
+                let run = gso_run_len(true, e, i);
+                prop_assert!((1..=GSO_SEGMENTS_MAX).contains(&run));
+                let seg = e[i].len;
+                let total: usize = e[i..i + run].iter().map(|x| x.len as usize).sum();
+                prop_assert!(total <= GSO_BYTES_MAX);
+                for (k, x) in e[i..i + run].iter().enumerate() {
+                    prop_assert_eq!(x.dest, e[i].dest);
+                    if k + 1 < run { prop_assert_eq!(x.len, seg); } else { prop_assert!(x.len <= seg); }
+                }
+                i += run;
+            }
         }
     }
 }

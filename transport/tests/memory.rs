@@ -335,3 +335,89 @@ fn binding_a_bound_address_fails_and_a_closed_endpoint_frees_it() {
     assert_eq!(network.stats().undeliverable, 1);
     assert!(network.open(&fixed).is_ok());
 }
+
+#[test]
+fn sent_counters_count_wire_datagrams_like_the_kernel_drivers() {
+    let network = MemoryNetwork::new(101);
+    let peers: Vec<MemoryTransport> = (0..3).map(|_| network.open(&cfg()).unwrap()).collect();
+    let mut fan = cfg();
+    fan.group = GroupMode::UnicastFanOut {
+        peers: peers.iter().map(|p| p.local_addr()).collect(),
+    };
+    let mut sender = network.open(&fan).unwrap();
+    let mut batch = SendBatch::new(4, 64);
+    batch.push(Dest::Group, &[0u8; 10]).unwrap();
+    send_all(&mut sender, &mut batch);
+    assert_eq!(
+        sender.stats().datagrams_sent,
+        3,
+        "one copy per fan-out peer"
+    );
+    assert_eq!(sender.stats().bytes_sent, 30);
+
+    let group: SocketAddr = "239.1.1.2:9000".parse().unwrap();
+    let mut mcfg = cfg();
+    mcfg.group = GroupMode::Multicast {
+        group,
+        iface: std::net::Ipv4Addr::LOCALHOST,
+        ttl: 1,
+        loopback: true,
+    };
+    let _members: Vec<MemoryTransport> = (0..3).map(|_| network.open(&mcfg).unwrap()).collect();
+    let mut msender = network.open(&mcfg).unwrap();
+    batch.push(Dest::Group, &[0u8; 10]).unwrap();
+    send_all(&mut msender, &mut batch);
+    assert_eq!(
+        msender.stats().datagrams_sent,
+        1,
+        "a multicast datagram counts once"
+    );
+}
+
+#[test]
+fn partitions_and_blocked_links_cut_exactly_the_named_paths_until_healed() {
+    let network = MemoryNetwork::new(111);
+    let group: SocketAddr = "239.1.1.3:9000".parse().unwrap();
+    let mut mcfg = cfg();
+    mcfg.group = GroupMode::Multicast {
+        group,
+        iface: std::net::Ipv4Addr::LOCALHOST,
+        ttl: 1,
+        loopback: false,
+    };
+    let mut a = network.open(&mcfg).unwrap();
+    let mut b = network.open(&mcfg).unwrap();
+    let mut c = network.open(&mcfg).unwrap();
+    let (la, lb, lc) = (a.local_addr(), b.local_addr(), c.local_addr());
+    network.partition(&[&[la, lb], &[lc]]).unwrap();
+    let mut batch = SendBatch::new(4, 64);
+    batch.push(Dest::Group, b"side").unwrap();
+    send_all(&mut a, &mut batch);
+    assert_eq!(drain_indices_raw(&mut b), vec![b"side".to_vec()]);
+    assert!(
+        drain_indices_raw(&mut c).is_empty(),
+        "c is on the other side"
+    );
+    batch.push(Dest::Addr(la), b"from c").unwrap();
+    send_all(&mut c, &mut batch);
+    assert!(drain_indices_raw(&mut a).is_empty());
+    assert_eq!(network.stats().partitioned, 2);
+
+    network.heal();
+    network.block_link(la, lb).unwrap();
+    batch.push(Dest::Group, b"healed").unwrap();
+    send_all(&mut a, &mut batch);
+    assert!(drain_indices_raw(&mut b).is_empty(), "a -> b is blocked");
+    assert_eq!(drain_indices_raw(&mut c), vec![b"healed".to_vec()]);
+    batch.push(Dest::Addr(la), b"b to a").unwrap();
+    send_all(&mut b, &mut batch);
+    assert_eq!(
+        drain_indices_raw(&mut a),
+        vec![b"b to a".to_vec()],
+        "b -> a still open"
+    );
+    network.unblock_link(la, lb);
+    batch.push(Dest::Addr(lb), b"open").unwrap();
+    send_all(&mut a, &mut batch);
+    assert_eq!(drain_indices_raw(&mut b), vec![b"open".to_vec()]);
+}

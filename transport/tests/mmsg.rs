@@ -1,6 +1,8 @@
 //! Checks only the sendmmsg/recvmmsg driver can make: that GSO and GRO are really used when
 //! the kernel has them, truncation is a counted drop, and what this machine grants.
 
+use std::net::SocketAddr;
+
 use cohort_transport::conformance::{assert_same_datagrams, payload, recv_from, send_all};
 use cohort_transport::{
     open, Dest, DriverChoice, MmsgTransport, SendBatch, SocketConfig, Transport,
@@ -136,4 +138,77 @@ fn auto_choice_falls_back_to_a_working_driver() {
     let got = recv_from(receiver.as_mut(), sender.local_addr(), 1);
     assert_eq!(got, vec![b"auto".to_vec()]);
     eprintln!("DriverChoice::Auto picked {}", receiver.driver().name());
+}
+
+#[test]
+fn a_refused_datagram_mid_batch_ends_the_send_there_and_errs_on_the_retry() {
+    let mut receiver = MmsgTransport::open(&config(false, false)).unwrap();
+    let mut sender = MmsgTransport::open(&config(false, false)).unwrap();
+    let to = Dest::Addr(receiver.local_addr());
+    // An IPv6 destination on an IPv4 socket: the kernel refuses that one message.
+    let wrong_family = Dest::Addr("[::1]:9".parse().unwrap());
+    let mut batch = SendBatch::new(8, 1472);
+    batch.push(to, b"one").unwrap();
+    batch.push(to, b"two").unwrap();
+    batch.push(wrong_family, b"bad").unwrap();
+    batch.push(to, b"four").unwrap();
+    assert_eq!(
+        sender.send(&batch).unwrap(),
+        2,
+        "the two before the refused one"
+    );
+    batch.consume(2);
+    assert!(matches!(
+        sender.send(&batch),
+        Err(cohort_transport::TransportError::Io { op: "sendmmsg", .. })
+    ));
+    batch.consume(1);
+    send_all(&mut sender, &mut batch);
+    let got = recv_from(&mut receiver, sender.local_addr(), 3);
+    assert_eq!(
+        got,
+        vec![b"one".to_vec(), b"two".to_vec(), b"four".to_vec()]
+    );
+}
+
+#[test]
+fn busy_poll_is_set_when_configured() {
+    let mut cfg = config(false, false);
+    cfg.busy_poll_us = Some(50);
+    match MmsgTransport::open(&cfg) {
+        Ok(t) => assert_eq!(t.opened().busy_poll_us, Some(50)),
+        Err(e) => {
+            eprintln!("!!!!! SO_BUSY_POLL refused here ({e}); needs CAP_NET_ADMIN");
+            assert!(
+                e.to_string().contains("SO_BUSY_POLL"),
+                "the error names the option: {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn members_binding_the_group_port_itself_share_it_and_all_receive() {
+    let group = cohort_transport::conformance::private_multicast_group();
+    let mut member_cfg = config(false, false);
+    member_cfg.bind = SocketAddr::from(([0, 0, 0, 0], group.port()));
+    member_cfg.group = cohort_transport::GroupMode::Multicast {
+        group,
+        iface: std::net::Ipv4Addr::LOCALHOST,
+        ttl: 1,
+        loopback: true,
+    };
+    let mut a = MmsgTransport::open(&member_cfg).unwrap();
+    let mut b = MmsgTransport::open(&member_cfg).expect("SO_REUSEPORT lets a second member bind");
+    assert!(a.opened().group_socket.is_none(), "one socket does both");
+    let mut sender_cfg = member_cfg.clone();
+    sender_cfg.bind = "127.0.0.1:0".parse().unwrap();
+    let mut sender = MmsgTransport::open(&sender_cfg).unwrap();
+    let mut batch = SendBatch::new(4, 1472);
+    batch.push(Dest::Group, b"to all").unwrap();
+    send_all(&mut sender, &mut batch);
+    for m in [&mut a, &mut b] {
+        let got = recv_from(m, sender.local_addr(), 1);
+        assert_eq!(got, vec![b"to all".to_vec()]);
+    }
 }
