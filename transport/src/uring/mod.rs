@@ -801,6 +801,8 @@ impl Transport for UringTransport {
                     refused = Some(res);
                     break;
                 }
+                self.stats.datagrams_sent += plan.segments as u64;
+                self.stats.bytes_sent += plan.expected_bytes as u64;
                 if let Some(through) = plan.completes_through {
                     sent = through as usize;
                 }
@@ -830,10 +832,7 @@ impl Transport for UringTransport {
                 }
             }
         }
-        let entries = batch.entries();
-        self.stats.datagrams_sent += sent as u64;
-        self.stats.bytes_sent += entries[..sent].iter().map(|e| e.len as u64).sum::<u64>();
-        self.stats.send_would_block += (entries.len() - sent) as u64;
+        self.stats.send_would_block += (batch.len() - sent) as u64;
         Ok(sent)
     }
 

@@ -51,6 +51,8 @@ impl SegmentCmsg {
 pub struct SlotPlan {
     /// Bytes the kernel must report sent for the SQE to count as a success.
     pub expected_bytes: u32,
+    /// Datagrams on the wire if it succeeds (GSO segments of the run).
+    pub segments: u32,
     /// If this is the last SQE of a run (its last destination), the batch index one past the
     /// run's last datagram: once this slot succeeded, datagrams before it are sent.
     pub completes_through: Option<u32>,
@@ -162,6 +164,7 @@ impl SendSlots {
                 cursor.dest_index += 1;
                 self.plans[slot] = SlotPlan {
                     expected_bytes: run_bytes as u32,
+                    segments: (run_end - cursor.run_start) as u32,
                     completes_through: (cursor.dest_index == dest_count).then_some(run_end as u32),
                 };
                 slot += 1;
