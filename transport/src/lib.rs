@@ -37,6 +37,8 @@
 //! source is the member's unique address) and a receive-only group socket. `bind` should be a
 //! concrete address (e.g. `127.0.0.1:0` or the interface address), not the wildcard.
 
+pub mod uring;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -370,10 +372,7 @@ pub fn open(
 }
 
 // ---- io_uring driver entry point ------------------------------------------------------------
-// The single call site of the io_uring driver. It is replaced by the io_uring helper (branch
-// `uring`); until then it honestly reports that the driver is not built in.
-fn uring_open(_cfg: &SocketConfig) -> Result<Box<dyn Transport>, TransportError> {
-    Err(TransportError::UringUnavailable(
-        "io_uring driver not built into this branch".into(),
-    ))
+// The single call site of the io_uring driver (transport/src/uring/).
+fn uring_open(cfg: &SocketConfig) -> Result<Box<dyn Transport>, TransportError> {
+    Ok(Box::new(uring::open(cfg)?))
 }
