@@ -10,6 +10,7 @@
 
 pub mod checker;
 pub mod trace;
+pub mod wire;
 
 use serde::{Deserialize, Serialize};
 

@@ -182,7 +182,10 @@ mod tests {
 
     #[test]
     fn msg_ids_parse_at_the_last_slash() {
-        assert_eq!(parse_msg_id("10.0.0.1:7000#2/17"), Some(("10.0.0.1:7000#2", 17)));
+        assert_eq!(
+            parse_msg_id("10.0.0.1:7000#2/17"),
+            Some(("10.0.0.1:7000#2", 17))
+        );
         assert_eq!(parse_msg_id("nope"), None);
         assert_eq!(parse_msg_id("a/x"), None);
     }

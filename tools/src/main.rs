@@ -11,7 +11,11 @@ mod sim;
 mod tune;
 
 #[derive(Parser)]
-#[command(name = "cohort", version, about = "Cohort: virtual synchrony process groups")]
+#[command(
+    name = "cohort",
+    version,
+    about = "Cohort: virtual synchrony process groups"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
