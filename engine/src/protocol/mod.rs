@@ -40,11 +40,18 @@
 //! Delivery is per sender in seq order (FIFO for every message); the record at the head of a
 //! sender's stream is delivered when its conditions hold:
 //! * **fifo**: none.
-//! * **causal** (cbcast): the message carries the sender's *delivered-count vector* (per member,
-//!   how many of its messages the sender had delivered at send time); the receiver waits until
-//!   its own delivered counts dominate it. On the wire one vector record precedes a run of
-//!   causal/total messages sent with the same vector (the sender delivered nothing between
-//!   them), so a batch costs one vector, not one per message. Fifo messages carry none.
+//! * **causal** (cbcast): the message carries the sender's *causal-past vector* (per member,
+//!   the highest seq of that member's messages in the sender's causal past: what it delivered
+//!   and, transitively, what those messages' senders had in their past); the receiver waits
+//!   until its delivered counts dominate it. Happens-before runs through messages of *every*
+//!   order (DESIGN §1: a→b with a fifo counts), so the vector must be transitive, and for that
+//!   every record conveys its sender's causal past — but only where it *changed*: a vector
+//!   record precedes the first record sent after a delivery, and the following records of the
+//!   stream inherit it (in stream order, so retransmissions need no extra vectors). A burst of
+//!   messages sent without deliveries in between costs one vector, whatever their order; a
+//!   sender that only sends costs none after the first. Fifo messages never *wait* for their
+//!   vector; they only pass it on. A causal message whose inherited vector was already found
+//!   dominated costs O(1) to check.
 //! * **total** (abcast): a **sequencer** — rank 0, the oldest member — orders total messages
 //!   in its own delivery order (which already respects FIFO and causality: a total message
 //!   carries a delivered-count vector like a causal one and is ordered only once its causal
@@ -324,8 +331,14 @@ pub struct Member {
     tx_through: u64,
     /// Own app messages sent.
     app_sent: u64,
-    /// Count of deliveries of other members' messages (equal epochs ⇒ equal vectors).
-    delivery_epoch: u64,
+    /// Our causal past: per member, the highest seq of its messages in it.
+    knowledge: Vec<u64>,
+    /// The causal past changed since our last record with a vector.
+    knowledge_changed: bool,
+    /// Per sender: the vector in force at its stream's delivery point (inherited by records
+    /// without one), and whether our delivered counts were found to dominate it.
+    current_vector: Vec<Vec<u64>>,
+    current_vector_dominated: Vec<bool>,
     /// Streams whose head may be deliverable (stack) and membership flags.
     dirty: Vec<u16>,
     in_dirty: Vec<bool>,
@@ -391,7 +404,10 @@ impl Member {
             stable: vec![0; n],
             tx_through: 0,
             app_sent: 0,
-            delivery_epoch: 0,
+            knowledge: vec![0; n],
+            knowledge_changed: false,
+            current_vector: vec![vec![0; n]; n],
+            current_vector_dominated: vec![true; n],
             dirty: Vec::with_capacity(n),
             in_dirty: vec![false; n],
             causal_waiters: Vec::with_capacity(n),
@@ -506,21 +522,17 @@ impl Member {
     /// Appends a record to our own stream (it is received and contiguous at once).
     fn append_own(&mut self, flags: u16, payload: &[u8]) {
         let me = self.me;
-        let epoch = self.delivery_epoch;
-        let needs_vector = wire::needs_vector(flags);
-        let (streams_before, rest) = self.streams.split_at_mut(me);
-        let (own, streams_after) = rest.split_first_mut().expect("own stream");
+        let with_vector = self.knowledge_changed && flags & RECORD_FLAG_CONTROL == 0;
+        let own = &mut self.streams[me];
         let seq = own.contiguous + 1;
         debug_assert!(own.in_window(seq));
         let slot = own.store(seq, flags, payload);
-        slot.epoch = epoch;
-        if needs_vector {
+        if with_vector {
+            slot.has_vector = true;
             slot.vector.clear();
-            slot.vector
-                .extend(streams_before.iter().map(|s| s.delivered_app));
-            slot.vector.push(0);
-            slot.vector
-                .extend(streams_after.iter().map(|s| s.delivered_app));
+            slot.vector.extend_from_slice(&self.knowledge);
+            slot.vector[me] = 0; // our own past is FIFO's business
+            self.knowledge_changed = false;
         }
         own.contiguous = seq;
         own.high = seq;
@@ -619,6 +631,7 @@ impl Member {
     fn on_data(&mut self, from: usize, frame: &Frame<'_>) {
         let n = self.n;
         let mut vector: Option<&[[u8; 8]]> = None;
+        let mut malformed = false;
         let mut highest = 0u64;
         let holdback_bytes_max = self.cfg.holdback_bytes_max;
         let st = &mut self.streams[from];
@@ -626,7 +639,7 @@ impl Member {
             match item {
                 Item::Vector(v) => {
                     if v.len() != n {
-                        self.stats.dropped_malformed += 1;
+                        malformed = true;
                         break;
                     }
                     vector = Some(v);
@@ -638,6 +651,7 @@ impl Member {
                 } => {
                     self.stats.records_received += 1;
                     highest = seq;
+                    let record_vector = vector.take();
                     if seq < st.base || (st.in_window(seq) && st.slot(seq).present) {
                         self.stats.duplicates_received += 1;
                         continue;
@@ -650,15 +664,16 @@ impl Member {
                         continue;
                     }
                     let slot = st.store(seq, flags, payload);
-                    if wire::needs_vector(flags) {
-                        // The parser guarantees a vector precedes; its size was checked.
+                    if let Some(v) = record_vector {
+                        slot.has_vector = true;
                         slot.vector.clear();
-                        if let Some(v) = vector {
-                            slot.vector.extend(v.iter().map(entry));
-                        }
+                        slot.vector.extend(v.iter().map(entry));
                     }
                 }
             }
+        }
+        if malformed {
+            self.stats.dropped_malformed += 1;
         }
         if highest > st.high {
             st.high = highest;
@@ -822,8 +837,29 @@ impl Member {
                 }
             }
         }
-        if s != self.me {
-            self.delivery_epoch += 1;
+        // Our causal past now includes this message and its past.
+        {
+            let st = &mut self.streams[s];
+            let slot = st.slot_mut(seq);
+            if slot.has_vector {
+                if s == self.me {
+                    // Still in our retransmission log: copy.
+                    self.current_vector[s].clone_from(&slot.vector);
+                } else {
+                    std::mem::swap(&mut self.current_vector[s], &mut slot.vector);
+                }
+                self.current_vector_dominated[s] = false;
+                for (k, &v) in self.knowledge.iter_mut().zip(&self.current_vector[s]) {
+                    if v > *k {
+                        *k = v;
+                        self.knowledge_changed = true;
+                    }
+                }
+            }
+            if s != self.me && app_seq > self.knowledge[s] {
+                self.knowledge[s] = app_seq;
+                self.knowledge_changed = true;
+            }
         }
         // Anyone waiting for causal predecessors may proceed now.
         while let Some(w) = self.causal_waiters.pop() {
@@ -895,11 +931,21 @@ impl Member {
             self.free_delivered(s);
             return Head::Skipped;
         }
-        if wire::needs_vector(flags) {
-            for (i, &need) in slot.vector.iter().enumerate() {
+        if wire::waits_for_causal_past(flags)
+            && (slot.has_vector || !self.current_vector_dominated[s])
+        {
+            let vector = if slot.has_vector {
+                &slot.vector
+            } else {
+                &self.current_vector[s]
+            };
+            for (i, &need) in vector.iter().enumerate() {
                 if i != s && self.streams[i].delivered_app < need {
                     return Head::Blocked(Blocked::Causal);
                 }
+            }
+            if !slot.has_vector {
+                self.current_vector_dominated[s] = true;
             }
         }
         if is_total(flags) {
@@ -1125,14 +1171,11 @@ impl Member {
     /// held); returns the last seq packed (first - 1 if none).
     fn pack_records(&self, p: &mut FramePacker<'_>, first: u64, last: u64) -> u64 {
         let own = &self.streams[self.me];
-        let mut epoch_written: Option<u64> = None;
         let mut seq = first;
         while seq <= last && own.has(seq) {
             let slot = own.slot(seq);
-            let needs_vector = wire::needs_vector(slot.flags);
-            let new_vector = needs_vector && epoch_written != Some(slot.epoch);
             let need = slot.payload.len()
-                + if new_vector {
+                + if slot.has_vector {
                     RECORD_HEADER_BYTES + slot.vector.len() * VECTOR_ENTRY_BYTES
                 } else {
                     0
@@ -1140,10 +1183,9 @@ impl Member {
             if !p.fits(need) {
                 break;
             }
-            if new_vector {
+            if slot.has_vector {
                 let pushed = p.push_vector(&slot.vector);
                 debug_assert!(pushed);
-                epoch_written = Some(slot.epoch);
             }
             let pushed = p.push_record(slot.flags, &slot.payload);
             debug_assert!(pushed);

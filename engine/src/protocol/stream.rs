@@ -12,10 +12,10 @@ pub(crate) struct Slot {
     /// Record flags (wire).
     pub flags: u16,
     pub payload: Vec<u8>,
-    /// Delivered-count vector (causal/total/gbcast records): one entry per member rank.
+    /// The sender's causal-past vector changes at this record to `vector` (one entry per
+    /// member rank); otherwise the record inherits the previous record's vector.
+    pub has_vector: bool,
     pub vector: Vec<u64>,
-    /// Sender side: the local delivery epoch at send time (equal epochs ⇒ equal vectors).
-    pub epoch: u64,
 }
 
 /// Per-sender stream state.
@@ -105,6 +105,7 @@ impl Stream {
         let slot = self.slot_mut(seq);
         debug_assert!(!slot.present);
         slot.present = true;
+        slot.has_vector = false;
         slot.flags = flags;
         slot.payload.clear();
         slot.payload.extend_from_slice(payload);

@@ -69,7 +69,7 @@ impl SimConfig {
             seed,
             members,
             messages_per_member,
-            orders: Order::ALL.to_vec(),
+            orders: vec![Order::Fifo, Order::Causal, Order::Total],
             safe_probability: 0.2,
             loss: 0.0,
             dup: 0.0,

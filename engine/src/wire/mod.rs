@@ -16,9 +16,11 @@
 //!
 //! A DATA frame carries records of the sender's own stream: seq-consuming records (application
 //! messages and order control records) numbered `first_seq, first_seq + 1, ...` —
-//! `record_count` of them — interleaved with vector control records, which consume no seq and
-//! give the delivered-count vector of the causal/total messages that follow them in the frame
-//! (one vector per batch of messages sent with the same vector). A frame with no records and
+//! `record_count` of them — interleaved with vector control records, which consume no seq.
+//! A vector record gives the sender's causal-past vector from the record right after it on, in
+//! stream order (until the next vector): the sender writes one only where its causal past
+//! changed since its previous record, so a run of messages sent without deliveries in between
+//! costs one vector, and the receiver inherits it along the stream. A frame with no records and
 //! an ack vector is a status frame. The record layout (length, flags, payload) is the one the
 //! raw-ceiling benchmark uses.
 //!
@@ -195,8 +197,8 @@ pub enum WireError {
     VectorMisaligned { len: usize },
     #[error("order record of {len} B is not a whole number of entries")]
     OrderMisaligned { len: usize },
-    #[error("causal or total record without a preceding vector record in the frame")]
-    MissingVector,
+    #[error("vector record not followed by a seq-consuming record")]
+    VectorWithoutRecord,
     #[error("frame declares {declared} records but holds {found}")]
     RecordCountMismatch { declared: u16, found: u32 },
     #[error("sequence numbers overflow")]
@@ -221,7 +223,7 @@ pub struct Frame<'a> {
 /// One item of a DATA frame's body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Item<'a> {
-    /// A delivered-count vector for the causal/total records that follow (entries u64 LE).
+    /// The sender's causal-past vector from the next record on (entries u64 LE).
     Vector(&'a [[u8; 8]]),
     /// A seq-consuming record: an application message, or (flags has CONTROL) order entries.
     Record {
@@ -295,7 +297,7 @@ impl<'a> Frame<'a> {
     fn validate_records(&self) -> Result<(), WireError> {
         let mut offset = 0usize;
         let mut found: u32 = 0;
-        let mut have_vector = false;
+        let mut vector_pending = false;
         let body = self.body;
         while offset < body.len() {
             let Some(head) = body.get(offset..offset + RECORD_HEADER_BYTES) else {
@@ -325,23 +327,30 @@ impl<'a> Frame<'a> {
                         if !len.is_multiple_of(VECTOR_ENTRY_BYTES) {
                             return Err(WireError::VectorMisaligned { len });
                         }
-                        have_vector = true;
+                        if vector_pending {
+                            return Err(WireError::VectorWithoutRecord);
+                        }
+                        vector_pending = true;
                     }
                     CONTROL_ORDER => {
                         if !len.is_multiple_of(SEQ_RANGE_BYTES) {
                             return Err(WireError::OrderMisaligned { len });
+                        }
+                        if vector_pending {
+                            return Err(WireError::VectorWithoutRecord);
                         }
                         found += 1;
                     }
                     other => return Err(WireError::UnknownControlKind(other)),
                 }
             } else {
-                if needs_vector(flags) && !have_vector {
-                    return Err(WireError::MissingVector);
-                }
+                vector_pending = false;
                 found += 1;
             }
             offset = start + len;
+        }
+        if vector_pending {
+            return Err(WireError::VectorWithoutRecord);
         }
         let declared = self.header.record_count();
         if found != declared as u32 {
@@ -377,9 +386,9 @@ impl<'a> Frame<'a> {
     }
 }
 
-/// Whether an application record with these flags carries a delivered-count vector:
+/// Whether an application record with these flags waits for its causal past before delivery:
 /// causal, total and gbcast messages do; fifo messages do not.
-pub fn needs_vector(flags: u16) -> bool {
+pub fn waits_for_causal_past(flags: u16) -> bool {
     flags & RECORD_FLAG_CONTROL == 0 && flags & RECORD_ORDER_MASK != 0
 }
 

@@ -253,9 +253,26 @@ fn rejects_misaligned_order_record() {
 }
 
 #[test]
-fn rejects_causal_record_without_vector() {
+fn accepts_causal_record_inheriting_the_streams_vector() {
     let b = data_frame(&record(1, ORDER_CAUSAL, b"a"), 1);
-    assert_eq!(Frame::parse(&b).unwrap_err(), WireError::MissingVector);
+    assert_eq!(Frame::parse(&b).unwrap().items().count(), 1);
+}
+
+#[test]
+fn rejects_vector_not_followed_by_a_record() {
+    let b = data_frame(&record(8, RECORD_FLAG_CONTROL, &[0; 8]), 0);
+    assert_eq!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::VectorWithoutRecord
+    );
+    let mut body = record(8, RECORD_FLAG_CONTROL, &[0; 8]);
+    body.extend(record(8, RECORD_FLAG_CONTROL, &[0; 8]));
+    body.extend(record(1, 0, b"a"));
+    let b = data_frame(&body, 1);
+    assert_eq!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::VectorWithoutRecord
+    );
 }
 
 #[test]
@@ -334,7 +351,10 @@ proptest! {
         let mut pushed = Vec::new();
         for (payload, order, safe) in &payloads {
             let flags = *order | if *safe { RECORD_FLAG_SAFE } else { 0 };
-            if needs_vector(flags) && !p.push_vector(&[1, 2]) { break; }
+            if *order == 1 {
+                if !p.fits(payload.len() + RECORD_HEADER_BYTES + 16) { break; }
+                prop_assert!(p.push_vector(&[1, 2]));
+            }
             if !p.push_record(flags, payload) { break; }
             pushed.push((flags, payload.clone()));
         }
