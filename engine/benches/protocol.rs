@@ -83,14 +83,14 @@ fn record_receiver_input(order: Order, safe: bool) -> Vec<Vec<u8>> {
         now += 20_000;
         while sent < RECEIVE_MESSAGES && members[1].send(Time(now), order, safe, &PAYLOAD).is_ok() {
             sent += 1;
-            if sent % 64 == 0 {
+            if sent.is_multiple_of(64) {
                 break; // bursts of 64, then the network runs
             }
         }
         for _ in 0..4 {
-            for i in 0..3 {
-                members[i].handle_timeout(Time(now));
-                while let Some(t) = members[i].poll_transmit(Time(now), &mut buf) {
+            for (i, m) in members.iter_mut().enumerate() {
+                m.handle_timeout(Time(now));
+                while let Some(t) = m.poll_transmit(Time(now), &mut buf) {
                     let dests: Vec<usize> = match t.dest {
                         Dest::Group => (0..3).filter(|&j| j != i).collect(),
                         Dest::Member(j) => vec![j as usize],
