@@ -9,7 +9,10 @@
 //! * `wire`, `protocol`, `sim` — the sans-IO protocol core and its deterministic simulator.
 
 pub mod checker;
+pub mod protocol;
+pub mod sim;
 pub mod trace;
+pub mod wire;
 
 use serde::{Deserialize, Serialize};
 

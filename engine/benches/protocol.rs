@@ -1,0 +1,155 @@
+//! Per-message cost of the protocol core, per order, 64 B payloads.
+//!
+//! * `send_pack/<order>`: one member alone in its group sends a burst of messages, packs them
+//!   into datagrams (`poll_transmit`) and delivers them to itself (alone, a message is stable
+//!   at once, so the log is freed by the delivery) — send + pack + self-delivery.
+//! * `receive_deliver/<order>`: a receiver of a 3-member group (rank 2; rank 0 is the
+//!   sequencer, rank 1 the sender) is fed the exact datagrams it received in a recorded
+//!   fault-free run (data frames, status frames, the sequencer's order records) and delivers
+//!   everything; the driver calls `poll_transmit` after each datagram as a runtime would —
+//!   parse + hold-back + order + deliver.
+//!
+//! `cargo bench -p cohort --bench protocol` (criterion reports time per message as
+//! "thrpt: elements/s"; ns/msg = 1e9 / that).
+
+use cohort::protocol::{Dest, Member, MemberConfig, Time};
+use cohort::Order;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::collections::VecDeque;
+
+const PAYLOAD: [u8; 64] = [7u8; 64];
+const BURST: u64 = 256;
+const RECEIVE_MESSAGES: usize = 20_000;
+
+fn orders() -> [(&'static str, Order, bool); 4] {
+    [
+        ("fifo", Order::Fifo, false),
+        ("causal", Order::Causal, false),
+        ("total", Order::Total, false),
+        ("safe_fifo", Order::Fifo, true),
+    ]
+}
+
+fn config(n: usize, rank: u16) -> MemberConfig {
+    let names = (0..n).map(|i| format!("m{i}")).collect();
+    let mut c = MemberConfig::new("bench", 1, 1, names, rank);
+    c.window_messages_max = 1024;
+    c.log_messages_max = 2048;
+    c.window_bytes_max = 1 << 20;
+    c.holdback_bytes_max = 1 << 20;
+    c
+}
+
+fn send_pack(c: &mut Criterion) {
+    let mut g = c.benchmark_group("send_pack");
+    g.throughput(Throughput::Elements(BURST));
+    for (name, order, safe) in orders() {
+        let mut m = Member::new(config(1, 0), Time::ZERO);
+        let mut buf = vec![0u8; 1472];
+        let mut now = 0u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                now += 1_000;
+                for _ in 0..BURST {
+                    m.send(Time(now), order, safe, &PAYLOAD).expect("window");
+                }
+                while let Some(t) = m.poll_transmit(Time(now), &mut buf) {
+                    std::hint::black_box(t.len);
+                }
+                let mut n = 0;
+                while let Some(d) = m.poll_deliver() {
+                    n += d.payload.len();
+                }
+                std::hint::black_box(n);
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Runs a fault-free 3-member exchange where rank 1 sends `RECEIVE_MESSAGES` messages and
+/// records every datagram rank 2 receives, in order.
+fn record_receiver_input(order: Order, safe: bool) -> Vec<Vec<u8>> {
+    let mut members: Vec<Member> = (0..3)
+        .map(|r| Member::new(config(3, r), Time::ZERO))
+        .collect();
+    let mut recorded = Vec::new();
+    let mut queue: VecDeque<(usize, Vec<u8>)> = VecDeque::new();
+    let mut buf = vec![0u8; 1472];
+    let mut sent = 0usize;
+    let mut delivered_at_receiver = 0usize;
+    let mut now = 0u64;
+    while delivered_at_receiver < RECEIVE_MESSAGES {
+        now += 20_000;
+        while sent < RECEIVE_MESSAGES && members[1].send(Time(now), order, safe, &PAYLOAD).is_ok() {
+            sent += 1;
+            if sent.is_multiple_of(64) {
+                break; // bursts of 64, then the network runs
+            }
+        }
+        for _ in 0..4 {
+            for (i, m) in members.iter_mut().enumerate() {
+                m.handle_timeout(Time(now));
+                while let Some(t) = m.poll_transmit(Time(now), &mut buf) {
+                    let dests: Vec<usize> = match t.dest {
+                        Dest::Group => (0..3).filter(|&j| j != i).collect(),
+                        Dest::Member(j) => vec![j as usize],
+                    };
+                    for j in dests {
+                        queue.push_back((j, buf[..t.len].to_vec()));
+                    }
+                }
+            }
+            while let Some((to, bytes)) = queue.pop_front() {
+                if to == 2 {
+                    recorded.push(bytes.clone());
+                }
+                members[to].handle_datagram(Time(now), &bytes);
+            }
+            for (i, m) in members.iter_mut().enumerate() {
+                while m.poll_deliver().is_some() {
+                    if i == 2 {
+                        delivered_at_receiver += 1;
+                    }
+                }
+            }
+            now += 150_000;
+        }
+    }
+    recorded
+}
+
+fn receive_deliver(c: &mut Criterion) {
+    let mut g = c.benchmark_group("receive_deliver");
+    g.throughput(Throughput::Elements(RECEIVE_MESSAGES as u64));
+    g.sample_size(20);
+    for (name, order, safe) in orders() {
+        let input = record_receiver_input(order, safe);
+        let mut buf = vec![0u8; 1472];
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || Member::new(config(3, 2), Time::ZERO),
+                |mut m| {
+                    let mut delivered = 0usize;
+                    for (i, d) in input.iter().enumerate() {
+                        let now = Time(i as u64 * 1_000);
+                        m.handle_datagram(now, d);
+                        while let Some(d) = m.poll_deliver() {
+                            delivered += d.payload.len();
+                        }
+                        while let Some(t) = m.poll_transmit(now, &mut buf) {
+                            std::hint::black_box(t.len);
+                        }
+                    }
+                    assert_eq!(delivered, RECEIVE_MESSAGES * PAYLOAD.len());
+                    m
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, send_pack, receive_deliver);
+criterion_main!(benches);

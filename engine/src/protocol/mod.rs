@@ -1,0 +1,1282 @@
+//! The sans-IO state machine of one group member in a fixed view.
+//!
+//! [`Member`] is a value in the quinn-proto style: no sockets, threads, clocks or randomness.
+//! It is fed datagrams ([`Member::handle_datagram`]), the passage of time
+//! ([`Member::handle_timeout`]) and application sends ([`Member::send`]), and is polled for
+//! datagrams to transmit ([`Member::poll_transmit`]), deliveries ([`Member::poll_deliver`]),
+//! events ([`Member::poll_event`]) and its next deadline ([`Member::poll_timeout`]). Time is a
+//! [`Time`] value in nanoseconds, so the simulator's virtual clock and a runtime's monotonic
+//! clock feed it alike.
+//!
+//! # Streams, reliability and stability
+//! Every member owns one *stream* per group and view: records numbered 1, 2, 3, … (the *wire
+//! seq*) holding its application messages of every order (one seq space: FIFO for every
+//! message) and, at the sequencer, order control records. Every member keeps, per sender, a
+//! bounded log ([`stream`]): at the sender it is the retransmission buffer, at a receiver the
+//! hold-back area. Receivers detect gaps (a record beyond the next expected one, or a higher
+//! seq in someone's acknowledgement vector) and, after [`MemberConfig::nak_delay_ns`], send a
+//! NAK (unicast, at most [`NAK_RANGES_PER_FRAME_MAX`] ranges, again every
+//! [`MemberConfig::nak_retry_ns`] while the gap lasts); the sender retransmits from its log
+//! (unicast). Each member's *acknowledgement vector* — per sender, the highest seq it holds
+//! contiguously — travels in status frames: piggybacked on the next data frame when one goes
+//! out anyway, alone otherwise, at most every [`MemberConfig::status_interval_ns`] when it
+//! changed, every [`MemberConfig::status_retry_ns`] while something is not stable (tail loss:
+//! a sender's own entry is its highest transmitted seq, so lost last frames are NAKed), and
+//! every [`MemberConfig::heartbeat_ns`] otherwise. Data frames carry no vector of their own,
+//! so the per-message cost does not grow with the group. A record is *stable* once every
+//! member's vector covers it; stability frees the sender's log.
+//!
+//! # Flow control
+//! A sender holds at most [`MemberConfig::window_messages_max`] records and
+//! [`MemberConfig::window_bytes_max`] payload bytes that are not both stable and delivered
+//! locally; past that [`Member::send`] returns [`SendError::WouldBlock`] and an
+//! [`Event::SendWindowOpen`] follows once room frees. Receivers hold at most
+//! [`MemberConfig::log_messages_max`] records and about [`MemberConfig::holdback_bytes_max`]
+//! bytes per sender (always room for the next record in sequence, so progress is never
+//! blocked); a record that does not fit is dropped (counted) and not acknowledged, so the
+//! sender's window stops it. Nothing is queued without bound.
+//!
+//! # Orders
+//! Delivery is per sender in seq order (FIFO for every message); the record at the head of a
+//! sender's stream is delivered when its conditions hold:
+//! * **fifo**: none.
+//! * **causal** (cbcast): the message carries the sender's *causal-past vector* (per member,
+//!   the highest seq of that member's messages in the sender's causal past: what it delivered
+//!   and, transitively, what those messages' senders had in their past); the receiver waits
+//!   until its delivered counts dominate it. Happens-before runs through messages of *every*
+//!   order (DESIGN §1: a→b with a fifo counts), so the vector must be transitive, and for that
+//!   every record conveys its sender's causal past — but only where it *changed*: a vector
+//!   record precedes the first record sent after a delivery, and the following records of the
+//!   stream inherit it (in stream order, so retransmissions need no extra vectors). A burst of
+//!   messages sent without deliveries in between costs one vector, whatever their order; a
+//!   sender that only sends costs none after the first. Fifo messages never *wait* for their
+//!   vector; they only pass it on. A causal message whose inherited vector was already found
+//!   dominated costs O(1) to check.
+//! * **total** (abcast): a **sequencer** — rank 0, the oldest member — orders total messages
+//!   in its own delivery order (which already respects FIFO and causality: a total message
+//!   carries a delivered-count vector like a causal one and is ordered only once its causal
+//!   predecessors are delivered at the sequencer) and multicasts compact order entries
+//!   (sender, first seq, count) as control records inside its own reliable FIFO stream, so
+//!   NAKs, retransmission and stability are reused and the cost is bytes per *batch*. Control
+//!   records are processed as soon as the sequencer's stream is contiguous (not at delivery),
+//!   so the sequencer's own total messages never wait behind the order records that order
+//!   them. Every member delivers a total message when it is at the head of its sender's
+//!   stream, its vector is dominated, and it is next in the order.
+//!   *Why not Derecho-style round-robin with null messages?* Round-robin makes every member
+//!   send (nulls) at the pace of the fastest sender and delivers at the pace of the slowest:
+//!   with one active sender among 64, each round costs 63 null messages and every delivery
+//!   waits for a message (or null) from every member — latency tied to the slowest member
+//!   and cost growing with the group. The sequencer costs one order record per batch of total
+//!   messages (12 B per run of one sender's messages) and one extra hop of latency for
+//!   non-sequencers; its load is bytes, not payload relay. In a fixed view the sequencer never
+//!   changes; its failure is handled by the view change (membership issue).
+//! * **safe** (dynamically uniform, any order): delivered only once stable (received by every
+//!   member), Totem's all-received-up-to idea applied per sender stream.
+//! * **gbcast** in a fixed view is treated as a safe total message ordered by the sequencer;
+//!   its ordering against view changes belongs to the membership issue.
+//!
+//! # What it trusts
+//! Datagrams are untrusted: malformed frames, foreign group/view ids, unknown ranks, vectors
+//! of the wrong size and impossible values are counted ([`MemberStats`]) and dropped, never a
+//! panic. Authenticity (MAC) is a later issue; until then members trust each other's values
+//! (within bounds they can check).
+
+mod stream;
+
+use crate::trace::{msg_id, TraceEvent};
+use crate::wire::{
+    self, entry, Frame, FrameFields, FrameKind, FramePacker, Item, SeqRange, CONTROL_ORDER,
+    FRAME_FLAG_RETRANSMIT, FRAME_FLAG_WANT_STATUS, FRAME_HEADER_BYTES, RECORD_FLAG_CONTROL,
+    RECORD_FLAG_SAFE, RECORD_HEADER_BYTES, RECORD_ORDER_MASK, SEQ_RANGE_BYTES, VECTOR_ENTRY_BYTES,
+};
+use crate::Order;
+use std::collections::VecDeque;
+use stream::Stream;
+
+/// Largest group (ranks are u16; ack vectors of this size still fit a 1472 B datagram).
+pub const MEMBERS_MAX: usize = 128;
+/// Most NAK ranges per NAK frame (and per stream per NAK round).
+pub const NAK_RANGES_PER_FRAME_MAX: usize = 32;
+/// Most pending retransmission requests (one per NAK range received); more are dropped and
+/// NAKed again by their requester.
+pub const RETRANSMIT_REQUESTS_MAX: usize = 1024;
+/// Most total-order entries (runs of one sender's total messages) ordered but not delivered.
+pub const TOTAL_ORDER_ENTRIES_MAX: usize = 8192;
+/// Records of a sender's log kept for the sequencer's order records beyond the app window.
+pub const CONTROL_RECORDS_RESERVE: usize = 8;
+
+/// A point in time, in nanoseconds since an arbitrary origin (virtual or monotonic).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(pub u64);
+
+impl Time {
+    pub const ZERO: Time = Time(0);
+    pub fn from_nanos(ns: u64) -> Time {
+        Time(ns)
+    }
+    pub fn as_nanos(self) -> u64 {
+        self.0
+    }
+    pub fn plus_nanos(self, ns: u64) -> Time {
+        Time(self.0.saturating_add(ns))
+    }
+}
+
+/// The sender's per-group sequence number of an application message (1, 2, 3, …; the `SEQ`
+/// of trace message ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Seq(pub u64);
+
+/// Configuration of one member in one view.
+#[derive(Clone, Debug)]
+pub struct MemberConfig {
+    /// Group id on the wire.
+    pub group: u32,
+    /// Group name (trace files).
+    pub group_name: String,
+    pub view: u64,
+    /// Member ids by rank, oldest first (rank 0 is the sequencer).
+    pub members: Vec<String>,
+    pub rank: u16,
+    /// Largest datagram produced.
+    pub datagram_bytes_max: usize,
+    /// Send window: records not yet both stable and delivered locally.
+    pub window_messages_max: usize,
+    /// Send window: payload bytes of those records.
+    pub window_bytes_max: usize,
+    /// Slots of each sender's log (power of two, > window_messages_max + reserve).
+    pub log_messages_max: usize,
+    /// Hold-back payload bytes per sender at a receiver (plus one record in sequence).
+    pub holdback_bytes_max: usize,
+    /// Least spacing of status frames when the acknowledgement vector changed.
+    pub status_interval_ns: u64,
+    /// Status spacing while something is unstable and nothing changed.
+    pub status_retry_ns: u64,
+    /// Status spacing when everything is stable (heartbeat).
+    pub heartbeat_ns: u64,
+    /// How long a gap may stay before its first NAK (tolerates reordering).
+    pub nak_delay_ns: u64,
+    /// NAK spacing per stream while a gap lasts.
+    pub nak_retry_ns: u64,
+    /// Record trace events (off by default: it allocates per event).
+    pub trace: bool,
+}
+
+impl MemberConfig {
+    /// Defaults for a LAN: 1472 B datagrams, 256-message / 256 KiB windows.
+    pub fn new(group_name: &str, group: u32, view: u64, members: Vec<String>, rank: u16) -> Self {
+        MemberConfig {
+            group,
+            group_name: group_name.to_owned(),
+            view,
+            members,
+            rank,
+            datagram_bytes_max: 1472,
+            window_messages_max: 256,
+            window_bytes_max: 256 << 10,
+            log_messages_max: 512,
+            holdback_bytes_max: 256 << 10,
+            status_interval_ns: 100_000,
+            status_retry_ns: 2_000_000,
+            heartbeat_ns: 100_000_000,
+            nak_delay_ns: 200_000,
+            nak_retry_ns: 2_000_000,
+            trace: false,
+        }
+    }
+
+    /// Largest payload [`Member::send`] accepts: a data frame must hold it with its vector
+    /// record (the ack vector is only piggybacked when there is room).
+    pub fn payload_bytes_max(&self) -> usize {
+        self.datagram_bytes_max
+            .saturating_sub(FRAME_HEADER_BYTES + 2 * RECORD_HEADER_BYTES)
+            .saturating_sub(self.members.len() * VECTOR_ENTRY_BYTES)
+            .min(wire::RECORD_PAYLOAD_BYTES_MAX)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("send window full: retry after Event::SendWindowOpen")]
+    WouldBlock,
+    #[error("payload of {len} B exceeds the maximum of {max} B")]
+    TooLarge { len: usize, max: usize },
+}
+
+/// Where a datagram goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dest {
+    /// Every other member (multicast or fan-out).
+    Group,
+    /// One member, by rank.
+    Member(u16),
+}
+
+/// A datagram written into the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub dest: Dest,
+    pub len: usize,
+}
+
+/// A delivered message, borrowing the member's log until the next call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery<'a> {
+    pub sender: u16,
+    pub seq: Seq,
+    pub order: Order,
+    pub safe: bool,
+    pub view: u64,
+    pub payload: &'a [u8],
+}
+
+/// Things the application may want to know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The send window has room again after a [`SendError::WouldBlock`].
+    SendWindowOpen,
+}
+
+/// Counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemberStats {
+    pub sent: u64,
+    pub delivered: u64,
+    pub datagrams_sent: u64,
+    pub data_frames_sent: u64,
+    pub status_frames_sent: u64,
+    pub nak_frames_sent: u64,
+    pub records_retransmitted: u64,
+    pub datagrams_received: u64,
+    pub records_received: u64,
+    pub duplicates_received: u64,
+    pub would_block: u64,
+    /// Malformed datagrams or records (wire errors, impossible values).
+    pub dropped_malformed: u64,
+    /// Datagrams of another group or view, or from an unknown rank or from ourselves.
+    pub dropped_foreign: u64,
+    /// Records that did not fit the hold-back area (not acknowledged; NAKed later).
+    pub dropped_holdback_full: u64,
+    /// Retransmission requests dropped because the request queue was full.
+    pub dropped_retransmit_requests: u64,
+}
+
+/// Why the head of a stream cannot be delivered now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Blocked {
+    /// Not received (or not yet processed).
+    Missing,
+    /// Waiting for deliveries from other senders (vector not dominated).
+    Causal,
+    /// Waiting for its place in the total order.
+    Total,
+    /// Waiting for stability.
+    Safe,
+}
+
+enum Head {
+    Deliver,
+    Skipped,
+    Blocked(Blocked),
+}
+
+/// A run of one sender's total messages in the total order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OrderEntry {
+    rank: u16,
+    remaining: u64,
+}
+
+/// Record flags of an application message.
+fn record_flags(order: Order, safe: bool) -> u16 {
+    let o = match order {
+        Order::Fifo => 0,
+        Order::Causal => 1,
+        Order::Total => 2,
+        Order::Gbcast => 3,
+    };
+    o | if safe { RECORD_FLAG_SAFE } else { 0 }
+}
+
+fn order_of(flags: u16) -> Order {
+    match flags & RECORD_ORDER_MASK {
+        0 => Order::Fifo,
+        1 => Order::Causal,
+        2 => Order::Total,
+        _ => Order::Gbcast,
+    }
+}
+
+fn is_total(flags: u16) -> bool {
+    flags & RECORD_ORDER_MASK >= 2
+}
+
+fn is_safe(flags: u16) -> bool {
+    flags & RECORD_FLAG_SAFE != 0 || flags & RECORD_ORDER_MASK == 3
+}
+
+/// One member of one group in one view.
+pub struct Member {
+    cfg: MemberConfig,
+    n: usize,
+    me: usize,
+    now: Time,
+    streams: Vec<Stream>,
+    /// `acks[m][s]`: member m holds s's stream contiguously through this seq (row `me` unused:
+    /// our own row is `streams[s].contiguous`).
+    acks: Vec<Vec<u64>>,
+    /// Per sender: seqs through this are held by every member.
+    stable: Vec<u64>,
+    /// Own stream: records through this seq were transmitted (as new data).
+    tx_through: u64,
+    /// Own app messages sent.
+    app_sent: u64,
+    /// Our causal past: per member, the highest seq of its messages in it.
+    knowledge: Vec<u64>,
+    /// The causal past changed since our last record with a vector.
+    knowledge_changed: bool,
+    /// Per sender: the vector in force at its stream's delivery point (inherited by records
+    /// without one), and whether our delivered counts were found to dominate it.
+    current_vector: Vec<Vec<u64>>,
+    current_vector_dominated: Vec<bool>,
+    /// Streams whose head may be deliverable (stack) and membership flags.
+    dirty: Vec<u16>,
+    in_dirty: Vec<bool>,
+    /// Streams blocked on causal predecessors (re-examined after any delivery).
+    causal_waiters: Vec<u16>,
+    in_causal_waiters: Vec<bool>,
+    /// Total order: runs of senders' total messages, in order, not yet delivered here.
+    total_order: VecDeque<OrderEntry>,
+    /// Sequencer: order entries not yet written into a control record.
+    order_pending: Vec<SeqRange>,
+    order_entries_per_record_max: usize,
+    /// Sequencer: a stream could not be ordered for lack of room.
+    order_blocked: bool,
+    retransmits: VecDeque<(u16, u64, u64)>,
+    acks_dirty: bool,
+    status_requested: bool,
+    last_status: Time,
+    nak_next: Time,
+    window_blocked: bool,
+    window_open_event: bool,
+    gaps_scratch: Vec<(u64, u64)>,
+    trace: Option<Vec<TraceEvent>>,
+    stats: MemberStats,
+}
+
+impl Member {
+    /// A member of `cfg.members` at `cfg.rank`. Panics on an invalid configuration (a
+    /// programming error, not input).
+    pub fn new(cfg: MemberConfig, now: Time) -> Member {
+        let n = cfg.members.len();
+        assert!((1..=MEMBERS_MAX).contains(&n), "group of {n} members");
+        assert!(
+            (cfg.rank as usize) < n,
+            "rank {} outside the view",
+            cfg.rank
+        );
+        assert!(cfg.log_messages_max.is_power_of_two());
+        assert!(cfg.window_messages_max + CONTROL_RECORDS_RESERVE <= cfg.log_messages_max);
+        assert!(
+            cfg.payload_bytes_max() >= 1,
+            "datagrams too small for {n} members"
+        );
+        assert!(cfg.window_bytes_max >= cfg.payload_bytes_max());
+        let order_entries_per_record_max =
+            ((cfg.datagram_bytes_max - FRAME_HEADER_BYTES - RECORD_HEADER_BYTES) / SEQ_RANGE_BYTES)
+                .min(u16::MAX as usize);
+        assert!(order_entries_per_record_max >= 1);
+        let me = cfg.rank as usize;
+        let trace = cfg.trace.then(|| {
+            vec![TraceEvent::View {
+                node: cfg.members[me].clone(),
+                group: cfg.group_name.clone(),
+                view: cfg.view,
+                members: cfg.members.clone(),
+            }]
+        });
+        Member {
+            n,
+            me,
+            now,
+            streams: (0..n).map(|_| Stream::new(cfg.log_messages_max)).collect(),
+            acks: vec![vec![0; n]; n],
+            stable: vec![0; n],
+            tx_through: 0,
+            app_sent: 0,
+            knowledge: vec![0; n],
+            knowledge_changed: false,
+            current_vector: vec![vec![0; n]; n],
+            current_vector_dominated: vec![true; n],
+            dirty: Vec::with_capacity(n),
+            in_dirty: vec![false; n],
+            causal_waiters: Vec::with_capacity(n),
+            in_causal_waiters: vec![false; n],
+            total_order: VecDeque::with_capacity(64),
+            order_pending: Vec::with_capacity(order_entries_per_record_max),
+            order_entries_per_record_max,
+            order_blocked: false,
+            retransmits: VecDeque::with_capacity(64),
+            acks_dirty: false,
+            status_requested: false,
+            last_status: now,
+            nak_next: Time(u64::MAX),
+            window_blocked: false,
+            window_open_event: false,
+            gaps_scratch: Vec::with_capacity(NAK_RANGES_PER_FRAME_MAX),
+            trace,
+            stats: MemberStats::default(),
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &MemberConfig {
+        &self.cfg
+    }
+
+    pub fn rank(&self) -> u16 {
+        self.me as u16
+    }
+
+    pub fn stats(&self) -> MemberStats {
+        self.stats
+    }
+
+    fn is_sequencer(&self) -> bool {
+        self.me == 0
+    }
+
+    /// Takes the trace events recorded so far (empty unless `cfg.trace`).
+    pub fn take_trace(&mut self) -> Vec<TraceEvent> {
+        match &mut self.trace {
+            Some(t) => std::mem::take(t),
+            None => Vec::new(),
+        }
+    }
+
+    /// Per sender: messages delivered here (application messages only).
+    pub fn delivered_counts(&self) -> impl Iterator<Item = u64> + '_ {
+        self.streams.iter().map(|s| s.delivered_app)
+    }
+
+    /// Whether every record this member knows of is stable, delivered, and nothing is
+    /// waiting to go out (a quiet member).
+    pub fn is_settled(&self) -> bool {
+        self.tx_through == self.streams[self.me].contiguous
+            && self.retransmits.is_empty()
+            && self.order_pending.is_empty()
+            && (0..self.n).all(|s| {
+                let st = &self.streams[s];
+                self.stable[s] >= st.high && st.delivered >= st.high
+            })
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Sending
+
+    /// Multicasts `payload` with `order` (and safe delivery if `safe`). The message is
+    /// delivered locally too (poll it with [`Member::poll_deliver`]).
+    pub fn send(
+        &mut self,
+        now: Time,
+        order: Order,
+        safe: bool,
+        payload: &[u8],
+    ) -> Result<Seq, SendError> {
+        self.now = self.now.max(now);
+        let max = self.cfg.payload_bytes_max();
+        if payload.len() > max {
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        let me = self.me;
+        let own = &self.streams[me];
+        let seq = own.contiguous + 1;
+        if (seq - own.base) as usize >= self.cfg.window_messages_max
+            || own.bytes + payload.len() > self.cfg.window_bytes_max
+        {
+            self.stats.would_block += 1;
+            self.window_blocked = true;
+            return Err(SendError::WouldBlock);
+        }
+        let flags = record_flags(order, safe);
+        self.append_own(flags, payload);
+        self.app_sent += 1;
+        self.stats.sent += 1;
+        if let Some(t) = &mut self.trace {
+            let node = &self.cfg.members[me];
+            t.push(TraceEvent::Send {
+                node: node.clone(),
+                group: self.cfg.group_name.clone(),
+                view: self.cfg.view,
+                msg: msg_id(node, self.app_sent),
+                order,
+                safe,
+            });
+        }
+        Ok(Seq(self.app_sent))
+    }
+
+    /// Appends a record to our own stream (it is received and contiguous at once).
+    fn append_own(&mut self, flags: u16, payload: &[u8]) {
+        let me = self.me;
+        let with_vector = self.knowledge_changed && flags & RECORD_FLAG_CONTROL == 0;
+        let own = &mut self.streams[me];
+        let seq = own.contiguous + 1;
+        debug_assert!(own.in_window(seq));
+        let slot = own.store(seq, flags, payload);
+        if with_vector {
+            slot.has_vector = true;
+            slot.vector.clear();
+            slot.vector.extend_from_slice(&self.knowledge);
+            slot.vector[me] = 0; // our own past is FIFO's business
+            self.knowledge_changed = false;
+        }
+        own.contiguous = seq;
+        own.high = seq;
+        own.control_done = seq;
+        self.mark_dirty(me);
+        if self.n == 1 {
+            // Alone, a record is stable once held (others' acks are clamped to what we sent).
+            self.recompute_stable(me);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Receiving
+
+    /// Processes one datagram from the network (`from` is informational: the frame names its
+    /// sender's rank). Malformed or foreign datagrams are counted and dropped.
+    pub fn handle_datagram(&mut self, now: Time, bytes: &[u8]) {
+        self.now = self.now.max(now);
+        self.stats.datagrams_received += 1;
+        let frame = match Frame::parse(bytes) {
+            Ok(f) => f,
+            Err(_) => {
+                self.stats.dropped_malformed += 1;
+                return;
+            }
+        };
+        let h = frame.header;
+        let from = h.sender() as usize;
+        if h.group() != self.cfg.group || h.view() != self.cfg.view || from >= self.n {
+            self.stats.dropped_foreign += 1;
+            return;
+        }
+        if from == self.me {
+            self.stats.dropped_foreign += 1;
+            return;
+        }
+        if h.flags() & FRAME_FLAG_WANT_STATUS != 0 {
+            self.status_requested = true;
+        }
+        if !frame.acks.is_empty() {
+            if frame.acks.len() == self.n {
+                self.on_acks(from, frame.acks);
+            } else {
+                self.stats.dropped_malformed += 1;
+            }
+        }
+        match frame.kind() {
+            FrameKind::Data => self.on_data(from, &frame),
+            FrameKind::Nak => self.on_nak(from, frame.nak_ranges()),
+        }
+    }
+
+    fn on_acks(&mut self, from: usize, acks: &[[u8; 8]]) {
+        for (s, a) in acks.iter().enumerate() {
+            let mut v = entry(a);
+            if s == self.me {
+                // Nobody holds what we did not transmit.
+                v = v.min(self.tx_through);
+            }
+            self.raise_ack(from, s, v);
+        }
+    }
+
+    /// Raises `acks[m][s]` to `v`, updating what is known to exist and stability.
+    fn raise_ack(&mut self, m: usize, s: usize, v: u64) {
+        let old = self.acks[m][s];
+        if v <= old {
+            return;
+        }
+        self.acks[m][s] = v;
+        if s != self.me && v > self.streams[s].high {
+            self.streams[s].high = v;
+            self.schedule_nak(s);
+        }
+        if old == self.stable[s] {
+            self.recompute_stable(s);
+        }
+    }
+
+    fn recompute_stable(&mut self, s: usize) {
+        let mut min = self.streams[s].contiguous;
+        for m in 0..self.n {
+            if m != self.me {
+                min = min.min(self.acks[m][s]);
+            }
+        }
+        if min > self.stable[s] {
+            self.stable[s] = min;
+            self.mark_dirty(s);
+            if s == self.me {
+                self.free_own();
+            }
+        }
+    }
+
+    fn on_data(&mut self, from: usize, frame: &Frame<'_>) {
+        let n = self.n;
+        let mut vector: Option<&[[u8; 8]]> = None;
+        let mut malformed = false;
+        let mut highest = 0u64;
+        let holdback_bytes_max = self.cfg.holdback_bytes_max;
+        let st = &mut self.streams[from];
+        for item in frame.items() {
+            match item {
+                Item::Vector(v) => {
+                    if v.len() != n {
+                        malformed = true;
+                        break;
+                    }
+                    vector = Some(v);
+                }
+                Item::Record {
+                    seq,
+                    flags,
+                    payload,
+                } => {
+                    self.stats.records_received += 1;
+                    highest = seq;
+                    let record_vector = vector.take();
+                    if seq < st.base || (st.in_window(seq) && st.slot(seq).present) {
+                        self.stats.duplicates_received += 1;
+                        continue;
+                    }
+                    let next_in_sequence = seq == st.contiguous + 1;
+                    if !st.in_window(seq)
+                        || (!next_in_sequence && st.bytes + payload.len() > holdback_bytes_max)
+                    {
+                        self.stats.dropped_holdback_full += 1;
+                        continue;
+                    }
+                    let slot = st.store(seq, flags, payload);
+                    if let Some(v) = record_vector {
+                        slot.has_vector = true;
+                        slot.vector.clear();
+                        slot.vector.extend(v.iter().map(entry));
+                    }
+                }
+            }
+        }
+        if malformed {
+            self.stats.dropped_malformed += 1;
+        }
+        if highest > st.high {
+            st.high = highest;
+        }
+        let before = st.contiguous;
+        let advanced = st.advance_contiguous();
+        if highest > 0 {
+            // The sender holds everything it sent.
+            self.raise_ack(from, from, highest);
+        }
+        if advanced {
+            self.acks_dirty = true;
+            self.on_contiguous_advanced(from, before);
+        }
+        self.schedule_nak(from);
+    }
+
+    /// After `streams[s].contiguous` moved: process control records, update stability.
+    fn on_contiguous_advanced(&mut self, s: usize, before: u64) {
+        if s == 0 && !self.is_sequencer() {
+            self.process_order_records();
+        } else {
+            let st = &mut self.streams[s];
+            st.control_done = st.contiguous;
+        }
+        // Our row can only have been the minimum if it equalled stability.
+        if self.stable[s] == before {
+            self.recompute_stable(s);
+        }
+        self.mark_dirty(s);
+    }
+
+    /// Non-sequencers: appends the sequencer's order entries (records of stream 0 up to its
+    /// contiguous point) to the total order, while there is room.
+    fn process_order_records(&mut self) {
+        loop {
+            let st = &self.streams[0];
+            if st.control_done >= st.contiguous {
+                break;
+            }
+            let seq = st.control_done + 1;
+            let slot = st.slot(seq);
+            if slot.flags & RECORD_FLAG_CONTROL != 0
+                && slot.flags & RECORD_ORDER_MASK == CONTROL_ORDER
+            {
+                let entries: &[SeqRange] = bytemuck::cast_slice(&slot.payload);
+                if self.total_order.len() + entries.len() > TOTAL_ORDER_ENTRIES_MAX {
+                    break; // retried after deliveries free room
+                }
+                let was_empty = self.total_order.is_empty();
+                for e in entries {
+                    let rank = e.rank() as usize;
+                    if rank >= self.n || e.count() == 0 {
+                        self.stats.dropped_malformed += 1;
+                        continue;
+                    }
+                    match self.total_order.back_mut() {
+                        Some(b) if b.rank as usize == rank => b.remaining += e.count() as u64,
+                        _ => self.total_order.push_back(OrderEntry {
+                            rank: rank as u16,
+                            remaining: e.count() as u64,
+                        }),
+                    }
+                }
+                if was_empty {
+                    if let Some(f) = self.total_order.front() {
+                        self.mark_dirty(f.rank as usize);
+                    }
+                }
+            }
+            self.streams[0].control_done = seq;
+        }
+    }
+
+    fn schedule_nak(&mut self, s: usize) {
+        let now = self.now;
+        let delay = self.cfg.nak_delay_ns;
+        let st = &mut self.streams[s];
+        if st.contiguous < st.high {
+            if st.nak_due.is_none() {
+                let due = now.plus_nanos(delay);
+                st.nak_due = Some(due.0);
+                self.nak_next = self.nak_next.min(due);
+            }
+        } else {
+            st.nak_due = None;
+        }
+    }
+
+    fn on_nak(&mut self, from: usize, ranges: &[SeqRange]) {
+        for r in ranges {
+            if r.rank() as usize != self.me || r.count() == 0 {
+                self.stats.dropped_malformed += 1;
+                continue;
+            }
+            if self.retransmits.len() >= RETRANSMIT_REQUESTS_MAX {
+                self.stats.dropped_retransmit_requests += 1;
+                continue;
+            }
+            self.retransmits
+                .push_back((from as u16, r.first(), r.count() as u64));
+        }
+    }
+
+    /// Updates the clock; deadlines are acted on by [`Member::poll_transmit`].
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.now = self.now.max(now);
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Delivery
+
+    fn mark_dirty(&mut self, s: usize) {
+        if !self.in_dirty[s] {
+            self.in_dirty[s] = true;
+            self.dirty.push(s as u16);
+        }
+    }
+
+    /// The next message deliverable here, if any. The payload borrows the member's log.
+    pub fn poll_deliver(&mut self) -> Option<Delivery<'_>> {
+        let s = loop {
+            let &s = self.dirty.last()?;
+            let s = s as usize;
+            match self.examine_head(s) {
+                Head::Deliver => break s,
+                Head::Skipped => continue,
+                Head::Blocked(why) => {
+                    self.dirty.pop();
+                    self.in_dirty[s] = false;
+                    if why == Blocked::Causal && !self.in_causal_waiters[s] {
+                        self.in_causal_waiters[s] = true;
+                        self.causal_waiters.push(s as u16);
+                    }
+                }
+            }
+        };
+        // Deliver the head of stream s.
+        let seq = self.streams[s].delivered + 1;
+        let flags = self.streams[s].slot(seq).flags;
+        self.streams[s].delivered = seq;
+        self.streams[s].delivered_app += 1;
+        let app_seq = self.streams[s].delivered_app;
+        self.stats.delivered += 1;
+        if is_total(flags) {
+            let front = self
+                .total_order
+                .front_mut()
+                .expect("a total message was delivered at the head of the order");
+            debug_assert_eq!(front.rank as usize, s);
+            front.remaining -= 1;
+            if front.remaining == 0 {
+                self.total_order.pop_front();
+                if let Some(f) = self.total_order.front() {
+                    self.mark_dirty(f.rank as usize);
+                }
+                self.wake_order_blocked();
+                if !self.is_sequencer() {
+                    // Room may have freed for order records that did not fit.
+                    self.process_order_records();
+                }
+            }
+        }
+        // Our causal past now includes this message and its past.
+        {
+            let st = &mut self.streams[s];
+            let slot = st.slot_mut(seq);
+            if slot.has_vector {
+                if s == self.me {
+                    // Still in our retransmission log: copy.
+                    self.current_vector[s].clone_from(&slot.vector);
+                } else {
+                    std::mem::swap(&mut self.current_vector[s], &mut slot.vector);
+                }
+                self.current_vector_dominated[s] = false;
+                for (k, &v) in self.knowledge.iter_mut().zip(&self.current_vector[s]) {
+                    if v > *k {
+                        *k = v;
+                        self.knowledge_changed = true;
+                    }
+                }
+            }
+            if s != self.me && app_seq > self.knowledge[s] {
+                self.knowledge[s] = app_seq;
+                self.knowledge_changed = true;
+            }
+        }
+        // Anyone waiting for causal predecessors may proceed now.
+        while let Some(w) = self.causal_waiters.pop() {
+            self.in_causal_waiters[w as usize] = false;
+            self.mark_dirty(w as usize);
+        }
+        self.free_delivered(s);
+        if let Some(t) = &mut self.trace {
+            let node = &self.cfg.members[self.me];
+            t.push(TraceEvent::Deliver {
+                node: node.clone(),
+                group: self.cfg.group_name.clone(),
+                view: self.cfg.view,
+                msg: msg_id(&self.cfg.members[s], app_seq),
+                order: order_of(flags),
+            });
+        }
+        let st = &self.streams[s];
+        let payload = if st.in_window(seq) {
+            &st.slot(seq).payload[..] // own record still unstable
+        } else {
+            st.delivered_payload(seq)
+        };
+        Some(Delivery {
+            sender: s as u16,
+            seq: Seq(app_seq),
+            order: order_of(flags),
+            safe: is_safe(flags),
+            view: self.cfg.view,
+            payload,
+        })
+    }
+
+    fn free_delivered(&mut self, s: usize) {
+        if s == self.me {
+            self.free_own();
+        } else {
+            let st = &mut self.streams[s];
+            let through = st.delivered;
+            st.free_through(through);
+        }
+    }
+
+    /// Frees our own records that are both stable and delivered locally.
+    fn free_own(&mut self) {
+        let me = self.me;
+        let through = self.stable[me].min(self.streams[me].delivered);
+        if self.streams[me].free_through(through) > 0 && self.window_blocked {
+            self.window_blocked = false;
+            self.window_open_event = true;
+        }
+    }
+
+    fn examine_head(&mut self, s: usize) -> Head {
+        let st = &self.streams[s];
+        let seq = st.delivered + 1;
+        if seq > st.control_done {
+            return Head::Blocked(Blocked::Missing);
+        }
+        let slot = st.slot(seq);
+        debug_assert!(
+            slot.present,
+            "head {seq} of stream {s} within contiguous but absent"
+        );
+        let flags = slot.flags;
+        if flags & RECORD_FLAG_CONTROL != 0 {
+            let st = &mut self.streams[s];
+            st.delivered = seq;
+            self.free_delivered(s);
+            return Head::Skipped;
+        }
+        if wire::waits_for_causal_past(flags)
+            && (slot.has_vector || !self.current_vector_dominated[s])
+        {
+            let vector = if slot.has_vector {
+                &slot.vector
+            } else {
+                &self.current_vector[s]
+            };
+            for (i, &need) in vector.iter().enumerate() {
+                if i != s && self.streams[i].delivered_app < need {
+                    return Head::Blocked(Blocked::Causal);
+                }
+            }
+            if !slot.has_vector {
+                self.current_vector_dominated[s] = true;
+            }
+        }
+        if is_total(flags) {
+            if self.is_sequencer() && seq > self.streams[s].ordered_through {
+                if !self.assign_order(s) {
+                    self.order_blocked = true;
+                    return Head::Blocked(Blocked::Total);
+                }
+                self.streams[s].ordered_through = seq;
+            }
+            match self.total_order.front() {
+                Some(f) if f.rank as usize == s => {}
+                _ => return Head::Blocked(Blocked::Total),
+            }
+        }
+        if is_safe(flags) && seq > self.stable[s] {
+            return Head::Blocked(Blocked::Safe);
+        }
+        Head::Deliver
+    }
+
+    /// Sequencer: after room freed for ordering, re-examines every stream.
+    fn wake_order_blocked(&mut self) {
+        if self.order_blocked {
+            self.order_blocked = false;
+            for s in 0..self.n {
+                self.mark_dirty(s);
+            }
+        }
+    }
+
+    /// Sequencer: appends the head of stream `s` (a total message) to the total order and to
+    /// the pending order record. False if there is no room now.
+    fn assign_order(&mut self, s: usize) -> bool {
+        let seq = self.streams[s].delivered + 1;
+        let merges_local = matches!(self.total_order.back(), Some(b) if b.rank as usize == s);
+        if !merges_local && self.total_order.len() >= TOTAL_ORDER_ENTRIES_MAX {
+            return false;
+        }
+        let merges_pending = matches!(self.order_pending.last(),
+            Some(p) if p.rank() as usize == s && p.count() < u16::MAX);
+        if !merges_pending && self.order_pending.len() >= self.order_entries_per_record_max {
+            if !self.flush_order_pending() {
+                return false;
+            }
+            return self.assign_order(s);
+        }
+        match self.total_order.back_mut() {
+            Some(b) if merges_local => b.remaining += 1,
+            _ => self.total_order.push_back(OrderEntry {
+                rank: s as u16,
+                remaining: 1,
+            }),
+        }
+        if merges_pending {
+            let p = self.order_pending.last_mut().expect("pending entry");
+            *p = SeqRange::new(p.rank(), p.first(), p.count() + 1);
+        } else {
+            self.order_pending.push(SeqRange::new(s as u16, seq, 1));
+        }
+        true
+    }
+
+    /// Sequencer: writes pending order entries as a control record into our stream. False if
+    /// our log has no room (retried later).
+    fn flush_order_pending(&mut self) -> bool {
+        if self.order_pending.is_empty() {
+            return true;
+        }
+        let own = &self.streams[self.me];
+        if (own.contiguous + 1 - own.base) >= own.capacity() {
+            return false;
+        }
+        let pending = std::mem::take(&mut self.order_pending);
+        self.append_own(
+            RECORD_FLAG_CONTROL | CONTROL_ORDER,
+            bytemuck::cast_slice(&pending),
+        );
+        self.order_pending = pending;
+        self.order_pending.clear();
+        true
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if self.window_open_event {
+            self.window_open_event = false;
+            return Some(Event::SendWindowOpen);
+        }
+        None
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Transmission
+
+    fn frame_fields(&self, kind: FrameKind, flags: u16, first_seq: u64) -> FrameFields {
+        FrameFields {
+            kind,
+            flags,
+            sender: self.me as u16,
+            group: self.cfg.group,
+            view: self.cfg.view,
+            first_seq,
+        }
+    }
+
+    fn unsettled(&self) -> bool {
+        (0..self.n).any(|s| {
+            let high = if s == self.me {
+                self.streams[s].contiguous
+            } else {
+                self.streams[s].high
+            };
+            self.stable[s] < high
+        })
+    }
+
+    /// When the next status frame is due, and whether it asks for replies.
+    fn status_due(&self) -> (Time, bool) {
+        if self.acks_dirty || self.status_requested {
+            (
+                self.last_status.plus_nanos(self.cfg.status_interval_ns),
+                false,
+            )
+        } else {
+            if self.unsettled() {
+                (self.last_status.plus_nanos(self.cfg.status_retry_ns), true)
+            } else {
+                (self.last_status.plus_nanos(self.cfg.heartbeat_ns), false)
+            }
+        }
+    }
+
+    /// The next deadline at which [`Member::handle_timeout`] (then `poll_transmit`) has work.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let (status, _) = self.status_due();
+        Some(status.min(self.nak_next))
+    }
+
+    fn push_acks(&self, p: &mut FramePacker<'_>) -> bool {
+        let me = self.me;
+        let tx = self.tx_through;
+        p.push_acks(
+            self.streams
+                .iter()
+                .enumerate()
+                .map(|(s, st)| if s == me { tx } else { st.contiguous }),
+        )
+    }
+
+    fn status_sent(&mut self) {
+        self.last_status = self.now;
+        self.acks_dirty = false;
+        self.status_requested = false;
+    }
+
+    /// Writes the next datagram to send into `buf` (at most `datagram_bytes_max` of it).
+    /// Call until `None` whenever the previous send completed: what accumulated meanwhile goes
+    /// out packed together (smart batching).
+    pub fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
+        self.now = self.now.max(now);
+        let limit = buf.len().min(self.cfg.datagram_bytes_max);
+        let buf = &mut buf[..limit];
+        if self.now >= self.nak_next {
+            if let Some(t) = self.transmit_nak(buf) {
+                return Some(t);
+            }
+        }
+        if let Some(t) = self.transmit_retransmission(buf) {
+            return Some(t);
+        }
+        if self.is_sequencer() && !self.order_pending.is_empty() && self.flush_order_pending() {
+            self.wake_order_blocked();
+        }
+        let (status_at, want) = self.status_due();
+        let status_now = self.now >= status_at;
+        if self.tx_through < self.streams[self.me].contiguous {
+            let first = self.tx_through + 1;
+            let flags = if status_now && want {
+                FRAME_FLAG_WANT_STATUS
+            } else {
+                0
+            };
+            let fields = self.frame_fields(FrameKind::Data, flags, first);
+            let mut p = FramePacker::new(buf, fields)?;
+            let with_acks = status_now && self.push_acks(&mut p);
+            let last = self.pack_records(&mut p, first, self.streams[self.me].contiguous);
+            if last < first && !with_acks {
+                debug_assert!(false, "an empty data frame: payload bound too loose");
+                return None;
+            }
+            self.tx_through = last;
+            if with_acks {
+                self.status_sent();
+                self.stats.status_frames_sent += 1;
+            }
+            self.stats.data_frames_sent += 1;
+            self.stats.datagrams_sent += 1;
+            return Some(Transmit {
+                dest: Dest::Group,
+                len: p.finish(),
+            });
+        }
+        if status_now {
+            let flags = if want { FRAME_FLAG_WANT_STATUS } else { 0 };
+            let fields = self.frame_fields(FrameKind::Data, flags, self.tx_through + 1);
+            let mut p = FramePacker::new(buf, fields)?;
+            if !self.push_acks(&mut p) {
+                return None;
+            }
+            self.status_sent();
+            self.stats.status_frames_sent += 1;
+            self.stats.datagrams_sent += 1;
+            return Some(Transmit {
+                dest: Dest::Group,
+                len: p.finish(),
+            });
+        }
+        None
+    }
+
+    /// Packs own records `first..=last` (stopping at the first that does not fit or is not
+    /// held); returns the last seq packed (first - 1 if none).
+    fn pack_records(&self, p: &mut FramePacker<'_>, first: u64, last: u64) -> u64 {
+        let own = &self.streams[self.me];
+        let mut seq = first;
+        while seq <= last && own.has(seq) {
+            let slot = own.slot(seq);
+            let need = slot.payload.len()
+                + if slot.has_vector {
+                    RECORD_HEADER_BYTES + slot.vector.len() * VECTOR_ENTRY_BYTES
+                } else {
+                    0
+                };
+            if !p.fits(need) {
+                break;
+            }
+            if slot.has_vector {
+                let pushed = p.push_vector(&slot.vector);
+                debug_assert!(pushed);
+            }
+            let pushed = p.push_record(slot.flags, &slot.payload);
+            debug_assert!(pushed);
+            seq += 1;
+        }
+        seq - 1
+    }
+
+    fn transmit_retransmission(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some(&(to, first, count)) = self.retransmits.front() {
+            let own = &self.streams[self.me];
+            let last = (first + count - 1).min(self.tx_through);
+            // Skip what is already stable (freed) or was never transmitted.
+            let start = first.max(own.base);
+            if start > last {
+                self.retransmits.pop_front();
+                continue;
+            }
+            let fields = self.frame_fields(FrameKind::Data, FRAME_FLAG_RETRANSMIT, start);
+            let mut p = FramePacker::new(buf, fields)?;
+            let packed = self.pack_records(&mut p, start, last);
+            if packed < start {
+                // Not held (cannot happen below tx_through and above base) or does not fit.
+                self.retransmits.pop_front();
+                self.stats.dropped_retransmit_requests += 1;
+                continue;
+            }
+            self.stats.records_retransmitted += packed + 1 - start;
+            if packed >= last {
+                self.retransmits.pop_front();
+            } else {
+                let front = self.retransmits.front_mut().expect("request");
+                *front = (to, packed + 1, last - packed);
+            }
+            self.stats.datagrams_sent += 1;
+            self.stats.data_frames_sent += 1;
+            return Some(Transmit {
+                dest: Dest::Member(to),
+                len: p.finish(),
+            });
+        }
+        None
+    }
+
+    fn transmit_nak(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        let now = self.now.0;
+        let mut next = u64::MAX;
+        let mut chosen = None;
+        for s in 0..self.n {
+            if let Some(due) = self.streams[s].nak_due {
+                if due <= now && chosen.is_none() {
+                    chosen = Some(s);
+                } else {
+                    next = next.min(due);
+                }
+            }
+        }
+        let Some(s) = chosen else {
+            self.nak_next = Time(next);
+            return None;
+        };
+        let retry = now.saturating_add(self.cfg.nak_retry_ns);
+        self.streams[s].nak_due = Some(retry);
+        self.nak_next = Time(next.min(retry));
+        let mut gaps = std::mem::take(&mut self.gaps_scratch);
+        self.streams[s].gaps(NAK_RANGES_PER_FRAME_MAX, &mut gaps);
+        let result = if gaps.is_empty() {
+            None
+        } else {
+            let fields = self.frame_fields(FrameKind::Nak, 0, 0);
+            FramePacker::new(buf, fields).map(|mut p| {
+                for &(first, count) in &gaps {
+                    let count = count.min(u16::MAX as u64) as u16;
+                    if !p.push_range(SeqRange::new(s as u16, first, count)) {
+                        break;
+                    }
+                }
+                Transmit {
+                    dest: Dest::Member(s as u16),
+                    len: p.finish(),
+                }
+            })
+        };
+        self.gaps_scratch = gaps;
+        match result {
+            Some(t) => {
+                self.stats.nak_frames_sent += 1;
+                self.stats.datagrams_sent += 1;
+                Some(t)
+            }
+            None => self.transmit_nak(buf),
+        }
+    }
+}

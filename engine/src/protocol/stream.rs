@@ -1,0 +1,164 @@
+//! One sender's stream as a member holds it: a bounded log of records in sequence order.
+//!
+//! At the sender the stream is the retransmission buffer (records are freed once stable *and*
+//! delivered locally); at a receiver it is the hold-back area (records are freed once
+//! delivered). Slots are indexed by `seq & mask`; a slot's payload buffer is reused, so after
+//! warm-up no record allocates. Valid seqs are `base .. base + capacity`.
+
+/// One record slot.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    pub present: bool,
+    /// Record flags (wire).
+    pub flags: u16,
+    pub payload: Vec<u8>,
+    /// The sender's causal-past vector changes at this record to `vector` (one entry per
+    /// member rank); otherwise the record inherits the previous record's vector.
+    pub has_vector: bool,
+    pub vector: Vec<u64>,
+}
+
+/// Per-sender stream state.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    slots: Box<[Slot]>,
+    mask: u64,
+    /// Lowest seq still held (everything below is freed).
+    pub base: u64,
+    /// Records through this seq are delivered (application) or skipped (control).
+    pub delivered: u64,
+    /// Every record through this seq is held or was delivered.
+    pub contiguous: u64,
+    /// Highest seq known to exist (from data frames and acknowledgement vectors).
+    pub high: u64,
+    /// Control records through this seq are processed (≤ contiguous).
+    pub control_done: u64,
+    /// Payload bytes held.
+    pub bytes: usize,
+    /// Application messages delivered (the entry of delivered-count vectors).
+    pub delivered_app: u64,
+    /// Sequencer only: total messages of this stream ordered through this seq.
+    pub ordered_through: u64,
+    /// When to NAK the gaps of this stream (receivers).
+    pub nak_due: Option<u64>,
+}
+
+impl Stream {
+    pub fn new(capacity_messages: usize) -> Self {
+        assert!(capacity_messages.is_power_of_two());
+        let slots: Vec<Slot> = (0..capacity_messages).map(|_| Slot::default()).collect();
+        Stream {
+            slots: slots.into_boxed_slice(),
+            mask: capacity_messages as u64 - 1,
+            base: 1,
+            delivered: 0,
+            contiguous: 0,
+            high: 0,
+            control_done: 0,
+            bytes: 0,
+            delivered_app: 0,
+            ordered_through: 0,
+            nak_due: None,
+        }
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.mask + 1
+    }
+
+    /// Whether `seq` falls inside the slots the log may hold now.
+    #[inline]
+    pub fn in_window(&self, seq: u64) -> bool {
+        seq >= self.base && seq - self.base <= self.mask
+    }
+
+    #[inline]
+    pub fn slot(&self, seq: u64) -> &Slot {
+        debug_assert!(self.in_window(seq), "seq {seq} outside the log");
+        &self.slots[(seq & self.mask) as usize]
+    }
+
+    #[inline]
+    pub fn slot_mut(&mut self, seq: u64) -> &mut Slot {
+        debug_assert!(self.in_window(seq), "seq {seq} outside the log");
+        &mut self.slots[(seq & self.mask) as usize]
+    }
+
+    /// The payload of `seq` just after it was freed by delivery (the bytes stay until the slot
+    /// is reused by a later record, which needs `&mut self`).
+    #[inline]
+    pub fn delivered_payload(&self, seq: u64) -> &[u8] {
+        debug_assert!(seq < self.base && seq + self.mask >= self.base);
+        &self.slots[(seq & self.mask) as usize].payload
+    }
+
+    /// Whether `seq` is held.
+    #[inline]
+    pub fn has(&self, seq: u64) -> bool {
+        self.in_window(seq) && self.slot(seq).present
+    }
+
+    /// Stores a record at `seq` (inside the window, not yet held).
+    #[inline]
+    pub fn store(&mut self, seq: u64, flags: u16, payload: &[u8]) -> &mut Slot {
+        self.bytes += payload.len();
+        let slot = self.slot_mut(seq);
+        debug_assert!(!slot.present);
+        slot.present = true;
+        slot.has_vector = false;
+        slot.flags = flags;
+        slot.payload.clear();
+        slot.payload.extend_from_slice(payload);
+        slot
+    }
+
+    /// Advances `contiguous` over held records; true if it moved.
+    #[inline]
+    pub fn advance_contiguous(&mut self) -> bool {
+        let before = self.contiguous;
+        while self.in_window(self.contiguous + 1) && self.slot(self.contiguous + 1).present {
+            self.contiguous += 1;
+        }
+        if self.contiguous > self.high {
+            self.high = self.contiguous;
+        }
+        self.contiguous != before
+    }
+
+    /// Frees records through `through` (the payload bytes stay in the slot, unused, until it
+    /// is reused: a delivery may still borrow them). Returns how many were freed.
+    #[inline]
+    pub fn free_through(&mut self, through: u64) -> u64 {
+        let mut freed = 0;
+        while self.base <= through {
+            let base = self.base;
+            let slot = self.slot_mut(base);
+            debug_assert!(slot.present, "freeing a record that is not held");
+            slot.present = false;
+            let len = slot.payload.len();
+            self.bytes -= len;
+            self.base += 1;
+            freed += 1;
+        }
+        freed
+    }
+
+    /// Missing seqs in `(contiguous, min(high, last in window)]`, as (first, count) ranges, at
+    /// most `ranges_max` of them.
+    pub fn gaps(&self, ranges_max: usize, out: &mut Vec<(u64, u64)>) {
+        out.clear();
+        let last = self.high.min(self.base + self.mask);
+        let mut seq = self.contiguous + 1;
+        while seq <= last && out.len() < ranges_max {
+            if self.slot(seq).present {
+                seq += 1;
+                continue;
+            }
+            let first = seq;
+            while seq <= last && !self.slot(seq).present {
+                seq += 1;
+            }
+            out.push((first, seq - first));
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! The deterministic simulator: N [`Member`]s on a simulated network, one seeded RNG
+//! (ChaCha8), one virtual clock.
+//!
+//! Events (datagram arrivals, member timers, application ticks) sit in one queue ordered by
+//! (virtual time, insertion counter), so a run is a pure function of its [`SimConfig`]: one
+//! seed replays exactly. Per datagram and destination the network draws loss, loss bursts,
+//! duplication, base delay + jitter and, for reordering, an extra random delay. Each member's
+//! application sends `messages_per_member` messages in small bursts at random times, orders
+//! drawn from a list and safe flags at random, retrying after `WouldBlock` when the window
+//! opens; an optional slow member consumes its deliveries at a fixed pace (exercising the
+//! receivers' bounds and the senders' windows). The run ends when every member delivered
+//! every message, or at the virtual time limit (a liveness failure). Every member's trace goes
+//! through [`crate::checker::check`] with `require_complete`; the simulator also checks
+//! completeness and payload integrity itself.
+
+use crate::checker::{self, CheckConfig, Report};
+use crate::protocol::{Dest, Event, Member, MemberConfig, MemberStats, SendError, Time};
+use crate::trace::MemberTrace;
+use crate::Order;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::rc::Rc;
+
+/// Largest burst an application sends at once.
+pub const APP_BURST_MESSAGES_MAX: u32 = 4;
+/// Shortest timer step (avoids spinning on a deadline already due).
+const TIMER_STEP_NS_MIN: u64 = 1_000;
+
+/// One simulated run.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub members: usize,
+    pub messages_per_member: u64,
+    /// Orders drawn uniformly for each message.
+    pub orders: Vec<Order>,
+    /// Probability that a message asks for safe delivery.
+    pub safe_probability: f64,
+    /// Per datagram and destination, probability of loss.
+    pub loss: f64,
+    /// Probability of a second copy.
+    pub dup: f64,
+    /// Probability of an extra random delay (up to `reorder_delay_ns`).
+    pub reorder: f64,
+    /// Probability that a loss burst starts on a link (then `1..=burst_datagrams_max` lost).
+    pub burst: f64,
+    pub burst_datagrams_max: u32,
+    pub delay_ns: u64,
+    pub jitter_ns: u64,
+    pub reorder_delay_ns: u64,
+    /// Payload sizes are drawn in `8..=payload_bytes_max`.
+    pub payload_bytes_max: usize,
+    /// Mean gap between application bursts.
+    pub app_gap_ns: u64,
+    /// Virtual time after which an unfinished run is a liveness failure.
+    pub time_limit_ns: u64,
+    /// Rank of a member that delivers one message per `slow_delivery_ns`.
+    pub slow_member: Option<usize>,
+    pub slow_delivery_ns: u64,
+    pub window_messages_max: usize,
+    pub log_messages_max: usize,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64, members: usize, messages_per_member: u64) -> Self {
+        SimConfig {
+            seed,
+            members,
+            messages_per_member,
+            orders: vec![Order::Fifo, Order::Causal, Order::Total],
+            safe_probability: 0.2,
+            loss: 0.0,
+            dup: 0.0,
+            reorder: 0.0,
+            burst: 0.0,
+            burst_datagrams_max: 8,
+            delay_ns: 20_000,
+            jitter_ns: 20_000,
+            reorder_delay_ns: 400_000,
+            payload_bytes_max: 64,
+            app_gap_ns: 50_000,
+            time_limit_ns: 60_000_000_000,
+            slow_member: None,
+            slow_delivery_ns: 50_000,
+            window_messages_max: 64,
+            log_messages_max: 128,
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct SimOutcome {
+    pub seed: u64,
+    pub members: usize,
+    /// Application messages sent.
+    pub messages: u64,
+    pub deliveries: u64,
+    /// Every member delivered every message before the time limit.
+    pub completed: bool,
+    pub virtual_time_ns: u64,
+    pub datagrams: u64,
+    /// Problems the simulator found itself (liveness, completeness, payload integrity).
+    pub problems: Vec<String>,
+    /// The checker's verdict on the traces.
+    pub report: Report,
+    pub traces: Vec<MemberTrace>,
+    pub stats: Vec<MemberStats>,
+}
+
+impl SimOutcome {
+    pub fn violations(&self) -> usize {
+        self.problems.len() + self.report.violations.len()
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.violations() == 0
+    }
+
+    /// One line per problem and violation.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = self.problems.clone();
+        out.extend(
+            self.report
+                .violations
+                .iter()
+                .map(|v| format!("{:?}: {}", v.property, v.detail)),
+        );
+        out
+    }
+
+    /// Writes each member's trace to `dir/<member>.jsonl`.
+    pub fn write_traces(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for t in &self.traces {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(
+                dir.join(format!("{}.jsonl", t.source)),
+            )?);
+            crate::trace::write_events(&mut f, &t.events)?;
+            std::io::Write::flush(&mut f)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+enum Kind {
+    Datagram { to: usize, bytes: Rc<[u8]> },
+    Timer { member: usize },
+    App { member: usize },
+    SlowDeliver { member: usize },
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    time: u64,
+    counter: u64,
+    kind: Kind,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.counter) == (other.time, other.counter)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.time, self.counter).cmp(&(other.time, other.counter))
+    }
+}
+
+struct App {
+    remaining: u64,
+    blocked: bool,
+    tick_scheduled: bool,
+    /// Per sender: messages delivered here (expected seq - 1).
+    delivered_from: Vec<u64>,
+}
+
+struct Sim {
+    cfg: SimConfig,
+    rng: ChaCha8Rng,
+    now: u64,
+    counter: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    members: Vec<Member>,
+    apps: Vec<App>,
+    timer_at: Vec<u64>,
+    /// Remaining datagrams of a loss burst, per (from, to) link.
+    burst_left: Vec<u32>,
+    buf: Vec<u8>,
+    payload: Vec<u8>,
+    deliveries: u64,
+    deliveries_expected: u64,
+    datagrams: u64,
+    problems: Vec<String>,
+}
+
+/// Runs one simulation.
+pub fn run(cfg: SimConfig) -> SimOutcome {
+    assert!(cfg.members >= 1 && !cfg.orders.is_empty());
+    assert!(cfg.payload_bytes_max >= 8);
+    let n = cfg.members;
+    let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    let members: Vec<Member> = (0..n)
+        .map(|i| {
+            let mut mc = MemberConfig::new("sim", 1, 1, names.clone(), i as u16);
+            mc.trace = true;
+            mc.window_messages_max = cfg.window_messages_max;
+            mc.log_messages_max = cfg.log_messages_max;
+            mc.holdback_bytes_max = cfg.log_messages_max * cfg.payload_bytes_max;
+            mc.window_bytes_max =
+                (cfg.window_messages_max * cfg.payload_bytes_max).max(mc.payload_bytes_max());
+            Member::new(mc, Time::ZERO)
+        })
+        .collect();
+    let datagram_bytes_max = members[0].config().datagram_bytes_max;
+    let total = n as u64 * cfg.messages_per_member;
+    let mut sim = Sim {
+        rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+        now: 0,
+        counter: 0,
+        queue: BinaryHeap::new(),
+        apps: (0..n)
+            .map(|_| App {
+                remaining: cfg.messages_per_member,
+                blocked: false,
+                tick_scheduled: false,
+                delivered_from: vec![0; n],
+            })
+            .collect(),
+        members,
+        timer_at: vec![u64::MAX; n],
+        burst_left: vec![0; n * n],
+        buf: vec![0; datagram_bytes_max],
+        payload: Vec::with_capacity(cfg.payload_bytes_max),
+        deliveries: 0,
+        deliveries_expected: total * n as u64,
+        datagrams: 0,
+        problems: Vec::new(),
+        cfg,
+    };
+    sim.start();
+    let completed = sim.run_to_end();
+    sim.finish(completed)
+}
+
+impl Sim {
+    fn schedule(&mut self, time: u64, kind: Kind) {
+        self.counter += 1;
+        self.queue.push(Reverse(Scheduled {
+            time,
+            counter: self.counter,
+            kind,
+        }));
+    }
+
+    fn start(&mut self) {
+        for i in 0..self.cfg.members {
+            let at = self.rng.gen_range(0..=self.cfg.app_gap_ns);
+            self.apps[i].tick_scheduled = true;
+            self.schedule(at, Kind::App { member: i });
+            if self.cfg.slow_member == Some(i) {
+                self.schedule(self.cfg.slow_delivery_ns, Kind::SlowDeliver { member: i });
+            }
+            self.pump(i);
+        }
+    }
+
+    /// Runs until every message is delivered everywhere (true) or the time limit (false).
+    fn run_to_end(&mut self) -> bool {
+        while self.deliveries < self.deliveries_expected {
+            let Some(Reverse(ev)) = self.queue.pop() else {
+                self.problems
+                    .push("simulation ran out of events before completion".into());
+                return false;
+            };
+            if ev.time > self.cfg.time_limit_ns {
+                return false;
+            }
+            debug_assert!(ev.time >= self.now);
+            self.now = ev.time;
+            let now = Time(self.now);
+            match ev.kind {
+                Kind::Datagram { to, bytes } => {
+                    self.members[to].handle_datagram(now, &bytes);
+                    self.pump(to);
+                }
+                Kind::Timer { member } => {
+                    if self.timer_at[member] != ev.time {
+                        continue; // superseded
+                    }
+                    self.timer_at[member] = u64::MAX;
+                    self.members[member].handle_timeout(now);
+                    self.pump(member);
+                }
+                Kind::App { member } => {
+                    self.apps[member].tick_scheduled = false;
+                    self.app_tick(member);
+                    self.pump(member);
+                }
+                Kind::SlowDeliver { member } => {
+                    self.deliver(member, 1);
+                    let at = self.now + self.cfg.slow_delivery_ns;
+                    self.schedule(at, Kind::SlowDeliver { member });
+                    self.pump(member);
+                }
+            }
+        }
+        true
+    }
+
+    fn app_tick(&mut self, i: usize) {
+        let burst = self.rng.gen_range(1..=APP_BURST_MESSAGES_MAX);
+        for _ in 0..burst {
+            if self.apps[i].remaining == 0 {
+                break;
+            }
+            let order = self.cfg.orders[self.rng.gen_range(0..self.cfg.orders.len())];
+            let safe = self.rng.gen_bool(self.cfg.safe_probability);
+            let len = self.rng.gen_range(8..=self.cfg.payload_bytes_max);
+            // Payload: (sender, seq) then filler, so deliveries can be verified.
+            let next_seq = self.cfg.messages_per_member - self.apps[i].remaining + 1;
+            self.payload.clear();
+            self.payload
+                .extend_from_slice(&(((i as u64) << 40) | next_seq).to_le_bytes());
+            self.payload.resize(len, (next_seq % 251) as u8);
+            match self.members[i].send(Time(self.now), order, safe, &self.payload) {
+                Ok(seq) => {
+                    assert_eq!(seq.0, next_seq, "send numbering");
+                    self.apps[i].remaining -= 1;
+                }
+                Err(SendError::WouldBlock) => {
+                    self.apps[i].blocked = true;
+                    return;
+                }
+                Err(e) => panic!("simulator sent an invalid message: {e}"),
+            }
+        }
+        self.schedule_app(i);
+    }
+
+    fn schedule_app(&mut self, i: usize) {
+        let app = &self.apps[i];
+        if app.remaining > 0 && !app.blocked && !app.tick_scheduled {
+            self.apps[i].tick_scheduled = true;
+            let at = self.now + self.rng.gen_range(0..=2 * self.cfg.app_gap_ns);
+            self.schedule(at, Kind::App { member: i });
+        }
+    }
+
+    /// Delivers up to `max` messages at member `i`, checking payloads and FIFO numbering.
+    fn deliver(&mut self, i: usize, max: usize) {
+        for _ in 0..max {
+            let Some(d) = self.members[i].poll_deliver() else {
+                break;
+            };
+            self.deliveries += 1;
+            let sender = d.sender as usize;
+            let expected = self.apps[i].delivered_from[sender] + 1;
+            let tag = d
+                .payload
+                .get(..8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+            if d.seq.0 != expected || tag != Some(((sender as u64) << 40) | d.seq.0) {
+                self.problems.push(format!(
+                    "m{i} delivered m{sender}/{} (payload tag {tag:?}) where m{sender}/{expected} was due",
+                    d.seq.0
+                ));
+            }
+            self.apps[i].delivered_from[sender] = d.seq.0;
+        }
+    }
+
+    /// Lets member `i` act on everything pending: deliveries, events, datagrams, its timer.
+    fn pump(&mut self, i: usize) {
+        if self.cfg.slow_member != Some(i) {
+            self.deliver(i, usize::MAX);
+        }
+        while let Some(ev) = self.members[i].poll_event() {
+            match ev {
+                Event::SendWindowOpen => {
+                    if self.apps[i].blocked {
+                        self.apps[i].blocked = false;
+                        self.schedule_app(i);
+                    }
+                }
+            }
+        }
+        let now = Time(self.now);
+        let mut buf = std::mem::take(&mut self.buf);
+        while let Some(t) = self.members[i].poll_transmit(now, &mut buf) {
+            self.datagrams += 1;
+            let bytes: Rc<[u8]> = Rc::from(&buf[..t.len]);
+            match t.dest {
+                Dest::Group => {
+                    for j in 0..self.cfg.members {
+                        if j != i {
+                            self.route(i, j, &bytes);
+                        }
+                    }
+                }
+                Dest::Member(j) => self.route(i, j as usize, &bytes),
+            }
+        }
+        self.buf = buf;
+        if let Some(t) = self.members[i].poll_timeout() {
+            let at = t.0.max(self.now + TIMER_STEP_NS_MIN);
+            if at < self.timer_at[i] || self.timer_at[i] <= self.now {
+                self.timer_at[i] = at;
+                self.schedule(at, Kind::Timer { member: i });
+            }
+        }
+    }
+
+    fn route(&mut self, from: usize, to: usize, bytes: &Rc<[u8]>) {
+        let link = from * self.cfg.members + to;
+        if self.burst_left[link] > 0 {
+            self.burst_left[link] -= 1;
+            return;
+        }
+        if self.cfg.burst > 0.0 && self.rng.gen_bool(self.cfg.burst) {
+            self.burst_left[link] = self.rng.gen_range(0..self.cfg.burst_datagrams_max);
+            return;
+        }
+        if self.cfg.loss > 0.0 && self.rng.gen_bool(self.cfg.loss) {
+            return;
+        }
+        let copies = if self.cfg.dup > 0.0 && self.rng.gen_bool(self.cfg.dup) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut delay = self.cfg.delay_ns + self.rng.gen_range(0..=self.cfg.jitter_ns);
+            if self.cfg.reorder > 0.0 && self.rng.gen_bool(self.cfg.reorder) {
+                delay += self.rng.gen_range(0..=self.cfg.reorder_delay_ns);
+            }
+            let at = self.now + delay;
+            self.schedule(
+                at,
+                Kind::Datagram {
+                    to,
+                    bytes: bytes.clone(),
+                },
+            );
+        }
+    }
+
+    fn finish(mut self, completed: bool) -> SimOutcome {
+        let n = self.cfg.members;
+        if !completed {
+            self.problems.push(format!(
+                "liveness: {} of {} deliveries after {} ms of virtual time",
+                self.deliveries,
+                self.deliveries_expected,
+                self.now / 1_000_000
+            ));
+        }
+        // Completeness, independently of the checker: everyone delivered everything sent.
+        let sent: Vec<u64> = (0..n)
+            .map(|i| self.cfg.messages_per_member - self.apps[i].remaining)
+            .collect();
+        for i in 0..n {
+            for (s, &count) in sent.iter().enumerate() {
+                let got = self.apps[i].delivered_from[s];
+                if got != count {
+                    self.problems.push(format!(
+                        "completeness: m{i} delivered {got} of the {count} messages m{s} sent"
+                    ));
+                }
+            }
+        }
+        let traces: Vec<MemberTrace> = self
+            .members
+            .iter_mut()
+            .enumerate()
+            .map(|(i, m)| MemberTrace {
+                source: format!("m{i}"),
+                events: m.take_trace(),
+            })
+            .collect();
+        let report = checker::check(
+            &traces,
+            &CheckConfig {
+                require_complete: true,
+            },
+        );
+        SimOutcome {
+            seed: self.cfg.seed,
+            members: n,
+            messages: sent.iter().sum(),
+            deliveries: self.deliveries,
+            completed,
+            virtual_time_ns: self.now,
+            datagrams: self.datagrams,
+            problems: self.problems,
+            report,
+            traces,
+            stats: self.members.iter().map(Member::stats).collect(),
+        }
+    }
+}

@@ -1,0 +1,369 @@
+use super::*;
+use proptest::prelude::*;
+
+const ORDER_CAUSAL: u16 = 1;
+
+fn fields(kind: FrameKind, flags: u16) -> FrameFields {
+    FrameFields {
+        kind,
+        flags,
+        sender: 3,
+        group: 0xabcd,
+        view: 7,
+        first_seq: 100,
+    }
+}
+
+/// A valid DATA frame: acks, a fifo message, a vector, two causal messages, an order record.
+fn sample_frame(flags: u16) -> Vec<u8> {
+    let mut buf = vec![0u8; 1472];
+    let mut p = FramePacker::new(&mut buf, fields(FrameKind::Data, flags)).unwrap();
+    assert!(p.push_acks([5u64, 6, 7].into_iter()));
+    assert!(p.push_record(0, b"fifo"));
+    assert!(p.push_vector(&[1, 2, 3]));
+    assert!(p.push_record(ORDER_CAUSAL, b"causal-1"));
+    assert!(p.push_record(ORDER_CAUSAL | RECORD_FLAG_SAFE, b"causal-2"));
+    let order = SeqRange::new(1, 40, 2);
+    assert!(p.push_record(
+        RECORD_FLAG_CONTROL | CONTROL_ORDER,
+        bytemuck::bytes_of(&order)
+    ));
+    let len = p.finish();
+    buf.truncate(len);
+    buf
+}
+
+#[test]
+fn packed_frame_parses_back_to_the_same_items() {
+    let bytes = sample_frame(0);
+    let f = Frame::parse(&bytes).unwrap();
+    assert_eq!(f.kind(), FrameKind::Data);
+    assert_eq!(f.header.sender(), 3);
+    assert_eq!(f.header.group(), 0xabcd);
+    assert_eq!(f.header.view(), 7);
+    assert_eq!(f.header.record_count(), 4);
+    assert_eq!(f.acks.iter().map(entry).collect::<Vec<_>>(), vec![5, 6, 7]);
+    assert!(f.tag.is_none());
+    let items: Vec<_> = f.items().collect();
+    assert_eq!(items.len(), 5);
+    assert_eq!(
+        items[0],
+        Item::Record {
+            seq: 100,
+            flags: 0,
+            payload: b"fifo"
+        }
+    );
+    match items[1] {
+        Item::Vector(v) => assert_eq!(v.iter().map(entry).collect::<Vec<_>>(), vec![1, 2, 3]),
+        other => panic!("expected a vector, got {other:?}"),
+    }
+    assert_eq!(
+        items[3],
+        Item::Record {
+            seq: 102,
+            flags: ORDER_CAUSAL | RECORD_FLAG_SAFE,
+            payload: b"causal-2"
+        }
+    );
+    match items[4] {
+        Item::Record { seq, payload, .. } => {
+            assert_eq!(seq, 103);
+            let r: &[SeqRange] = bytemuck::cast_slice(payload);
+            assert_eq!((r[0].rank(), r[0].first(), r[0].count()), (1, 40, 2));
+        }
+        other => panic!("expected an order record, got {other:?}"),
+    }
+}
+
+#[test]
+fn frame_with_auth_flag_keeps_room_for_the_tag() {
+    let bytes = sample_frame(FRAME_FLAG_AUTH);
+    let f = Frame::parse(&bytes).unwrap();
+    assert_eq!(f.tag.map(<[u8]>::len), Some(AUTH_TAG_BYTES));
+    assert_eq!(f.items().count(), 5);
+}
+
+#[test]
+fn nak_frame_round_trips() {
+    let mut buf = [0u8; 256];
+    let mut p = FramePacker::new(&mut buf, fields(FrameKind::Nak, 0)).unwrap();
+    assert!(p.push_range(SeqRange::new(2, 10, 5)));
+    assert!(p.push_range(SeqRange::new(2, 30, 1)));
+    let len = p.finish();
+    let f = Frame::parse(&buf[..len]).unwrap();
+    assert_eq!(f.kind(), FrameKind::Nak);
+    let r = f.nak_ranges();
+    assert_eq!(r.len(), 2);
+    assert_eq!((r[1].rank(), r[1].first(), r[1].count()), (2, 30, 1));
+    assert_eq!(f.items().count(), 0);
+}
+
+#[test]
+fn packer_refuses_records_that_do_not_fit() {
+    let mut buf = [0u8; FRAME_HEADER_BYTES + 10];
+    let mut p = FramePacker::new(&mut buf, fields(FrameKind::Data, 0)).unwrap();
+    assert!(p.push_record(0, b"123456"));
+    assert!(!p.push_record(0, b"x"));
+    let len = p.finish();
+    assert_eq!(Frame::parse(&buf[..len]).unwrap().items().count(), 1);
+}
+
+fn with_header(bytes: &[u8], edit: impl FnOnce(&mut FrameHeader)) -> Vec<u8> {
+    let mut v = bytes.to_vec();
+    edit(bytemuck::from_bytes_mut(&mut v[..FRAME_HEADER_BYTES]));
+    v
+}
+
+#[test]
+fn rejects_short_datagrams() {
+    assert_eq!(
+        Frame::parse(&[0u8; 5]).unwrap_err(),
+        WireError::TooShort { len: 5 }
+    );
+}
+
+#[test]
+fn rejects_bad_magic() {
+    let b = with_header(&sample_frame(0), |h| h.magic = *b"XX");
+    assert_eq!(Frame::parse(&b).unwrap_err(), WireError::BadMagic);
+}
+
+#[test]
+fn rejects_unknown_version() {
+    let b = with_header(&sample_frame(0), |h| h.version = 9);
+    assert_eq!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::UnsupportedVersion(9)
+    );
+}
+
+#[test]
+fn rejects_unknown_kind() {
+    let b = with_header(&sample_frame(0), |h| h.kind = 77);
+    assert_eq!(Frame::parse(&b).unwrap_err(), WireError::UnknownKind(77));
+}
+
+#[test]
+fn rejects_unknown_frame_flags() {
+    let b = with_header(&sample_frame(0), |h| h.flags = 0x80u16.to_le_bytes());
+    assert_eq!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::UnknownFrameFlags(0x80)
+    );
+}
+
+#[test]
+fn rejects_auth_flag_without_room_for_the_tag() {
+    let b = with_header(&sample_frame(0)[..FRAME_HEADER_BYTES + 4], |h| {
+        h.flags = FRAME_FLAG_AUTH.to_le_bytes();
+        h.ack_count = [0; 2];
+    });
+    assert_eq!(Frame::parse(&b).unwrap_err(), WireError::TagTruncated);
+}
+
+#[test]
+fn rejects_truncated_ack_vector() {
+    let b = with_header(&sample_frame(0), |h| h.ack_count = 500u16.to_le_bytes());
+    assert_eq!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::AckVectorTruncated { count: 500 }
+    );
+}
+
+/// A frame with no acks whose body is `body`, declaring `count` records.
+fn data_frame(body: &[u8], count: u16) -> Vec<u8> {
+    let mut buf = vec![0u8; FRAME_HEADER_BYTES];
+    let p = FramePacker::new(&mut buf, fields(FrameKind::Data, 0)).unwrap();
+    p.finish();
+    let mut v = with_header(&buf, |h| h.record_count = count.to_le_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+fn record(len: u16, flags: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = len.to_le_bytes().to_vec();
+    v.extend_from_slice(&flags.to_le_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+#[test]
+fn rejects_truncated_record_header() {
+    let b = data_frame(&[1, 0, 0], 1);
+    assert!(matches!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::RecordHeaderTruncated { .. }
+    ));
+}
+
+#[test]
+fn rejects_truncated_record_payload() {
+    let b = data_frame(&record(10, 0, b"abc"), 1);
+    assert!(matches!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::RecordTruncated { len: 10, .. }
+    ));
+}
+
+#[test]
+fn rejects_unknown_record_flags() {
+    let b = data_frame(&record(1, 0x100, b"a"), 1);
+    assert_eq!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::UnknownRecordFlags(0x100)
+    );
+}
+
+#[test]
+fn rejects_safe_control_records() {
+    let flags = RECORD_FLAG_CONTROL | RECORD_FLAG_SAFE;
+    let b = data_frame(&record(0, flags, b""), 0);
+    assert_eq!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::UnknownRecordFlags(flags)
+    );
+}
+
+#[test]
+fn rejects_unknown_control_kind() {
+    let b = data_frame(&record(0, RECORD_FLAG_CONTROL | 3, b""), 0);
+    assert_eq!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::UnknownControlKind(3)
+    );
+}
+
+#[test]
+fn rejects_misaligned_vector() {
+    let b = data_frame(&record(3, RECORD_FLAG_CONTROL, b"abc"), 0);
+    assert_eq!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::VectorMisaligned { len: 3 }
+    );
+}
+
+#[test]
+fn rejects_misaligned_order_record() {
+    let b = data_frame(&record(5, RECORD_FLAG_CONTROL | CONTROL_ORDER, b"abcde"), 1);
+    assert_eq!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::OrderMisaligned { len: 5 }
+    );
+}
+
+#[test]
+fn accepts_causal_record_inheriting_the_streams_vector() {
+    let b = data_frame(&record(1, ORDER_CAUSAL, b"a"), 1);
+    assert_eq!(Frame::parse(&b).unwrap().items().count(), 1);
+}
+
+#[test]
+fn rejects_vector_not_followed_by_a_record() {
+    let b = data_frame(&record(8, RECORD_FLAG_CONTROL, &[0; 8]), 0);
+    assert_eq!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::VectorWithoutRecord
+    );
+    let mut body = record(8, RECORD_FLAG_CONTROL, &[0; 8]);
+    body.extend(record(8, RECORD_FLAG_CONTROL, &[0; 8]));
+    body.extend(record(1, 0, b"a"));
+    let b = data_frame(&body, 1);
+    assert_eq!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::VectorWithoutRecord
+    );
+}
+
+#[test]
+fn rejects_record_count_mismatch() {
+    let b = data_frame(&record(1, 0, b"a"), 2);
+    assert_eq!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::RecordCountMismatch {
+            declared: 2,
+            found: 1
+        }
+    );
+}
+
+#[test]
+fn rejects_seq_overflow() {
+    let b = with_header(&data_frame(&record(1, 0, b"a"), 1), |h| {
+        h.first_seq = u64::MAX.to_le_bytes()
+    });
+    assert_eq!(Frame::parse(&b).unwrap_err(), WireError::SeqOverflow);
+}
+
+#[test]
+fn rejects_nak_with_wrong_length() {
+    let b = with_header(&data_frame(&[0u8; 13], 1), |h| {
+        h.kind = FrameKind::Nak as u8
+    });
+    assert_eq!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::NakLengthMismatch { len: 13, count: 1 }
+    );
+}
+
+/// Walks everything a parsed frame exposes (what the protocol would read).
+fn touch_everything(bytes: &[u8]) {
+    if let Ok(f) = Frame::parse(bytes) {
+        let _ = f.acks.iter().map(entry).sum::<u64>();
+        let mut n = 0u32;
+        for item in f.items() {
+            match item {
+                Item::Vector(v) => n += v.len() as u32,
+                Item::Record { payload, .. } => n += payload.len() as u32,
+            }
+        }
+        let _ = (n, f.nak_ranges().len());
+    }
+}
+
+proptest! {
+    #[test]
+    fn parse_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        touch_everything(&bytes);
+    }
+
+    #[test]
+    fn parse_never_panics_on_mutated_valid_frames(
+        auth in any::<bool>(),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        cut in any::<usize>(),
+    ) {
+        let mut bytes = sample_frame(if auth { FRAME_FLAG_AUTH } else { 0 });
+        for (at, v) in edits {
+            let i = at % bytes.len();
+            bytes[i] = v;
+        }
+        let keep = bytes.len() - cut % 8;
+        bytes.truncate(keep);
+        touch_everything(&bytes);
+    }
+
+    #[test]
+    fn any_packed_frame_parses_back(payloads in proptest::collection::vec(
+        (proptest::collection::vec(any::<u8>(), 0..100), 0u16..4, any::<bool>()), 0..20)) {
+        let mut buf = vec![0u8; 1472];
+        let mut p = FramePacker::new(&mut buf, fields(FrameKind::Data, 0)).unwrap();
+        let mut pushed = Vec::new();
+        for (payload, order, safe) in &payloads {
+            let flags = *order | if *safe { RECORD_FLAG_SAFE } else { 0 };
+            if *order == 1 {
+                if !p.fits(payload.len() + RECORD_HEADER_BYTES + 16) { break; }
+                prop_assert!(p.push_vector(&[1, 2]));
+            }
+            if !p.push_record(flags, payload) { break; }
+            pushed.push((flags, payload.clone()));
+        }
+        let len = p.finish();
+        let f = Frame::parse(&buf[..len]).unwrap();
+        let got: Vec<(u16, Vec<u8>)> = f.items().filter_map(|i| match i {
+            Item::Record { flags, payload, .. } => Some((flags, payload.to_vec())),
+            Item::Vector(_) => None,
+        }).collect();
+        prop_assert_eq!(got, pushed);
+    }
+}

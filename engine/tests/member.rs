@@ -1,0 +1,312 @@
+//! The member state machine driven by hand: each test controls exactly which datagram reaches
+//! whom and when.
+
+use cohort::protocol::{Dest, Event, Member, MemberConfig, SendError, Time};
+use cohort::wire::{Frame, FrameKind, Item};
+use cohort::Order;
+
+struct Net {
+    members: Vec<Member>,
+    now: u64,
+    buf: Vec<u8>,
+}
+
+/// A datagram in flight: from, destination, bytes.
+type Datagram = (usize, Dest, Vec<u8>);
+
+impl Net {
+    fn new(n: usize, tweak: impl Fn(&mut MemberConfig)) -> Net {
+        let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+        let members = (0..n)
+            .map(|r| {
+                let mut c = MemberConfig::new("t", 9, 1, names.clone(), r as u16);
+                tweak(&mut c);
+                Member::new(c, Time::ZERO)
+            })
+            .collect();
+        Net {
+            members,
+            now: 0,
+            buf: vec![0; 1472],
+        }
+    }
+
+    fn advance_ms(&mut self, ms: u64) {
+        self.now += ms * 1_000_000;
+        for m in &mut self.members {
+            m.handle_timeout(Time(self.now));
+        }
+    }
+
+    /// Everything member `i` wants to send now.
+    fn transmit(&mut self, i: usize) -> Vec<Datagram> {
+        let mut out = Vec::new();
+        while let Some(t) = self.members[i].poll_transmit(Time(self.now), &mut self.buf) {
+            out.push((i, t.dest, self.buf[..t.len].to_vec()));
+        }
+        out
+    }
+
+    fn receive(&mut self, to: usize, d: &Datagram) {
+        let reaches = match d.1 {
+            Dest::Group => d.0 != to,
+            Dest::Member(r) => r as usize == to,
+        };
+        if reaches {
+            self.members[to].handle_datagram(Time(self.now), &d.2);
+        }
+    }
+
+    fn receive_all(&mut self, ds: &[Datagram]) {
+        for d in ds {
+            for to in 0..self.members.len() {
+                self.receive(to, d);
+            }
+        }
+    }
+
+    /// Exchanges datagrams until nobody has anything to send (no loss).
+    fn settle(&mut self) {
+        for _ in 0..50 {
+            let mut all = Vec::new();
+            for i in 0..self.members.len() {
+                all.extend(self.transmit(i));
+            }
+            if all.is_empty() {
+                return;
+            }
+            self.receive_all(&all);
+            self.advance_ms(1);
+        }
+    }
+
+    fn deliveries(&mut self, i: usize) -> Vec<(u16, u64)> {
+        let mut out = Vec::new();
+        while let Some(d) = self.members[i].poll_deliver() {
+            out.push((d.sender, d.seq.0));
+        }
+        out
+    }
+}
+
+#[test]
+fn full_send_window_returns_would_block_until_stability_opens_it() {
+    let mut net = Net::new(2, |c| {
+        c.window_messages_max = 4;
+        c.log_messages_max = 16;
+    });
+    for _ in 0..4 {
+        net.members[1]
+            .send(Time(0), Order::Fifo, false, b"x")
+            .unwrap();
+    }
+    assert_eq!(
+        net.members[1].send(Time(0), Order::Fifo, false, b"x"),
+        Err(SendError::WouldBlock)
+    );
+    assert_eq!(net.deliveries(1).len(), 4);
+    assert_eq!(net.members[1].poll_event(), None);
+    net.settle();
+    assert_eq!(net.deliveries(0).len(), 4);
+    net.settle();
+    assert_eq!(net.members[1].poll_event(), Some(Event::SendWindowOpen));
+    assert!(net.members[1]
+        .send(Time(net.now), Order::Fifo, false, b"x")
+        .is_ok());
+}
+
+#[test]
+fn oversized_payload_is_refused() {
+    let mut net = Net::new(3, |_| {});
+    let max = net.members[0].config().payload_bytes_max();
+    let big = vec![0u8; max + 1];
+    assert_eq!(
+        net.members[0].send(Time(0), Order::Fifo, false, &big),
+        Err(SendError::TooLarge { len: max + 1, max })
+    );
+    assert!(net.members[0]
+        .send(Time(0), Order::Fifo, false, &big[..max])
+        .is_ok());
+}
+
+#[test]
+fn lost_datagram_is_recovered_by_nak_and_retransmission() {
+    let mut net = Net::new(2, |_| {});
+    net.members[1]
+        .send(Time(0), Order::Fifo, false, b"a")
+        .unwrap();
+    let lost = net.transmit(1);
+    assert_eq!(lost.len(), 1);
+    net.members[1]
+        .send(Time(0), Order::Fifo, false, b"b")
+        .unwrap();
+    let second = net.transmit(1);
+    net.receive_all(&second);
+    assert!(net.deliveries(0).is_empty(), "b must wait for a (FIFO)");
+    net.advance_ms(1);
+    let nak = net.transmit(0);
+    let nak: Vec<_> = nak
+        .into_iter()
+        .filter(|d| Frame::parse(&d.2).unwrap().kind() == FrameKind::Nak)
+        .collect();
+    assert_eq!(nak.len(), 1);
+    assert_eq!(nak[0].1, Dest::Member(1));
+    net.receive_all(&nak);
+    let retransmission = net.transmit(1);
+    assert_eq!(retransmission[0].1, Dest::Member(0));
+    net.receive_all(&retransmission);
+    assert_eq!(net.deliveries(0), vec![(1, 1), (1, 2)]);
+    assert!(net.members[1].stats().records_retransmitted >= 1);
+}
+
+#[test]
+fn tail_loss_is_detected_from_the_senders_status() {
+    let mut net = Net::new(2, |_| {});
+    net.members[1]
+        .send(Time(0), Order::Fifo, false, b"last")
+        .unwrap();
+    let _lost = net.transmit(1);
+    // Nothing else is sent; the sender's periodic status reveals the missing record.
+    net.advance_ms(3);
+    let status = net.transmit(1);
+    assert!(!status.is_empty());
+    net.receive_all(&status);
+    net.advance_ms(1);
+    net.settle();
+    assert_eq!(net.deliveries(0), vec![(1, 1)]);
+}
+
+#[test]
+fn malformed_and_foreign_datagrams_are_counted_and_dropped() {
+    let mut net = Net::new(2, |_| {});
+    net.members[0].handle_datagram(Time(0), b"garbage");
+    net.members[1]
+        .send(Time(0), Order::Fifo, false, b"a")
+        .unwrap();
+    let mut d = net.transmit(1).remove(0).2;
+    // Another view.
+    d[12] ^= 1;
+    net.members[0].handle_datagram(Time(0), &d);
+    let s = net.members[0].stats();
+    assert_eq!(s.dropped_malformed, 1);
+    assert_eq!(s.dropped_foreign, 1);
+    assert!(net.deliveries(0).is_empty());
+}
+
+#[test]
+fn burst_of_messages_after_a_delivery_carries_one_vector() {
+    let mut net = Net::new(3, |_| {});
+    net.members[0]
+        .send(Time(0), Order::Fifo, false, b"a")
+        .unwrap();
+    let d = net.transmit(0);
+    net.receive_all(&d);
+    assert_eq!(net.deliveries(1), vec![(0, 1)]);
+    for _ in 0..10 {
+        net.members[1]
+            .send(Time(0), Order::Causal, false, b"c")
+            .unwrap();
+    }
+    let frames = net.transmit(1);
+    let data: Vec<_> = frames
+        .iter()
+        .map(|d| Frame::parse(&d.2).unwrap())
+        .filter(|f| f.header.record_count() > 0)
+        .collect();
+    assert_eq!(data.len(), 1);
+    let vectors = data[0]
+        .items()
+        .filter(|i| matches!(i, Item::Vector(_)))
+        .count();
+    assert_eq!(vectors, 1);
+    // And a sender that delivered nothing new sends none.
+    for _ in 0..10 {
+        net.members[1]
+            .send(Time(0), Order::Causal, false, b"c")
+            .unwrap();
+    }
+    let again: usize = net
+        .transmit(1)
+        .iter()
+        .map(|d| {
+            Frame::parse(&d.2)
+                .unwrap()
+                .items()
+                .filter(|i| matches!(i, Item::Vector(_)))
+                .count()
+        })
+        .sum();
+    assert_eq!(again, 0);
+}
+
+#[test]
+fn causal_message_waits_for_its_causal_past_even_through_a_fifo_message() {
+    let mut net = Net::new(4, |_| {});
+    // m1 sends a; m2 delivers a and sends fifo f; m3 delivers f and sends causal c.
+    net.members[1]
+        .send(Time(0), Order::Fifo, false, b"a")
+        .unwrap();
+    let a = net.transmit(1);
+    net.receive(2, &a[0]);
+    assert_eq!(net.deliveries(2), vec![(1, 1)]);
+    net.members[2]
+        .send(Time(0), Order::Fifo, false, b"f")
+        .unwrap();
+    let f = net.transmit(2);
+    net.receive(3, &f[0]);
+    net.receive(0, &f[0]);
+    assert_eq!(net.deliveries(3), vec![(2, 1)]);
+    net.members[3]
+        .send(Time(0), Order::Causal, false, b"c")
+        .unwrap();
+    let c = net.transmit(3);
+    net.receive(0, &c[0]);
+    // m0 has f and c but not a: f (fifo) is delivered, c waits for a.
+    assert_eq!(net.deliveries(0), vec![(2, 1)]);
+    net.receive(0, &a[0]);
+    assert_eq!(net.deliveries(0), vec![(1, 1), (3, 1)]);
+}
+
+#[test]
+fn safe_message_is_delivered_only_once_every_member_holds_it() {
+    let mut net = Net::new(3, |_| {});
+    net.members[1]
+        .send(Time(0), Order::Fifo, true, b"s")
+        .unwrap();
+    assert!(
+        net.deliveries(1).is_empty(),
+        "not even its sender delivers it yet"
+    );
+    let d = net.transmit(1);
+    net.receive(0, &d[0]);
+    assert!(net.deliveries(0).is_empty());
+    net.advance_ms(1);
+    net.settle();
+    for i in 0..3 {
+        assert_eq!(net.deliveries(i), vec![(1, 1)], "member {i}");
+    }
+}
+
+#[test]
+fn total_messages_follow_the_sequencers_order_everywhere() {
+    let mut net = Net::new(3, |_| {});
+    net.members[1]
+        .send(Time(0), Order::Total, false, b"x")
+        .unwrap();
+    net.members[2]
+        .send(Time(0), Order::Total, false, b"y")
+        .unwrap();
+    let x = net.transmit(1);
+    let y = net.transmit(2);
+    // The sequencer sees y first; members 1 and 2 see their own first.
+    net.receive(0, &y[0]);
+    assert_eq!(net.deliveries(0), vec![(2, 1)]);
+    net.receive(0, &x[0]);
+    assert_eq!(net.deliveries(0), vec![(1, 1)]);
+    net.receive(1, &y[0]);
+    net.receive(2, &x[0]);
+    assert!(net.deliveries(1).is_empty(), "waits for the order");
+    net.settle();
+    assert_eq!(net.deliveries(1), vec![(2, 1), (1, 1)]);
+    assert_eq!(net.deliveries(2), vec![(2, 1), (1, 1)]);
+}
