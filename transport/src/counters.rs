@@ -84,16 +84,27 @@ pub const FILE_EXTENSION: &str = "counters";
 /// Prefix of counters files created under [`default_dir`].
 pub const FILE_PREFIX: &str = "cohort-";
 
-const OFF_MAGIC: usize = 0;
-const OFF_VERSION: usize = 8;
-const OFF_HEADER_BYTES: usize = 12;
-const OFF_METADATA_SLOT_BYTES: usize = 16;
-const OFF_VALUE_SLOT_BYTES: usize = 20;
-const OFF_CAPACITY: usize = 24;
-const OFF_LABEL_BYTES_MAX: usize = 28;
-const OFF_PID: usize = 32;
-const OFF_START_UNIX_MS: usize = 40;
-const OFF_HEARTBEAT_UNIX_MS: usize = 128;
+/// Byte offsets of the header fields (layout version 1), public for tools and tests that
+/// inspect or forge files.
+pub mod header_offsets {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 8;
+    pub const HEADER_BYTES: usize = 12;
+    pub const METADATA_SLOT_BYTES: usize = 16;
+    pub const VALUE_SLOT_BYTES: usize = 20;
+    pub const CAPACITY: usize = 24;
+    pub const LABEL_BYTES_MAX: usize = 28;
+    pub const PID: usize = 32;
+    pub const START_UNIX_MS: usize = 40;
+    pub const HEARTBEAT_UNIX_MS: usize = 128;
+}
+use header_offsets::{
+    CAPACITY as OFF_CAPACITY, HEADER_BYTES as OFF_HEADER_BYTES,
+    HEARTBEAT_UNIX_MS as OFF_HEARTBEAT_UNIX_MS, LABEL_BYTES_MAX as OFF_LABEL_BYTES_MAX,
+    MAGIC as OFF_MAGIC, METADATA_SLOT_BYTES as OFF_METADATA_SLOT_BYTES, PID as OFF_PID,
+    START_UNIX_MS as OFF_START_UNIX_MS, VALUE_SLOT_BYTES as OFF_VALUE_SLOT_BYTES,
+    VERSION as OFF_VERSION,
+};
 
 const SLOT_OFF_STATE: usize = 0;
 const SLOT_OFF_UNIT: usize = 4;
