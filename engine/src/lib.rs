@@ -6,11 +6,13 @@
 //!
 //! * [`trace`] — the JSON-lines trace format every test layer shares;
 //! * [`checker`] — the trace checker of properties 1–10;
+//! * [`stats`] — the per-poller and per-group counters `cohort stat` reads from outside;
 //! * `wire`, `protocol`, `sim` — the sans-IO protocol core and its deterministic simulator.
 
 pub mod checker;
 pub mod protocol;
 pub mod sim;
+pub mod stats;
 pub mod trace;
 pub mod wire;
 

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 mod check_trace;
 mod sim;
+mod stat;
 mod tune;
 
 #[derive(Parser)]
@@ -27,6 +28,8 @@ enum Command {
     Sim(sim::Args),
     /// Check a directory of trace files against the virtual synchrony properties.
     CheckTrace(check_trace::Args),
+    /// Print the counters of running cohort processes (from their counters files), live.
+    Stat(stat::Args),
     /// Check (and report on) this host's tuning for Cohort.
     Tune(tune::Args),
 }
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Sim(args) => sim::run(args),
         Command::CheckTrace(args) => check_trace::run(args),
+        Command::Stat(args) => stat::run(args),
         Command::Tune(args) => tune::run(args),
     };
     match result {

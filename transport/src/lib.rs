@@ -43,6 +43,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub mod conformance;
+pub mod counters;
 pub mod faults;
 pub mod memory;
 pub mod mmsg;
