@@ -440,6 +440,46 @@ pub fn median_run(mut runs: Vec<PointResult>) -> PointResult {
     runs.swap_remove(middle)
 }
 
+/// io_uring beside sendmmsg (and memory) for each size and GSO setting both were run with;
+/// None unless both kernel drivers were measured.
+pub fn driver_comparison(results: &[PointResult]) -> Option<Table> {
+    let find = |driver: &str, gso: bool, size: usize| {
+        results
+            .iter()
+            .find(|r| r.driver == driver && r.gso_requested == gso && r.size == size)
+    };
+    let mut t = Table::new(&[
+        "size B",
+        "gso",
+        "io_uring msgs/s",
+        "sendmmsg msgs/s",
+        "io_uring/sendmmsg",
+        "memory msgs/s",
+    ]);
+    let mut any = false;
+    for gso in [false, true] {
+        let mut sizes: Vec<usize> = results.iter().map(|r| r.size).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        for size in sizes {
+            let (Some(u), Some(m)) = (find("io_uring", gso, size), find("sendmmsg", gso, size))
+            else {
+                continue;
+            };
+            any = true;
+            t.row(vec![
+                size.to_string(),
+                if gso { "on".into() } else { "off".into() },
+                thousands(u.msgs_per_s()),
+                thousands(m.msgs_per_s()),
+                format!("{:.2}", u.msgs_per_s() / m.msgs_per_s().max(1.0)),
+                find("memory", false, size).map_or("-".into(), |r| thousands(r.msgs_per_s())),
+            ]);
+        }
+    }
+    any.then_some(t)
+}
+
 pub fn table(results: &[PointResult]) -> Table {
     let mut t = Table::new(&[
         "driver",
@@ -512,6 +552,10 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         results.push(r);
     }
     print!("{}", table(&results).render());
+    if let Some(side_by_side) = driver_comparison(&results) {
+        println!();
+        print!("{}", side_by_side.render());
+    }
     Ok(std::process::ExitCode::SUCCESS)
 }
 
