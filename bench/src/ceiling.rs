@@ -36,6 +36,8 @@ pub const RECEIVER_OVERRUN_MS: u64 = 2_000;
 pub const RECV_DATAGRAMS_PER_CALL: usize = 256;
 /// Longest run accepted for one point, in seconds.
 pub const POINT_SECONDS_MAX: f64 = 600.0;
+/// Most runs of one point (`--repeat`).
+pub const REPEAT_MAX: usize = 15;
 /// The GSO+GRO setting later scenarios use for their single ceiling: the faster one measured
 /// on loopback (see BENCHMARKS.md).
 pub const GSO_DEFAULT: bool = true;
@@ -107,6 +109,9 @@ pub struct Args {
     /// Datagrams per send call.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// Runs of each point; the one with the median msgs/s is reported (shared machines drift).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// Append one JSON line per point to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -428,6 +433,53 @@ pub fn matrix(args: &Args) -> Vec<Point> {
     points
 }
 
+/// The run with the median msgs/s (the lower middle one for an even count).
+pub fn median_run(mut runs: Vec<PointResult>) -> PointResult {
+    runs.sort_by(|a, b| a.msgs_per_s().total_cmp(&b.msgs_per_s()));
+    let middle = (runs.len().saturating_sub(1)) / 2;
+    runs.swap_remove(middle)
+}
+
+/// io_uring beside sendmmsg (and memory) for each size and GSO setting both were run with;
+/// None unless both kernel drivers were measured.
+pub fn driver_comparison(results: &[PointResult]) -> Option<Table> {
+    let find = |driver: &str, gso: bool, size: usize| {
+        results
+            .iter()
+            .find(|r| r.driver == driver && r.gso_requested == gso && r.size == size)
+    };
+    let mut t = Table::new(&[
+        "size B",
+        "gso",
+        "io_uring msgs/s",
+        "sendmmsg msgs/s",
+        "io_uring/sendmmsg",
+        "memory msgs/s",
+    ]);
+    let mut any = false;
+    for gso in [false, true] {
+        let mut sizes: Vec<usize> = results.iter().map(|r| r.size).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        for size in sizes {
+            let (Some(u), Some(m)) = (find("io_uring", gso, size), find("sendmmsg", gso, size))
+            else {
+                continue;
+            };
+            any = true;
+            t.row(vec![
+                size.to_string(),
+                if gso { "on".into() } else { "off".into() },
+                thousands(u.msgs_per_s()),
+                thousands(m.msgs_per_s()),
+                format!("{:.2}", u.msgs_per_s() / m.msgs_per_s().max(1.0)),
+                find("memory", false, size).map_or("-".into(), |r| thousands(r.msgs_per_s())),
+            ]);
+        }
+    }
+    any.then_some(t)
+}
+
 pub fn table(results: &[PointResult]) -> Table {
     let mut t = Table::new(&[
         "driver",
@@ -469,6 +521,9 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     if args.batch == 0 || args.datagram_bytes == 0 {
         bail!("--batch and --datagram-bytes must be positive");
     }
+    if args.repeat == 0 || args.repeat > REPEAT_MAX {
+        bail!("--repeat must be in 1..={REPEAT_MAX}");
+    }
     let mut json = match &args.json {
         Some(path) => {
             Some(JsonLines::append(path).with_context(|| format!("opening {}", path.display()))?)
@@ -484,13 +539,23 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             point.size,
             point.seconds
         );
-        let r = run_point(point)?;
+        let mut runs = Vec::with_capacity(args.repeat);
+        for _ in 0..args.repeat {
+            runs.push(run_point(point)?);
+        }
+        let r = median_run(runs);
         if let Some(out) = json.as_mut() {
-            out.write(&r.record()).context("writing JSON line")?;
+            let mut record = r.record();
+            record.extra.insert("runs".into(), args.repeat.into());
+            out.write(&record).context("writing JSON line")?;
         }
         results.push(r);
     }
     print!("{}", table(&results).render());
+    if let Some(side_by_side) = driver_comparison(&results) {
+        println!();
+        print!("{}", side_by_side.render());
+    }
     Ok(std::process::ExitCode::SUCCESS)
 }
 
@@ -523,6 +588,17 @@ mod tests {
     }
 
     #[test]
+    fn median_run_picks_the_middle_rate() {
+        let run = |msgs| PointResult {
+            msgs_received: msgs,
+            receiver_seconds: 1.0,
+            ..PointResult::default()
+        };
+        assert_eq!(median_run(vec![run(5), run(1), run(9)]).msgs_received, 5);
+        assert_eq!(median_run(vec![run(5), run(1)]).msgs_received, 1);
+    }
+
+    #[test]
     fn refuses_a_message_larger_than_a_datagram() {
         let e = run_point(Point {
             driver: DriverName::Memory,
@@ -544,6 +620,7 @@ mod tests {
             datagram_bytes: 1472,
             gso: GsoMode::Both,
             batch: 64,
+            repeat: 1,
             json: None,
         };
         let m = matrix(&args);

@@ -11,14 +11,23 @@
 //!   the [`buf_ring::ProvidedBufferRing`] for each datagram (or GRO train) and posts a CQE;
 //!   `recv` lends the payload in place to the callback (no copy), then gives the buffer back.
 //!   When the multishot ends (no buffer left, or any CQE without `IORING_CQE_F_MORE`) it is
-//!   re-armed. An idle `recv` costs no system call when the kernel supports
-//!   `IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG` (it only enters the kernel when the
-//!   ring says task work is pending).
+//!   re-armed. The receive is armed by the first `recv`/`wait_readable`, on the thread that
+//!   uses the transport, because the kernel runs a request's completion work on the thread
+//!   that submitted it.
+//!
+//! Threads ([`TaskRunMode`]): on Linux 6.1+ both rings are `SINGLE_ISSUER | DEFER_TASKRUN`,
+//! created disabled and enabled by their first user: completion work then runs only inside
+//! our own `io_uring_enter` calls (no interruption of a busy-polling thread), and each
+//! direction must stay on one thread (a second thread gets [`TransportError::Config`], never
+//! a hang). A transport may be opened on one thread and moved to another before first use.
+//! Older kernels use `COOP_TASKRUN` (an idle `recv` enters the kernel only when the ring flags
+//! pending work) or plain rings.
 //!
 //! Requirements, checked at [`UringTransport::with_socket`]: `io_uring_setup` works (not
 //! disabled by `kernel.io_uring_disabled`, seccomp or the memlock limit), the opcodes
-//! `SENDMSG`, `RECVMSG` and `ASYNC_CANCEL` are supported, a buffer ring can be registered
-//! (Linux 5.19), and multishot `RecvMsg` is accepted (Linux 6.0). Otherwise the error is
+//! `SENDMSG`, `RECVMSG` and `ASYNC_CANCEL` are supported (probed), a buffer ring can be
+//! registered (Linux 5.19), and the kernel is 6.0+ (multishot `RecvMsg`, which cannot be probed
+//! without arming it). Otherwise the error is
 //! [`TransportError::UringUnavailable`] with the reason, and `open(Auto, ..)` falls back to
 //! the sendmmsg driver.
 //!
@@ -580,21 +589,25 @@ impl UringTransport {
         on_datagram: &mut dyn FnMut(SocketAddr, &[u8]),
     ) -> (usize, Option<PendingTrain>) {
         let mut delivered = 0;
-        if let Some(buf) = self.buffers.filled(train.bid, train.filled) {
-            // A zero-length datagram is one datagram too.
-            if train.next == train.end {
-                on_datagram(train.source, &[]);
-                self.stats.datagrams_received += 1;
-                delivered = 1;
-            }
-            while train.next < train.end && delivered < budget {
-                let seg_end = (train.next + train.segment_bytes).min(train.end);
-                on_datagram(train.source, &buf[train.next..seg_end]);
-                self.stats.datagrams_received += 1;
-                self.stats.bytes_received += (seg_end - train.next) as u64;
-                train.next = seg_end;
-                delivered += 1;
-            }
+        let Some(buf) = self.buffers.filled(train.bid, train.filled) else {
+            // Unreachable: `train_of` checked the same bounds. Drop rather than stall.
+            self.stats.recv_dropped += 1;
+            self.buffers.push(train.bid);
+            return (0, None);
+        };
+        // A zero-length datagram is one datagram too.
+        if train.next == train.end {
+            on_datagram(train.source, &[]);
+            self.stats.datagrams_received += 1;
+            delivered = 1;
+        }
+        while train.next < train.end && delivered < budget {
+            let seg_end = (train.next + train.segment_bytes).min(train.end);
+            on_datagram(train.source, &buf[train.next..seg_end]);
+            self.stats.datagrams_received += 1;
+            self.stats.bytes_received += (seg_end - train.next) as u64;
+            train.next = seg_end;
+            delivered += 1;
         }
         if train.next < train.end {
             return (delivered, Some(train));
