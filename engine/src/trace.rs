@@ -16,7 +16,7 @@
 
 use crate::Order;
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// One trace line.
@@ -106,26 +106,42 @@ pub struct MemberTrace {
     pub events: Vec<TraceEvent>,
 }
 
-/// Reads one trace file.
+/// The longest trace line [`read_trace_file`] accepts (a view of thousands of members fits).
+pub const TRACE_LINE_BYTES_MAX: usize = 1 << 20;
+
+/// Reads one trace file. Errors name the file, and the line for anything but I/O failures
+/// (malformed JSON, invalid UTF-8, a line longer than [`TRACE_LINE_BYTES_MAX`]).
 pub fn read_trace_file(path: &Path) -> Result<MemberTrace, TraceError> {
-    let file = std::fs::File::open(path).map_err(|source| TraceError::Io {
+    let io = |source| TraceError::Io {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
     let mut events = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| TraceError::Io {
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        let read = (&mut reader)
+            .take(TRACE_LINE_BYTES_MAX as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(io)?;
+        if read == 0 {
+            break;
+        }
+        let parse_error = |message: String| TraceError::Parse {
             path: path.to_owned(),
-            source,
-        })?;
-        if line.trim().is_empty() {
+            line: number,
+            message,
+        };
+        if line.len() > TRACE_LINE_BYTES_MAX {
+            return Err(parse_error(format!(
+                "line longer than {TRACE_LINE_BYTES_MAX} bytes"
+            )));
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let ev = serde_json::from_str(&line).map_err(|e| TraceError::Parse {
-            path: path.to_owned(),
-            line: i + 1,
-            message: e.to_string(),
-        })?;
+        let ev = serde_json::from_slice(&line).map_err(|e| parse_error(e.to_string()))?;
         events.push(ev);
     }
     Ok(MemberTrace {
@@ -178,6 +194,41 @@ mod tests {
             }
         );
         assert_eq!(serde_json::to_string(&ev).unwrap(), line);
+    }
+
+    #[test]
+    fn unreadable_lines_are_errors_naming_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("cohort-trace-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = r#"{"ev":"block","node":"a","group":"g","view":1}"#;
+        for (name, bytes, line) in [
+            (
+                "utf8.jsonl",
+                [format!("{good}\n\n").as_bytes(), b"\xff\n"].concat(),
+                3,
+            ),
+            (
+                "json.jsonl",
+                format!("{good}\n{{\"ev\":\"view\"}}\n").into_bytes(),
+                2,
+            ),
+            ("long.jsonl", vec![b' '; TRACE_LINE_BYTES_MAX + 2], 1),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            match read_trace_file(&path) {
+                Err(TraceError::Parse {
+                    line: l, path: p, ..
+                }) => {
+                    assert_eq!((l, p), (line, path), "{name}");
+                }
+                other => panic!("{name}: expected a parse error, got {other:?}"),
+            }
+        }
+        let path = dir.join("ok.jsonl");
+        std::fs::write(&path, format!("{good}\n  \n{good}")).unwrap();
+        assert_eq!(read_trace_file(&path).unwrap().events.len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

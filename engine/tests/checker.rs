@@ -678,3 +678,461 @@ fn stores_a_bounded_number_of_violations_but_counts_them_all() {
 fn an_empty_run_is_clean() {
     assert_clean(&check(&[], &CheckConfig::default()));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Valid by construction: a centralized sequential execution. Every message sent in a view is
+// appended to one log; each member delivers a prefix of that log at its own pace; a view change
+// first lets every surviving member deliver the whole log (flush), then installs the survivors
+// (plus, maybe, a joiner under a new id). Crashes keep a strict majority of the view; a crashed
+// member's trace just ends (or ends with `block`). Such traces satisfy properties 1–10.
+
+mod centralized {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    pub enum Action {
+        Send { who: u8, order: u8, safe: bool },
+        Deliver { who: u8, count: u8 },
+        Crash { who: u8, block: bool },
+        ViewChange { join: bool },
+    }
+
+    pub fn action() -> impl Strategy<Value = Action> {
+        prop_oneof![
+            4 => (any::<u8>(), 0u8..4, any::<bool>())
+                .prop_map(|(who, order, safe)| Action::Send { who, order, safe }),
+            4 => (any::<u8>(), 1u8..5).prop_map(|(who, count)| Action::Deliver { who, count }),
+            1 => (any::<u8>(), any::<bool>()).prop_map(|(who, block)| Action::Crash { who, block }),
+            1 => any::<bool>().prop_map(|join| Action::ViewChange { join }),
+        ]
+    }
+
+    pub struct Execution {
+        pub run: Run,
+        pub crashed_any: bool,
+    }
+
+    /// Plays `actions` from an initial view of `size` members; with `settle`, every live member
+    /// delivers the whole log at the end.
+    pub fn execute(size: usize, actions: &[Action], settle: bool) -> Execution {
+        let mut run = Run::default();
+        let mut view_id = 1u64;
+        let mut view: Vec<String> = (0..size).map(|i| format!("m{i}")).collect();
+        let mut live: Vec<String> = view.clone();
+        let mut log: Vec<String> = Vec::new();
+        let mut pos: HashMap<String, usize> = HashMap::new();
+        let mut joiners = 0;
+        let mut crashed_any = false;
+        let install = |run: &mut Run, id: u64, members: &[String]| {
+            let names: Vec<&str> = members.iter().map(|s| s.as_str()).collect();
+            run.install(id, &names);
+        };
+        install(&mut run, view_id, &view);
+        let deliver_upto = |run: &mut Run,
+                            pos: &mut HashMap<String, usize>,
+                            log: &[String],
+                            who: &str,
+                            n: usize| {
+            let p = pos.entry(who.to_owned()).or_insert(0);
+            let end = p.saturating_add(n).min(log.len());
+            for m in &log[*p..end] {
+                run.deliver(who, m);
+            }
+            *p = end;
+        };
+        for a in actions {
+            match *a {
+                Action::Send { who, order, safe } => {
+                    let who = live[who as usize % live.len()].clone();
+                    let order = Order::ALL[order as usize % 4];
+                    log.push(run.send_with(&who, order, safe));
+                }
+                Action::Deliver { who, count } => {
+                    let who = live[who as usize % live.len()].clone();
+                    deliver_upto(&mut run, &mut pos, &log, &who, count as usize);
+                }
+                Action::Crash { who, block } => {
+                    // Survivors must stay a strict majority of the view.
+                    if (live.len() - 1) * 2 > view.len() {
+                        let who = live.remove(who as usize % live.len());
+                        if block {
+                            run.block(&who);
+                        }
+                        crashed_any = true;
+                    }
+                }
+                Action::ViewChange { join } => {
+                    for who in &live {
+                        deliver_upto(&mut run, &mut pos, &log, who, usize::MAX);
+                    }
+                    log.clear();
+                    pos.clear();
+                    if join {
+                        joiners += 1;
+                        live.push(format!("j{joiners}"));
+                    }
+                    view_id += 1;
+                    view = live.clone();
+                    install(&mut run, view_id, &view);
+                }
+            }
+        }
+        if settle {
+            for who in &live {
+                deliver_upto(&mut run, &mut pos, &log, who, usize::MAX);
+            }
+        }
+        Execution { run, crashed_any }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn centralized_executions_pass(
+            size in 1usize..6,
+            actions in proptest::collection::vec(action(), 0..80),
+            settle in any::<bool>(),
+        ) {
+            let ex = execute(size, &actions, settle);
+            let report = ex.run.check();
+            prop_assert!(report.is_ok(), "violations:\n{}", show(&report));
+            if settle && !ex.crashed_any {
+                let report = ex.run.check_complete();
+                prop_assert!(report.is_ok(), "violations:\n{}", show(&report));
+            }
+        }
+
+        #[test]
+        fn a_replayed_delivery_is_caught_as_duplication_only(
+            size in 1usize..6,
+            actions in proptest::collection::vec(action(), 0..80),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            let ex = execute(size, &actions, true);
+            let mut traces = ex.run.traces();
+            let deliveries: Vec<(usize, TraceEvent)> = traces
+                .iter()
+                .enumerate()
+                .flat_map(|(t, tr)| tr.events.iter().map(move |e| (t, e.clone())))
+                .filter(|(_, e)| matches!(e, TraceEvent::Deliver { .. }))
+                .collect();
+            prop_assume!(!deliveries.is_empty());
+            let (t, ev) = deliveries[pick.index(deliveries.len())].clone();
+            // (A blocked member delivering again would also break property 10.)
+            prop_assume!(!matches!(traces[t].events.last(), Some(TraceEvent::Block { .. })));
+            let TraceEvent::Deliver { node, group, msg, order, .. } = ev else { unreachable!() };
+            // Replayed at the end of the member's trace, in the view it is in by then.
+            let view = traces[t].events.iter().rev().find_map(|e| match e {
+                TraceEvent::View { view, .. } => Some(*view),
+                _ => None,
+            }).unwrap();
+            traces[t].events.push(TraceEvent::Deliver { node, group, view, msg, order });
+            let report = check(&traces, &CheckConfig::default());
+            prop_assert_eq!(report.violated(), vec![Property::NoDuplication], "{}", show(&report));
+        }
+
+        #[test]
+        fn a_swap_of_two_deliveries_from_one_sender_is_caught_as_fifo(
+            size in 1usize..6,
+            actions in proptest::collection::vec(action(), 0..80),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            let ex = execute(size, &actions, true);
+            let mut traces = ex.run.traces();
+            // Adjacent deliveries of one member, same sender, same view.
+            let mut candidates = Vec::new();
+            for (t, tr) in traces.iter().enumerate() {
+                for (i, pair) in tr.events.windows(2).enumerate() {
+                    if let (
+                        TraceEvent::Deliver { msg: m1, view: v1, .. },
+                        TraceEvent::Deliver { msg: m2, view: v2, .. },
+                    ) = (&pair[0], &pair[1])
+                    {
+                        let s1 = m1.rsplit_once('/').unwrap().0;
+                        let s2 = m2.rsplit_once('/').unwrap().0;
+                        if s1 == s2 && v1 == v2 {
+                            candidates.push((t, i));
+                        }
+                    }
+                }
+            }
+            prop_assume!(!candidates.is_empty());
+            let (t, i) = candidates[pick.index(candidates.len())];
+            traces[t].events.swap(i, i + 1);
+            let report = check(&traces, &CheckConfig::default());
+            prop_assert!(report.violated().contains(&Property::Fifo), "{}", show(&report));
+        }
+
+        #[test]
+        fn arbitrary_events_never_panic(
+            events in proptest::collection::vec(
+                (0u8..4, 0usize..3, 0u64..4, 0usize..8, 0u8..4, any::<bool>(), 0usize..3),
+                0..60,
+            ),
+        ) {
+            let nodes = ["a", "b", "c"];
+            let msgs = ["a/1", "a/2", "b/1", "b/3", "c/0", "x", "a/18446744073709551615", "/"];
+            let lists = [vec!["a", "b", "c"], vec!["a"], vec![]];
+            let mut traces: Vec<MemberTrace> = nodes
+                .iter()
+                .map(|n| MemberTrace { source: n.to_string(), events: Vec::new() })
+                .collect();
+            for (kind, node, view, msg, order, safe, list) in events {
+                let n = nodes[node].to_string();
+                let group = GROUP.to_string();
+                let msg = msgs[msg].to_string();
+                let order = Order::ALL[order as usize];
+                let ev = match kind {
+                    0 => TraceEvent::View {
+                        node: n, group, view,
+                        members: lists[list].iter().map(|s| s.to_string()).collect(),
+                    },
+                    1 => TraceEvent::Send { node: n, group, view, msg, order, safe },
+                    2 => TraceEvent::Deliver { node: n, group, view, msg, order },
+                    _ => TraceEvent::Block { node: n, group, view },
+                };
+                traces[node].events.push(ev);
+            }
+            let report = check(&traces, &CheckConfig { require_complete: true });
+            prop_assert!(report.violations.len() <= Property::ALL.len() * VIOLATIONS_STORED_PER_PROPERTY_MAX);
+        }
+
+        #[test]
+        fn a_delivery_moved_to_another_member_is_never_a_panic(
+            size in 1usize..6,
+            actions in proptest::collection::vec(action(), 0..60),
+            from in any::<prop::sample::Index>(),
+            to in any::<prop::sample::Index>(),
+        ) {
+            // Corrupt a valid trace by swapping two events of one member: the checker must
+            // still terminate without panicking (the verdict depends on the events swapped).
+            let ex = execute(size, &actions, true);
+            let mut traces = ex.run.traces();
+            let which = from.index(traces.len());
+            let t = &mut traces[which];
+            if !t.events.is_empty() {
+                let i = from.index(t.events.len());
+                let j = to.index(t.events.len());
+                t.events.swap(i, j);
+            }
+            let _ = check(&traces, &CheckConfig { require_complete: true });
+        }
+    }
+}
+
+#[test]
+fn catches_a_member_skipping_a_view_that_lists_it() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b", "c"]);
+    r.view("a", 2, &["a", "b", "c"])
+        .view("c", 2, &["a", "b", "c"]);
+    r.install(3, &["a", "b", "c"]);
+    let report = r.check();
+    assert_only(&report, Property::VirtualSynchrony);
+    assert!(report.violations[0]
+        .detail
+        .contains("b went from view 1 to view 3, skipping view 2"));
+}
+
+#[test]
+fn catches_an_excluded_member_coming_back_under_the_same_id() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b", "c"]);
+    r.install(2, &["a", "b"]);
+    r.install(3, &["a", "b", "c"]); // c must rejoin as a new member id
+    let report = r.check();
+    assert_only(&report, Property::PrimaryComponent);
+    assert!(report.violations[0]
+        .detail
+        .contains("c was excluded by view 2"));
+}
+
+/// Timing, not a verdict: `cargo test --release -p cohort --test checker -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_check_time_for_nine_members() {
+    for messages in [10_000usize, 90_000] {
+        let members: Vec<String> = (0..9).map(|i| format!("10.0.0.{i}:7000#1")).collect();
+        let names: Vec<&str> = members.iter().map(|s| s.as_str()).collect();
+        let mut r = Run::default();
+        r.install(1, &names);
+        let mut batch = Vec::new();
+        for i in 0..messages {
+            let order = Order::ALL[i % 4];
+            batch.push(r.send(names[i % 9], order));
+            if batch.len() == 64 || i + 1 == messages {
+                r.deliver_all(
+                    &names,
+                    &batch.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                );
+                batch.clear();
+            }
+        }
+        let traces = r.traces();
+        let start = std::time::Instant::now();
+        let report = check(
+            &traces,
+            &CheckConfig {
+                require_complete: true,
+            },
+        );
+        let took = start.elapsed();
+        assert_clean(&report);
+        println!(
+            "9 members, {messages} messages, {} deliveries: check took {:?}",
+            report.deliveries, took
+        );
+    }
+}
+
+#[test]
+fn the_report_prints_a_summary_then_the_violations_then_what_was_not_stored() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b"]);
+    let m = r.send("a", Order::Fifo);
+    r.deliver_all(&["a", "b"], &[&m]);
+    for _ in 0..VIOLATIONS_STORED_PER_PROPERTY_MAX + 2 {
+        r.deliver("b", &m);
+    }
+    let text = r.check().to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "check-trace: members=2 sends=1 deliveries=24 violations=22"
+    );
+    assert_eq!(
+        lines[1],
+        "no-duplication (5): group g: b delivered a/1 again (view 1)"
+    );
+    assert_eq!(lines.len(), 1 + VIOLATIONS_STORED_PER_PROPERTY_MAX + 1);
+    assert_eq!(
+        lines[lines.len() - 1],
+        "no-duplication (5): 2 more not shown (22 in all)"
+    );
+}
+
+#[test]
+fn the_order_of_the_trace_files_does_not_matter() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b", "c"]);
+    let cause = r.send("a", Order::Causal);
+    r.deliver_all(&["a", "b"], &[&cause]);
+    let effect = r.send("b", Order::Total);
+    r.deliver_all(&["a", "b"], &[&effect]);
+    r.deliver_all(&["c"], &[&cause, &effect]);
+    let mut traces = r.traces();
+    traces.reverse(); // receivers first
+    assert_clean(&check(&traces, &CheckConfig::default()));
+    // A causal violation is found the same way.
+    let mut r = Run::default();
+    r.install(1, &["a", "b", "c"]);
+    let cause = r.send("a", Order::Fifo);
+    r.deliver_all(&["a", "b"], &[&cause]);
+    let effect = r.send("b", Order::Causal);
+    r.deliver_all(&["a", "b"], &[&effect]);
+    r.deliver_all(&["c"], &[&effect, &cause]);
+    let mut traces = r.traces();
+    traces.reverse();
+    assert_only(&check(&traces, &CheckConfig::default()), Property::Causal);
+}
+
+#[test]
+fn a_violation_names_its_group() {
+    let mut traces = Vec::new();
+    for (group, replay) in [("g1", false), ("g2", true)] {
+        let mut events = vec![
+            TraceEvent::View {
+                node: "a".into(),
+                group: group.into(),
+                view: 1,
+                members: vec!["a".into()],
+            },
+            TraceEvent::Send {
+                node: "a".into(),
+                group: group.into(),
+                view: 1,
+                msg: "a/1".into(),
+                order: Order::Fifo,
+                safe: false,
+            },
+        ];
+        let deliver = TraceEvent::Deliver {
+            node: "a".into(),
+            group: group.into(),
+            view: 1,
+            msg: "a/1".into(),
+            order: Order::Fifo,
+        };
+        events.push(deliver.clone());
+        if replay {
+            events.push(deliver);
+        }
+        traces.push(MemberTrace {
+            source: format!("a-{group}.jsonl"),
+            events,
+        });
+    }
+    let report = check(&traces, &CheckConfig::default());
+    assert_only(&report, Property::NoDuplication);
+    assert!(report.violations[0]
+        .detail
+        .starts_with("group g2: a delivered a/1 again"));
+}
+
+#[test]
+fn a_message_missing_at_the_end_of_a_view_is_virtual_synchrony_not_a_fifo_hole() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b"]);
+    let m1 = r.send("a", Order::Fifo);
+    let m2 = r.send("a", Order::Fifo);
+    r.deliver_all(&["a"], &[&m1, &m2]);
+    r.deliver_all(&["b"], &[&m1]); // b misses a/2 ...
+    r.install(2, &["a", "b"]);
+    let m3 = r.send("a", Order::Fifo);
+    r.deliver_all(&["a", "b"], &[&m3]); // ... and a/3 starts view 2's stream: no fifo hole
+    let report = r.check();
+    assert_only(&report, Property::VirtualSynchrony);
+    assert_eq!(report.violation_count(), 1);
+}
+
+#[test]
+fn a_joiner_need_not_deliver_causal_predecessors_from_before_it_joined() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b"]);
+    let old = r.send("a", Order::Causal);
+    r.deliver_all(&["a", "b"], &[&old]);
+    r.install(2, &["a", "b", "j"]);
+    let new = r.send("b", Order::Causal); // old → new, but j was not in view 1
+    r.deliver_all(&["a", "b", "j"], &[&new]);
+    assert_clean(&r.check_complete());
+}
+
+#[test]
+fn a_senders_own_causal_messages_out_of_order_are_a_fifo_violation_only() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b"]);
+    let c1 = r.send("a", Order::Causal);
+    let c2 = r.send("a", Order::Causal);
+    r.deliver_all(&["a"], &[&c1, &c2]);
+    r.deliver_all(&["b"], &[&c2, &c1]);
+    let report = r.check();
+    assert_only(&report, Property::Fifo);
+    assert_eq!(report.violation_count(), 1);
+}
+
+#[test]
+fn a_safe_message_missed_next_to_a_deliverer_is_reported_once_as_virtual_synchrony() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b", "c"]);
+    let s = r.send_with("a", Order::Fifo, true);
+    r.deliver_all(&["a", "b"], &[&s]);
+    r.install(2, &["a", "b", "c"]); // c goes on with a and b, without s
+    let report = r.check();
+    assert_only(&report, Property::VirtualSynchrony);
+    assert_eq!(report.violation_count(), 1);
+}

@@ -5,7 +5,7 @@
 //! violation (`property (n): detail`), and, when some were not stored, how many per property.
 //! Exit code: 0 clean, 1 violations, 2 unreadable input (the error names the file and line).
 
-use cohort::checker::{check, CheckConfig, Report, VIOLATIONS_STORED_PER_PROPERTY_MAX};
+use cohort::checker::{check, CheckConfig, Report};
 use cohort::trace::read_trace_dir;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,35 +50,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", to_json(&report));
     } else {
-        print!("{}", to_text(&report));
+        print!("{report}");
     }
     Ok(if report.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_VIOLATIONS)
     })
-}
-
-fn to_text(report: &Report) -> String {
-    let mut out = format!(
-        "check-trace: members={} sends={} deliveries={} violations={}\n",
-        report.members,
-        report.sends,
-        report.deliveries,
-        report.violation_count()
-    );
-    for v in &report.violations {
-        out.push_str(&format!("{v}\n"));
-    }
-    for (property, &count) in &report.violation_counts {
-        if count > VIOLATIONS_STORED_PER_PROPERTY_MAX {
-            out.push_str(&format!(
-                "{property}: {} more not shown ({count} in all)\n",
-                count - VIOLATIONS_STORED_PER_PROPERTY_MAX
-            ));
-        }
-    }
-    out
 }
 
 fn to_json(report: &Report) -> serde_json::Value {

@@ -34,14 +34,20 @@
 //! * **9 safe**: if any member delivered a safe message sent in v, every member that
 //!   installed v and goes on to a next view delivered it. Not reported where 7 already does.
 //!   (That safe delivery *waits for stability* is not visible in a trace: not checked.)
+//! * **7 same sequence of views**: a member installs every view between two views it
+//!   installs: if r installs u and then x, no view w with u < w < x was installed by anyone.
+//!   If w lists r, r skipped it (7); if not, r was excluded by w and came back under the same
+//!   member id (10: it must rejoin as a new member). So every member going on from v goes to
+//!   the same next view, and the 7 check above compares all of them.
 //! * **10 primary component (majority)**: whenever a member goes from u to w, w contains a
 //!   strict majority of u's members. Reported once per (u, w).
 //! * **completeness** (only when asked): every member that installed a view delivered every
 //!   message sent in it. Reported per (member, view), listing the missing messages.
 
 use super::model::{Ev, Group, MemberIx, MsgIx};
+use super::FastMap;
 use super::{list, CheckConfig, Property, Violations};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What the delivery pass learnt, for the later passes.
 pub(crate) struct Delivered {
@@ -50,9 +56,9 @@ pub(crate) struct Delivered {
     /// Per member, per event index: whether it is a valid delivery.
     pub valid: Vec<Vec<bool>>,
     /// Valid deliveries of each (member, view), in local order.
-    pub in_view: HashMap<(MemberIx, u64), Vec<MsgIx>>,
+    pub in_view: FastMap<(MemberIx, u64), Vec<MsgIx>>,
     /// Highest sequence number of each (member, view, sender) among valid deliveries.
-    pub high_seq: HashMap<(MemberIx, u64, MemberIx), u64>,
+    pub high_seq: FastMap<(MemberIx, u64, MemberIx), u64>,
     /// The first member (by index) that delivered each message.
     pub first_deliverer: Vec<Option<MemberIx>>,
 }
@@ -68,25 +74,58 @@ impl Delivered {
 }
 
 pub(crate) fn check_deliveries(g: &Group, v: &mut Violations) -> Delivered {
+    let n = g.members.len();
     let words = g.msgs.len().div_ceil(64);
     let mut d = Delivered {
-        bits: vec![vec![0u64; words]; g.members.len()],
-        valid: Vec::with_capacity(g.members.len()),
-        in_view: HashMap::new(),
-        high_seq: HashMap::new(),
+        bits: vec![vec![0u64; words]; n],
+        valid: Vec::with_capacity(n),
+        in_view: FastMap::default(),
+        high_seq: FastMap::default(),
         first_deliverer: vec![None; g.msgs.len()],
     };
     let gn = &g.name;
+    // Per sender: (send view, highest seq) of the member's last valid delivery from it, and
+    // the highest seq validly delivered in the current view; reset for each member.
+    let mut fifo: Vec<Option<(u64, u64)>> = vec![None; n];
+    let mut high: Vec<u64> = vec![0; n];
+    let mut touched: Vec<MemberIx> = Vec::new();
     for (r, member) in g.members.iter().enumerate() {
         let r = r as MemberIx;
         let node = &member.name;
         let mut valid = vec![false; member.events.len()];
-        // Per sender: (send view, highest seq) of the last valid delivery from it.
-        let mut fifo: HashMap<MemberIx, (u64, u64)> = HashMap::new();
+        let mut current: Option<u64> = None;
+        let mut in_view: Vec<MsgIx> = Vec::new();
+        let flush = |d: &mut Delivered,
+                     view: Option<u64>,
+                     in_view: &mut Vec<MsgIx>,
+                     high: &mut [u64],
+                     touched: &[MemberIx]| {
+            let Some(view) = view else { return };
+            if !in_view.is_empty() {
+                d.in_view.entry((r, view)).or_default().append(in_view);
+            }
+            for &s in touched {
+                if high[s as usize] > 0 {
+                    let h = d.high_seq.entry((r, view, s)).or_insert(0);
+                    *h = (*h).max(high[s as usize]);
+                    high[s as usize] = 0;
+                }
+            }
+        };
         for (i, ev) in member.events.iter().enumerate() {
-            let Ev::Deliver { msg, view, order } = *ev else {
-                continue;
+            let (msg, view, order) = match *ev {
+                Ev::Deliver { msg, view, order } => (msg, view, order),
+                Ev::View => {
+                    flush(&mut d, current, &mut in_view, &mut high, &touched);
+                    current = None;
+                    continue;
+                }
+                _ => continue,
             };
+            if current != Some(view) {
+                flush(&mut d, current, &mut in_view, &mut high, &touched);
+                current = Some(view);
+            }
             let m = &g.msgs[msg as usize];
             let Some(send) = &m.send else {
                 v.add(Property::Integrity, || {
@@ -100,7 +139,7 @@ pub(crate) fn check_deliveries(g: &Group, v: &mut Violations) -> Delivered {
             if order != send.order {
                 v.add(Property::Integrity, || {
                     format!(
-                        "group {gn}: {node} delivered {} as {order} but it was sent as {}",
+                        "group {gn}: {node} delivered {} in view {view} as {order} but it was sent as {}",
                         g.msg_name(msg),
                         send.order
                     )
@@ -128,8 +167,9 @@ pub(crate) fn check_deliveries(g: &Group, v: &mut Violations) -> Delivered {
                 continue;
             }
             valid[i] = true;
-            let expected = match fifo.get(&m.sender) {
-                Some(&(fv, seq)) if fv == view => seq + 1,
+            let sender = m.sender as usize;
+            let expected = match fifo[sender] {
+                Some((fv, seq)) if fv == view => seq.saturating_add(1),
                 _ => g.first_seq.get(&(m.sender, view)).copied().unwrap_or(1),
             };
             if m.seq > expected {
@@ -141,25 +181,39 @@ pub(crate) fn check_deliveries(g: &Group, v: &mut Violations) -> Delivered {
                     )
                 });
             }
-            let last = fifo.entry(m.sender).or_insert((view, 0));
-            if last.0 != view {
-                *last = (view, 0);
+            if fifo[sender].is_none() {
+                touched.push(m.sender);
             }
-            last.1 = last.1.max(m.seq);
-            d.in_view.entry((r, view)).or_default().push(msg);
-            let high = d.high_seq.entry((r, view, m.sender)).or_insert(0);
-            *high = (*high).max(m.seq);
+            fifo[sender] = Some(match fifo[sender] {
+                Some((fv, seq)) if fv == view => (view, seq.max(m.seq)),
+                _ => (view, m.seq),
+            });
+            high[sender] = high[sender].max(m.seq);
+            in_view.push(msg);
         }
+        flush(&mut d, current, &mut in_view, &mut high, &touched);
+        for &s in &touched {
+            fifo[s as usize] = None;
+        }
+        touched.clear();
         d.valid.push(valid);
     }
     d
+}
+
+/// An order-independent hash of one message, to be summed over a set (splitmix64).
+pub(crate) fn msg_hash(m: MsgIx) -> u64 {
+    let mut z = u64::from(m).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 pub(crate) fn check_views(g: &Group, d: &Delivered, config: &CheckConfig, v: &mut Violations) {
     let gn = &g.name;
     // (v, w) -> members going from v to w; (r, v) -> w; v -> members that installed v.
     let mut classes: BTreeMap<(u64, u64), Vec<MemberIx>> = BTreeMap::new();
-    let mut next_view: HashMap<(MemberIx, u64), u64> = HashMap::new();
+    let mut next_view: FastMap<(MemberIx, u64), u64> = FastMap::default();
     let mut installers: BTreeMap<u64, Vec<MemberIx>> = BTreeMap::new();
     for (r, member) in g.members.iter().enumerate() {
         let r = r as MemberIx;
@@ -183,6 +237,19 @@ pub(crate) fn check_views(g: &Group, d: &Delivered, config: &CheckConfig, v: &mu
     // 7: same next view, same set.
     for (&(view, next), class) in &classes {
         if class.len() < 2 {
+            continue;
+        }
+        // Fast path: same count and same order-independent hash of the valid deliveries.
+        let digest = |r: MemberIx| {
+            d.in_view.get(&(r, view)).map_or((0, 0), |seq| {
+                let sum = seq
+                    .iter()
+                    .fold(0u64, |acc, &m| acc.wrapping_add(msg_hash(m)));
+                (seq.len(), sum)
+            })
+        };
+        let first = digest(class[0]);
+        if class[1..].iter().all(|&r| digest(r) == first) {
             continue;
         }
         let mut union: BTreeSet<MsgIx> = BTreeSet::new();
@@ -247,6 +314,29 @@ pub(crate) fn check_views(g: &Group, d: &Delivered, config: &CheckConfig, v: &mu
                             )
                         });
                     }
+                }
+            }
+        }
+    }
+
+    // 7 / 10: no view skipped between two consecutive installs.
+    for (r, member) in g.members.iter().enumerate() {
+        let r = r as MemberIx;
+        for pair in member.installs.windows(2) {
+            let (from, to) = (pair[0], pair[1]);
+            if to <= from.saturating_add(1) {
+                continue;
+            }
+            for (&between, list) in g.views.range(from + 1..to) {
+                let node = g.member(r);
+                if list.binary_search(&r).is_ok() {
+                    v.add(Property::VirtualSynchrony, || {
+                        format!("group {gn}: {node} went from view {from} to view {to}, skipping view {between} that lists it")
+                    });
+                } else {
+                    v.add(Property::PrimaryComponent, || {
+                        format!("group {gn}: {node} was excluded by view {between} and came back in view {to} under the same member id (after view {from})")
+                    });
                 }
             }
         }

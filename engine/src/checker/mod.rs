@@ -8,15 +8,16 @@
 //! How it works (all passes linear or `n log n` in the number of events, times the number of
 //! members for vector clocks):
 //!
-//! 1. [`model`] interns member and message ids to dense integers per group, replays each
+//! 1. `model` interns member and message ids to dense integers per group, replays each
 //!    member's log to know the view it is in at every event, and checks what a single log
 //!    shows: self inclusion (1), local monotonicity (2), event views (4), the sender's
 //!    sequence space (8, fifo), agreement on each view's member list (7), no event after a
 //!    `block` (10).
-//! 2. [`deliveries`] walks each member's deliveries: integrity (4), no duplication (5),
+//! 2. `deliveries` walks each member's deliveries: integrity (4), no duplication (5),
 //!    sending view (6), per-sender FIFO (8); then compares members across views: self delivery
-//!    (3), virtual synchrony (7), safe (9), primary component (10), completeness.
-//! 3. [`order`] derives happens-before from the logs (vector clocks, worklist so that every
+//!    (3), virtual synchrony (7: same messages, and no view skipped), safe (9), primary
+//!    component (10: majority, no comeback under the same id), completeness.
+//! 3. `order` derives happens-before from the logs (vector clocks, worklist so that every
 //!    delivery is processed after its send) and checks causal, total and gbcast order (8).
 //!
 //! What each check does exactly, and its limits, is written at the check.
@@ -189,6 +190,34 @@ impl Report {
     }
 }
 
+/// `check-trace: members=M sends=S deliveries=D violations=V`, then one line per stored
+/// violation, then one line per property with violations not stored.
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "check-trace: members={} sends={} deliveries={} violations={}",
+            self.members,
+            self.sends,
+            self.deliveries,
+            self.violation_count()
+        )?;
+        for v in &self.violations {
+            writeln!(f, "{v}")?;
+        }
+        for (property, &count) in &self.violation_counts {
+            if count > VIOLATIONS_STORED_PER_PROPERTY_MAX {
+                writeln!(
+                    f,
+                    "{property}: {} more not shown ({count} in all)",
+                    count - VIOLATIONS_STORED_PER_PROPERTY_MAX
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Collects violations: counts all, stores the first few per property.
 #[derive(Default)]
 pub(crate) struct Violations {
@@ -233,6 +262,46 @@ where
     }
     out
 }
+
+/// FxHash (as in rustc): the checker's maps are keyed by small interned integers, for which
+/// SipHash's protection against chosen keys costs more than it buys on local trace files.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(i.into());
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(i.into());
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type FastMap<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, std::hash::BuildHasherDefault<FxHasher>>;
 
 /// Checks the traces of one run (all groups they mention).
 pub fn check(traces: &[MemberTrace], config: &CheckConfig) -> Report {

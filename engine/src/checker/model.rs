@@ -21,10 +21,12 @@
 //! If one member id's events are spread over several files they are concatenated in file
 //! (name) order.
 
+use super::{FastMap, FastSet};
 use super::{Property, Violations};
 use crate::trace::{parse_msg_id, MemberTrace, TraceEvent};
 use crate::Order;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+use std::rc::Rc;
 
 pub(crate) type MemberIx = u32;
 pub(crate) type MsgIx = u32;
@@ -68,11 +70,14 @@ pub(crate) struct Group {
     pub name: String,
     pub members: Vec<Member>,
     pub msgs: Vec<Msg>,
-    pub msg_ix: HashMap<(MemberIx, u64), MsgIx>,
+    pub msg_ix: FastMap<(MemberIx, u64), MsgIx>,
     /// Each view id's member list, as first installed, deduplicated and sorted by index.
     pub views: BTreeMap<u64, Vec<MemberIx>>,
+    /// Per sender, its messages by sequence number (`[seq - 1]`), for the messages whose
+    /// sequence numbers are dense from 1 (all of them in a valid trace); `msg_ix` has all.
+    pub by_seq: Vec<Vec<MsgIx>>,
     /// The first sequence number each sender sent in each view.
-    pub first_seq: HashMap<(MemberIx, u64), u64>,
+    pub first_seq: FastMap<(MemberIx, u64), u64>,
 }
 
 impl Group {
@@ -87,7 +92,11 @@ impl Group {
     }
 
     pub fn msg(&self, sender: MemberIx, seq: u64) -> Option<MsgIx> {
-        self.msg_ix.get(&(sender, seq)).copied()
+        let dense = self.by_seq.get(sender as usize).and_then(|v| {
+            let i = usize::try_from(seq.checked_sub(1)?).ok()?;
+            v.get(i).copied()
+        });
+        dense.or_else(|| self.msg_ix.get(&(sender, seq)).copied())
     }
 }
 
@@ -107,26 +116,57 @@ struct Replay {
 }
 
 struct GroupBuilder {
+    /// The group's name, cheap to clone into violation messages.
+    name: Rc<str>,
     group: Group,
-    member_ix: HashMap<String, MemberIx>,
+    member_ix: FastMap<String, MemberIx>,
     replay: Vec<Replay>,
-    conflicting_views: HashSet<u64>,
+    /// The member looked up last as an event's node, and as a message's sender (most lookups
+    /// repeat them).
+    last_node: Option<MemberIx>,
+    last_sender: Option<MemberIx>,
+    conflicting_views: FastSet<u64>,
 }
 
 impl GroupBuilder {
     fn new(name: &str) -> Self {
         GroupBuilder {
+            name: name.into(),
             group: Group {
                 name: name.to_owned(),
                 members: Vec::new(),
                 msgs: Vec::new(),
-                msg_ix: HashMap::new(),
+                msg_ix: FastMap::default(),
                 views: BTreeMap::new(),
-                first_seq: HashMap::new(),
+                first_seq: FastMap::default(),
+                by_seq: Vec::new(),
             },
-            member_ix: HashMap::new(),
+            member_ix: FastMap::default(),
             replay: Vec::new(),
-            conflicting_views: HashSet::new(),
+            last_node: None,
+            last_sender: None,
+            conflicting_views: FastSet::default(),
+        }
+    }
+
+    /// The index of the member that is an event's node.
+    fn node(&mut self, name: &str) -> MemberIx {
+        let m = self.member_cached(name, self.last_node);
+        self.last_node = Some(m);
+        m
+    }
+
+    /// The index of the member that a message id names.
+    fn sender(&mut self, name: &str) -> MemberIx {
+        let m = self.member_cached(name, self.last_sender);
+        self.last_sender = Some(m);
+        m
+    }
+
+    fn member_cached(&mut self, name: &str, cached: Option<MemberIx>) -> MemberIx {
+        match cached {
+            Some(m) if self.group.members[m as usize].name == name => m,
+            _ => self.member(name),
         }
     }
 
@@ -145,6 +185,26 @@ impl GroupBuilder {
         m
     }
 
+    fn finish(mut self) -> Group {
+        let g = &mut self.group;
+        let mut per_sender: Vec<Vec<(u64, MsgIx)>> = vec![Vec::new(); g.members.len()];
+        for (m, msg) in g.msgs.iter().enumerate() {
+            per_sender[msg.sender as usize].push((msg.seq, m as MsgIx));
+        }
+        g.by_seq = per_sender
+            .into_iter()
+            .map(|mut msgs| {
+                msgs.sort_unstable();
+                msgs.iter()
+                    .enumerate()
+                    .take_while(|&(i, &(seq, _))| seq == i as u64 + 1)
+                    .map(|(_, &(_, m))| m)
+                    .collect()
+            })
+            .collect();
+        self.group
+    }
+
     fn msg(&mut self, sender: MemberIx, seq: u64) -> MsgIx {
         let group = &mut self.group;
         *group.msg_ix.entry((sender, seq)).or_insert_with(|| {
@@ -159,16 +219,32 @@ impl GroupBuilder {
 }
 
 pub(crate) fn build(traces: &[MemberTrace], v: &mut Violations) -> Built {
-    let mut builders: BTreeMap<&str, GroupBuilder> = BTreeMap::new();
-    let mut nodes: HashSet<&str> = HashSet::new();
+    let mut builders: Vec<GroupBuilder> = Vec::new();
+    let mut builder_ix: FastMap<&str, usize> = FastMap::default();
+    let mut nodes: FastSet<&str> = FastSet::default();
     let (mut sends, mut deliveries) = (0, 0);
     for trace in traces {
+        // Consecutive events of a file almost always share node and group.
+        let mut last_node: Option<&str> = None;
+        let mut last_group: Option<(&str, usize)> = None;
         for ev in &trace.events {
-            nodes.insert(ev.node());
+            if last_node != Some(ev.node()) {
+                nodes.insert(ev.node());
+                last_node = Some(ev.node());
+            }
             let gname = ev.group();
-            let b = builders
-                .entry(gname)
-                .or_insert_with(|| GroupBuilder::new(gname));
+            let bi = match last_group {
+                Some((name, bi)) if name == gname => bi,
+                _ => {
+                    let bi = *builder_ix.entry(gname).or_insert_with(|| {
+                        builders.push(GroupBuilder::new(gname));
+                        builders.len() - 1
+                    });
+                    last_group = Some((gname, bi));
+                    bi
+                }
+            };
+            let b = &mut builders[bi];
             match ev {
                 TraceEvent::View {
                     node,
@@ -198,7 +274,7 @@ pub(crate) fn build(traces: &[MemberTrace], v: &mut Violations) -> Built {
                     on_deliver(b, node, *view, msg, *order, v)
                 }
                 TraceEvent::Block { node, .. } => {
-                    let r = b.member(node);
+                    let r = b.node(node);
                     let replay = &mut b.replay[r as usize];
                     if !replay.blocked {
                         replay.blocked = true;
@@ -208,8 +284,10 @@ pub(crate) fn build(traces: &[MemberTrace], v: &mut Violations) -> Built {
             }
         }
     }
+    let mut groups: Vec<Group> = builders.into_iter().map(|b| b.finish()).collect();
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
     Built {
-        groups: builders.into_values().map(|b| b.group).collect(),
+        groups,
         members: nodes.len(),
         sends,
         deliveries,
@@ -217,8 +295,8 @@ pub(crate) fn build(traces: &[MemberTrace], v: &mut Violations) -> Built {
 }
 
 fn on_view(b: &mut GroupBuilder, node: &str, view: u64, names: &[String], v: &mut Violations) {
-    let g = b.group.name.clone();
-    let r = b.member(node);
+    let g = b.name.clone();
+    let r = b.node(node);
     let mut list: Vec<MemberIx> = names.iter().map(|n| b.member(n)).collect();
     list.sort_unstable();
     list.dedup();
@@ -268,10 +346,11 @@ fn on_view(b: &mut GroupBuilder, node: &str, view: u64, names: &[String], v: &mu
 }
 
 /// Checks an event's view field against the member's current view; returns the view to use.
+/// `what` is e.g. `("sent", "a/1")`.
 fn event_view(
     b: &GroupBuilder,
     r: MemberIx,
-    what: &str,
+    (verb, id): (&str, &str),
     field: u64,
     v: &mut Violations,
 ) -> Option<u64> {
@@ -281,7 +360,7 @@ fn event_view(
         None => {
             v.add(Property::Integrity, || {
                 format!(
-                    "group {g}: {node} {what} before installing any view (event says view {field})"
+                    "group {g}: {node} {verb} {id} before installing any view (event says view {field})"
                 )
             });
             None
@@ -290,7 +369,7 @@ fn event_view(
             if cur != field {
                 v.add(Property::Integrity, || {
                     format!(
-                        "group {g}: {node} {what} in view {cur} but the event says view {field}"
+                        "group {g}: {node} {verb} {id} in view {cur} but the event says view {field}"
                     )
                 });
             }
@@ -308,30 +387,30 @@ fn on_send(
     safe: bool,
     v: &mut Violations,
 ) {
-    let g = b.group.name.clone();
-    let r = b.member(node);
+    let g = b.name.clone();
+    let r = b.node(node);
     let Some((sender_name, seq)) = parse_msg_id(id) else {
         v.add(Property::Integrity, || {
             format!(
-                "group {g}: {node} sent a message with malformed id {id:?} (want \"SENDER/SEQ\")"
+                "group {g}: {node} sent a message with malformed id {id:?} in view {field_view} (want \"SENDER/SEQ\")"
             )
         });
         return;
     };
     if sender_name != node {
         v.add(Property::Integrity, || {
-            format!("group {g}: {node} sent message {id} whose id names another sender")
+            format!("group {g}: {node} sent message {id} in view {field_view} but its id names another sender")
         });
         return;
     }
-    let view = event_view(b, r, &format!("sent {id}"), field_view, v).unwrap_or(field_view);
+    let view = event_view(b, r, ("sent", id), field_view, v).unwrap_or(field_view);
     let last = b.replay[r as usize].last_seq_sent;
-    if seq != last + 1 {
+    if Some(seq) != last.checked_add(1) {
         v.add(Property::Fifo, || {
             if seq <= last {
-                format!("group {g}: {node} sent {id} after {node}/{last}: sequence number reused or going back")
+                format!("group {g}: {node} sent {id} in view {view} after {node}/{last}: sequence number reused or going back")
             } else {
-                format!("group {g}: {node} sent {id} after {node}/{last}: hole in its sequence numbers")
+                format!("group {g}: {node} sent {id} in view {view} after {node}/{last}: hole in its sequence numbers")
             }
         });
     }
@@ -354,23 +433,23 @@ fn on_deliver(
     order: Order,
     v: &mut Violations,
 ) {
-    let g = b.group.name.clone();
-    let r = b.member(node);
+    let g = b.name.clone();
+    let r = b.node(node);
     let Some((sender_name, seq)) = parse_msg_id(id) else {
         v.add(Property::Integrity, || {
-            format!("group {g}: {node} delivered a message with malformed id {id:?}")
+            format!("group {g}: {node} delivered a message with malformed id {id:?} in view {field_view}")
         });
         return;
     };
     if b.replay[r as usize].blocked {
         v.add(Property::PrimaryComponent, || {
-            format!("group {g}: {node} delivered {id} after it blocked")
+            format!("group {g}: {node} delivered {id} in view {field_view} after it blocked")
         });
     }
-    let Some(view) = event_view(b, r, &format!("delivered {id}"), field_view, v) else {
+    let Some(view) = event_view(b, r, ("delivered", id), field_view, v) else {
         return;
     };
-    let sender = b.member(sender_name);
+    let sender = b.sender(sender_name);
     let m = b.msg(sender, seq);
     b.group.members[r as usize].events.push(Ev::Deliver {
         msg: m,

@@ -38,14 +38,16 @@
 //!   leaving the view; (b) a member of v that did not deliver g delivered nothing in v that is
 //!   not before g at the reference (it would have passed g). "Never split by a view change"
 //!   is property 6 (g is delivered in the view it was sent in) plus property 7 (members going
-//!   to the same next view all delivered g or none did), checked for gbcast like for any
-//!   message.
+//!   on from v all go to the same next view — no view skipped — and all delivered g or none
+//!   did), checked for gbcast like for any message. Like a view change, g may be delivered
+//!   by a member that then crashes and by no survivor (unless g is also safe).
 
-use super::deliveries::Delivered;
+use super::deliveries::{msg_hash, Delivered};
 use super::model::{Ev, Group, MemberIx, MsgIx};
+use super::FastMap;
 use super::{list, Property, Violations};
 use crate::Order;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 pub(crate) fn check_order(g: &Group, d: &Delivered, v: &mut Violations) {
     happens_before(g, d, v);
@@ -56,13 +58,25 @@ pub(crate) fn check_order(g: &Group, d: &Delivered, v: &mut Violations) {
 fn happens_before(g: &Group, d: &Delivered, v: &mut Violations) {
     let n = g.members.len();
     let gn = &g.name;
-    let mut clocks: Vec<u64> = vec![0; g.msgs.len() * n];
+    // Vector clocks have one column per member that sent something.
+    let mut column: Vec<usize> = vec![usize::MAX; n];
+    let mut senders: Vec<MemberIx> = Vec::new();
+    for m in &g.msgs {
+        if m.send.is_some() && column[m.sender as usize] == usize::MAX {
+            column[m.sender as usize] = senders.len();
+            senders.push(m.sender);
+        }
+    }
+    let k = senders.len();
+    let mut clocks: Vec<u64> = vec![0; g.msgs.len() * k];
     let mut sent = vec![false; g.msgs.len()];
-    let mut clock: Vec<Vec<u64>> = vec![vec![0; n]; n];
-    // Per member and sender: highest seq validly delivered among messages of its current view.
-    let mut high: Vec<Vec<u64>> = vec![vec![0; n]; n];
+    let sized = |r: usize| if g.members[r].events.is_empty() { 0 } else { k };
+    let mut clock: Vec<Vec<u64>> = (0..n).map(|r| vec![0; sized(r)]).collect();
+    // Per member and sender column: highest seq validly delivered among messages of its
+    // current view.
+    let mut high: Vec<Vec<u64>> = (0..n).map(|r| vec![0; sized(r)]).collect();
     let mut cursor = vec![0usize; n];
-    let mut waiters: HashMap<MsgIx, Vec<MemberIx>> = HashMap::new();
+    let mut waiters: FastMap<MsgIx, Vec<MemberIx>> = FastMap::default();
     let mut queue: VecDeque<MemberIx> = (0..n as MemberIx).collect();
     loop {
         while let Some(r) = queue.pop_front() {
@@ -75,9 +89,10 @@ fn happens_before(g: &Group, d: &Delivered, v: &mut Violations) {
                     Ev::Block => {}
                     Ev::Send { msg } => {
                         let seq = g.msgs[msg as usize].seq;
-                        clock[ru][ru] = clock[ru][ru].max(seq);
-                        let base = msg as usize * n;
-                        clocks[base..base + n].copy_from_slice(&clock[ru]);
+                        let c = column[ru];
+                        clock[ru][c] = clock[ru][c].max(seq);
+                        let base = msg as usize * k;
+                        clocks[base..base + k].copy_from_slice(&clock[ru]);
                         sent[msg as usize] = true;
                         if let Some(w) = waiters.remove(&msg) {
                             queue.extend(w);
@@ -90,11 +105,16 @@ fn happens_before(g: &Group, d: &Delivered, v: &mut Violations) {
                                 waiters.entry(msg).or_default().push(r);
                                 break;
                             }
-                            let base = msg as usize * n;
-                            let vc = &clocks[base..base + n];
+                            let base = msg as usize * k;
+                            let vc = &clocks[base..base + k];
                             if d.valid[ru][i] {
-                                check_delivery(g, d, r, msg, send.order, view, vc, &high[ru], v);
-                                let h = &mut high[ru][m.sender as usize];
+                                let clocks = Clocks {
+                                    senders: &senders,
+                                    b: vc,
+                                    high: &high[ru],
+                                };
+                                check_delivery(g, d, r, msg, send.order, view, clocks, v);
+                                let h = &mut high[ru][column[m.sender as usize]];
                                 *h = (*h).max(m.seq);
                             }
                             for (c, &x) in clock[ru].iter_mut().zip(vc) {
@@ -127,6 +147,16 @@ fn happens_before(g: &Group, d: &Delivered, v: &mut Violations) {
     }
 }
 
+/// Vector clock columns at one delivery.
+struct Clocks<'a> {
+    /// The member of each column.
+    senders: &'a [MemberIx],
+    /// The delivered message's clock.
+    b: &'a [u64],
+    /// The receiver's highest sequence number validly delivered in its view, per column.
+    high: &'a [u64],
+}
+
 /// The causal and total-vs-causality checks of one valid delivery of `b` by `r` in `view`.
 #[allow(clippy::too_many_arguments)]
 fn check_delivery(
@@ -136,8 +166,7 @@ fn check_delivery(
     b: MsgIx,
     order: Order,
     view: u64,
-    vc: &[u64],
-    high: &[u64],
+    clocks: Clocks<'_>,
     v: &mut Violations,
 ) {
     if order == Order::Fifo {
@@ -145,18 +174,14 @@ fn check_delivery(
     }
     let gn = &g.name;
     let bm = &g.msgs[b as usize];
-    for (s, &j) in vc.iter().enumerate() {
-        let s = s as MemberIx;
-        if s == bm.sender || j == 0 {
-            continue;
+    for (c, (&j, &h)) in clocks.b.iter().zip(clocks.high).enumerate() {
+        let s = clocks.senders[c];
+        if s == bm.sender || h >= j {
+            continue; // own messages are fifo's business; or the predecessors were delivered
         }
         let Some(a) = g.msg(s, j) else { continue };
         if g.msgs[a as usize].send.as_ref().map(|x| x.view) != Some(view) {
             continue; // its latest predecessor from s is of an earlier view: none in this view
-        }
-        let h = high[s as usize];
-        if h >= j {
-            continue;
         }
         let first = g.first_seq.get(&(s, view)).copied().unwrap_or(1);
         let earliest = g.msg(s, (h + 1).max(first)).unwrap_or(a);
@@ -222,7 +247,7 @@ fn total_same_order(g: &Group, d: &Delivered, v: &mut Violations) {
             continue;
         }
         // Graph of consecutive pairs; Kahn's algorithm.
-        let mut node: HashMap<MsgIx, usize> = HashMap::new();
+        let mut node: FastMap<MsgIx, usize> = FastMap::default();
         let mut names: Vec<MsgIx> = Vec::new();
         let mut edges: Vec<(usize, usize)> = Vec::new();
         for (_, s) in &seqs {
@@ -270,7 +295,7 @@ fn total_same_order(g: &Group, d: &Delivered, v: &mut Violations) {
         // A cycle: compare pairs of members to name the inversions.
         let mut inverted = false;
         for (i, (p, ps)) in seqs.iter().enumerate() {
-            let pos: HashMap<MsgIx, usize> = ps.iter().enumerate().map(|(i, &m)| (m, i)).collect();
+            let pos: FastMap<MsgIx, usize> = ps.iter().enumerate().map(|(i, &m)| (m, i)).collect();
             for (q, qs) in &seqs[i + 1..] {
                 let mut prev: Option<(usize, MsgIx)> = None;
                 for &m in qs {
@@ -311,15 +336,6 @@ fn total_same_order(g: &Group, d: &Delivered, v: &mut Violations) {
     }
 }
 
-/// An order-independent hash of one message, summed over a prefix.
-fn msg_hash(m: MsgIx) -> u64 {
-    // splitmix64
-    let mut z = (m as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn gbcast(g: &Group, d: &Delivered, v: &mut Violations) {
     let gn = &g.name;
     let is_gbcast = |m: MsgIx| {
@@ -355,32 +371,46 @@ fn gbcast(g: &Group, d: &Delivered, v: &mut Violations) {
                 out
             })
             .collect();
-        let positions: Vec<HashMap<MsgIx, usize>> = members
+        // Positions of the gbcast messages at each member; full position maps only for the
+        // members used as a reference, built when first needed.
+        let gpos: Vec<FastMap<MsgIx, usize>> = members
             .iter()
-            .map(|&(_, seq)| seq.iter().enumerate().map(|(i, &m)| (m, i)).collect())
+            .map(|&(_, seq)| {
+                seq.iter()
+                    .enumerate()
+                    .filter(|&(_, &m)| is_gbcast(m))
+                    .map(|(i, &m)| (m, i))
+                    .collect()
+            })
             .collect();
+        let positions_of = |seq: &[MsgIx]| -> FastMap<MsgIx, usize> {
+            seq.iter().enumerate().map(|(i, &m)| (m, i)).collect()
+        };
+        let mut full: Vec<Option<FastMap<MsgIx, usize>>> = vec![None; members.len()];
         // Per (reference slot, member slot): the highest reference position of anything the
         // member delivered (usize::MAX if the reference never delivered it).
-        let mut reach: HashMap<(usize, usize), usize> = HashMap::new();
+        let mut reach: FastMap<(usize, usize), usize> = FastMap::default();
         for (&gm, &(rslot, rpos)) in &reference {
             let (rm, rseq) = members[rslot];
             for (slot, &(q, qseq)) in members.iter().enumerate() {
                 if slot == rslot {
                     continue;
                 }
-                let at_ref = |m: &MsgIx| positions[rslot].get(m).copied().unwrap_or(usize::MAX);
-                match positions[slot].get(&gm) {
+                match gpos[slot].get(&gm) {
                     Some(&qpos) => {
                         if qpos == rpos && prefix[slot][qpos] == prefix[rslot][rpos] {
                             continue;
                         }
                         v.add(Property::Gbcast, || {
+                            let at_r = positions_of(rseq);
+                            let at_q = positions_of(qseq);
+                            let at_ref = |m: &MsgIx| at_r.get(m).copied().unwrap_or(usize::MAX);
                             let only_q: Vec<MsgIx> =
                                 qseq[..qpos].iter().copied().filter(|m| at_ref(m) > rpos).collect();
                             let only_r: Vec<MsgIx> = rseq[..rpos]
                                 .iter()
                                 .copied()
-                                .filter(|m| positions[slot].get(m).is_none_or(|&p| p > qpos))
+                                .filter(|m| at_q.get(m).is_none_or(|&p| p > qpos))
                                 .collect();
                             format!(
                                 "group {gn}: in view {view}, {} and {} delivered different messages before gbcast {}: only {} before it: [{}]; only {} before it: [{}]",
@@ -396,6 +426,8 @@ fn gbcast(g: &Group, d: &Delivered, v: &mut Violations) {
                     }
                     None => {
                         // q never delivered g: everything it delivered must precede g.
+                        let at_r = full[rslot].get_or_insert_with(|| positions_of(rseq));
+                        let at_ref = |m: &MsgIx| at_r.get(m).copied().unwrap_or(usize::MAX);
                         let furthest = *reach
                             .entry((rslot, slot))
                             .or_insert_with(|| qseq.iter().map(at_ref).max().unwrap_or(0));
