@@ -106,8 +106,9 @@ use crate::Order;
 use std::collections::VecDeque;
 use stream::Stream;
 
-/// Largest group (ranks are u16; ack vectors of this size still fit a 1472 B datagram).
-pub const MEMBERS_MAX: usize = 128;
+/// Largest group: a status frame with a gbcast report (two vectors of this size) must fit a
+/// 1472 B datagram.
+pub const MEMBERS_MAX: usize = 64;
 /// Most NAK ranges per NAK frame (and per stream per NAK round).
 pub const NAK_RANGES_PER_FRAME_MAX: usize = 32;
 /// Most pending retransmission requests (one per NAK range received); more are dropped and
@@ -441,6 +442,10 @@ impl Member {
             "datagrams too small for {n} members"
         );
         assert!(cfg.window_bytes_max >= cfg.payload_bytes_max());
+        assert!(
+            cfg.datagram_bytes_max >= FRAME_HEADER_BYTES + (2 * n + 1) * VECTOR_ENTRY_BYTES,
+            "datagrams too small for status frames of {n} members"
+        );
         let order_entries_per_record_max =
             ((cfg.datagram_bytes_max - FRAME_HEADER_BYTES - RECORD_HEADER_BYTES) / SEQ_RANGE_BYTES)
                 .min(u16::MAX as usize);
