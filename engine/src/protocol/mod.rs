@@ -87,6 +87,18 @@
 //!   Its ordering against *view changes* belongs to the membership issue (the flush there
 //!   generalises this round).
 //!
+//! # Known limits
+//! * The sequencer's control records (order entries, gbcast decisions) share its log with its
+//!   own messages and are freed only once its own head is delivered. If its own head is a
+//!   total message that cannot be ordered because the pending order record is full *and* the
+//!   log is full of control records behind that head, it would wait forever; the simulator
+//!   has not produced it (the pending record is flushed at every `poll_transmit`), but it is
+//!   not excluded by construction.
+//! * Status frames are all-to-all: each member processes O(members²) acknowledgement entries
+//!   per status interval (scaled down with the group size, see [`MemberConfig::new`]).
+//! * Delivery always copies the payload into the log (no in-place delivery from the receive
+//!   buffer yet).
+//!
 //! # What it trusts
 //! Datagrams are untrusted: malformed frames, foreign group/view ids, unknown ranks, vectors
 //! of the wrong size and impossible values are counted ([`MemberStats`]) and dropped, never a
