@@ -12,7 +12,7 @@
 //! Every member owns one *stream* per group and view: records numbered 1, 2, 3, … (the *wire
 //! seq*) holding its application messages of every order (one seq space: FIFO for every
 //! message) and, at the sequencer, order control records. Every member keeps, per sender, a
-//! bounded log ([`stream`]): at the sender it is the retransmission buffer, at a receiver the
+//! bounded log (module `stream`): at the sender it is the retransmission buffer, at a receiver the
 //! hold-back area. Receivers detect gaps (a record beyond the next expected one, or a higher
 //! seq in someone's acknowledgement vector) and, after [`MemberConfig::nak_delay_ns`], send a
 //! NAK (unicast, at most [`NAK_RANGES_PER_FRAME_MAX`] ranges, again every
