@@ -811,7 +811,7 @@ impl Transport for UringTransport {
             for (slot, &res) in results[..slots].iter().enumerate() {
                 let plan = self.send_slots.plans[slot];
                 if res < 0 || res as u32 != plan.expected_bytes {
-                    refused = Some(res);
+                    refused = Some((res, plan.segments));
                     break;
                 }
                 self.stats.datagrams_sent += plan.segments as u64;
@@ -829,8 +829,25 @@ impl Transport for UringTransport {
                         break;
                     }
                 }
-                Some(res) => {
+                Some((res, segments)) => {
                     let errno = -res;
+                    if segments > 1 && (errno == libc::EIO || errno == libc::EINVAL) {
+                        // The route cannot take this segmented send: EIO when the device lacks
+                        // checksum offload, EINVAL when a segment exceeds the path MTU. Go on
+                        // without GSO from the first datagram not fully sent (fan-out copies of
+                        // that run which did go out are sent again).
+                        tracing::warn!(
+                            errno,
+                            "UDP GSO send refused on this route (EIO: no checksum offload, \
+                             EINVAL: segment above the path MTU); GSO disabled for this transport"
+                        );
+                        self.gso = false;
+                        cursor = PlanCursor {
+                            run_start: sent,
+                            dest_index: 0,
+                        };
+                        continue;
+                    }
                     let back_pressure = res >= 0
                         || errno == libc::EAGAIN
                         || errno == libc::ENOBUFS
