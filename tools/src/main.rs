@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod check_trace;
+mod demo;
+mod member;
 mod sim;
 mod tune;
 
@@ -27,6 +29,10 @@ enum Command {
     Sim(sim::Args),
     /// Check a directory of trace files against the virtual synchrony properties.
     CheckTrace(check_trace::Args),
+    /// Run one member of a group (static member list) that sends its share and delivers all.
+    Member(member::Args),
+    /// Start a local 3-member group on loopback, stream traffic, check the traces.
+    Demo(demo::Args),
     /// Check (and report on) this host's tuning for Cohort.
     Tune(tune::Args),
 }
@@ -44,6 +50,8 @@ fn main() -> ExitCode {
         Command::Sim(args) => sim::run(args),
         Command::CheckTrace(args) => check_trace::run(args),
         Command::Tune(args) => tune::run(args),
+        Command::Member(args) => member::run(args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,
