@@ -329,3 +329,76 @@ fn a_member_alone_delivers_its_own_messages_and_leaving_closes_the_handle() {
     a.leave("solo").unwrap();
     assert_eq!(g.send(Order::Fifo, false, b"late"), Err(SendError::Closed));
 }
+
+fn three_member_run(idle: cohort::Idle, base_port: u16) {
+    let net = MemoryNetwork::new(base_port as u64);
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            Node::builder()
+                .bind(format!("127.0.0.1:{}", base_port + i).parse().unwrap())
+                .driver(Driver::Memory(net.clone()))
+                .idle(idle)
+                .start()
+                .unwrap()
+        })
+        .collect();
+    let members: Vec<SocketAddr> = nodes.iter().map(Node::local_addr).collect();
+    let logs: Vec<Log> = (0..3).map(|_| Log::default()).collect();
+    let groups: Vec<Group> = nodes
+        .iter()
+        .zip(&logs)
+        .map(|(n, l)| n.join("idle", &members, recorder(l)).unwrap())
+        .collect();
+    const COUNT: u64 = 100;
+    for (i, g) in groups.iter().enumerate() {
+        send_all(g, Order::Causal, i == 0, COUNT, &format!("m{i}"));
+    }
+    wait_until("everything delivered", || {
+        logs.iter()
+            .all(|l| l.lock().unwrap().len() as u64 == 3 * COUNT)
+    });
+    for g in &groups {
+        g.flush().unwrap();
+    }
+}
+
+#[test]
+fn every_idle_strategy_moves_traffic() {
+    three_member_run(cohort::Idle::Blocking, 7701);
+    three_member_run(cohort::Idle::BusySpin, 7711);
+    three_member_run(cohort::Idle::Backoff, 7721);
+}
+
+#[test]
+fn pollers_pin_to_a_configured_cpu_and_refuse_unknown_ones() {
+    let net = MemoryNetwork::new(8);
+    let pinned = Node::builder()
+        .bind("127.0.0.1:7801".parse().unwrap())
+        .driver(Driver::Memory(net.clone()))
+        .cpus(&[0])
+        .start()
+        .expect("CPU 0 exists");
+    let log = Log::default();
+    let g = pinned
+        .join("p", &[pinned.local_addr()], recorder(&log))
+        .unwrap();
+    g.send(Order::Fifo, false, b"pinned").unwrap();
+    wait_until("delivered on the pinned poller", || {
+        log.lock().unwrap().len() == 1
+    });
+    let refused = Node::builder()
+        .bind("127.0.0.1:7802".parse().unwrap())
+        .driver(Driver::Memory(net.clone()))
+        .cpus(&[usize::MAX])
+        .start();
+    assert!(matches!(refused, Err(cohort::node::StartError::Cpu { .. })));
+    let two = Node::builder()
+        .bind("127.0.0.1:7803".parse().unwrap())
+        .driver(Driver::Memory(net))
+        .pollers(2)
+        .start();
+    assert!(matches!(
+        two,
+        Err(cohort::node::StartError::Pollers { requested: 2 })
+    ));
+}

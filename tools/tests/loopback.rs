@@ -180,3 +180,66 @@ fn five_members_total_over_unicast_fanout_pass_the_checker() {
         .iter()
         .all(|s| s.contains("mode=unicast-fanout")));
 }
+
+#[test]
+fn sigterm_stops_a_member_with_its_trace_flushed() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("cohort-loopback-sigterm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ports = free_ports(2);
+    // The second member never starts: this one can never finish on its own.
+    let list = format!("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args([
+            "member",
+            "--group",
+            "sig",
+            "--bind",
+            &format!("127.0.0.1:{}", ports[0]),
+        ])
+        .args(["--members", &list, "--count", "10", "--duration", "60"])
+        .args(["--progress-ms", "10"])
+        .arg("--trace")
+        .arg(&dir)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("cohort member starts");
+    // Wait for its first progress line (it is running, handlers installed), then SIGTERM it.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.starts_with("progress "), "{line}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > RUN_TIMEOUT {
+            let _ = child.kill();
+            panic!("the member ignored SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(130), "stopped by a signal");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(
+        rest.contains("summary ") && rest.contains("complete=false"),
+        "{rest}"
+    );
+    let traces = read_trace_dir(&dir).expect("the trace was flushed");
+    assert_eq!(traces.len(), 1);
+    let sends = traces[0]
+        .events
+        .iter()
+        .filter(|e| matches!(e, cohort::trace::TraceEvent::Send { .. }))
+        .count();
+    assert_eq!(sends, 10, "all ten sends are in the trace");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -129,10 +129,10 @@ impl GroupSlot {
     fn take_requests(&mut self, now: Time) -> bool {
         let mut work = false;
         for _ in 0..REQUESTS_PER_GROUP_PER_TURN_MAX {
-            let request = match self.pending.take() {
-                Some(r) => r,
+            let (request, retry) = match self.pending.take() {
+                Some(r) => (r, true),
                 None => match self.requests.try_recv() {
-                    Ok(r) => r,
+                    Ok(r) => (r, false),
                     Err(_) => break,
                 },
             };
@@ -149,7 +149,9 @@ impl GroupSlot {
                         let _ = self.recycle.try_send(payload);
                     }
                     Err(MemberSendError::WouldBlock) => {
-                        self.counters.window_stalls.fetch_add(1, Ordering::Relaxed);
+                        if !retry {
+                            self.counters.window_stalls.fetch_add(1, Ordering::Relaxed);
+                        }
                         self.pending = Some(Request::Send {
                             order,
                             safe,
