@@ -22,7 +22,8 @@
 //! time out); [`Node::leave`] stops taking part without telling the others.
 //!
 //! **Threads.** The handler runs on the node's poller thread with payloads borrowed from the
-//! member's log: it must not block for long, and copies what it keeps. Sends from any thread
+//! member's log: it must not block for long, and copies what it keeps. A handler that panics
+//! takes only its own group down (its handles then return `Closed`). Sends from any thread
 //! go through a bounded queue per group; `WouldBlock` means the member's send window *and* the
 //! queue in front of it are full.
 

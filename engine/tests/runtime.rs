@@ -402,3 +402,62 @@ fn pollers_pin_to_a_configured_cpu_and_refuse_unknown_ones() {
         Err(cohort::node::StartError::Pollers { requested: 2 })
     ));
 }
+
+#[test]
+fn the_view_comes_first_and_event_numbers_count_every_upcall() {
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+    impl cohort::Handler for Recorder {
+        fn on_deliver(&mut self, d: &Delivery<'_>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("deliver {} #{} event {}", d.view, d.seq.0, d.event));
+        }
+        fn on_view(&mut self, v: &cohort::View) {
+            self.0.lock().unwrap().push(format!(
+                "view {} rank {} of {} event {}",
+                v.id,
+                v.rank,
+                v.members.len(),
+                v.event
+            ));
+        }
+    }
+    let net = MemoryNetwork::new(9);
+    let a = node(&net, "127.0.0.1:7951");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let g = a
+        .join("v", &[a.local_addr()], Recorder(seen.clone()))
+        .unwrap();
+    g.send(Order::Fifo, false, b"1").unwrap();
+    g.send(Order::Total, false, b"2").unwrap();
+    wait_until("two deliveries", || seen.lock().unwrap().len() == 3);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "view 1 rank 0 of 1 event 1",
+            "deliver 1 #1 event 2",
+            "deliver 1 #2 event 3"
+        ]
+    );
+}
+
+#[test]
+fn a_panicking_handler_takes_down_its_group_only() {
+    let net = MemoryNetwork::new(10);
+    let a = node(&net, "127.0.0.1:7961");
+    let me = [a.local_addr()];
+    let bad = a
+        .join("bad", &me, |_: &Delivery<'_>| panic!("handler bug"))
+        .unwrap();
+    let log = Log::default();
+    let good = a.join("good", &me, recorder(&log)).unwrap();
+    bad.send(Order::Fifo, false, b"boom").unwrap();
+    wait_until("the bad group is closed", || {
+        bad.send(Order::Fifo, false, b"again") == Err(SendError::Closed)
+    });
+    good.send(Order::Fifo, false, b"fine").unwrap();
+    wait_until("the good group still delivers", || {
+        log.lock().unwrap().len() == 1
+    });
+}

@@ -92,6 +92,8 @@ pub(crate) struct GroupSlot {
     pending: Option<Request>,
     flush_waiters: Vec<(u64, Sender<()>)>,
     events: u64,
+    /// The handler panicked: the group is removed at the end of the turn.
+    handler_panicked: bool,
     /// In fan-out mode: this group's peers are exactly the transport's peer list (so one
     /// `Dest::Group` datagram reaches them); otherwise one copy per peer is queued.
     fanout_exact: bool,
@@ -121,6 +123,7 @@ impl GroupSlot {
             pending: None,
             flush_waiters: Vec::new(),
             events: 0,
+            handler_panicked: false,
             fanout_exact: true,
         }
     }
@@ -212,7 +215,14 @@ impl GroupSlot {
                 event: self.events,
                 payload: d.payload,
             };
-            self.handler.on_deliver(&delivery);
+            let handler = &mut self.handler;
+            let upcall = std::panic::AssertUnwindSafe(|| handler.on_deliver(&delivery));
+            if std::panic::catch_unwind(upcall).is_err() {
+                // A panicking handler takes its group down, not the poller's other groups.
+                tracing::error!(group = %self.name, "the handler panicked; leaving the group");
+                self.handler_panicked = true;
+                break;
+            }
         }
         while let Some(ev) = self.member.poll_event() {
             match ev {
@@ -406,6 +416,10 @@ impl Poller {
             self.forward_trace(i);
         }
         work |= self.transmit(now);
+        if self.groups.iter().any(|g| g.handler_panicked) {
+            self.groups.retain(|g| !g.handler_panicked);
+            self.reindex();
+        }
         if !work {
             for g in &self.groups {
                 g.counters
