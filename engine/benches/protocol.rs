@@ -7,7 +7,13 @@
 //!   sequencer, rank 1 the sender) is fed the exact datagrams it received in a recorded
 //!   fault-free run (data frames, status frames, the sequencer's order records) and delivers
 //!   everything; the driver calls `poll_transmit` after each datagram as a runtime would —
-//!   parse + hold-back + order + deliver.
+//!   parse + hold-back + order + deliver. The receiver is fresh per batch, so the first use of
+//!   each log slot allocates its buffer (about one message in ten in this run).
+//! * `receive_deliver_64_members/<order>`: the same with 64 members (one sender, 62 silent
+//!   members whose status frames the receiver processes): in this recorded run the sender is
+//!   slow (64 messages per 600 µs of virtual time), so the O(members²) status traffic per
+//!   status interval is divided among few messages — the figure is dominated by status frames
+//!   and is an upper bound for that traffic pattern, not the per-message cost at load.
 //!
 //! `cargo bench -p cohort --bench protocol` (criterion reports time per message as
 //! "thrpt: elements/s"; ns/msg = 1e9 / that).
