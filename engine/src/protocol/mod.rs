@@ -535,6 +535,17 @@ impl Member {
         }
     }
 
+    /// Own stream: seq of the last record appended (application messages and, at the
+    /// sequencer, order records). A flush waits until [`Member::own_stable_through`] reaches it.
+    pub fn own_appended_through(&self) -> u64 {
+        self.streams[self.me].contiguous
+    }
+
+    /// Own stream: records through this seq are held by every member (stable).
+    pub fn own_stable_through(&self) -> u64 {
+        self.stable[self.me]
+    }
+
     /// Per sender: messages delivered here (application messages only).
     pub fn delivered_counts(&self) -> impl Iterator<Item = u64> + '_ {
         self.streams.iter().map(|s| s.delivered_app)
@@ -1267,7 +1278,11 @@ impl Member {
     /// Frees our own records that are both stable and delivered locally.
     fn free_own(&mut self) {
         let me = self.me;
-        let through = self.stable[me].min(self.streams[me].delivered);
+        // Never free what was not transmitted yet (alone, a record is stable and delivered
+        // before it goes out).
+        let through = self.stable[me]
+            .min(self.streams[me].delivered)
+            .min(self.tx_through);
         if self.streams[me].free_through(through) > 0 && self.window_blocked {
             self.window_blocked = false;
             self.window_open_event = true;
@@ -1510,6 +1525,9 @@ impl Member {
                 return None;
             }
             self.tx_through = last;
+            if self.n == 1 {
+                self.free_own();
+            }
             if with_acks {
                 self.status_sent();
                 self.stats.status_frames_sent += 1;
