@@ -114,6 +114,72 @@ fn multicast_from_one_host_reaches_receivers_on_both_other_hosts() {
     }
 }
 
+#[test]
+fn multicast_on_five_hosts_reaches_all_four_others() {
+    if unavailable() {
+        return;
+    }
+    let c = Cluster::new(5);
+    let mut rx: Vec<_> = (1..5)
+        .map(|h| c.probe_receiver(h, PROBE_PORT, Some(c.multicast_group)))
+        .collect();
+    let mut refs: Vec<&mut netns::Receiver<'_>> = rx.iter_mut().collect();
+    assert!(
+        c.send_until_received(0, group(&c), "mc-five", &mut refs),
+        "multicast from host 0 did not reach all of hosts 1-4"
+    );
+}
+
+#[test]
+fn a_process_runs_inside_its_host_and_is_stopped_continued_and_killed_by_pid() {
+    if unavailable() {
+        return;
+    }
+    let c = Cluster::new(2);
+    let mut p = c.spawn(c.command(1, "sleep", &["600"]));
+    let pid = p.pid();
+    let id = netns::run_ok(std::process::Command::new("ip").args([
+        "netns",
+        "identify",
+        &pid.to_string(),
+    ]));
+    assert_eq!(
+        id.stdout.trim(),
+        c.host(1).netns,
+        "process is not in host 1"
+    );
+    let state = |pid: u32| -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
+    };
+    let wait_state = |want: char| {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < end {
+            if state(pid) == Some(want) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    };
+    p.signal("STOP");
+    assert!(
+        wait_state('T'),
+        "SIGSTOP did not stop {pid}: {:?}",
+        state(pid)
+    );
+    p.signal("CONT");
+    assert!(
+        wait_state('S'),
+        "SIGCONT did not resume {pid}: {:?}",
+        state(pid)
+    );
+    p.signal("KILL");
+    let status = p.wait_timeout(Duration::from_secs(10)).expect("killed");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "{status}");
+}
+
 /// The loss scenario shared by the nftables and iptables variants: 100 % loss toward host 2
 /// stops multicast to it while host 1 still gets every datagram; 0 % restores it, and none of
 /// the blocked datagrams arrives late (one path keeps order: all of them would come before the
