@@ -129,8 +129,11 @@ impl SocketConfig {
             send_buffer_bytes: 8 << 20,
             datagram_bytes_max: DATAGRAM_BYTES_DEFAULT,
             batch_datagrams_max: 64,
-            gso: false,
-            gro: false,
+            // Measured default (BENCHMARKS.md, ceiling): GSO+GRO move 5.6-7.5x the datagrams
+            // per second on loopback; both fall back by themselves where the kernel or the
+            // route refuses them.
+            gso: true,
+            gro: true,
             busy_poll_us: None,
         }
     }

@@ -8,8 +8,12 @@ use cohort_transport::{
     open, uring, Dest, DriverChoice, DriverKind, SendBatch, SocketConfig, Transport, TransportError,
 };
 
+/// Loopback without offloads (GSO and GRO are on by default; the offload runs set them).
 fn loopback_template() -> SocketConfig {
-    SocketConfig::unicast("127.0.0.1:0".parse().unwrap())
+    let mut cfg = SocketConfig::unicast("127.0.0.1:0".parse().unwrap());
+    cfg.gso = false;
+    cfg.gro = false;
+    cfg
 }
 
 fn make_uring(cfg: SocketConfig) -> Result<Box<dyn Transport>, TransportError> {
