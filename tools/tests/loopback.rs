@@ -168,7 +168,13 @@ fn three_members_gbcast_over_multicast_pass_the_checker() {
 
 #[test]
 fn five_members_mixed_orders_over_multicast_pass_the_checker() {
-    let run = run_group("mixed5m", 5, Mode::Multicast, "fifo,causal,total", false);
+    let run = run_group(
+        "mixed5m",
+        5,
+        Mode::Multicast,
+        "fifo,causal,total,gbcast",
+        false,
+    );
     assert!(run.summaries.iter().all(|s| s.contains("mode=multicast")));
 }
 
