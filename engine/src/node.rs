@@ -799,3 +799,137 @@ impl Group {
         }
     }
 }
+
+/// A node's configuration as a TOML file (serde), e.g.
+///
+/// ```toml
+/// bind = "10.0.0.1:7001"
+/// driver = "auto"            # auto | uring | mmsg
+/// idle = "backoff"           # spin | backoff | blocking
+/// pollers = 1
+/// cpus = [2]
+/// window_messages_max = 256
+/// trace_dir = "/var/tmp/cohort-trace"
+///
+/// [multicast]                # omit for unicast fan-out
+/// group = "239.255.0.1:7100"
+/// iface = "10.0.0.1"
+/// ttl = 1
+/// ```
+///
+/// Unknown keys are errors (a typo must not be ignored silently).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub bind: SocketAddr,
+    #[serde(default)]
+    pub multicast: Option<MulticastConfig>,
+    #[serde(default)]
+    pub driver: DriverName,
+    #[serde(default)]
+    pub idle: IdleName,
+    #[serde(default = "one")]
+    pub pollers: usize,
+    #[serde(default)]
+    pub cpus: Vec<usize>,
+    #[serde(default = "window_default")]
+    pub window_messages_max: usize,
+    #[serde(default)]
+    pub trace_dir: Option<PathBuf>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn window_default() -> usize {
+    WINDOW_MESSAGES_DEFAULT
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MulticastConfig {
+    pub group: SocketAddr,
+    pub iface: Ipv4Addr,
+    #[serde(default = "ttl_default")]
+    pub ttl: u32,
+}
+
+fn ttl_default() -> u32 {
+    1
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverName {
+    #[default]
+    Auto,
+    Uring,
+    Mmsg,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdleName {
+    Spin,
+    #[default]
+    Backoff,
+    Blocking,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl NodeConfig {
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &std::path::Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// A builder with these settings (validated at [`NodeBuilder::start`]).
+    pub fn builder(&self) -> NodeBuilder {
+        let mut b = Node::builder()
+            .bind(self.bind)
+            .driver(match self.driver {
+                DriverName::Auto => Driver::Auto,
+                DriverName::Uring => Driver::IoUring,
+                DriverName::Mmsg => Driver::Mmsg,
+            })
+            .idle(match self.idle {
+                IdleName::Spin => Idle::BusySpin,
+                IdleName::Backoff => Idle::Backoff,
+                IdleName::Blocking => Idle::Blocking,
+            })
+            .pollers(self.pollers)
+            .cpus(&self.cpus)
+            .window_messages_max(self.window_messages_max);
+        if let Some(m) = &self.multicast {
+            b = b.multicast(m.group, m.iface).multicast_ttl(m.ttl);
+        }
+        if let Some(dir) = &self.trace_dir {
+            b = b.trace_dir(dir);
+        }
+        b
+    }
+}

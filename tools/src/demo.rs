@@ -46,6 +46,10 @@ pub struct Args {
     /// Payload bytes (≥ 16 carries a send timestamp for latency).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// Messages per second per member (0: as fast as the window allows; latency then
+    /// includes queueing behind the full window).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     /// Upper bound on the members' run, in seconds.
     #[arg(long, default_value_t = 40)]
     pub duration: u64,
@@ -88,8 +92,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     );
     println!(
-        "  traffic:   each member sends {} messages of {} B, alternating cbcast (causal) and abcast (total)",
-        args.count, args.size
+        "  traffic:   each member sends {} messages of {} B, alternating cbcast (causal) and abcast (total), {}",
+        args.count,
+        args.size,
+        if args.rate == 0 {
+            "unthrottled (latency includes queueing behind a full window; try --rate)".to_owned()
+        } else {
+            format!("{} msgs/s each", args.rate)
+        }
     );
     println!("  traces:    {}", dir.display());
 
@@ -111,6 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .args(["--members", &list, "--order", "causal,total"])
             .args(["--count", &args.count.to_string()])
             .args(["--size", &args.size.to_string()])
+            .args(["--rate", &args.rate.to_string()])
             .args(["--duration", &args.duration.to_string()])
             .args(["--progress-ms", &PROGRESS_PERIOD_MS.to_string()])
             .arg("--trace")

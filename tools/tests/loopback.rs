@@ -44,6 +44,18 @@ struct Run {
 }
 
 fn run_group(name: &str, members: usize, mode: Mode, order: &str, safe: bool) -> Run {
+    run_group_staggered(name, members, mode, order, safe, Duration::ZERO)
+}
+
+/// Starts the members `stagger` apart (the first ones send before the last one is up).
+fn run_group_staggered(
+    name: &str,
+    members: usize,
+    mode: Mode,
+    order: &str,
+    safe: bool,
+    stagger: Duration,
+) -> Run {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let group = format!("{name}-{}", std::process::id());
     let dir: PathBuf = std::env::temp_dir().join(format!("cohort-loopback-{group}"));
@@ -83,6 +95,7 @@ fn run_group(name: &str, members: usize, mode: Mode, order: &str, safe: bool) ->
             if mode == Mode::Multicast {
                 cmd.args(["--multicast", &multicast, "--iface", "127.0.0.1"]);
             }
+            std::thread::sleep(stagger);
             cmd.spawn().expect("cohort member starts")
         })
         .collect();
@@ -168,7 +181,13 @@ fn three_members_gbcast_over_multicast_pass_the_checker() {
 
 #[test]
 fn five_members_mixed_orders_over_multicast_pass_the_checker() {
-    let run = run_group("mixed5m", 5, Mode::Multicast, "fifo,causal,total", false);
+    let run = run_group(
+        "mixed5m",
+        5,
+        Mode::Multicast,
+        "fifo,causal,total,gbcast",
+        false,
+    );
     assert!(run.summaries.iter().all(|s| s.contains("mode=multicast")));
 }
 
@@ -179,6 +198,18 @@ fn five_members_total_over_unicast_fanout_pass_the_checker() {
         .summaries
         .iter()
         .all(|s| s.contains("mode=unicast-fanout")));
+}
+
+#[test]
+fn members_starting_late_are_caught_up_by_repair() {
+    run_group_staggered(
+        "late3u",
+        3,
+        Mode::UnicastFanOut,
+        "causal,total",
+        false,
+        Duration::from_millis(300),
+    );
 }
 
 #[test]

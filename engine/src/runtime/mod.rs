@@ -42,8 +42,9 @@ use crate::protocol::Time;
 pub enum Idle {
     /// Never wait: lowest latency, one core at 100 %.
     BusySpin,
-    /// Spin, then yield, then park for growing periods (up to [`BACKOFF_PARK_NS_MAX`]);
-    /// application sends and commands unpark the poller at once.
+    /// Spin, then yield, then wait in the transport for growing periods (up to
+    /// [`BACKOFF_PARK_NS_MAX`]): a datagram ends the wait at once, an application send is
+    /// noticed within that bound.
     #[default]
     Backoff,
     /// Block in the transport until a datagram is readable, the next protocol deadline, or
@@ -52,13 +53,14 @@ pub enum Idle {
 }
 
 /// Idle turns spent spinning before [`Idle::Backoff`] yields.
-pub const BACKOFF_SPINS_MAX: u32 = 200;
+pub const BACKOFF_SPINS_MAX: u32 = 20;
 /// Idle turns spent yielding before [`Idle::Backoff`] parks.
-pub const BACKOFF_YIELDS_MAX: u32 = 50;
-/// First park of [`Idle::Backoff`]; it doubles on each idle turn.
+pub const BACKOFF_YIELDS_MAX: u32 = 10;
+/// First wait of [`Idle::Backoff`]; it doubles on each idle turn.
 pub const BACKOFF_PARK_NS_MIN: u64 = 1_000;
-/// Longest park of [`Idle::Backoff`] (an incoming datagram waits at most this long).
-pub const BACKOFF_PARK_NS_MAX: u64 = 1_000_000;
+/// Longest wait of [`Idle::Backoff`] (an application send on an idle node waits at most this
+/// long; datagrams wake the poller at once).
+pub const BACKOFF_PARK_NS_MAX: u64 = 250_000;
 /// Longest wait of [`Idle::Blocking`] in the transport.
 pub const BLOCKING_WAIT_NS_MAX: u64 = 1_000_000;
 

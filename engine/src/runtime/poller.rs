@@ -590,7 +590,10 @@ impl Poller {
                 } else {
                     let wait = until(self.park_ns);
                     if !wait.is_zero() {
-                        std::thread::park_timeout(wait);
+                        if let Err(e) = self.transport.wait_readable(wait) {
+                            tracing::warn!(error = %e, "wait_readable failed");
+                            std::thread::park_timeout(wait);
+                        }
                     }
                     self.park_ns = (self.park_ns * 2).min(BACKOFF_PARK_NS_MAX);
                 }
