@@ -7,14 +7,23 @@
 //! * [`trace`] — the JSON-lines trace format every test layer shares;
 //! * [`checker`] — the trace checker of properties 1–10;
 //! * [`stats`] — the per-poller and per-group counters `cohort stat` reads from outside;
-//! * `wire`, `protocol`, `sim` — the sans-IO protocol core and its deterministic simulator.
+//! * `wire`, `protocol`, `sim` — the sans-IO protocol core and its deterministic simulator;
+//! * [`runtime`] — the poller thread and trace writer around the core;
+//! * [`node`] — the public API: [`Node`], [`Group`], [`Handler`].
 
 pub mod checker;
+pub mod node;
 pub mod protocol;
+pub mod runtime;
 pub mod sim;
 pub mod stats;
 pub mod trace;
 pub mod wire;
+
+pub use cohort_transport::MemoryNetwork;
+pub use node::{Delivery, Driver, Group, Handler, Node, NodeBuilder, View};
+pub use protocol::Seq;
+pub use runtime::Idle;
 
 use serde::{Deserialize, Serialize};
 

@@ -310,3 +310,39 @@ fn total_messages_follow_the_sequencers_order_everywhere() {
     assert_eq!(net.deliveries(1), vec![(2, 1), (1, 1)]);
     assert_eq!(net.deliveries(2), vec![(2, 1), (1, 1)]);
 }
+
+#[test]
+fn gbcast_is_delivered_after_the_same_messages_everywhere() {
+    let mut net = Net::new(3, |_| {});
+    // m2's fifo x reaches only the sequencer m0, which delivers it at once.
+    net.members[2]
+        .send(Time(0), Order::Fifo, false, b"x")
+        .unwrap();
+    let x = net.transmit(2);
+    net.receive(0, &x[0]);
+    assert_eq!(net.deliveries(0), vec![(2, 1)]);
+    assert_eq!(net.deliveries(2), vec![(2, 1)]);
+    // m1 sends a gbcast; it reaches everyone, while x is still missing at m1.
+    net.members[1]
+        .send(Time(0), Order::Gbcast, false, b"g")
+        .unwrap();
+    assert!(net.deliveries(1).is_empty(), "a gbcast waits for its round");
+    let g = net.transmit(1);
+    net.receive_all(&g);
+    for _ in 0..10 {
+        net.advance_ms(1);
+        net.settle();
+    }
+    assert_eq!(net.deliveries(0), vec![(1, 1)]);
+    // m1 learns x exists (from the cut) and delivers it before g.
+    assert_eq!(net.deliveries(1), vec![(2, 1), (1, 1)]);
+    assert_eq!(net.deliveries(2), vec![(1, 1)]);
+    // Afterwards, deliveries resume normally.
+    net.members[2]
+        .send(Time(net.now), Order::Fifo, false, b"y")
+        .unwrap();
+    net.settle();
+    for i in 0..3 {
+        assert_eq!(net.deliveries(i), vec![(2, 2)], "member {i}");
+    }
+}

@@ -127,3 +127,12 @@ fn one_seed_replays_exactly_and_another_differs() {
     assert_eq!(events(&a), events(&b));
     assert_ne!(events(&a), events(&c));
 }
+
+#[test]
+fn gbcast_messages_are_delivered_at_the_same_cut_everywhere() {
+    for seed in 600..610 {
+        let mut c = lossy(seed, 3 + seed as usize % 5, 30);
+        c.orders = Order::ALL.to_vec();
+        assert_clean(&run(c));
+    }
+}

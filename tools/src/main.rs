@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod check_trace;
+mod demo;
+mod member;
 mod sim;
 mod stat;
 mod tune;
@@ -30,6 +32,10 @@ enum Command {
     CheckTrace(check_trace::Args),
     /// Print the counters of running cohort processes (from their counters files), live.
     Stat(stat::Args),
+    /// Run one member of a group (static member list) that sends its share and delivers all.
+    Member(member::Args),
+    /// Start a local 3-member group on loopback, stream traffic, check the traces.
+    Demo(demo::Args),
     /// Check (and report on) this host's tuning for Cohort.
     Tune(tune::Args),
 }
@@ -48,6 +54,8 @@ fn main() -> ExitCode {
         Command::CheckTrace(args) => check_trace::run(args),
         Command::Stat(args) => stat::run(args),
         Command::Tune(args) => tune::run(args),
+        Command::Member(args) => member::run(args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,

@@ -12,7 +12,7 @@
 //! Every member owns one *stream* per group and view: records numbered 1, 2, 3, … (the *wire
 //! seq*) holding its application messages of every order (one seq space: FIFO for every
 //! message) and, at the sequencer, order control records. Every member keeps, per sender, a
-//! bounded log ([`stream`]): at the sender it is the retransmission buffer, at a receiver the
+//! bounded log (module `stream`): at the sender it is the retransmission buffer, at a receiver the
 //! hold-back area. Receivers detect gaps (a record beyond the next expected one, or a higher
 //! seq in someone's acknowledgement vector) and, after [`MemberConfig::nak_delay_ns`], send a
 //! NAK (unicast, at most [`NAK_RANGES_PER_FRAME_MAX`] ranges, again every
@@ -72,8 +72,32 @@
 //!   changes; its failure is handled by the view change (membership issue).
 //! * **safe** (dynamically uniform, any order): delivered only once stable (received by every
 //!   member), Totem's all-received-up-to idea applied per sender stream.
-//! * **gbcast** in a fixed view is treated as a safe total message ordered by the sequencer;
-//!   its ordering against view changes belongs to the membership issue.
+//! * **gbcast** (ordered against everything): a *round* per gbcast, run by the sequencer like
+//!   a small flush. A member that holds an undelivered gbcast *freezes* (delivers nothing) and
+//!   reports its delivered counts to the sequencer, in its status frames until a decision
+//!   arrives. With every member's report for the round the sequencer picks one gbcast g (its
+//!   own if it heads its stream, otherwise round-robin over ranks), computes the *cut* — per
+//!   sender the most any member delivered, g's sender up to just before g, its own stream up
+//!   to its next gbcast, and any total message it already ordered — and writes the decision
+//!   (round, g, cut) as a control record into its stream. Every member then delivers exactly
+//!   the cut (with the usual per-order rules: everything in it is deliverable, since some
+//!   member delivered it or its causal past is in the reports), then g, then unfreezes. So all
+//!   members deliver the same set before g. The cost is a round trip per gbcast and a pause
+//!   of all deliveries during it: gbcast is for rare control messages (e.g. key rotation).
+//!   Its ordering against *view changes* belongs to the membership issue (the flush there
+//!   generalises this round).
+//!
+//! # Known limits
+//! * The sequencer's control records (order entries, gbcast decisions) share its log with its
+//!   own messages and are freed only once its own head is delivered. If its own head is a
+//!   total message that cannot be ordered because the pending order record is full *and* the
+//!   log is full of control records behind that head, it would wait forever; the simulator
+//!   has not produced it (the pending record is flushed at every `poll_transmit`), but it is
+//!   not excluded by construction.
+//! * Status frames are all-to-all: each member processes O(members²) acknowledgement entries
+//!   per status interval (scaled down with the group size, see [`MemberConfig::new`]).
+//! * Delivery always copies the payload into the log (no in-place delivery from the receive
+//!   buffer yet).
 //!
 //! # What it trusts
 //! Datagrams are untrusted: malformed frames, foreign group/view ids, unknown ranks, vectors
@@ -85,16 +109,18 @@ mod stream;
 
 use crate::trace::{msg_id, TraceEvent};
 use crate::wire::{
-    self, entry, Frame, FrameFields, FrameKind, FramePacker, Item, SeqRange, CONTROL_ORDER,
-    FRAME_FLAG_RETRANSMIT, FRAME_FLAG_WANT_STATUS, FRAME_HEADER_BYTES, RECORD_FLAG_CONTROL,
-    RECORD_FLAG_SAFE, RECORD_HEADER_BYTES, RECORD_ORDER_MASK, SEQ_RANGE_BYTES, VECTOR_ENTRY_BYTES,
+    self, entry, Frame, FrameFields, FrameKind, FramePacker, Item, SeqRange, CONTROL_DECISION,
+    CONTROL_ORDER, FRAME_FLAG_REPORT, FRAME_FLAG_RETRANSMIT, FRAME_FLAG_WANT_STATUS,
+    FRAME_HEADER_BYTES, RECORD_FLAG_CONTROL, RECORD_FLAG_SAFE, RECORD_HEADER_BYTES,
+    RECORD_ORDER_MASK, SEQ_RANGE_BYTES, VECTOR_ENTRY_BYTES,
 };
 use crate::Order;
 use std::collections::VecDeque;
 use stream::Stream;
 
-/// Largest group (ranks are u16; ack vectors of this size still fit a 1472 B datagram).
-pub const MEMBERS_MAX: usize = 128;
+/// Largest group: a status frame with a gbcast report (two vectors of this size) must fit a
+/// 1472 B datagram.
+pub const MEMBERS_MAX: usize = 64;
 /// Most NAK ranges per NAK frame (and per stream per NAK round).
 pub const NAK_RANGES_PER_FRAME_MAX: usize = 32;
 /// Most pending retransmission requests (one per NAK range received); more are dropped and
@@ -104,6 +130,9 @@ pub const RETRANSMIT_REQUESTS_MAX: usize = 1024;
 pub const TOTAL_ORDER_ENTRIES_MAX: usize = 8192;
 /// Records of a sender's log kept for the sequencer's order records beyond the app window.
 pub const CONTROL_RECORDS_RESERVE: usize = 8;
+
+/// Default least spacing of status frames, per started group of 8 members.
+pub const STATUS_INTERVAL_NS_PER_8_MEMBERS: u64 = 100_000;
 
 /// A point in time, in nanoseconds since an arbitrary origin (virtual or monotonic).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -163,8 +192,13 @@ pub struct MemberConfig {
 }
 
 impl MemberConfig {
-    /// Defaults for a LAN: 1472 B datagrams, 256-message / 256 KiB windows.
+    /// Defaults for a LAN: 1472 B datagrams, 256-message / 256 KiB windows, status frames at
+    /// most every 100 µs per 8 members (every member receives every other's status: the
+    /// status cost per member grows with the square of the group, so its rate is scaled down
+    /// as the group grows).
     pub fn new(group_name: &str, group: u32, view: u64, members: Vec<String>, rank: u16) -> Self {
+        let status_interval_ns =
+            STATUS_INTERVAL_NS_PER_8_MEMBERS * members.len().div_ceil(8) as u64;
         MemberConfig {
             group,
             group_name: group_name.to_owned(),
@@ -176,7 +210,7 @@ impl MemberConfig {
             window_bytes_max: 256 << 10,
             log_messages_max: 512,
             holdback_bytes_max: 256 << 10,
-            status_interval_ns: 100_000,
+            status_interval_ns,
             status_retry_ns: 2_000_000,
             heartbeat_ns: 100_000_000,
             nak_delay_ns: 200_000,
@@ -272,6 +306,8 @@ enum Blocked {
     Total,
     /// Waiting for stability.
     Safe,
+    /// A gbcast round is under way and this message is not in its cut.
+    Frozen,
 }
 
 enum Head {
@@ -308,11 +344,39 @@ fn order_of(flags: u16) -> Order {
 }
 
 fn is_total(flags: u16) -> bool {
-    flags & RECORD_ORDER_MASK >= 2
+    flags & RECORD_FLAG_CONTROL == 0 && flags & RECORD_ORDER_MASK == 2
+}
+
+fn is_gbcast(flags: u16) -> bool {
+    flags & RECORD_FLAG_CONTROL == 0 && flags & RECORD_ORDER_MASK == 3
 }
 
 fn is_safe(flags: u16) -> bool {
-    flags & RECORD_FLAG_SAFE != 0 || flags & RECORD_ORDER_MASK == 3
+    flags & RECORD_FLAG_SAFE != 0
+}
+
+/// u64 LE entries of a control record's payload (length validated by the parser).
+fn u64_entries(payload: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    payload
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+}
+
+/// A gbcast round as one member sees it: frozen since it learned of an undelivered gbcast;
+/// once the sequencer's decision arrives, it delivers up to the cut, then the gbcast.
+#[derive(Clone, Debug)]
+struct Freeze {
+    round: u64,
+    cut: Option<Cut>,
+}
+
+#[derive(Clone, Debug)]
+struct Cut {
+    /// The gbcast: its sender and (application) seq.
+    sender: usize,
+    seq: u64,
+    /// Per rank: application messages delivered before the gbcast.
+    counts: Vec<u64>,
 }
 
 /// One member of one group in one view.
@@ -360,6 +424,14 @@ pub struct Member {
     window_blocked: bool,
     window_open_event: bool,
     gaps_scratch: Vec<(u64, u64)>,
+    /// gbcast: records held and not yet delivered, completed rounds, the current round.
+    gbcast_undelivered: u64,
+    gbcast_rounds: u64,
+    freeze: Option<Freeze>,
+    /// Sequencer: the rank from which the next gbcast is looked for (round-robin fairness).
+    gbcast_next_rank: usize,
+    /// Sequencer: the latest report of each member (round, delivered counts).
+    reports: Vec<Option<(u64, Vec<u64>)>>,
     trace: Option<Vec<TraceEvent>>,
     stats: MemberStats,
 }
@@ -382,6 +454,10 @@ impl Member {
             "datagrams too small for {n} members"
         );
         assert!(cfg.window_bytes_max >= cfg.payload_bytes_max());
+        assert!(
+            cfg.datagram_bytes_max >= FRAME_HEADER_BYTES + (2 * n + 1) * VECTOR_ENTRY_BYTES,
+            "datagrams too small for status frames of {n} members"
+        );
         let order_entries_per_record_max =
             ((cfg.datagram_bytes_max - FRAME_HEADER_BYTES - RECORD_HEADER_BYTES) / SEQ_RANGE_BYTES)
                 .min(u16::MAX as usize);
@@ -424,6 +500,11 @@ impl Member {
             window_blocked: false,
             window_open_event: false,
             gaps_scratch: Vec::with_capacity(NAK_RANGES_PER_FRAME_MAX),
+            gbcast_undelivered: 0,
+            gbcast_rounds: 0,
+            freeze: None,
+            gbcast_next_rank: 0,
+            reports: vec![None; n],
             trace,
             stats: MemberStats::default(),
             cfg,
@@ -454,6 +535,17 @@ impl Member {
         }
     }
 
+    /// Own stream: seq of the last record appended (application messages and, at the
+    /// sequencer, order records). A flush waits until [`Member::own_stable_through`] reaches it.
+    pub fn own_appended_through(&self) -> u64 {
+        self.streams[self.me].contiguous
+    }
+
+    /// Own stream: records through this seq are held by every member (stable).
+    pub fn own_stable_through(&self) -> u64 {
+        self.stable[self.me]
+    }
+
     /// Per sender: messages delivered here (application messages only).
     pub fn delivered_counts(&self) -> impl Iterator<Item = u64> + '_ {
         self.streams.iter().map(|s| s.delivered_app)
@@ -469,6 +561,33 @@ impl Member {
                 let st = &self.streams[s];
                 self.stable[s] >= st.high && st.delivered >= st.high
             })
+    }
+
+    /// A one-line description of the member's delivery state (for failure reports).
+    pub fn debug_summary(&self) -> String {
+        let streams: Vec<String> = self
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(s, st)| {
+                format!(
+                    "{s}:d{}/a{}/c{}/h{}/st{}",
+                    st.delivered, st.delivered_app, st.contiguous, st.high, self.stable[s]
+                )
+            })
+            .collect();
+        format!(
+            "rank {} freeze {:?} rounds {} gbcast_undelivered {} report_needed {:?} reports {:?} total_order {:?} dirty {:?} streams [{}]",
+            self.me,
+            self.freeze,
+            self.gbcast_rounds,
+            self.gbcast_undelivered,
+            self.report_needed(),
+            self.reports.iter().map(|r| r.as_ref().map(|(round, c)| (*round, c.clone()))).collect::<Vec<_>>(),
+            self.total_order.iter().take(4).collect::<Vec<_>>(),
+            self.dirty,
+            streams.join(" ")
+        )
     }
 
     // ----------------------------------------------------------------------------------------
@@ -504,6 +623,10 @@ impl Member {
         let flags = record_flags(order, safe);
         self.append_own(flags, payload);
         self.app_sent += 1;
+        if order == Order::Gbcast {
+            self.gbcast_undelivered += 1;
+            self.maybe_freeze();
+        }
         self.stats.sent += 1;
         if let Some(t) = &mut self.trace {
             let node = &self.cfg.members[me];
@@ -579,6 +702,11 @@ impl Member {
                 self.stats.dropped_malformed += 1;
             }
         }
+        if let Some((round, counts)) = frame.report {
+            if self.is_sequencer() {
+                self.apply_report(from, round, counts);
+            }
+        }
         match frame.kind() {
             FrameKind::Data => self.on_data(from, &frame),
             FrameKind::Nak => self.on_nak(from, frame.nak_ranges()),
@@ -597,6 +725,7 @@ impl Member {
     }
 
     /// Raises `acks[m][s]` to `v`, updating what is known to exist and stability.
+    #[inline]
     fn raise_ack(&mut self, m: usize, s: usize, v: u64) {
         let old = self.acks[m][s];
         if v <= old {
@@ -663,6 +792,9 @@ impl Member {
                         self.stats.dropped_holdback_full += 1;
                         continue;
                     }
+                    if is_gbcast(flags) {
+                        self.gbcast_undelivered += 1;
+                    }
                     let slot = st.store(seq, flags, payload);
                     if let Some(v) = record_vector {
                         slot.has_vector = true;
@@ -689,15 +821,14 @@ impl Member {
             self.on_contiguous_advanced(from, before);
         }
         self.schedule_nak(from);
+        self.maybe_freeze();
     }
 
     /// After `streams[s].contiguous` moved: process control records, update stability.
     fn on_contiguous_advanced(&mut self, s: usize, before: u64) {
-        if s == 0 && !self.is_sequencer() {
-            self.process_order_records();
-        } else {
-            let st = &mut self.streams[s];
-            st.control_done = st.contiguous;
+        self.process_control_records(s);
+        if self.is_sequencer() {
+            self.try_decide(); // a gbcast may have become contiguous
         }
         // Our row can only have been the minimum if it equalled stability.
         if self.stable[s] == before {
@@ -706,22 +837,46 @@ impl Member {
         self.mark_dirty(s);
     }
 
-    /// Non-sequencers: appends the sequencer's order entries (records of stream 0 up to its
-    /// contiguous point) to the total order, while there is room.
-    fn process_order_records(&mut self) {
+    /// Processes the control records of stream `s` up to its contiguous point: order entries
+    /// and gbcast decisions from the sequencer (non-sequencers), gbcast reports (sequencer).
+    fn process_control_records(&mut self, s: usize) {
+        if s == self.me {
+            return; // our own are applied when written
+        }
         loop {
-            let st = &self.streams[0];
+            let st = &self.streams[s];
             if st.control_done >= st.contiguous {
                 break;
             }
             let seq = st.control_done + 1;
-            let slot = st.slot(seq);
-            if slot.flags & RECORD_FLAG_CONTROL != 0
-                && slot.flags & RECORD_ORDER_MASK == CONTROL_ORDER
+            let flags = st.slot(seq).flags;
+            if flags & RECORD_FLAG_CONTROL != 0 {
+                let kind = flags & RECORD_ORDER_MASK;
+                let applied = match (kind, s == 0, self.is_sequencer()) {
+                    (CONTROL_ORDER, true, false) => self.apply_order_record(seq),
+                    (CONTROL_DECISION, true, false) => {
+                        self.apply_decision(seq);
+                        true
+                    }
+                    _ => true, // not for us: skipped at delivery
+                };
+                if !applied {
+                    break; // retried after deliveries free room
+                }
+            }
+            self.streams[s].control_done = seq;
+        }
+    }
+
+    /// Non-sequencers: appends the order entries of stream 0's record `seq` to the total
+    /// order; false if there is no room yet.
+    fn apply_order_record(&mut self, seq: u64) -> bool {
+        {
+            let slot = self.streams[0].slot(seq);
             {
                 let entries: &[SeqRange] = bytemuck::cast_slice(&slot.payload);
                 if self.total_order.len() + entries.len() > TOTAL_ORDER_ENTRIES_MAX {
-                    break; // retried after deliveries free room
+                    return false;
                 }
                 let was_empty = self.total_order.is_empty();
                 for e in entries {
@@ -744,7 +899,207 @@ impl Member {
                     }
                 }
             }
-            self.streams[0].control_done = seq;
+        }
+        true
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // gbcast rounds
+
+    fn own_log_has_room(&self) -> bool {
+        let own = &self.streams[self.me];
+        own.contiguous + 1 - own.base < own.capacity()
+    }
+
+    /// Freezes for the next round when an undelivered gbcast is known and none is under way.
+    fn maybe_freeze(&mut self) {
+        if self.freeze.is_some() || self.gbcast_undelivered == 0 {
+            return;
+        }
+        let round = self.gbcast_rounds + 1;
+        self.freeze = Some(Freeze { round, cut: None });
+        if self.is_sequencer() {
+            let counts = self.streams.iter().map(|s| s.delivered_app).collect();
+            self.reports[self.me] = Some((round, counts));
+            self.try_decide();
+        } else {
+            // The report rides on status frames until the decision arrives.
+            self.status_requested = true;
+        }
+    }
+
+    /// Whether our status frames must carry a gbcast report (frozen, no decision yet).
+    fn report_needed(&self) -> Option<u64> {
+        match &self.freeze {
+            Some(Freeze { round, cut: None }) if !self.is_sequencer() => Some(*round),
+            _ => None,
+        }
+    }
+
+    /// Sequencer: records member `s`'s report (from a status frame).
+    fn apply_report(&mut self, s: usize, round: u64, counts: &[[u8; 8]]) {
+        if counts.len() != self.n || s == self.me {
+            self.stats.dropped_malformed += 1;
+            return;
+        }
+        if round <= self.gbcast_rounds {
+            return; // a repeat of a finished round's report
+        }
+        if matches!(&self.reports[s], Some((r, _)) if *r >= round) {
+            return; // already have it
+        }
+        self.reports[s] = Some((round, counts.iter().map(entry).collect()));
+        self.try_decide();
+    }
+
+    /// Sequencer: once every member reported for the current round and a gbcast is
+    /// contiguous here, decides the cut and writes the decision into our stream.
+    fn try_decide(&mut self) {
+        let round = match &self.freeze {
+            Some(Freeze { round, cut: None }) => *round,
+            _ => return,
+        };
+        if !self
+            .reports
+            .iter()
+            .all(|r| matches!(r, Some((rr, _)) if *rr == round))
+        {
+            return;
+        }
+        // Our own gbcast first if it heads our stream: the decisions we write queue behind it
+        // in our log, so it must not wait for others' rounds (or the log would fill). Then the
+        // first undelivered gbcast contiguous here, round-robin over ranks from the last one.
+        let mut chosen = None;
+        {
+            let own = &self.streams[self.me];
+            let mut seq = own.delivered + 1;
+            while seq <= own.contiguous && own.slot(seq).flags & RECORD_FLAG_CONTROL != 0 {
+                seq += 1;
+            }
+            if seq <= own.contiguous && is_gbcast(own.slot(seq).flags) {
+                chosen = Some((self.me, own.delivered_app + 1));
+            }
+        }
+        'streams: for i in 0..self.n {
+            if chosen.is_some() {
+                break;
+            }
+            let s = (self.gbcast_next_rank + i) % self.n;
+            let st = &self.streams[s];
+            let mut app = st.delivered_app;
+            for seq in st.delivered + 1..=st.contiguous {
+                let flags = st.slot(seq).flags;
+                if flags & RECORD_FLAG_CONTROL != 0 {
+                    continue;
+                }
+                app += 1;
+                if is_gbcast(flags) {
+                    chosen = Some((s, app));
+                    break 'streams;
+                }
+            }
+        }
+        let Some((sender, seq)) = chosen else {
+            return; // retried when more arrives
+        };
+        if !self.own_log_has_room() {
+            return; // retried from poll_transmit
+        }
+        let mut counts = vec![0u64; self.n];
+        for (_, c) in self.reports.iter().flatten() {
+            for (k, &v) in counts.iter_mut().zip(c) {
+                *k = (*k).max(v);
+            }
+        }
+        // Total messages we already ordered (each heads its stream) are in the cut: the total
+        // order cannot skip them.
+        for (c, st) in counts.iter_mut().zip(&self.streams) {
+            if st.ordered_through > st.delivered {
+                *c = (*c).max(st.delivered_app + 1);
+            }
+        }
+        debug_assert!(counts[sender] < seq, "a report passed the gbcast");
+        counts[sender] = seq - 1;
+        if sender != self.me {
+            // Our own messages up to our next gbcast join the cut: their causal past is what we
+            // delivered (within the cut), so everyone can deliver them, and our stream (which
+            // holds the decisions) keeps draining between back-to-back rounds.
+            let own = &self.streams[self.me];
+            let mut app = own.delivered_app;
+            for q in own.delivered + 1..=own.contiguous {
+                let flags = own.slot(q).flags;
+                if flags & RECORD_FLAG_CONTROL != 0 {
+                    continue;
+                }
+                if is_gbcast(flags) {
+                    break;
+                }
+                app += 1;
+            }
+            counts[self.me] = counts[self.me].max(app);
+        }
+        self.gbcast_next_rank = (sender + 1) % self.n;
+        let mut payload = Vec::with_capacity((self.n + 3) * 8);
+        for v in [round, sender as u64, seq]
+            .into_iter()
+            .chain(counts.iter().copied())
+        {
+            payload.extend_from_slice(&v.to_le_bytes());
+        }
+        self.append_own(RECORD_FLAG_CONTROL | CONTROL_DECISION, &payload);
+        self.install_cut(Cut {
+            sender,
+            seq,
+            counts,
+        });
+    }
+
+    /// Non-sequencers: applies the sequencer's decision (record `seq` of stream 0).
+    fn apply_decision(&mut self, seq: u64) {
+        let slot = self.streams[0].slot(seq);
+        let v: Vec<u64> = u64_entries(&slot.payload).collect();
+        let valid = v.len() == self.n + 3 && (v[1] as usize) < self.n && v[2] >= 1;
+        let expected =
+            matches!(&self.freeze, Some(Freeze { round, cut: None }) if valid && *round == v[0]);
+        if !expected {
+            self.stats.dropped_malformed += 1;
+            return;
+        }
+        self.install_cut(Cut {
+            sender: v[1] as usize,
+            seq: v[2],
+            counts: v[3..].to_vec(),
+        });
+    }
+
+    fn install_cut(&mut self, cut: Cut) {
+        if let Some(f) = &mut self.freeze {
+            f.cut = Some(cut);
+        }
+        for s in 0..self.n {
+            self.mark_dirty(s);
+        }
+    }
+
+    /// Whether the head app message `next_app` of stream `s` may be delivered now as far as
+    /// gbcast rounds go.
+    fn gbcast_allows(&self, s: usize, next_app: u64, flags: u16) -> bool {
+        match &self.freeze {
+            None => !is_gbcast(flags),
+            Some(Freeze { cut: None, .. }) => false,
+            Some(Freeze { cut: Some(cut), .. }) => {
+                if next_app <= cut.counts[s] {
+                    return !is_gbcast(flags);
+                }
+                s == cut.sender
+                    && next_app == cut.seq
+                    && is_gbcast(flags)
+                    && self
+                        .streams
+                        .iter()
+                        .zip(&cut.counts)
+                        .all(|(st, &c)| st.delivered_app == c)
+            }
         }
     }
 
@@ -833,7 +1188,7 @@ impl Member {
                 self.wake_order_blocked();
                 if !self.is_sequencer() {
                     // Room may have freed for order records that did not fit.
-                    self.process_order_records();
+                    self.process_control_records(0);
                 }
             }
         }
@@ -867,6 +1222,23 @@ impl Member {
             self.mark_dirty(w as usize);
         }
         self.free_delivered(s);
+        if let Some(f) = &self.freeze {
+            if let Some(cut) = &f.cut {
+                if is_gbcast(flags) && s == cut.sender && app_seq == cut.seq {
+                    // The round is complete.
+                    self.gbcast_undelivered -= 1;
+                    self.gbcast_rounds += 1;
+                    self.freeze = None;
+                    for r in 0..self.n {
+                        self.mark_dirty(r);
+                    }
+                    self.maybe_freeze();
+                } else {
+                    let sender = cut.sender;
+                    self.mark_dirty(sender);
+                }
+            }
+        }
         if let Some(t) = &mut self.trace {
             let node = &self.cfg.members[self.me];
             t.push(TraceEvent::Deliver {
@@ -906,7 +1278,11 @@ impl Member {
     /// Frees our own records that are both stable and delivered locally.
     fn free_own(&mut self) {
         let me = self.me;
-        let through = self.stable[me].min(self.streams[me].delivered);
+        // Never free what was not transmitted yet (alone, a record is stable and delivered
+        // before it goes out).
+        let through = self.stable[me]
+            .min(self.streams[me].delivered)
+            .min(self.tx_through);
         if self.streams[me].free_through(through) > 0 && self.window_blocked {
             self.window_blocked = false;
             self.window_open_event = true;
@@ -930,6 +1306,9 @@ impl Member {
             st.delivered = seq;
             self.free_delivered(s);
             return Head::Skipped;
+        }
+        if !self.gbcast_allows(s, st.delivered_app + 1, flags) {
+            return Head::Blocked(Blocked::Frozen);
         }
         if wire::waits_for_causal_past(flags)
             && (slot.has_vector || !self.current_vector_dominated[s])
@@ -1065,7 +1444,7 @@ impl Member {
 
     /// When the next status frame is due, and whether it asks for replies.
     fn status_due(&self) -> (Time, bool) {
-        if self.acks_dirty || self.status_requested {
+        if self.acks_dirty || self.status_requested || self.report_needed().is_some() {
             (
                 self.last_status.plus_nanos(self.cfg.status_interval_ns),
                 false,
@@ -1120,9 +1499,17 @@ impl Member {
         if self.is_sequencer() && !self.order_pending.is_empty() && self.flush_order_pending() {
             self.wake_order_blocked();
         }
+        if self.is_sequencer() {
+            self.try_decide();
+        }
         let (status_at, want) = self.status_due();
         let status_now = self.now >= status_at;
-        if self.tx_through < self.streams[self.me].contiguous {
+        let report = if status_now {
+            self.report_needed()
+        } else {
+            None
+        };
+        if self.tx_through < self.streams[self.me].contiguous && report.is_none() {
             let first = self.tx_through + 1;
             let flags = if status_now && want {
                 FRAME_FLAG_WANT_STATUS
@@ -1138,6 +1525,9 @@ impl Member {
                 return None;
             }
             self.tx_through = last;
+            if self.n == 1 {
+                self.free_own();
+            }
             if with_acks {
                 self.status_sent();
                 self.stats.status_frames_sent += 1;
@@ -1150,11 +1540,20 @@ impl Member {
             });
         }
         if status_now {
-            let flags = if want { FRAME_FLAG_WANT_STATUS } else { 0 };
+            let mut flags = if want { FRAME_FLAG_WANT_STATUS } else { 0 };
+            if report.is_some() {
+                flags |= FRAME_FLAG_REPORT;
+            }
             let fields = self.frame_fields(FrameKind::Data, flags, self.tx_through + 1);
             let mut p = FramePacker::new(buf, fields)?;
             if !self.push_acks(&mut p) {
                 return None;
+            }
+            if let Some(round) = report {
+                let counts = self.streams.iter().map(|s| s.delivered_app);
+                if !p.push_report(round, counts) {
+                    return None;
+                }
             }
             self.status_sent();
             self.stats.status_frames_sent += 1;

@@ -464,6 +464,10 @@ impl Sim {
                 self.deliveries_expected,
                 self.now / 1_000_000
             ));
+            for m in &self.members {
+                self.problems
+                    .push(format!("  state: {}", m.debug_summary()));
+            }
         }
         // Completeness, independently of the checker: everyone delivered everything sent.
         let sent: Vec<u64> = (0..n)

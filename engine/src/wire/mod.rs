@@ -7,6 +7,8 @@
 //! ```text
 //! FrameHeader (32 B)
 //! ack vector: ack_count × u64 LE        (optional; per sender rank: highest contiguous seq held)
+//! gbcast report: (1 + ack_count) × u64 LE (only with FRAME_FLAG_REPORT: round, then the
+//!                                          sender's delivered counts per rank)
 //! body:
 //!   DATA: records, each  u16 LE payload length | u16 LE flags | payload   (no padding)
 //!   NAK:  record_count × SeqRange (12 B): stream rank, count, first seq
@@ -55,7 +57,10 @@ pub const FRAME_FLAG_WANT_STATUS: u16 = 1 << 0;
 pub const FRAME_FLAG_RETRANSMIT: u16 = 1 << 1;
 /// The frame ends with an authentication tag of [`AUTH_TAG_BYTES`].
 pub const FRAME_FLAG_AUTH: u16 = 1 << 2;
-const FRAME_FLAGS_KNOWN: u16 = FRAME_FLAG_WANT_STATUS | FRAME_FLAG_RETRANSMIT | FRAME_FLAG_AUTH;
+/// A gbcast report follows the ack vector (status frames of a member frozen for a round).
+pub const FRAME_FLAG_REPORT: u16 = 1 << 3;
+const FRAME_FLAGS_KNOWN: u16 =
+    FRAME_FLAG_WANT_STATUS | FRAME_FLAG_RETRANSMIT | FRAME_FLAG_AUTH | FRAME_FLAG_REPORT;
 
 /// Record flags: bits 0–1 the order (or the control kind), bit 2 safe, bit 3 control.
 pub const RECORD_ORDER_MASK: u16 = 0b11;
@@ -66,6 +71,9 @@ const RECORD_FLAGS_KNOWN: u16 = RECORD_ORDER_MASK | RECORD_FLAG_SAFE | RECORD_FL
 pub const CONTROL_VECTOR: u16 = 0;
 /// Control kind: total-order entries ([`SeqRange`]s) from the sequencer; consumes a seq.
 pub const CONTROL_ORDER: u16 = 1;
+/// Control kind: the sequencer's gbcast decision (u64 entries: round, gbcast sender rank,
+/// gbcast seq, then the cut per rank); consumes a seq.
+pub const CONTROL_DECISION: u16 = 3;
 
 /// Frame kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,6 +201,10 @@ pub enum WireError {
     UnknownRecordFlags(u16),
     #[error("unknown control record kind {0}")]
     UnknownControlKind(u16),
+    #[error("report flag without an ack vector, or report truncated")]
+    ReportTruncated,
+    #[error("gbcast control record of {len} B is not a whole number of u64 entries")]
+    GbcastControlMisaligned { len: usize },
     #[error("vector record of {len} B is not a whole number of entries")]
     VectorMisaligned { len: usize },
     #[error("order record of {len} B is not a whole number of entries")]
@@ -215,6 +227,8 @@ pub struct Frame<'a> {
     pub header: &'a FrameHeader,
     /// Ack vector entries (u64 LE each), indexed by sender rank.
     pub acks: &'a [[u8; 8]],
+    /// A gbcast report: round and delivered counts per rank (as many as acks).
+    pub report: Option<(u64, &'a [[u8; 8]])>,
     body: &'a [u8],
     /// The authentication tag, if the frame has one.
     pub tag: Option<&'a [u8]>,
@@ -268,9 +282,21 @@ impl<'a> Frame<'a> {
         }
         let (acks, body) = rest.split_at(ack_bytes);
         let acks: &[[u8; 8]] = bytemuck::cast_slice(acks);
+        let (report, body) = if flags & FRAME_FLAG_REPORT != 0 {
+            let report_bytes = ack_bytes + VECTOR_ENTRY_BYTES;
+            if ack_count == 0 || body.len() < report_bytes {
+                return Err(WireError::ReportTruncated);
+            }
+            let (r, body) = body.split_at(report_bytes);
+            let r: &[[u8; 8]] = bytemuck::cast_slice(r);
+            (Some((entry(&r[0]), &r[1..])), body)
+        } else {
+            (None, body)
+        };
         let frame = Frame {
             header,
             acks,
+            report,
             body,
             tag,
         };
@@ -335,6 +361,15 @@ impl<'a> Frame<'a> {
                     CONTROL_ORDER => {
                         if !len.is_multiple_of(SEQ_RANGE_BYTES) {
                             return Err(WireError::OrderMisaligned { len });
+                        }
+                        if vector_pending {
+                            return Err(WireError::VectorWithoutRecord);
+                        }
+                        found += 1;
+                    }
+                    CONTROL_DECISION => {
+                        if !len.is_multiple_of(VECTOR_ENTRY_BYTES) {
+                            return Err(WireError::GbcastControlMisaligned { len });
                         }
                         if vector_pending {
                             return Err(WireError::VectorWithoutRecord);
@@ -515,6 +550,21 @@ impl<'b> FramePacker<'b> {
             self.len += 8;
         }
         self.acks = n as u16;
+        true
+    }
+
+    /// Appends a gbcast report (the frame must have FRAME_FLAG_REPORT and an ack vector of
+    /// `counts.len()` entries); only right after the acks. False if it does not fit.
+    pub fn push_report(&mut self, round: u64, counts: impl ExactSizeIterator<Item = u64>) -> bool {
+        debug_assert!(!self.body_started && self.acks as usize == counts.len());
+        if self.remaining() < (counts.len() + 1) * VECTOR_ENTRY_BYTES {
+            return false;
+        }
+        for v in std::iter::once(round).chain(counts) {
+            self.buf[self.len..self.len + 8].copy_from_slice(&v.to_le_bytes());
+            self.len += 8;
+        }
+        self.body_started = true;
         true
     }
 

@@ -227,10 +227,40 @@ fn rejects_safe_control_records() {
 
 #[test]
 fn rejects_unknown_control_kind() {
-    let b = data_frame(&record(0, RECORD_FLAG_CONTROL | 3, b""), 0);
+    let b = data_frame(&record(0, RECORD_FLAG_CONTROL | 2, b""), 1);
     assert_eq!(
         Frame::parse(&b).unwrap_err(),
-        WireError::UnknownControlKind(3)
+        WireError::UnknownControlKind(2)
+    );
+}
+
+#[test]
+fn status_frame_with_report_round_trips_and_truncated_report_is_rejected() {
+    let mut buf = [0u8; 256];
+    let mut p = FramePacker::new(&mut buf, fields(FrameKind::Data, FRAME_FLAG_REPORT)).unwrap();
+    assert!(p.push_acks([1u64, 2].into_iter()));
+    assert!(p.push_report(5, [3u64, 4].into_iter()));
+    let len = p.finish();
+    let f = Frame::parse(&buf[..len]).unwrap();
+    let (round, counts) = f.report.unwrap();
+    assert_eq!(round, 5);
+    assert_eq!(counts.iter().map(entry).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(f.items().count(), 0);
+    assert_eq!(
+        Frame::parse(&buf[..len - 8]).unwrap_err(),
+        WireError::ReportTruncated
+    );
+}
+
+#[test]
+fn rejects_misaligned_gbcast_control_record() {
+    let b = data_frame(
+        &record(3, RECORD_FLAG_CONTROL | CONTROL_DECISION, b"abc"),
+        1,
+    );
+    assert_eq!(
+        Frame::parse(&b).unwrap_err(),
+        WireError::GbcastControlMisaligned { len: 3 }
     );
 }
 

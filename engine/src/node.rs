@@ -1,0 +1,801 @@
+//! The public API (DESIGN §5): a [`Node`] (one address, one poller thread) and the [`Group`]s
+//! joined on it.
+//!
+//! ```no_run
+//! use cohort::node::{Delivery, Node};
+//! use cohort::Order;
+//! let node = Node::builder().bind("127.0.0.1:7001".parse()?).unicast_fanout().start()?;
+//! let members = ["127.0.0.1:7001".parse()?, "127.0.0.1:7002".parse()?];
+//! let group = node.join("prices", &members, |d: &Delivery<'_>| {
+//!     println!("{} from {} #{}", d.payload.len(), d.sender_addr, d.seq.0);
+//! })?;
+//! group.send(Order::Causal, false, b"tick")?;
+//! group.flush()?;
+//! node.leave("prices")?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! **Static views.** Membership (failure detection, view changes, joins with state transfer)
+//! is a later issue: [`Node::join`] takes the complete member list, installs view 1 with it
+//! (rank = list position; rank 0 is the total-order sequencer) and never changes it. A member
+//! that never starts or dies stops stability for everyone (sends end in `WouldBlock`, flushes
+//! time out); [`Node::leave`] stops taking part without telling the others.
+//!
+//! **Threads.** The handler runs on the node's poller thread with payloads borrowed from the
+//! member's log: it must not block for long, and copies what it keeps. A handler that panics
+//! takes only its own group down (its handles then return `Closed`). Sends from any thread
+//! go through a bounded queue per group; `WouldBlock` means the member's send window *and* the
+//! queue in front of it are full.
+
+use crate::protocol::{Member, MemberConfig, Seq, CONTROL_RECORDS_RESERVE, MEMBERS_MAX};
+use crate::runtime::poller::{
+    Control, GroupCounters, GroupSlot, Poller, PollerCounters, Request,
+    RECYCLED_BUFFERS_PER_GROUP_MAX,
+};
+use crate::runtime::{group_id, trace_writer, Clock, Idle};
+use crate::Order;
+use cohort_transport::{
+    DriverChoice, GroupMode, MemoryNetwork, SocketConfig, Transport, TransportError,
+};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+/// Send requests queued per group in front of the member's window.
+pub const SEND_QUEUE_MESSAGES_MAX: usize = 64;
+/// Control commands queued for the poller.
+pub const CONTROL_QUEUE_COMMANDS_MAX: usize = 64;
+/// How long [`Group::flush`] waits by default.
+pub const FLUSH_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// How long leaving (and dropping the node) waits for a group's own sends to become stable.
+pub const LEAVE_FLUSH_TIMEOUT_MS: u64 = 2_000;
+/// How long a join or leave waits for the poller to answer.
+pub const CONTROL_REPLY_TIMEOUT_MS: u64 = 5_000;
+/// Default send window (messages) of each member.
+pub const WINDOW_MESSAGES_DEFAULT: usize = 256;
+
+/// A delivered message. `payload` borrows the member's log for the duration of the upcall.
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery<'a> {
+    pub group: &'a str,
+    pub view: u64,
+    /// The sender's rank in the view.
+    pub sender: u16,
+    pub sender_addr: SocketAddr,
+    /// The sender's per-group sequence number (1, 2, …).
+    pub seq: Seq,
+    pub order: Order,
+    pub safe: bool,
+    /// This group's upcall number at this member (views and deliveries, from 1): lets a
+    /// thread pool process upcalls and re-enter them in order.
+    pub event: u64,
+    pub payload: &'a [u8],
+}
+
+/// A view installed at this member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    pub group: String,
+    pub id: u64,
+    /// Members by rank, oldest first.
+    pub members: Vec<SocketAddr>,
+    /// This member's rank.
+    pub rank: u16,
+    pub event: u64,
+}
+
+/// The application's upcalls, run on the poller thread.
+pub trait Handler: Send + 'static {
+    fn on_deliver(&mut self, delivery: &Delivery<'_>);
+    fn on_view(&mut self, view: &View) {
+        let _ = view;
+    }
+}
+
+impl<F: FnMut(&Delivery<'_>) + Send + 'static> Handler for F {
+    fn on_deliver(&mut self, delivery: &Delivery<'_>) {
+        self(delivery)
+    }
+}
+
+/// Which datagram path the node uses.
+#[derive(Clone, Default)]
+pub enum Driver {
+    /// io_uring when it works here, else sendmmsg/recvmmsg.
+    #[default]
+    Auto,
+    IoUring,
+    Mmsg,
+    /// The in-process network (tests, in-process benchmarks).
+    Memory(MemoryNetwork),
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Driver::Auto => "Auto",
+            Driver::IoUring => "IoUring",
+            Driver::Mmsg => "Mmsg",
+            Driver::Memory(_) => "Memory",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no bind address: call NodeBuilder::bind(addr) with this member's address")]
+    NoBind,
+    #[error("{requested} pollers requested: this version runs exactly one poller per node (bind one node per address instead)")]
+    Pollers { requested: usize },
+    #[error(
+        "CPU {cpu} is not available for pinning (available: {available:?}); fix the cpus(..) list"
+    )]
+    Cpu { cpu: usize, available: Vec<usize> },
+    #[error("window of {window} messages: use 1..={max}")]
+    Window { window: usize, max: usize },
+    #[error("opening the transport: {0}")]
+    Transport(#[from] TransportError),
+    #[error("trace directory {path}: {source}; pass a writable directory")]
+    TraceDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting a thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JoinError {
+    #[error("this node ({me}) is not in the member list {members:?}: list every member, this one included, by the address it binds")]
+    NotAMember {
+        me: SocketAddr,
+        members: Vec<SocketAddr>,
+    },
+    #[error("member {0} is listed twice")]
+    Duplicate(SocketAddr),
+    #[error("{count} members: a group has 1..={max}")]
+    Size { count: usize, max: usize },
+    #[error("group {0:?} is already joined on this node")]
+    AlreadyJoined(String),
+    #[error("the poller refused the group: {0}")]
+    Refused(String),
+    #[error("the node is shut down")]
+    Closed,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    #[error("send window full: retry later, use send_blocking, or flush")]
+    WouldBlock,
+    #[error("payload of {len} B exceeds the maximum of {max} B for this group: split it")]
+    TooLarge { len: usize, max: usize },
+    #[error("the group was left or the node shut down")]
+    Closed,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FlushError {
+    #[error("own sends not stable after {waited:?}: a member may be down or unreachable")]
+    TimedOut { waited: Duration },
+    #[error("the group was left or the node shut down")]
+    Closed,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LeaveError {
+    #[error("group {0:?} is not joined on this node")]
+    NotJoined(String),
+    #[error("left group {group:?}, but own sends were not stable after {waited:?}: other members may miss them")]
+    Unstable { group: String, waited: Duration },
+    #[error("the node is shut down")]
+    Closed,
+}
+
+/// Builds a [`Node`].
+#[derive(Clone, Debug)]
+pub struct NodeBuilder {
+    bind: Option<SocketAddr>,
+    multicast: Option<(SocketAddr, Ipv4Addr)>,
+    multicast_ttl: u32,
+    driver: Driver,
+    pollers: usize,
+    cpus: Vec<usize>,
+    idle: Idle,
+    trace_dir: Option<PathBuf>,
+    window_messages_max: usize,
+}
+
+impl Default for NodeBuilder {
+    fn default() -> Self {
+        NodeBuilder {
+            bind: None,
+            multicast: None,
+            multicast_ttl: 1,
+            driver: Driver::Auto,
+            pollers: 1,
+            cpus: Vec::new(),
+            idle: Idle::Backoff,
+            trace_dir: None,
+            window_messages_max: WINDOW_MESSAGES_DEFAULT,
+        }
+    }
+}
+
+impl NodeBuilder {
+    /// This member's address (its id in every group): a concrete IP, not the wildcard.
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = Some(addr);
+        self
+    }
+
+    /// Reach the group by IP multicast to `group`, joined on the interface with address
+    /// `iface` (on one host: `127.0.0.1`), TTL 1 unless [`NodeBuilder::multicast_ttl`].
+    pub fn multicast(mut self, group: SocketAddr, iface: Ipv4Addr) -> Self {
+        self.multicast = Some((group, iface));
+        self
+    }
+
+    pub fn multicast_ttl(mut self, ttl: u32) -> Self {
+        self.multicast_ttl = ttl;
+        self
+    }
+
+    /// Reach the group by one unicast copy per member (the default; clouds).
+    pub fn unicast_fanout(mut self) -> Self {
+        self.multicast = None;
+        self
+    }
+
+    pub fn driver(mut self, driver: Driver) -> Self {
+        self.driver = driver;
+        self
+    }
+
+    /// Poller threads (only 1 is supported in this version; others are refused at start).
+    pub fn pollers(mut self, pollers: usize) -> Self {
+        self.pollers = pollers;
+        self
+    }
+
+    /// CPUs to pin the pollers to (poller i on `cpus[i % len]`); empty: not pinned.
+    pub fn cpus(mut self, cpus: &[usize]) -> Self {
+        self.cpus = cpus.to_vec();
+        self
+    }
+
+    pub fn idle(mut self, idle: Idle) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// Write every member's trace to `dir/<member>.jsonl` (off by default).
+    pub fn trace_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.trace_dir = Some(dir.into());
+        self
+    }
+
+    /// Each member's send window in messages (default [`WINDOW_MESSAGES_DEFAULT`]).
+    pub fn window_messages_max(mut self, window: usize) -> Self {
+        self.window_messages_max = window;
+        self
+    }
+
+    /// Opens the transport and starts the poller (and trace writer) threads.
+    pub fn start(self) -> Result<Node, StartError> {
+        let bind = self.bind.ok_or(StartError::NoBind)?;
+        if self.pollers != 1 {
+            return Err(StartError::Pollers {
+                requested: self.pollers,
+            });
+        }
+        const WINDOW_MESSAGES_LIMIT: usize = 1 << 16;
+        if !(1..=WINDOW_MESSAGES_LIMIT).contains(&self.window_messages_max) {
+            return Err(StartError::Window {
+                window: self.window_messages_max,
+                max: WINDOW_MESSAGES_LIMIT,
+            });
+        }
+        let core = match self.cpus.first() {
+            None => None,
+            Some(&cpu) => {
+                let available = core_affinity::get_core_ids().unwrap_or_default();
+                match available.iter().find(|c| c.id == cpu) {
+                    Some(c) => Some(*c),
+                    None => {
+                        return Err(StartError::Cpu {
+                            cpu,
+                            available: available.iter().map(|c| c.id).collect(),
+                        })
+                    }
+                }
+            }
+        };
+        let mut cfg = SocketConfig::unicast(bind);
+        let multicast = self.multicast.is_some();
+        if let Some((group, iface)) = self.multicast {
+            cfg.group = GroupMode::Multicast {
+                group,
+                iface,
+                ttl: self.multicast_ttl,
+                loopback: true,
+            };
+        }
+        let transport: Box<dyn Transport> = match &self.driver {
+            Driver::Auto => cohort_transport::open(DriverChoice::Auto, &cfg)?,
+            Driver::IoUring => cohort_transport::open(DriverChoice::IoUring, &cfg)?,
+            Driver::Mmsg => cohort_transport::open(DriverChoice::Mmsg, &cfg)?,
+            Driver::Memory(net) => Box::new(net.open(&cfg)?),
+        };
+        let local = transport.local_addr();
+        let driver_name = transport.driver().name();
+        let datagram_bytes_max = transport.datagram_bytes_max();
+        let (trace_tx, trace_thread, trace_path) = match &self.trace_dir {
+            None => (None, None, None),
+            Some(dir) => {
+                let w = trace_writer::spawn(dir, &local.to_string()).map_err(|source| {
+                    StartError::TraceDir {
+                        path: dir.clone(),
+                        source,
+                    }
+                })?;
+                (Some(w.sender), Some(w.thread), Some(w.path))
+            }
+        };
+        let (control_tx, control_rx) = bounded(CONTROL_QUEUE_COMMANDS_MAX);
+        let clock = Clock::new();
+        let counters = Arc::new(PollerCounters::default());
+        let poller = Poller::new(
+            transport,
+            control_rx,
+            clock,
+            self.idle,
+            trace_tx,
+            counters.clone(),
+            multicast,
+        );
+        let thread = std::thread::Builder::new()
+            .name("cohort-poller-0".into())
+            .spawn(move || {
+                if let Some(core) = core {
+                    if !core_affinity::set_for_current(core) {
+                        tracing::warn!(cpu = core.id, "could not pin the poller");
+                    }
+                }
+                poller.run()
+            })
+            .map_err(StartError::Thread)?;
+        let poller_thread = thread.thread().clone();
+        Ok(Node {
+            local,
+            driver_name,
+            datagram_bytes_max,
+            window_messages_max: self.window_messages_max,
+            trace_enabled: self.trace_dir.is_some(),
+            trace_path,
+            clock,
+            control: control_tx,
+            poller_thread,
+            poller: Some(thread),
+            trace_thread,
+            counters,
+            groups: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+/// A node: one address, one poller thread, any number of groups. Dropping it flushes each
+/// group's own sends (bounded by [`LEAVE_FLUSH_TIMEOUT_MS`]), stops the threads and flushes
+/// the trace.
+pub struct Node {
+    local: SocketAddr,
+    driver_name: &'static str,
+    datagram_bytes_max: usize,
+    window_messages_max: usize,
+    trace_enabled: bool,
+    trace_path: Option<PathBuf>,
+    clock: Clock,
+    control: Sender<Control>,
+    poller_thread: Thread,
+    poller: Option<JoinHandle<()>>,
+    trace_thread: Option<JoinHandle<std::io::Result<()>>>,
+    counters: Arc<PollerCounters>,
+    groups: Mutex<HashMap<String, Group>>,
+}
+
+/// Counters of a node's poller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub turns: u64,
+    pub send_calls: u64,
+    pub datagrams_sent: u64,
+    pub datagrams_received: u64,
+    pub dropped_malformed: u64,
+    pub dropped_unknown_group: u64,
+    pub dropped_send_error: u64,
+}
+
+impl Node {
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// This member's address (its id).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The transport driver in use (`io_uring`, `sendmmsg` or `memory`).
+    pub fn driver_name(&self) -> &'static str {
+        self.driver_name
+    }
+
+    /// Where this node's trace goes, if tracing is on.
+    pub fn trace_path(&self) -> Option<&std::path::Path> {
+        self.trace_path.as_deref()
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        let c = &self.counters;
+        let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        NodeStats {
+            turns: r(&c.turns),
+            send_calls: r(&c.send_calls),
+            datagrams_sent: r(&c.datagrams_sent),
+            datagrams_received: r(&c.datagrams_received),
+            dropped_malformed: r(&c.dropped_malformed),
+            dropped_unknown_group: r(&c.dropped_unknown_group),
+            dropped_send_error: r(&c.dropped_send_error),
+        }
+    }
+
+    /// Joins group `name` with the static member list `members` (every member, this node
+    /// included, in rank order; all members must list them identically) and installs view 1.
+    /// `handler` gets the view, then every delivery.
+    pub fn join(
+        &self,
+        name: &str,
+        members: &[SocketAddr],
+        handler: impl Handler,
+    ) -> Result<Group, JoinError> {
+        if members.is_empty() || members.len() > MEMBERS_MAX {
+            return Err(JoinError::Size {
+                count: members.len(),
+                max: MEMBERS_MAX,
+            });
+        }
+        for (i, m) in members.iter().enumerate() {
+            if members[..i].contains(m) {
+                return Err(JoinError::Duplicate(*m));
+            }
+        }
+        let rank = members
+            .iter()
+            .position(|m| *m == self.local)
+            .ok_or_else(|| JoinError::NotAMember {
+                me: self.local,
+                members: members.to_vec(),
+            })?;
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if groups.contains_key(name) {
+            return Err(JoinError::AlreadyJoined(name.to_owned()));
+        }
+        let id = group_id(name);
+        let names: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+        let mut cfg = MemberConfig::new(name, id, 1, names, rank as u16);
+        cfg.datagram_bytes_max = self.datagram_bytes_max;
+        cfg.trace = self.trace_enabled;
+        cfg.window_messages_max = self.window_messages_max;
+        cfg.log_messages_max = (self.window_messages_max + CONTROL_RECORDS_RESERVE + 1)
+            .next_power_of_two()
+            .max(cfg.log_messages_max);
+        let payload_bytes_max = cfg.payload_bytes_max();
+        cfg.window_bytes_max = cfg.window_bytes_max.max(payload_bytes_max);
+        let member = Member::new(cfg, self.clock.now());
+        let (req_tx, req_rx) = bounded(SEND_QUEUE_MESSAGES_MAX);
+        let (recycle_tx, recycle_rx) = bounded(RECYCLED_BUFFERS_PER_GROUP_MAX);
+        let counters = Arc::new(GroupCounters::default());
+        let slot = GroupSlot::new(
+            id,
+            name.to_owned(),
+            member,
+            Box::new(handler),
+            members.to_vec(),
+            req_rx,
+            recycle_tx,
+            counters.clone(),
+        );
+        let (done_tx, done_rx) = bounded(1);
+        self.control
+            .send(Control::Join {
+                slot: Box::new(slot),
+                done: done_tx,
+            })
+            .map_err(|_| JoinError::Closed)?;
+        self.poller_thread.unpark();
+        match done_rx.recv_timeout(Duration::from_millis(CONTROL_REPLY_TIMEOUT_MS)) {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(JoinError::Refused(reason)),
+            Err(_) => return Err(JoinError::Closed),
+        }
+        let group = Group {
+            inner: Arc::new(GroupInner {
+                name: name.to_owned(),
+                id,
+                members: members.to_vec(),
+                rank: rank as u16,
+                payload_bytes_max,
+                counters,
+                sender: Mutex::new(SendSide {
+                    requests: req_tx,
+                    next_seq: 1,
+                }),
+                recycled: recycle_rx,
+                poller: self.poller_thread.clone(),
+            }),
+        };
+        groups.insert(name.to_owned(), group.clone());
+        Ok(group)
+    }
+
+    /// Flushes own sends of group `name` (bounded by [`LEAVE_FLUSH_TIMEOUT_MS`]) and stops
+    /// taking part in it. With static views the others are not told.
+    pub fn leave(&self, name: &str) -> Result<(), LeaveError> {
+        let group = self
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .ok_or_else(|| LeaveError::NotJoined(name.to_owned()))?;
+        let waited = Duration::from_millis(LEAVE_FLUSH_TIMEOUT_MS);
+        let flushed = group.flush_timeout(waited);
+        let (done_tx, done_rx) = bounded(1);
+        self.control
+            .send(Control::Leave {
+                group: group.inner.id,
+                done: done_tx,
+            })
+            .map_err(|_| LeaveError::Closed)?;
+        self.poller_thread.unpark();
+        match done_rx.recv_timeout(Duration::from_millis(CONTROL_REPLY_TIMEOUT_MS)) {
+            Ok(true) => {}
+            Ok(false) => return Err(LeaveError::NotJoined(name.to_owned())),
+            Err(_) => return Err(LeaveError::Closed),
+        }
+        match flushed {
+            Ok(()) => Ok(()),
+            Err(FlushError::TimedOut { waited }) => Err(LeaveError::Unstable {
+                group: name.to_owned(),
+                waited,
+            }),
+            Err(FlushError::Closed) => Err(LeaveError::Closed),
+        }
+    }
+
+    /// Stops the node now (what drop does): flushes each group's own sends (bounded), stops
+    /// the poller, flushes and closes the trace. Returns the trace writer's I/O error, if any.
+    pub fn shutdown(mut self) -> std::io::Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> std::io::Result<()> {
+        let Some(poller) = self.poller.take() else {
+            return Ok(());
+        };
+        let groups: Vec<Group> = self
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, g)| g)
+            .collect();
+        let deadline = Instant::now() + Duration::from_millis(LEAVE_FLUSH_TIMEOUT_MS);
+        for g in &groups {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(e) = g.flush_timeout(left) {
+                tracing::warn!(group = %g.name(), error = %e, "shutting down with unstable sends");
+            }
+        }
+        let _ = self.control.send(Control::Shutdown);
+        self.poller_thread.unpark();
+        if poller.join().is_err() {
+            tracing::error!("the poller thread panicked");
+        }
+        match self.trace_thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the trace writer thread panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::error!(error = %e, "writing the trace failed");
+        }
+    }
+}
+
+struct SendSide {
+    requests: Sender<Request>,
+    next_seq: u64,
+}
+
+struct GroupInner {
+    name: String,
+    id: u32,
+    members: Vec<SocketAddr>,
+    rank: u16,
+    payload_bytes_max: usize,
+    counters: Arc<GroupCounters>,
+    sender: Mutex<SendSide>,
+    recycled: Receiver<Vec<u8>>,
+    poller: Thread,
+}
+
+/// A handle on a group joined on a node; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Group {
+    inner: Arc<GroupInner>,
+}
+
+/// Counters of one group at this member.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Messages the member accepted from this application.
+    pub sent: u64,
+    /// Messages delivered to the handler (all senders).
+    pub delivered: u64,
+    /// Sends that found the member's window full.
+    pub window_stalls: u64,
+}
+
+impl Group {
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn members(&self) -> &[SocketAddr] {
+        &self.inner.members
+    }
+
+    pub fn rank(&self) -> u16 {
+        self.inner.rank
+    }
+
+    /// Largest payload [`Group::send`] accepts.
+    pub fn payload_bytes_max(&self) -> usize {
+        self.inner.payload_bytes_max
+    }
+
+    pub fn stats(&self) -> GroupStats {
+        let c = &self.inner.counters;
+        GroupStats {
+            sent: c.sent.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            window_stalls: c.window_stalls.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether, when the poller last idled, everything this member knew of was stable and
+    /// delivered and nothing waited to go out.
+    pub fn is_settled(&self) -> bool {
+        self.inner.counters.settled.load(Ordering::Relaxed)
+    }
+
+    fn payload_buffer(&self, bytes: &[u8]) -> Result<Vec<u8>, SendError> {
+        if bytes.len() > self.inner.payload_bytes_max {
+            return Err(SendError::TooLarge {
+                len: bytes.len(),
+                max: self.inner.payload_bytes_max,
+            });
+        }
+        let mut buf = self
+            .inner
+            .recycled
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(self.inner.payload_bytes_max));
+        buf.extend_from_slice(bytes);
+        Ok(buf)
+    }
+
+    /// Multicasts `bytes` with `order` (and safe delivery if `safe`) without waiting; the
+    /// message is delivered here too. Returns its sequence number, or `WouldBlock` when the
+    /// send window and the queue in front of it are full.
+    pub fn send(&self, order: Order, safe: bool, bytes: &[u8]) -> Result<Seq, SendError> {
+        let payload = self.payload_buffer(bytes)?;
+        let mut side = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
+        match side.requests.try_send(Request::Send {
+            order,
+            safe,
+            payload,
+        }) {
+            Ok(()) => {
+                let seq = Seq(side.next_seq);
+                side.next_seq += 1;
+                drop(side);
+                self.inner.poller.unpark();
+                Ok(seq)
+            }
+            Err(TrySendError::Full(_)) => {
+                drop(side);
+                self.inner.poller.unpark();
+                Err(SendError::WouldBlock)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(SendError::Closed),
+        }
+    }
+
+    /// Like [`Group::send`], but waits for room in the window.
+    pub fn send_blocking(&self, order: Order, safe: bool, bytes: &[u8]) -> Result<Seq, SendError> {
+        let mut request = Request::Send {
+            order,
+            safe,
+            payload: self.payload_buffer(bytes)?,
+        };
+        let mut side = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            self.inner.poller.unpark();
+            match side
+                .requests
+                .send_timeout(request, Duration::from_micros(200))
+            {
+                Ok(()) => {
+                    let seq = Seq(side.next_seq);
+                    side.next_seq += 1;
+                    drop(side);
+                    self.inner.poller.unpark();
+                    return Ok(seq);
+                }
+                Err(crossbeam_channel::SendTimeoutError::Timeout(r)) => request = r,
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                    return Err(SendError::Closed)
+                }
+            }
+        }
+    }
+
+    /// Returns once every message this member sent in this group before the call is stable
+    /// (held by every member), waiting at most [`FLUSH_TIMEOUT_MS_DEFAULT`].
+    pub fn flush(&self) -> Result<(), FlushError> {
+        self.flush_timeout(Duration::from_millis(FLUSH_TIMEOUT_MS_DEFAULT))
+    }
+
+    /// [`Group::flush`] with its own bound.
+    pub fn flush_timeout(&self, timeout: Duration) -> Result<(), FlushError> {
+        let start = Instant::now();
+        let (done_tx, done_rx) = bounded(1);
+        {
+            let side = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
+            self.inner.poller.unpark();
+            match side
+                .requests
+                .send_timeout(Request::Flush { done: done_tx }, timeout)
+            {
+                Ok(()) => {}
+                Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
+                    return Err(FlushError::TimedOut { waited: timeout })
+                }
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                    return Err(FlushError::Closed)
+                }
+            }
+        }
+        self.inner.poller.unpark();
+        let left = timeout.saturating_sub(start.elapsed());
+        match done_rx.recv_timeout(left) {
+            Ok(()) => Ok(()),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                Err(FlushError::TimedOut { waited: timeout })
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(FlushError::Closed),
+        }
+    }
+}

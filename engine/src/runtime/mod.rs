@@ -1,0 +1,116 @@
+//! The runtime: threads and I/O around the sans-IO [`Member`](crate::protocol::Member).
+//!
+//! One **data-plane poller** thread per node owns the node's [`Transport`](cohort_transport::Transport)
+//! and every group joined on the node (a group is state, not a thread). Each turn of its loop:
+//!
+//! 1. takes control commands (join, leave, shutdown) from a bounded channel;
+//! 2. receives one batch of datagrams and hands each to the member of the group named in its
+//!    frame header (unknown groups and malformed headers are counted and dropped);
+//! 3. takes the applications' send and flush requests from each group's bounded queue
+//!    (a request the member refuses with `WouldBlock` waits in a single slot until its window
+//!    opens; the queue behind it fills and the application then sees `WouldBlock`);
+//! 4. hands deliveries to the group's [`Handler`](crate::node::Handler) as borrowed slices of
+//!    the member's log, on the poller thread;
+//! 5. when the previous send batch went out completely, polls every member for datagrams into
+//!    one [`SendBatch`](cohort_transport::SendBatch) until it is full or nothing is left, and
+//!    sends it with one call (smart batching: whatever accumulated while the previous send was
+//!    in flight goes out together; there is no timer on the hot path);
+//! 6. idles according to [`Idle`] when the turn did nothing, never past the members' next
+//!    deadline.
+//!
+//! Time is a monotonic clock ([`Clock`]: `Instant` since node start, in ns). Trace events, when
+//! tracing is on, go in batches over a bounded channel to a writer thread
+//! ([`trace_writer`]) that buffers them into `DIR/<member>.jsonl` and flushes at shutdown.
+//!
+//! What it trusts: datagrams are untrusted (the member counts and drops bad ones; the poller
+//! only reads the fixed header to find the group). Handlers are trusted not to block for long:
+//! they run on the poller thread.
+//!
+//! Not built yet (later issues): a control thread (failure detection, view changes, joins,
+//! state transfer — views are static here), several pollers per node, counters in shared
+//! memory, zero-copy `claim`/`commit` and requests with replies.
+
+pub(crate) mod poller;
+pub mod trace_writer;
+
+use std::time::{Duration, Instant};
+
+use crate::protocol::Time;
+
+/// How a poller waits when a turn of its loop found nothing to do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Idle {
+    /// Never wait: lowest latency, one core at 100 %.
+    BusySpin,
+    /// Spin, then yield, then wait in the transport for growing periods (up to
+    /// [`BACKOFF_PARK_NS_MAX`]): a datagram ends the wait at once, an application send is
+    /// noticed within that bound.
+    #[default]
+    Backoff,
+    /// Block in the transport until a datagram is readable, the next protocol deadline, or
+    /// [`BLOCKING_WAIT_NS_MAX`] (application sends are noticed within that bound).
+    Blocking,
+}
+
+/// Idle turns spent spinning before [`Idle::Backoff`] yields.
+pub const BACKOFF_SPINS_MAX: u32 = 20;
+/// Idle turns spent yielding before [`Idle::Backoff`] parks.
+pub const BACKOFF_YIELDS_MAX: u32 = 10;
+/// First wait of [`Idle::Backoff`]; it doubles on each idle turn.
+pub const BACKOFF_PARK_NS_MIN: u64 = 1_000;
+/// Longest wait of [`Idle::Backoff`] (an application send on an idle node waits at most this
+/// long; datagrams wake the poller at once).
+pub const BACKOFF_PARK_NS_MAX: u64 = 250_000;
+/// Longest wait of [`Idle::Blocking`] in the transport.
+pub const BLOCKING_WAIT_NS_MAX: u64 = 1_000_000;
+
+/// The node's monotonic clock: nanoseconds since the node started.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Clock {
+            start: Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> Time {
+        Time(self.start.elapsed().as_nanos() as u64)
+    }
+
+    /// How long from `now` until `deadline` (zero if past).
+    pub fn until(now: Time, deadline: Time) -> Duration {
+        Duration::from_nanos(deadline.0.saturating_sub(now.0))
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The 32-bit wire id of a group name (FNV-1a), the same in every process.
+pub fn group_id(name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_ids_are_fnv1a_of_the_name() {
+        assert_eq!(group_id(""), 0x811c_9dc5);
+        assert_eq!(group_id("a"), 0xe40c_292c);
+        assert_ne!(group_id("prices"), group_id("orders"));
+    }
+}
