@@ -138,6 +138,17 @@ fn a_process_runs_inside_its_host_and_is_stopped_continued_and_killed_by_pid() {
     let c = Cluster::new(2);
     let mut p = c.spawn(c.command(1, "sleep", &["600"]));
     let pid = p.pid();
+    // The PID is `ip netns exec` until it has entered the namespace and exec'd `sleep`.
+    let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while comm().trim() != "sleep" && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        comm().trim(),
+        "sleep",
+        "the spawned PID is not the program itself"
+    );
     let id = netns::run_ok(std::process::Command::new("ip").args([
         "netns",
         "identify",
