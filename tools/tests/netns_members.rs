@@ -3,9 +3,12 @@
 //! one link. Every trace goes through the checker with completeness required, and no message
 //! may be lost: each member delivers every member's every message.
 //!
+//! Also: a receiver SIGSTOPped mid-run and continued (it cannot be excluded, the others wait
+//! and repair), and a host cut off for the whole run, which must be caught as incomplete.
+//!
 //! Static views only: the faults that need membership (kill -9 of a member or the leader, a
-//! partition where the minority blocks and rejoins, a SIGSTOPped slow receiver, joins) are not
-//! here, because view changes do not exist yet.
+//! partition where the minority blocks and rejoins, a receiver stopped long enough to be
+//! suspected, joins) are not here, because view changes do not exist yet.
 //!
 //! Timing never decides a verdict: each run's duration is printed, and the bound on it only
 //! turns a hang into a failure. Runs go one at a time (a lock): 3–5 members share 2 CPUs.
