@@ -113,6 +113,12 @@
 //!   which stop when only the reserved slots are left. Rules 1–3 do not exclude that the log
 //!   fills with ordinary order records behind such a head; the simulator (tiny logs, every
 //!   order mixed, loss) has not produced it.
+//! * A gbcast decision is written wherever the sequencer's log has room, which can be more
+//!   than one log length past the stream-0 head of a receiver that froze before the sequencer
+//!   did (the sequencer kept delivering and freeing records the receiver holds, frozen); that
+//!   receiver then never stores the decision. Rule 2 would have to cover decisions too. The
+//!   simulator found it (1 seed in 1300, tiny logs, 20 % loss): the ignored scenario
+//!   `gbcast_decision_reaches_receivers_frozen_with_a_full_sequencer_log`.
 //! * Status frames are all-to-all: each member processes O(members²) acknowledgement entries
 //!   per status interval (scaled down with the group size, see [`MemberConfig::new`]).
 //! * Delivery always copies the payload into the log (no in-place delivery from the receive
