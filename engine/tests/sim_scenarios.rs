@@ -136,3 +136,82 @@ fn gbcast_messages_are_delivered_at_the_same_cut_everywhere() {
         assert_clean(&run(c));
     }
 }
+
+/// Tiny windows and logs, order records of two entries, and a sequencer that sends only total
+/// (half of them safe) messages: its own head waits (for stability, for its turn) while order
+/// records for the other senders fill its log. Before the fix the sequencer's own head could
+/// not be ordered (pending order record full, no room in its log for it) and the run stalled
+/// at the time limit with most messages undelivered.
+fn sequencer_log_pressure(seed: u64, members: usize) -> SimConfig {
+    let mut c = SimConfig::new(seed, members, 60);
+    c.window_messages_max = 8;
+    c.log_messages_max = 16;
+    c.order_entries_per_record_max = 2;
+    c.sequencer_orders = Some(vec![Order::Total]);
+    c.sequencer_safe_probability = Some(0.5);
+    c.safe_probability = 0.5;
+    c.time_limit_ns = 5_000_000_000;
+    c
+}
+
+#[test]
+fn sequencer_orders_its_own_head_when_its_log_is_full_of_order_records() {
+    for seed in 36..40 {
+        let o = run(sequencer_log_pressure(seed, 3 + seed as usize % 7));
+        assert_clean(&o);
+    }
+}
+
+/// Seed 58 with 9 members stalled once the sequencer's own head could always be ordered:
+/// examining another stream wrote an order record (marking the sequencer's own stream dirty)
+/// and the blocked stream was then removed from the top of the dirty stack — the sequencer's
+/// stream — instead of itself, so the sequencer never looked at its own head again.
+#[test]
+fn examining_a_stream_that_writes_an_order_record_loses_no_wakeup() {
+    let o = run(sequencer_log_pressure(58, 9));
+    assert_clean(&o);
+}
+
+#[test]
+fn tiny_windows_with_loss_and_every_order_mixed_complete() {
+    for seed in 0..12 {
+        let mut c = sequencer_log_pressure(seed, 3 + seed as usize % 7);
+        c.orders = Order::ALL.to_vec();
+        c.sequencer_orders = Some(vec![Order::Total, Order::Gbcast, Order::Fifo]);
+        c.loss = 0.1;
+        c.dup = 0.05;
+        c.reorder = 0.3;
+        c.burst = 0.01;
+        assert_clean(&run(c));
+    }
+}
+
+/// KNOWN FAILURE (found by the simulator, not fixed): a gbcast decision written beyond a
+/// frozen receiver's stream-0 log. Receivers m1–m3 froze for round 15 with their stream-0 log
+/// full (records 68..=83 held, undelivered: frozen); the sequencer had already delivered and
+/// freed those records (stable: everyone holds them) and wrote the round-15 decision at a seq
+/// past 83, which the frozen receivers cannot store, so they never learn the cut. Rule 2 of
+/// the module docs keeps *order* entries within one log length of every record that needs
+/// them; decisions need the same (e.g. the sequencer freeing its own records only through
+/// what every member *delivered*, or the decision repeated outside the stream). Found after
+/// the log-room fix: the code before it passes this seed (and this sweep: 0 of 1300 seeds
+/// fail before, 1 after); the mechanism (a receiver freezing before the sequencer does) does
+/// not need the fix's rules, but they let receivers lag further behind the sequencer (order
+/// records may wait for a reserved slot) and so make it likelier. Replay:
+/// `cohort sim --seeds 180 --members 5 --loss 0.2 --dup 0.05 --reorder 0.5 --burst 0.02
+/// --messages 60 --orders fifo,causal,total,gbcast,safe --safe 0.3 --window 8 --log 16`.
+#[test]
+#[ignore = "known liveness failure: gbcast decision beyond a frozen receiver's log"]
+fn gbcast_decision_reaches_receivers_frozen_with_a_full_sequencer_log() {
+    let mut c = SimConfig::new(180, 5, 60);
+    c.orders = Order::ALL.to_vec();
+    c.safe_probability = 0.3;
+    c.loss = 0.2;
+    c.dup = 0.05;
+    c.reorder = 0.5;
+    c.burst = 0.02;
+    c.window_messages_max = 8;
+    c.log_messages_max = 16;
+    c.time_limit_ns = 5_000_000_000;
+    assert_clean(&run(c));
+}

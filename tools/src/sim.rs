@@ -67,6 +67,18 @@ pub struct Args {
     /// With `--trace`, write the traces of every run.
     #[arg(long)]
     trace_all: bool,
+    /// Send window of every member, in messages.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// Log slots per sender (a power of two, at least the window + 8).
+    #[arg(long, default_value_t = 128)]
+    log: usize,
+    /// The sequencer's cap on order entries per order record (default: what fits a datagram).
+    #[arg(long)]
+    order_entries: Option<usize>,
+    /// Orders (and `safe`) of the sequencer's own messages, if different from `--orders`.
+    #[arg(long)]
+    sequencer_orders: Option<String>,
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -89,6 +101,23 @@ fn probability(name: &str, s: &str) -> anyhow::Result<f64> {
         bail!("--{name} {s:?}: expected a fraction in 0..=1 or a percentage like 20%");
     }
     Ok(p)
+}
+
+/// Parses a comma-separated order list; `safe` in it turns the safe flag on.
+fn parse_orders(list: &str) -> anyhow::Result<(Vec<Order>, bool)> {
+    let mut orders = Vec::new();
+    let mut safe = false;
+    for o in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        if o == "safe" {
+            safe = true;
+        } else {
+            orders.push(o.parse::<Order>().map_err(anyhow::Error::msg)?);
+        }
+    }
+    if orders.is_empty() {
+        orders.push(Order::Fifo);
+    }
+    Ok((orders, safe))
 }
 
 /// Parses `A..B` (half-open unless `inclusive`), `A..=B`, or `N`, as an inclusive pair.
@@ -140,24 +169,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let (loss, dup, reorder, burst) = (args.loss, args.dup, args.reorder, args.burst);
-    let mut orders = Vec::new();
-    let mut safe = false;
-    for o in args
-        .orders
-        .split(',')
-        .map(str::trim)
-        .filter(|o| !o.is_empty())
-    {
-        if o == "safe" {
-            safe = true;
-        } else {
-            orders.push(o.parse::<Order>().map_err(anyhow::Error::msg)?);
-        }
-    }
-    if orders.is_empty() {
-        orders.push(Order::Fifo);
-    }
+    let (orders, safe) = parse_orders(&args.orders)?;
     let safe_probability = if safe { args.safe } else { 0.0 };
+    let sequencer = match &args.sequencer_orders {
+        Some(s) => {
+            let (o, safe) = parse_orders(s)?;
+            Some((o, if safe { args.safe } else { 0.0 }))
+        }
+        None => None,
+    };
+    if !args.log.is_power_of_two()
+        || args.window < 1
+        || args.window + cohort::protocol::CONTROL_RECORDS_RESERVE > args.log
+    {
+        bail!(
+            "--window {} --log {}: the log must be a power of two of at least the window + {}",
+            args.window,
+            args.log,
+            cohort::protocol::CONTROL_RECORDS_RESERVE
+        );
+    }
+    if args.order_entries.is_some_and(|e| e < 2) {
+        bail!("--order-entries: at least 2 (one entry is kept for the sequencer's own stream)");
+    }
+    let mut extra = format!(" --window {} --log {}", args.window, args.log);
+    if let Some(e) = args.order_entries {
+        extra.push_str(&format!(" --order-entries {e}"));
+    }
+    if let Some(s) = &args.sequencer_orders {
+        extra.push_str(&format!(" --sequencer-orders {s}"));
+    }
 
     let started = std::time::Instant::now();
     let (mut runs, mut messages, mut deliveries, mut violations) = (0u64, 0u64, 0u64, 0u64);
@@ -171,6 +212,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cfg.burst = burst;
         cfg.reorder_delay_ns = args.reorder_delay_us * 1_000;
         cfg.time_limit_ns = args.time_limit_ms * 1_000_000;
+        cfg.window_messages_max = args.window;
+        cfg.log_messages_max = args.log;
+        cfg.order_entries_per_record_max = args.order_entries.unwrap_or(usize::MAX);
+        if let Some((o, p)) = &sequencer {
+            cfg.sequencer_orders = Some(o.clone());
+            cfg.sequencer_safe_probability = Some(*p);
+        }
         let outcome = sim::run(cfg);
         runs += 1;
         messages += outcome.messages;
@@ -194,7 +242,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("  {line}");
             }
             println!(
-                "  replay: cohort sim --seeds {seed} --members {} --loss {loss} --dup {dup} --reorder {reorder} --burst {burst} --reorder-delay-us {} --messages {} --orders {} --safe {} --time-limit-ms {} --trace sim-trace",
+                "  replay: cohort sim --seeds {seed} --members {} --loss {loss} --dup {dup} --reorder {reorder} --burst {burst} --reorder-delay-us {} --messages {} --orders {} --safe {} --time-limit-ms {}{extra} --trace sim-trace",
                 outcome.members,
                 args.reorder_delay_us,
                 args.messages,

@@ -87,13 +87,38 @@
 //!   Its ordering against *view changes* belongs to the membership issue (the flush there
 //!   generalises this round).
 //!
+//! # Room for control records (sequencer)
+//! The sequencer's control records share its log with its own messages, and a log frees in
+//! seq order: control records written behind an own message that cannot be delivered yet
+//! stay until it is. Three rules keep that from stalling the group (the simulator found the
+//! stall with tiny logs, `sequencer_orders_its_own_head_when_its_log_is_full_of_order_records`):
+//! 1. *Our own head never needs a record written to be ordered.* The last entry of the
+//!    pending order record is kept for our own stream (other streams may fill it only up to
+//!    [`MemberConfig::order_entries_per_record_max`] − 1 entries; ours merges into a last
+//!    own entry), so ordering our own total head never waits for room in our log.
+//! 2. *Order entries land within one log length of every record that needs them.* An own
+//!    record delivered here while an order entry assigned before its delivery is still
+//!    pending is not freed until that entry is written (`own_free_limit`): a receiver whose
+//!    stream-0 head is that record holds seqs `head .. head + log_messages_max`, and the entry
+//!    is written while the record still occupies our log, so inside that range.
+//! 3. *The last slots of our log are for records that drain it.* An ordinary order record
+//!    leaves [`CONTROL_SLOTS_RESERVED`] slots free; an order record that releases delivered
+//!    own records (rule 2) and a gbcast decision may take them. Each reserved slot taken is
+//!    paid back by freeing without any further write (the released records once stable; the
+//!    decision unfreezes our head), so they are never all taken while our head waits for one.
+//!
 //! # Known limits
-//! * The sequencer's control records (order entries, gbcast decisions) share its log with its
-//!   own messages and are freed only once its own head is delivered. If its own head is a
-//!   total message that cannot be ordered because the pending order record is full *and* the
-//!   log is full of control records behind that head, it would wait forever; the simulator
-//!   has not produced it (the pending record is flushed at every `poll_transmit`), but it is
-//!   not excluded by construction.
+//! * The sequencer's own head can wait for other senders' total messages (causally, through a
+//!   fifo message that passed their past on); ordering those takes ordinary order records,
+//!   which stop when only the reserved slots are left. Rules 1–3 do not exclude that the log
+//!   fills with ordinary order records behind such a head; the simulator (tiny logs, every
+//!   order mixed, loss) has not produced it.
+//! * A gbcast decision is written wherever the sequencer's log has room, which can be more
+//!   than one log length past the stream-0 head of a receiver that froze before the sequencer
+//!   did (the sequencer kept delivering and freeing records the receiver holds, frozen); that
+//!   receiver then never stores the decision. Rule 2 would have to cover decisions too. The
+//!   simulator found it (1 seed in 1300, tiny logs, 20 % loss): the ignored scenario
+//!   `gbcast_decision_reaches_receivers_frozen_with_a_full_sequencer_log`.
 //! * Status frames are all-to-all: each member processes O(members²) acknowledgement entries
 //!   per status interval (scaled down with the group size, see [`MemberConfig::new`]).
 //! * Delivery always copies the payload into the log (no in-place delivery from the receive
@@ -130,6 +155,10 @@ pub const RETRANSMIT_REQUESTS_MAX: usize = 1024;
 pub const TOTAL_ORDER_ENTRIES_MAX: usize = 8192;
 /// Records of a sender's log kept for the sequencer's order records beyond the app window.
 pub const CONTROL_RECORDS_RESERVE: usize = 8;
+/// Free slots of the sequencer's own log that an ordinary order record may not take: they are
+/// kept for the records the sequencer's own stream needs to drain (an order record that lets
+/// delivered own records be freed, a gbcast decision). See "Room for control records".
+pub const CONTROL_SLOTS_RESERVED: u64 = 2;
 
 /// Default least spacing of status frames, per started group of 8 members.
 pub const STATUS_INTERVAL_NS_PER_8_MEMBERS: u64 = 100_000;
@@ -189,6 +218,9 @@ pub struct MemberConfig {
     pub nak_retry_ns: u64,
     /// Record trace events (off by default: it allocates per event).
     pub trace: bool,
+    /// Sequencer: most order entries per order record (capped at what fits a datagram; the
+    /// default is that cap). Small values exercise the bound in the simulator.
+    pub order_entries_per_record_max: usize,
 }
 
 impl MemberConfig {
@@ -216,6 +248,7 @@ impl MemberConfig {
             nak_delay_ns: 200_000,
             nak_retry_ns: 2_000_000,
             trace: false,
+            order_entries_per_record_max: usize::MAX,
         }
     }
 
@@ -416,6 +449,9 @@ pub struct Member {
     order_entries_per_record_max: usize,
     /// Sequencer: a stream could not be ordered for lack of room.
     order_blocked: bool,
+    /// Sequencer: our own stream's delivery point when the first entry now pending was
+    /// assigned; own records delivered after it are kept until the pending record is written.
+    own_free_limit: u64,
     retransmits: VecDeque<(u16, u64, u64)>,
     acks_dirty: bool,
     status_requested: bool,
@@ -460,8 +496,14 @@ impl Member {
         );
         let order_entries_per_record_max =
             ((cfg.datagram_bytes_max - FRAME_HEADER_BYTES - RECORD_HEADER_BYTES) / SEQ_RANGE_BYTES)
-                .min(u16::MAX as usize);
-        assert!(order_entries_per_record_max >= 1);
+                .min(u16::MAX as usize)
+                .min(cfg.order_entries_per_record_max);
+        // One entry of the pending order record is kept for the sequencer's own stream.
+        assert!(
+            order_entries_per_record_max >= 2,
+            "order records of at least 2 entries"
+        );
+        assert!(TOTAL_ORDER_ENTRIES_MAX > n);
         let me = cfg.rank as usize;
         let trace = cfg.trace.then(|| {
             vec![TraceEvent::View {
@@ -492,6 +534,7 @@ impl Member {
             order_pending: Vec::with_capacity(order_entries_per_record_max),
             order_entries_per_record_max,
             order_blocked: false,
+            own_free_limit: 0,
             retransmits: VecDeque::with_capacity(64),
             acks_dirty: false,
             status_requested: false,
@@ -570,15 +613,30 @@ impl Member {
             .iter()
             .enumerate()
             .map(|(s, st)| {
+                let head = st.delivered + 1;
+                let flags = if head <= st.contiguous && st.has(head) {
+                    st.slot(head).flags
+                } else {
+                    u16::MAX
+                };
                 format!(
-                    "{s}:d{}/a{}/c{}/h{}/st{}",
-                    st.delivered, st.delivered_app, st.contiguous, st.high, self.stable[s]
+                    "{s}:d{}/a{}/c{}/h{}/st{}/b{}/o{}/f{flags:x}",
+                    st.delivered,
+                    st.delivered_app,
+                    st.contiguous,
+                    st.high,
+                    self.stable[s],
+                    st.base,
+                    st.ordered_through
                 )
             })
             .collect();
         format!(
-            "rank {} freeze {:?} rounds {} gbcast_undelivered {} report_needed {:?} reports {:?} total_order {:?} dirty {:?} streams [{}]",
+            "rank {} pending {} own_free_limit {} order_blocked {} freeze {:?} rounds {} gbcast_undelivered {} report_needed {:?} reports {:?} total_order {:?} dirty {:?} streams [{}]",
             self.me,
+            self.order_pending.len(),
+            self.own_free_limit,
+            self.order_blocked,
             self.freeze,
             self.gbcast_rounds,
             self.gbcast_undelivered,
@@ -906,9 +964,10 @@ impl Member {
     // ----------------------------------------------------------------------------------------
     // gbcast rounds
 
-    fn own_log_has_room(&self) -> bool {
+    /// Slots of our own log not holding a record.
+    fn own_log_free_slots(&self) -> u64 {
         let own = &self.streams[self.me];
-        own.contiguous + 1 - own.base < own.capacity()
+        own.capacity() - (own.contiguous + 1 - own.base)
     }
 
     /// Freezes for the next round when an undelivered gbcast is known and none is under way.
@@ -1002,7 +1061,7 @@ impl Member {
         let Some((sender, seq)) = chosen else {
             return; // retried when more arrives
         };
-        if !self.own_log_has_room() {
+        if self.own_log_free_slots() == 0 {
             return; // retried from poll_transmit
         }
         let mut counts = vec![0u64; self.n];
@@ -1157,7 +1216,14 @@ impl Member {
                 Head::Deliver => break s,
                 Head::Skipped => continue,
                 Head::Blocked(why) => {
-                    self.dirty.pop();
+                    // Examining may have marked other streams dirty (an order record written
+                    // into our own stream): remove `s` itself, not whatever is on top.
+                    let at = self
+                        .dirty
+                        .iter()
+                        .rposition(|&d| d as usize == s)
+                        .expect("the examined stream is marked dirty");
+                    self.dirty.remove(at);
                     self.in_dirty[s] = false;
                     if why == Blocked::Causal && !self.in_causal_waiters[s] {
                         self.in_causal_waiters[s] = true;
@@ -1280,9 +1346,14 @@ impl Member {
         let me = self.me;
         // Never free what was not transmitted yet (alone, a record is stable and delivered
         // before it goes out).
-        let through = self.stable[me]
+        let mut through = self.stable[me]
             .min(self.streams[me].delivered)
             .min(self.tx_through);
+        if !self.order_pending.is_empty() {
+            // Receivers whose stream-0 head is one of these records may need the pending
+            // entries to deliver it: they must land within one log length of it.
+            through = through.min(self.own_free_limit);
+        }
         if self.streams[me].free_through(through) > 0 && self.window_blocked {
             self.window_blocked = false;
             self.window_open_event = true;
@@ -1366,11 +1437,28 @@ impl Member {
         }
         let merges_pending = matches!(self.order_pending.last(),
             Some(p) if p.rank() as usize == s && p.count() < u16::MAX);
-        if !merges_pending && self.order_pending.len() >= self.order_entries_per_record_max {
-            if !self.flush_order_pending() {
-                return false;
-            }
-            return self.assign_order(s);
+        // The last entry of the pending record is kept for our own stream: our own head never
+        // needs a record written (and so room in our log) to be ordered.
+        let entries_max = if s == self.me {
+            self.order_entries_per_record_max
+        } else {
+            self.order_entries_per_record_max - 1
+        };
+        debug_assert!(
+            s != self.me
+                || merges_pending
+                || self.order_pending.len() < entries_max
+                || matches!(self.order_pending.last(), Some(p) if p.rank() as usize == s),
+            "no room in the pending order record for our own head"
+        );
+        if !merges_pending
+            && self.order_pending.len() >= entries_max
+            && (!self.flush_order_pending() || self.order_pending.len() >= entries_max)
+        {
+            return false;
+        }
+        if self.order_pending.is_empty() {
+            self.own_free_limit = self.streams[self.me].delivered;
         }
         match self.total_order.back_mut() {
             Some(b) if merges_local => b.remaining += 1,
@@ -1389,13 +1477,21 @@ impl Member {
     }
 
     /// Sequencer: writes pending order entries as a control record into our stream. False if
-    /// our log has no room (retried later).
+    /// our log has no room (retried later). An ordinary record leaves
+    /// [`CONTROL_SLOTS_RESERVED`] slots free; one that releases delivered own records (kept
+    /// for it by `free_own`) may take them.
     fn flush_order_pending(&mut self) -> bool {
         if self.order_pending.is_empty() {
             return true;
         }
-        let own = &self.streams[self.me];
-        if (own.contiguous + 1 - own.base) >= own.capacity() {
+        let me = self.me;
+        let releases_own = self.stable[me].min(self.streams[me].delivered) > self.own_free_limit;
+        let slots_needed = if releases_own {
+            1
+        } else {
+            1 + CONTROL_SLOTS_RESERVED
+        };
+        if self.own_log_free_slots() < slots_needed {
             return false;
         }
         let pending = std::mem::take(&mut self.order_pending);
@@ -1405,6 +1501,7 @@ impl Member {
         );
         self.order_pending = pending;
         self.order_pending.clear();
+        self.free_own();
         true
     }
 

@@ -61,6 +61,13 @@ pub struct SimConfig {
     pub slow_delivery_ns: u64,
     pub window_messages_max: usize,
     pub log_messages_max: usize,
+    /// The sequencer's cap on order entries per order record (see [`MemberConfig`]).
+    pub order_entries_per_record_max: usize,
+    /// Orders drawn for the sequencer's (rank 0) own messages instead of `orders`.
+    pub sequencer_orders: Option<Vec<Order>>,
+    /// Probability that a sequencer message asks for safe delivery (else
+    /// `safe_probability`).
+    pub sequencer_safe_probability: Option<f64>,
 }
 
 impl SimConfig {
@@ -86,6 +93,9 @@ impl SimConfig {
             slow_delivery_ns: 50_000,
             window_messages_max: 64,
             log_messages_max: 128,
+            order_entries_per_record_max: usize::MAX,
+            sequencer_orders: None,
+            sequencer_safe_probability: None,
         }
     }
 }
@@ -207,6 +217,7 @@ struct Sim {
 /// Runs one simulation.
 pub fn run(cfg: SimConfig) -> SimOutcome {
     assert!(cfg.members >= 1 && !cfg.orders.is_empty());
+    assert!(cfg.sequencer_orders.as_ref().is_none_or(|o| !o.is_empty()));
     assert!(cfg.payload_bytes_max >= 8);
     let n = cfg.members;
     let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
@@ -216,6 +227,7 @@ pub fn run(cfg: SimConfig) -> SimOutcome {
             mc.trace = true;
             mc.window_messages_max = cfg.window_messages_max;
             mc.log_messages_max = cfg.log_messages_max;
+            mc.order_entries_per_record_max = cfg.order_entries_per_record_max;
             mc.holdback_bytes_max = cfg.log_messages_max * cfg.payload_bytes_max;
             mc.window_bytes_max =
                 (cfg.window_messages_max * cfg.payload_bytes_max).max(mc.payload_bytes_max());
@@ -324,8 +336,15 @@ impl Sim {
             if self.apps[i].remaining == 0 {
                 break;
             }
-            let order = self.cfg.orders[self.rng.gen_range(0..self.cfg.orders.len())];
-            let safe = self.rng.gen_bool(self.cfg.safe_probability);
+            let (orders, safe_probability) = match (i, &self.cfg.sequencer_orders) {
+                (0, Some(o)) => (o, self.cfg.sequencer_safe_probability),
+                (0, None) => (&self.cfg.orders, self.cfg.sequencer_safe_probability),
+                _ => (&self.cfg.orders, None),
+            };
+            let order = orders[self.rng.gen_range(0..orders.len())];
+            let safe = self
+                .rng
+                .gen_bool(safe_probability.unwrap_or(self.cfg.safe_probability));
             let len = self.rng.gen_range(8..=self.cfg.payload_bytes_max);
             // Payload: (sender, seq) then filler, so deliveries can be verified.
             let next_seq = self.cfg.messages_per_member - self.apps[i].remaining + 1;
