@@ -149,15 +149,23 @@ fn a_process_runs_inside_its_host_and_is_stopped_continued_and_killed_by_pid() {
         "sleep",
         "the spawned PID is not the program itself"
     );
-    let id = netns::run_ok(std::process::Command::new("ip").args([
-        "netns",
-        "identify",
-        &pid.to_string(),
-    ]));
+    // Compare namespace inodes directly: `ip netns identify` scans /run/netns and can trip over
+    // namespaces that parallel tests create and delete meanwhile.
+    use std::os::unix::fs::MetadataExt;
+    let ns_inode = |path: String| {
+        std::fs::metadata(&path)
+            .map(|m| m.ino())
+            .unwrap_or_else(|e| panic!("stat {path}: {e}"))
+    };
     assert_eq!(
-        id.stdout.trim(),
-        c.host(1).netns,
+        ns_inode(format!("/proc/{pid}/ns/net")),
+        ns_inode(format!("/run/netns/{}", c.host(1).netns)),
         "process is not in host 1"
+    );
+    assert_ne!(
+        ns_inode(format!("/proc/{pid}/ns/net")),
+        ns_inode("/proc/self/ns/net".to_string()),
+        "process is still in the test's own namespace"
     );
     let state = |pid: u32| -> Option<char> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
