@@ -34,6 +34,7 @@ use crate::runtime::poller::{
 };
 use crate::runtime::{group_id, trace_writer, Clock, Idle};
 use crate::Order;
+use cohort_transport::counters::{file_path_in, CountersConfig, CountersFile};
 use cohort_transport::{
     DriverChoice, GroupMode, MemoryNetwork, SocketConfig, Transport, TransportError,
 };
@@ -148,6 +149,22 @@ pub enum StartError {
     },
     #[error("starting a thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("counters file: {0}; pass another directory or turn counters off")]
+    Counters(#[source] cohort_transport::counters::CountersError),
+}
+
+/// Where a node publishes its counters (poller and per-group, see [`crate::stats`]) for
+/// `cohort stat` to read from another process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CountersLocation {
+    /// No counters file (the default for the library).
+    #[default]
+    Off,
+    /// `cohort-<pid>-<bind address>.counters` in
+    /// [`default_dir`](cohort_transport::counters::default_dir).
+    Default,
+    /// `cohort-<pid>-<bind address>.counters` in this directory.
+    Dir(PathBuf),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -209,6 +226,7 @@ pub struct NodeBuilder {
     idle: Idle,
     trace_dir: Option<PathBuf>,
     window_messages_max: usize,
+    counters: CountersLocation,
 }
 
 impl Default for NodeBuilder {
@@ -223,6 +241,7 @@ impl Default for NodeBuilder {
             idle: Idle::Backoff,
             trace_dir: None,
             window_messages_max: WINDOW_MESSAGES_DEFAULT,
+            counters: CountersLocation::Off,
         }
     }
 }
@@ -283,6 +302,13 @@ impl NodeBuilder {
     /// Each member's send window in messages (default [`WINDOW_MESSAGES_DEFAULT`]).
     pub fn window_messages_max(mut self, window: usize) -> Self {
         self.window_messages_max = window;
+        self
+    }
+
+    /// Publish the node's counters in a memory-mapped file (off by default). The file is
+    /// created at start and removed when the node stops.
+    pub fn counters(mut self, location: CountersLocation) -> Self {
+        self.counters = location;
         self
     }
 
@@ -347,6 +373,23 @@ impl NodeBuilder {
                 (Some(w.sender), Some(w.thread), Some(w.path))
             }
         };
+        let counters_file = {
+            let name = local.to_string();
+            let config = CountersConfig::default();
+            match &self.counters {
+                CountersLocation::Off => None,
+                CountersLocation::Default => Some(CountersFile::create_default(&name, &config)),
+                CountersLocation::Dir(dir) => Some(CountersFile::create(
+                    &file_path_in(dir, std::process::id(), &name),
+                    &config,
+                )),
+            }
+            .transpose()
+            .map_err(StartError::Counters)?
+        };
+        let counters_path = counters_file
+            .as_ref()
+            .and_then(|f| f.path().map(|p| p.to_path_buf()));
         let (control_tx, control_rx) = bounded(CONTROL_QUEUE_COMMANDS_MAX);
         let clock = Clock::new();
         let counters = Arc::new(PollerCounters::default());
@@ -358,7 +401,9 @@ impl NodeBuilder {
             trace_tx,
             counters.clone(),
             multicast,
-        );
+            counters_file,
+        )
+        .map_err(StartError::Counters)?;
         let thread = std::thread::Builder::new()
             .name("cohort-poller-0".into())
             .spawn(move || {
@@ -378,6 +423,7 @@ impl NodeBuilder {
             window_messages_max: self.window_messages_max,
             trace_enabled: self.trace_dir.is_some(),
             trace_path,
+            counters_path,
             clock,
             control: control_tx,
             poller_thread,
@@ -399,6 +445,7 @@ pub struct Node {
     window_messages_max: usize,
     trace_enabled: bool,
     trace_path: Option<PathBuf>,
+    counters_path: Option<PathBuf>,
     clock: Clock,
     control: Sender<Control>,
     poller_thread: Thread,
@@ -438,6 +485,11 @@ impl Node {
     /// Where this node's trace goes, if tracing is on.
     pub fn trace_path(&self) -> Option<&std::path::Path> {
         self.trace_path.as_deref()
+    }
+
+    /// The counters file this node publishes, if any (removed when the node stops).
+    pub fn counters_path(&self) -> Option<&std::path::Path> {
+        self.counters_path.as_deref()
     }
 
     pub fn stats(&self) -> NodeStats {

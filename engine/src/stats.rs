@@ -344,6 +344,12 @@ impl PollerStats {
         self.bump(cause.into(), 1);
     }
 
+    /// `n` datagrams dropped for `cause` (counted elsewhere first, added here in one go).
+    #[inline]
+    pub fn on_drops(&self, cause: PollerDrop, n: u64) {
+        self.bump(cause.into(), n);
+    }
+
     pub fn get(&self, m: PollerMetric) -> u64 {
         self.scalars[m.index()].get()
     }

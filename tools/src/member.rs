@@ -7,7 +7,8 @@
 //! and exits when it has delivered `count × members` messages (every member is assumed to
 //! send the same `--count`) and its own sends are stable, lingering up to `--linger-ms` so
 //! the others can finish too (it answers their NAKs and sends status meanwhile). Everything
-//! is bounded by `--duration`. SIGTERM/SIGINT stop it early; the trace is flushed either way.
+//! is bounded by `--duration`. Unless `--no-counters`, it publishes its counters for
+//! `cohort stat` (in `--counters-dir`, else the default directory); the file goes at exit. SIGTERM/SIGINT stop it early; the trace is flushed either way.
 //!
 //! Payloads of `--size` ≥ 16 bytes carry the send time (ns since the Unix epoch, host clock)
 //! and the sequence number, so receivers on the same host measure delivery latency and check
@@ -20,7 +21,7 @@
 //! a signal, 2 bad arguments or start failure.
 
 use anyhow::{bail, Context};
-use cohort::node::{Delivery, SendError};
+use cohort::node::{CountersLocation, Delivery, SendError};
 use cohort::{Driver, Idle, Node, Order};
 use hdrhistogram::Histogram;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -101,6 +102,13 @@ pub struct Args {
     /// Print a progress line every this many milliseconds.
     #[arg(long)]
     pub progress_ms: Option<u64>,
+    /// Publish counters for `cohort stat` in this directory [default: $XDG_RUNTIME_DIR,
+    /// else /dev/shm, else the temporary directory].
+    #[arg(long, conflicts_with = "no_counters")]
+    pub counters_dir: Option<PathBuf>,
+    /// Publish no counters file.
+    #[arg(long)]
+    pub no_counters: bool,
 }
 
 const EXIT_INCOMPLETE: u8 = 1;
@@ -155,6 +163,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.trace {
         builder = builder.trace_dir(dir);
     }
+    builder = builder.counters(match (&args.counters_dir, args.no_counters) {
+        (_, true) => CountersLocation::Off,
+        (Some(dir), false) => CountersLocation::Dir(dir.clone()),
+        (None, false) => CountersLocation::Default,
+    });
     let node = builder.start().context("starting the node")?;
     let n = args.members.len() as u64;
     let expected = args.count * n;

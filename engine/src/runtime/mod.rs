@@ -26,9 +26,16 @@
 //! only reads the fixed header to find the group). Handlers are trusted not to block for long:
 //! they run on the poller thread.
 //!
+//! Counters: with [`NodeBuilder::counters`](crate::node::NodeBuilder::counters) the node
+//! publishes a memory-mapped counters file ([`crate::stats`]) that `cohort stat` reads. The
+//! poller counts its send and receive batches and drops as they happen (plain single-writer
+//! stores), adds each group's protocol counters as deltas of `Member::stats()` once per turn,
+//! and writes the file's heartbeat at most once per `HEARTBEAT_INTERVAL_MS_RECOMMENDED`
+//! using the clock the turn already read. The file goes when the poller stops.
+//!
 //! Not built yet (later issues): a control thread (failure detection, view changes, joins,
-//! state transfer — views are static here), several pollers per node, counters in shared
-//! memory, zero-copy `claim`/`commit` and requests with replies.
+//! state transfer — views are static here), several pollers per node, zero-copy
+//! `claim`/`commit` and requests with replies.
 
 pub(crate) mod poller;
 pub mod trace_writer;

@@ -3,10 +3,12 @@
 use super::{Clock, Idle, BACKOFF_PARK_NS_MAX, BACKOFF_PARK_NS_MIN, BACKOFF_SPINS_MAX};
 use super::{BACKOFF_YIELDS_MAX, BLOCKING_WAIT_NS_MAX};
 use crate::node::{Delivery, Handler, View};
-use crate::protocol::{self, Member, SendError as MemberSendError, Time};
+use crate::protocol::{self, Member, MemberStats, SendError as MemberSendError, Time};
+use crate::stats::{GroupMetric, GroupStats, PollerDrop, PollerStats};
 use crate::trace::TraceEvent;
 use crate::wire::{FrameHeader, FRAME_HEADER_BYTES};
 use crate::Order;
+use cohort_transport::counters::{CountersError, CountersFile, HEARTBEAT_INTERVAL_MS_RECOMMENDED};
 use cohort_transport::{Dest, SendBatch, Transport};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use std::collections::HashMap;
@@ -97,6 +99,14 @@ pub(crate) struct GroupSlot {
     /// In fan-out mode: this group's peers are exactly the transport's peer list (so one
     /// `Dest::Group` datagram reaches them); otherwise one copy per peer is queued.
     fanout_exact: bool,
+    /// The group's counters in the node's counters file (when it has one).
+    stats: Option<GroupStats>,
+    /// What of the member's counters and the runtime's own has been added to `stats`.
+    published: MemberStats,
+    window_stalls_published: u64,
+    /// Payload bytes accepted / delivered since the last publication.
+    bytes_sent_unpublished: u64,
+    bytes_delivered_unpublished: u64,
 }
 
 impl GroupSlot {
@@ -125,7 +135,75 @@ impl GroupSlot {
             events: 0,
             handler_panicked: false,
             fanout_exact: true,
+            stats: None,
+            published: MemberStats::default(),
+            window_stalls_published: 0,
+            bytes_sent_unpublished: 0,
+            bytes_delivered_unpublished: 0,
         }
+    }
+
+    /// Adds what the member and this slot counted since the last call to the group's
+    /// counters (once per poller turn, not per message); returns the member's malformed
+    /// drops since then (a poller-level cause). Nothing to do without a counters file.
+    fn publish_stats(&mut self) -> u64 {
+        let Some(stats) = &self.stats else {
+            return 0;
+        };
+        let now = self.member.stats();
+        let was = self.published;
+        if now == was && self.bytes_sent_unpublished == 0 && self.bytes_delivered_unpublished == 0 {
+            return 0;
+        }
+        let deltas = [
+            (GroupMetric::MessagesSent, now.sent - was.sent),
+            (
+                GroupMetric::MessagesDelivered,
+                now.delivered - was.delivered,
+            ),
+            (GroupMetric::BytesSent, self.bytes_sent_unpublished),
+            (
+                GroupMetric::BytesDelivered,
+                self.bytes_delivered_unpublished,
+            ),
+            (
+                GroupMetric::Retransmits,
+                now.records_retransmitted - was.records_retransmitted,
+            ),
+            (
+                GroupMetric::NaksSent,
+                now.nak_frames_sent - was.nak_frames_sent,
+            ),
+            (
+                GroupMetric::DropsWrongView,
+                now.dropped_foreign - was.dropped_foreign,
+            ),
+            (
+                GroupMetric::DropsDuplicate,
+                now.duplicates_received - was.duplicates_received,
+            ),
+            (
+                GroupMetric::DropsHoldBackFull,
+                now.dropped_holdback_full - was.dropped_holdback_full,
+            ),
+        ];
+        for (m, n) in deltas {
+            if n > 0 {
+                stats.add(m, n);
+            }
+        }
+        let stalls = self.counters.window_stalls.load(Ordering::Relaxed);
+        if stalls > self.window_stalls_published {
+            stats.add(
+                GroupMetric::WindowStalls,
+                stalls - self.window_stalls_published,
+            );
+            self.window_stalls_published = stalls;
+        }
+        self.bytes_sent_unpublished = 0;
+        self.bytes_delivered_unpublished = 0;
+        self.published = now;
+        now.dropped_malformed - was.dropped_malformed
     }
 
     /// Feeds queued requests to the member; true if any was taken.
@@ -148,6 +226,7 @@ impl GroupSlot {
                     Ok(_) => {
                         work = true;
                         self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                        self.bytes_sent_unpublished += payload.len() as u64;
                         payload.clear();
                         let _ = self.recycle.try_send(payload);
                     }
@@ -204,6 +283,7 @@ impl GroupSlot {
         while let Some(d) = self.member.poll_deliver() {
             self.events += 1;
             count += 1;
+            self.bytes_delivered_unpublished += d.payload.len() as u64;
             let delivery = Delivery {
                 group: &self.name,
                 view: d.view,
@@ -263,9 +343,20 @@ pub(crate) struct Poller {
     local: SocketAddr,
     idle_turns: u32,
     park_ns: u64,
+    /// The node's counters file (removed when the poller stops) and this poller's counters.
+    counters_file: Option<CountersFile>,
+    stats: Option<PollerStats>,
+    /// When the counters file's heartbeat was last written.
+    heartbeat_at: Time,
+    /// The clock as last read by a turn (for the heartbeat check: no extra clock read).
+    last_now: Time,
 }
 
+/// Time between heartbeats of the counters file, in ns.
+const HEARTBEAT_INTERVAL_NS: u64 = HEARTBEAT_INTERVAL_MS_RECOMMENDED * 1_000_000;
+
 impl Poller {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         transport: Box<dyn Transport>,
         control: Receiver<Control>,
@@ -274,10 +365,19 @@ impl Poller {
         trace: Option<Sender<Vec<TraceEvent>>>,
         counters: Arc<PollerCounters>,
         multicast: bool,
-    ) -> Self {
+        counters_file: Option<CountersFile>,
+    ) -> Result<Self, CountersError> {
         let datagram_bytes_max = transport.datagram_bytes_max();
         let local = transport.local_addr();
-        Poller {
+        let stats = counters_file
+            .as_ref()
+            .map(|f| PollerStats::register(f, 0))
+            .transpose()?;
+        if let Some(f) = &counters_file {
+            f.heartbeat();
+        }
+        let now = clock.now();
+        Ok(Poller {
             transport,
             control,
             clock,
@@ -292,7 +392,11 @@ impl Poller {
             local,
             idle_turns: 0,
             park_ns: BACKOFF_PARK_NS_MIN,
-        }
+            counters_file,
+            stats,
+            heartbeat_at: now,
+            last_now: now,
+        })
     }
 
     /// Runs until [`Control::Shutdown`] or the node's handle is gone.
@@ -304,6 +408,15 @@ impl Poller {
             }
             let work = self.turn() || work;
             self.counters.turns.fetch_add(1, Ordering::Relaxed);
+            if let Some(stats) = &self.stats {
+                stats.on_cycle(work);
+                if self.last_now.0.saturating_sub(self.heartbeat_at.0) >= HEARTBEAT_INTERVAL_NS {
+                    self.heartbeat_at = self.last_now;
+                    if let Some(f) = &self.counters_file {
+                        f.heartbeat();
+                    }
+                }
+            }
             if work {
                 self.idle_turns = 0;
                 self.park_ns = BACKOFF_PARK_NS_MIN;
@@ -345,6 +458,17 @@ impl Poller {
                 "group id {:#x} of {:?} is already joined on this node (same name, or a hash clash)",
                 slot.id, slot.name
             ));
+        }
+        if let Some(file) = &self.counters_file {
+            match GroupStats::register(file, &slot.name) {
+                Ok(stats) => {
+                    stats.add(GroupMetric::ViewChanges, 1); // view 1 installed
+                    slot.stats = Some(stats);
+                }
+                Err(e) => {
+                    tracing::warn!(group = %slot.name, error = %e, "group joined without counters")
+                }
+            }
         }
         slot.announce_view();
         self.groups.push(slot);
@@ -401,6 +525,7 @@ impl Poller {
     /// One turn; true if it did anything.
     fn turn(&mut self) -> bool {
         let now = self.clock.now();
+        self.last_now = now;
         let mut work = self.receive(now);
         for g in &mut self.groups {
             work |= g.take_requests(now);
@@ -413,6 +538,12 @@ impl Poller {
             }
             work |= g.deliver();
             g.answer_flushes();
+            let malformed = g.publish_stats();
+            if malformed > 0 {
+                if let Some(stats) = &self.stats {
+                    stats.on_drops(PollerDrop::Malformed, malformed);
+                }
+            }
             self.forward_trace(i);
         }
         work |= self.transmit(now);
@@ -437,10 +568,13 @@ impl Poller {
             index,
             counters,
             local,
+            stats,
             ..
         } = self;
         let local = *local;
+        let mut bytes_received = 0u64;
         let result = transport.recv(RECV_BATCH_DATAGRAMS_MAX, &mut |src, bytes| {
+            bytes_received += bytes.len() as u64;
             if src == local {
                 return; // our own multicast, looped back
             }
@@ -449,6 +583,9 @@ impl Poller {
                 .and_then(|b| bytemuck::try_from_bytes::<FrameHeader>(b).ok());
             let Some(header) = header else {
                 counters.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                if let Some(s) = stats {
+                    s.on_drop(PollerDrop::Malformed);
+                }
                 return;
             };
             match index.get(&header.group()) {
@@ -457,6 +594,9 @@ impl Poller {
                     counters
                         .dropped_unknown_group
                         .fetch_add(1, Ordering::Relaxed);
+                    if let Some(s) = stats {
+                        s.on_drop(PollerDrop::WrongGroup);
+                    }
                 }
             }
         });
@@ -465,6 +605,11 @@ impl Poller {
                 counters
                     .datagrams_received
                     .fetch_add(n as u64, Ordering::Relaxed);
+                if n > 0 {
+                    if let Some(s) = stats {
+                        s.on_recv_batch(n, bytes_received);
+                    }
+                }
                 n > 0
             }
             Err(e) => {
@@ -531,6 +676,12 @@ impl Poller {
                 self.counters
                     .datagrams_sent
                     .fetch_add(n as u64, Ordering::Relaxed);
+                if n > 0 {
+                    if let Some(s) = &self.stats {
+                        let bytes: usize = (0..n).map(|i| self.batch.datagram(i).len()).sum();
+                        s.on_send_batch(n, bytes as u64);
+                    }
+                }
                 self.batch.consume(n);
                 n > 0
             }
