@@ -193,10 +193,14 @@ pub struct SendEntry {
 
 /// A batch of outgoing datagrams in one contiguous, reused byte area (so that runs of
 /// equal-sized datagrams to one destination can go out as one GSO send without a copy).
-/// Bounded: [`SendBatch::push`] refuses past the capacity given at construction.
+/// Bounded: [`SendBatch::push`] refuses past the capacity given at construction. The byte
+/// area is allocated (and zeroed) once; [`SendBatch::alloc`] only moves a cursor, so writing a
+/// datagram in place costs no memset and no copy.
 #[derive(Debug)]
 pub struct SendBatch {
     bytes: Vec<u8>,
+    /// Bytes of `bytes` in use (the datagrams of `entries`, back to back).
+    used: usize,
     entries: Vec<SendEntry>,
     datagrams_max: usize,
     bytes_max: usize,
@@ -207,7 +211,8 @@ impl SendBatch {
     pub fn new(datagrams_max: usize, datagram_bytes_max: usize) -> Self {
         let bytes_max = datagrams_max * datagram_bytes_max;
         SendBatch {
-            bytes: Vec::with_capacity(bytes_max),
+            bytes: vec![0; bytes_max],
+            used: 0,
             entries: Vec::with_capacity(datagrams_max),
             datagrams_max,
             bytes_max,
@@ -226,11 +231,11 @@ impl SendBatch {
         if self.entries.len() == self.datagrams_max {
             return Err(TransportError::BatchFull { what: "datagrams" });
         }
-        if self.bytes.len() + len > self.bytes_max {
+        if self.used + len > self.bytes_max {
             return Err(TransportError::BatchFull { what: "bytes" });
         }
-        let offset = self.bytes.len();
-        self.bytes.resize(offset + len, 0);
+        let offset = self.used;
+        self.used += len;
         self.entries.push(SendEntry {
             offset: offset as u32,
             len: len as u32,
@@ -250,8 +255,22 @@ impl SendBatch {
         if let Some(last) = self.entries.last_mut() {
             if (len as u32) < last.len {
                 last.len = len as u32;
-                self.bytes.truncate(last.offset as usize + len);
+                self.used = last.offset as usize + len;
             }
+        }
+    }
+
+    /// Removes the last datagram (allocated, then found to have nothing to carry).
+    pub fn pop_last(&mut self) {
+        if let Some(last) = self.entries.pop() {
+            self.used = last.offset as usize;
+        }
+    }
+
+    /// Sets where the last datagram goes (for writers that learn it only once written).
+    pub fn set_last_dest(&mut self, dest: Dest) {
+        if let Some(last) = self.entries.last_mut() {
+            last.dest = dest;
         }
     }
 
@@ -260,7 +279,7 @@ impl SendBatch {
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        &self.bytes[..self.used]
     }
 
     pub fn datagram(&self, index: usize) -> &[u8] {
@@ -282,7 +301,7 @@ impl SendBatch {
 
     pub fn clear(&mut self) {
         self.entries.clear();
-        self.bytes.clear();
+        self.used = 0;
     }
 
     /// Drops the first `n` datagrams (those a partial send took), keeping the rest in order.
@@ -292,7 +311,8 @@ impl SendBatch {
             return;
         }
         let cut = self.entries[n].offset as usize;
-        self.bytes.drain(..cut);
+        self.bytes.copy_within(cut..self.used, 0);
+        self.used -= cut;
         self.entries.drain(..n);
         for e in &mut self.entries {
             e.offset -= cut as u32;
@@ -379,4 +399,51 @@ pub fn open(
 // The single call site of the io_uring driver (transport/src/uring/).
 fn uring_open(cfg: &SocketConfig) -> Result<Box<dyn Transport>, TransportError> {
     Ok(Box::new(uring::open(cfg)?))
+}
+
+#[cfg(test)]
+mod send_batch_tests {
+    use super::*;
+
+    fn addr(port: u16) -> Dest {
+        Dest::Addr(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    #[test]
+    fn a_datagram_written_in_place_is_retargeted_trimmed_or_withdrawn() {
+        let mut batch = SendBatch::new(4, 100);
+        batch.push(addr(1), b"first").unwrap();
+        let buf = batch.alloc(Dest::Group, 100).unwrap();
+        buf[..3].copy_from_slice(b"abc");
+        batch.truncate_last(3);
+        batch.set_last_dest(addr(2));
+        assert_eq!(batch.datagram(1), b"abc");
+        assert_eq!(batch.entries()[1].dest, addr(2));
+        assert_eq!(batch.bytes(), b"firstabc");
+        batch.alloc(Dest::Group, 100).unwrap();
+        batch.pop_last();
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.bytes(), b"firstabc");
+    }
+
+    #[test]
+    fn consuming_a_prefix_keeps_the_rest_in_order_and_reuses_the_area() {
+        let mut batch = SendBatch::new(3, 8);
+        for d in [&b"one"[..], b"two!", b"three"] {
+            batch.push(Dest::Group, d).unwrap();
+        }
+        assert!(
+            batch.push(Dest::Group, b"x").is_err(),
+            "bounded by datagrams"
+        );
+        batch.consume(1);
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.datagram(0), b"two!");
+        assert_eq!(batch.datagram(1), b"three");
+        assert_eq!(batch.bytes(), b"two!three");
+        batch.push(Dest::Group, b"four").unwrap();
+        assert_eq!(batch.datagram(2), b"four");
+        batch.consume(3);
+        assert!(batch.is_empty() && batch.bytes().is_empty());
+    }
 }

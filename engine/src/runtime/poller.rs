@@ -639,25 +639,44 @@ impl Poller {
                 if SEND_BATCH_DATAGRAMS_MAX - self.batch.len() < copies {
                     break 'groups;
                 }
-                let Some(t) = g.member.poll_transmit(now, &mut self.scratch) else {
+                // The member writes straight into the batch; the destination is known after.
+                let max = self.scratch.len();
+                let buf = match self.batch.alloc(Dest::Group, max) {
+                    Ok(buf) => buf,
+                    Err(e) => {
+                        debug_assert!(false, "send batch refused a datagram: {e}");
+                        tracing::error!(error = %e, "send batch refused a datagram");
+                        break 'groups;
+                    }
+                };
+                let Some(t) = g.member.poll_transmit(now, buf) else {
+                    self.batch.pop_last();
                     break;
                 };
-                let bytes = &self.scratch[..t.len];
-                let pushed = match t.dest {
-                    protocol::Dest::Group if copies == 1 => self.batch.push(Dest::Group, bytes),
-                    protocol::Dest::Group => g
-                        .members
-                        .iter()
-                        .filter(|a| **a != self.local)
-                        .try_for_each(|a| self.batch.push(Dest::Addr(*a), bytes)),
+                self.batch.truncate_last(t.len);
+                match t.dest {
+                    protocol::Dest::Group if copies == 1 => {}
+                    protocol::Dest::Group => {
+                        // Fan-out to a member set other than the transport's: one copy per
+                        // peer (rare: groups on one node with different member lists).
+                        let last = self.batch.len() - 1;
+                        self.scratch[..t.len].copy_from_slice(self.batch.datagram(last));
+                        self.batch.pop_last();
+                        let bytes = &self.scratch[..t.len];
+                        let pushed = g
+                            .members
+                            .iter()
+                            .filter(|a| **a != self.local)
+                            .try_for_each(|a| self.batch.push(Dest::Addr(*a), bytes));
+                        if let Err(e) = pushed {
+                            debug_assert!(false, "send batch refused a datagram: {e}");
+                            tracing::error!(error = %e, "send batch refused a datagram");
+                        }
+                    }
                     protocol::Dest::Member(rank) => match g.members.get(rank as usize) {
-                        Some(a) => self.batch.push(Dest::Addr(*a), bytes),
-                        None => Ok(()),
+                        Some(a) => self.batch.set_last_dest(Dest::Addr(*a)),
+                        None => self.batch.pop_last(),
                     },
-                };
-                if let Err(e) = pushed {
-                    debug_assert!(false, "send batch refused a datagram: {e}");
-                    tracing::error!(error = %e, "send batch refused a datagram");
                 }
                 filled = true;
             }
