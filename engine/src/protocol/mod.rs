@@ -1622,9 +1622,10 @@ impl Member {
                 return None;
             }
             self.tx_through = last;
-            if self.n == 1 {
-                self.free_own();
-            }
+            // Freeing waits for stable, delivered and transmitted; this is where the last of
+            // the three advances (it is the last one for a group of one, where a record is
+            // stable and delivered before it goes out).
+            self.free_own();
             if with_acks {
                 self.status_sent();
                 self.stats.status_frames_sent += 1;
