@@ -12,6 +12,7 @@
 //! * [`node`] — the public API: [`Node`], [`Group`], [`Handler`].
 
 pub mod checker;
+pub mod membership;
 pub mod node;
 pub mod protocol;
 pub mod runtime;

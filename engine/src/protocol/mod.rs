@@ -221,6 +221,9 @@ pub struct MemberConfig {
     /// Sequencer: most order entries per order record (capped at what fits a datagram; the
     /// default is that cap). Small values exercise the bound in the simulator.
     pub order_entries_per_record_max: usize,
+    /// Per rank: application messages that member sent in the group's earlier views, so that
+    /// sequence numbers ([`Seq`], trace ids) continue across views. Empty means all zero.
+    pub app_seq_base: Vec<u64>,
 }
 
 impl MemberConfig {
@@ -249,6 +252,7 @@ impl MemberConfig {
             nak_retry_ns: 2_000_000,
             trace: false,
             order_entries_per_record_max: usize::MAX,
+            app_seq_base: Vec::new(),
         }
     }
 
@@ -268,6 +272,10 @@ pub enum SendError {
     WouldBlock,
     #[error("payload of {len} B exceeds the maximum of {max} B")]
     TooLarge { len: usize, max: usize },
+    /// The view is ending (a view change is under way): the membership layer holds the
+    /// message for the next view.
+    #[error("the view is ending: send in the next view")]
+    ViewEnding,
 }
 
 /// Where a datagram goes.
@@ -452,7 +460,8 @@ pub struct Member {
     /// Sequencer: our own stream's delivery point when the first entry now pending was
     /// assigned; own records delivered after it are kept until the pending record is written.
     own_free_limit: u64,
-    retransmits: VecDeque<(u16, u64, u64)>,
+    /// Retransmission requests: (to, stream, first seq, count).
+    retransmits: VecDeque<(u16, u16, u64, u64)>,
     acks_dirty: bool,
     status_requested: bool,
     last_status: Time,
@@ -470,6 +479,32 @@ pub struct Member {
     reports: Vec<Option<(u64, Vec<u64>)>>,
     trace: Option<Vec<TraceEvent>>,
     stats: MemberStats,
+    /// Per rank: `cfg.app_seq_base` (zeros if it was empty).
+    seq_base: Vec<u64>,
+    /// Per rank: when a frame of that member last arrived (failure detection).
+    last_heard: Vec<Time>,
+    /// The view is ending: nothing new is appended to our stream (see "Ending a view").
+    stopped: bool,
+    /// Per stream: the flush cut; records beyond it are never delivered in this view.
+    limit: Option<Vec<u64>>,
+    /// Per stream: whom its gaps are NAKed to (the sender, or a member holding the cut).
+    nak_target: Vec<u16>,
+    /// Delivering the cut by the final rules (the view's last deliveries).
+    finishing: bool,
+    /// Finishing: every stream was re-examined since the last delivery.
+    finish_swept: bool,
+    /// Finishing: the stream whose head (a gbcast, or a total message no order record
+    /// covers) is delivered by the deterministic final rule.
+    forced: Option<usize>,
+    /// Finishing: everything deliverable of the cut was delivered; the view is over.
+    finished: bool,
+}
+
+/// What the final rule does next once normal delivery is stuck (see "Ending a view").
+enum FinishStep {
+    Deliver(usize),
+    Resweep,
+    Done,
 }
 
 impl Member {
@@ -505,6 +540,16 @@ impl Member {
         );
         assert!(TOTAL_ORDER_ENTRIES_MAX > n);
         let me = cfg.rank as usize;
+        assert!(
+            cfg.app_seq_base.is_empty() || cfg.app_seq_base.len() == n,
+            "app_seq_base of {} entries for {n} members",
+            cfg.app_seq_base.len()
+        );
+        let seq_base = if cfg.app_seq_base.is_empty() {
+            vec![0; n]
+        } else {
+            cfg.app_seq_base.clone()
+        };
         let trace = cfg.trace.then(|| {
             vec![TraceEvent::View {
                 node: cfg.members[me].clone(),
@@ -550,6 +595,15 @@ impl Member {
             reports: vec![None; n],
             trace,
             stats: MemberStats::default(),
+            seq_base,
+            last_heard: vec![now; n],
+            stopped: false,
+            limit: None,
+            nak_target: (0..n as u16).collect(),
+            finishing: false,
+            finish_swept: false,
+            forced: None,
+            finished: false,
             cfg,
         }
     }
@@ -661,6 +715,9 @@ impl Member {
         payload: &[u8],
     ) -> Result<Seq, SendError> {
         self.now = self.now.max(now);
+        if self.stopped {
+            return Err(SendError::ViewEnding);
+        }
         let max = self.cfg.payload_bytes_max();
         if payload.len() > max {
             return Err(SendError::TooLarge {
@@ -692,12 +749,12 @@ impl Member {
                 node: node.clone(),
                 group: self.cfg.group_name.clone(),
                 view: self.cfg.view,
-                msg: msg_id(node, self.app_sent),
+                msg: msg_id(node, self.seq_base[me] + self.app_sent),
                 order,
                 safe,
             });
         }
-        Ok(Seq(self.app_sent))
+        Ok(Seq(self.seq_base[me] + self.app_sent))
     }
 
     /// Appends a record to our own stream (it is received and contiguous at once).
@@ -750,6 +807,10 @@ impl Member {
             self.stats.dropped_foreign += 1;
             return;
         }
+        if h.flags() & FRAME_FLAG_RETRANSMIT == 0 {
+            // Retransmissions may be relayed by another member (see "Ending a view").
+            self.last_heard[from] = self.now;
+        }
         if h.flags() & FRAME_FLAG_WANT_STATUS != 0 {
             self.status_requested = true;
         }
@@ -768,6 +829,8 @@ impl Member {
         match frame.kind() {
             FrameKind::Data => self.on_data(from, &frame),
             FrameKind::Nak => self.on_nak(from, frame.nak_ranges()),
+            // The membership layer takes these before the member sees them.
+            FrameKind::Membership => self.stats.dropped_foreign += 1,
         }
     }
 
@@ -809,9 +872,7 @@ impl Member {
         if min > self.stable[s] {
             self.stable[s] = min;
             self.mark_dirty(s);
-            if s == self.me {
-                self.free_own();
-            }
+            self.free_delivered(s);
         }
     }
 
@@ -907,6 +968,9 @@ impl Member {
                 break;
             }
             let seq = st.control_done + 1;
+            if self.limit.as_ref().is_some_and(|l| seq > l[s]) {
+                break; // beyond the cut: not part of this view
+            }
             let flags = st.slot(seq).flags;
             if flags & RECORD_FLAG_CONTROL != 0 {
                 let kind = flags & RECORD_ORDER_MASK;
@@ -1014,6 +1078,9 @@ impl Member {
     /// Sequencer: once every member reported for the current round and a gbcast is
     /// contiguous here, decides the cut and writes the decision into our stream.
     fn try_decide(&mut self) {
+        if self.stopped {
+            return; // the view change decides what remains
+        }
         let round = match &self.freeze {
             Some(Freeze { round, cut: None }) => *round,
             _ => return,
@@ -1145,7 +1212,9 @@ impl Member {
     fn gbcast_allows(&self, s: usize, next_app: u64, flags: u16) -> bool {
         match &self.freeze {
             None => !is_gbcast(flags),
-            Some(Freeze { cut: None, .. }) => false,
+            // Ending the view, a round nobody decided does not hold the others back: its
+            // gbcast is delivered by the final rule.
+            Some(Freeze { cut: None, .. }) => self.finishing && !is_gbcast(flags),
             Some(Freeze { cut: Some(cut), .. }) => {
                 if next_app <= cut.counts[s] {
                     return !is_gbcast(flags);
@@ -1177,9 +1246,12 @@ impl Member {
         }
     }
 
+    /// NAK ranges name a stream: ours, or (while a view ends) another sender's stream whose
+    /// records we hold for the cut.
     fn on_nak(&mut self, from: usize, ranges: &[SeqRange]) {
         for r in ranges {
-            if r.rank() as usize != self.me || r.count() == 0 {
+            let s = r.rank() as usize;
+            if s >= self.n || s == from || r.count() == 0 {
                 self.stats.dropped_malformed += 1;
                 continue;
             }
@@ -1188,7 +1260,7 @@ impl Member {
                 continue;
             }
             self.retransmits
-                .push_back((from as u16, r.first(), r.count() as u64));
+                .push_back((from as u16, s as u16, r.first(), r.count() as u64));
         }
     }
 
@@ -1210,7 +1282,19 @@ impl Member {
     /// The next message deliverable here, if any. The payload borrows the member's log.
     pub fn poll_deliver(&mut self) -> Option<Delivery<'_>> {
         let s = loop {
-            let &s = self.dirty.last()?;
+            let Some(&s) = self.dirty.last() else {
+                if !self.finishing {
+                    return None;
+                }
+                match self.finish_step() {
+                    FinishStep::Deliver(s) => break s,
+                    FinishStep::Resweep => continue,
+                    FinishStep::Done => {
+                        self.finished = true;
+                        return None;
+                    }
+                }
+            };
             let s = s as usize;
             match self.examine_head(s) {
                 Head::Deliver => break s,
@@ -1233,11 +1317,14 @@ impl Member {
             }
         };
         // Deliver the head of stream s.
+        let forced = self.forced.take() == Some(s);
+        self.finish_swept = false;
         let seq = self.streams[s].delivered + 1;
         let flags = self.streams[s].slot(seq).flags;
         self.streams[s].delivered = seq;
         self.streams[s].delivered_app += 1;
         let app_seq = self.streams[s].delivered_app;
+        let seq_base = self.seq_base[s];
         self.stats.delivered += 1;
         if is_total(flags) {
             let front = self
@@ -1263,12 +1350,8 @@ impl Member {
             let st = &mut self.streams[s];
             let slot = st.slot_mut(seq);
             if slot.has_vector {
-                if s == self.me {
-                    // Still in our retransmission log: copy.
-                    self.current_vector[s].clone_from(&slot.vector);
-                } else {
-                    std::mem::swap(&mut self.current_vector[s], &mut slot.vector);
-                }
+                // Still in the log until stable (it may be retransmitted or relayed): copy.
+                self.current_vector[s].clone_from(&slot.vector);
                 self.current_vector_dominated[s] = false;
                 for (k, &v) in self.knowledge.iter_mut().zip(&self.current_vector[s]) {
                     if v > *k {
@@ -1288,7 +1371,13 @@ impl Member {
             self.mark_dirty(w as usize);
         }
         self.free_delivered(s);
-        if let Some(f) = &self.freeze {
+        if forced && is_gbcast(flags) {
+            // The final rule's gbcast: the round ends here.
+            self.gbcast_undelivered -= 1;
+            self.gbcast_rounds += 1;
+            self.freeze = None;
+            self.maybe_freeze();
+        } else if let Some(f) = &self.freeze {
             if let Some(cut) = &f.cut {
                 if is_gbcast(flags) && s == cut.sender && app_seq == cut.seq {
                     // The round is complete.
@@ -1311,7 +1400,7 @@ impl Member {
                 node: node.clone(),
                 group: self.cfg.group_name.clone(),
                 view: self.cfg.view,
-                msg: msg_id(&self.cfg.members[s], app_seq),
+                msg: msg_id(&self.cfg.members[s], seq_base + app_seq),
                 order: order_of(flags),
             });
         }
@@ -1323,7 +1412,7 @@ impl Member {
         };
         Some(Delivery {
             sender: s as u16,
-            seq: Seq(app_seq),
+            seq: Seq(seq_base + app_seq),
             order: order_of(flags),
             safe: is_safe(flags),
             view: self.cfg.view,
@@ -1331,13 +1420,15 @@ impl Member {
         })
     }
 
+    /// Frees what stream `s` no longer needs: at a receiver, records both delivered and
+    /// stable (an unstable record may have to be relayed to another member when its sender
+    /// fails, see "Ending a view").
     fn free_delivered(&mut self, s: usize) {
         if s == self.me {
             self.free_own();
         } else {
-            let st = &mut self.streams[s];
-            let through = st.delivered;
-            st.free_through(through);
+            let through = self.streams[s].delivered.min(self.stable[s]);
+            self.streams[s].free_through(through);
         }
     }
 
@@ -1363,7 +1454,7 @@ impl Member {
     fn examine_head(&mut self, s: usize) -> Head {
         let st = &self.streams[s];
         let seq = st.delivered + 1;
-        if seq > st.control_done {
+        if seq > st.control_done || self.limit.as_ref().is_some_and(|l| seq > l[s]) {
             return Head::Blocked(Blocked::Missing);
         }
         let slot = st.slot(seq);
@@ -1378,7 +1469,8 @@ impl Member {
             self.free_delivered(s);
             return Head::Skipped;
         }
-        if !self.gbcast_allows(s, st.delivered_app + 1, flags) {
+        let forced = self.forced == Some(s);
+        if !(self.gbcast_allows(s, st.delivered_app + 1, flags) || forced && is_gbcast(flags)) {
             return Head::Blocked(Blocked::Frozen);
         }
         if wire::waits_for_causal_past(flags)
@@ -1399,7 +1491,16 @@ impl Member {
             }
         }
         if is_total(flags) {
-            if self.is_sequencer() && seq > self.streams[s].ordered_through {
+            if forced && self.total_order.is_empty() {
+                // The final rule orders it (no order record covers it).
+                self.total_order.push_back(OrderEntry {
+                    rank: s as u16,
+                    remaining: 1,
+                });
+            } else if self.is_sequencer() && seq > self.streams[s].ordered_through {
+                if self.stopped {
+                    return Head::Blocked(Blocked::Total);
+                }
                 if !self.assign_order(s) {
                     self.order_blocked = true;
                     return Head::Blocked(Blocked::Total);
@@ -1411,7 +1512,8 @@ impl Member {
                 _ => return Head::Blocked(Blocked::Total),
             }
         }
-        if is_safe(flags) && seq > self.stable[s] {
+        if is_safe(flags) && seq > self.stable[s] && !self.finishing {
+            // Finishing, every member that installs the next view holds the cut.
             return Head::Blocked(Blocked::Safe);
         }
         Head::Deliver
@@ -1505,6 +1607,175 @@ impl Member {
         true
     }
 
+    // ----------------------------------------------------------------------------------------
+    // Ending a view (driven by the membership layer, see "Ending a view")
+
+    /// When a frame of member `rank` last arrived (its own frames, not relayed ones).
+    pub fn last_heard(&self, rank: u16) -> Time {
+        self.last_heard[rank as usize]
+    }
+
+    /// Stops appending to our stream: [`Member::send`] returns [`SendError::ViewEnding`], the
+    /// sequencer orders no more total messages and decides no more gbcast rounds (order
+    /// entries already assigned are still written). Receiving, repairing and delivering go on.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Whether a stopped member's holdings are final: nothing more will be appended (the
+    /// sequencer wrote every order entry it assigned, so that what it delivered is covered).
+    pub fn ready_to_report(&self) -> bool {
+        self.stopped && self.order_pending.is_empty()
+    }
+
+    /// Per stream: the highest seq held contiguously (ours: the last appended). Everything a
+    /// member delivered or will deliver in this view from that stream lies below it, and
+    /// the member holds every record of it above the stream's stable point.
+    pub fn held_through(&self) -> Vec<u64> {
+        self.streams.iter().map(|st| st.contiguous).collect()
+    }
+
+    /// Sets the cut: per stream, the last record delivered in this view; gaps below it are
+    /// NAKed to `holders[s]` (a member holding the stream through the cut), which relays.
+    /// Records beyond the cut are never delivered (orphans of failed senders).
+    pub fn set_cut(&mut self, cut: &[u64], holders: &[u16]) {
+        assert!(cut.len() == self.n && holders.len() == self.n);
+        for s in 0..self.n {
+            self.nak_target[s] = if (holders[s] as usize) < self.n && holders[s] as usize != self.me
+            {
+                holders[s]
+            } else {
+                s as u16
+            };
+            if s != self.me && cut[s] > self.streams[s].high {
+                self.streams[s].high = cut[s];
+            }
+            self.mark_dirty(s);
+        }
+        self.limit = Some(cut.to_vec());
+        for s in 0..self.n {
+            if s != self.me {
+                self.schedule_nak(s);
+            }
+        }
+        // Control records below the cut may be waiting; those beyond it never apply.
+        for s in 0..self.n {
+            self.process_control_records(s);
+        }
+    }
+
+    /// Whether every stream is held contiguously through the cut.
+    pub fn holds_cut(&self) -> bool {
+        match &self.limit {
+            Some(l) => self
+                .streams
+                .iter()
+                .zip(l)
+                .all(|(st, &c)| st.contiguous >= c || st.delivered >= c),
+            None => false,
+        }
+    }
+
+    /// Delivers what remains of the cut by the final rules (every member of the next view
+    /// holds it): safe messages no longer wait for stability, and once normal delivery is
+    /// stuck a deterministic rule decides what is left (see "Ending a view"). Poll
+    /// [`Member::poll_deliver`] until `None`: then the view is over.
+    pub fn finish(&mut self) {
+        assert!(self.limit.is_some(), "finish without a cut");
+        self.finishing = true;
+        self.finish_swept = false;
+        for s in 0..self.n {
+            self.mark_dirty(s);
+        }
+    }
+
+    pub fn is_finishing(&self) -> bool {
+        self.finishing
+    }
+
+    /// Whether [`Member::finish`] was called and everything of the cut that can be delivered
+    /// was (the rest are orphans of failed senders).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Per rank: application messages delivered here from that member over all views so far
+    /// (the next view's [`MemberConfig::app_seq_base`]).
+    pub fn app_seq_through(&self) -> Vec<u64> {
+        self.streams
+            .iter()
+            .zip(&self.seq_base)
+            .map(|(st, &b)| b + st.delivered_app)
+            .collect()
+    }
+
+    /// Application messages we sent in this view.
+    pub fn app_sent(&self) -> u64 {
+        self.app_sent
+    }
+
+    /// The final rule, once no head can be delivered by the normal rules. Every member that
+    /// reaches this point holds the same cut and has delivered the same set (the set closed
+    /// under the normal rules is unique), so the steps below pick the same thing everywhere.
+    fn finish_step(&mut self) -> FinishStep {
+        if !self.finish_swept {
+            // Make sure no wake-up was missed: examine every stream once more.
+            self.finish_swept = true;
+            for s in 0..self.n {
+                self.mark_dirty(s);
+            }
+            return FinishStep::Resweep;
+        }
+        // A decided gbcast round that cannot complete (its gbcast or part of its cut was
+        // held only by failed members): nobody completed it; forget the decision.
+        if let Some(f) = &mut self.freeze {
+            if f.cut.is_some() {
+                f.cut = None;
+                self.finish_swept = false;
+                return FinishStep::Resweep;
+            }
+        }
+        // A gbcast at a head, lowest rank first; then, once the total order received is used
+        // up, a total message no order record covers.
+        for want_total in [false, true] {
+            if want_total && !self.total_order.is_empty() {
+                break;
+            }
+            for s in 0..self.n {
+                let st = &self.streams[s];
+                let seq = st.delivered + 1;
+                if seq > st.control_done || self.limit.as_ref().is_some_and(|l| seq > l[s]) {
+                    continue;
+                }
+                let flags = st.slot(seq).flags;
+                let candidate = if want_total {
+                    is_total(flags)
+                } else {
+                    is_gbcast(flags)
+                };
+                if !candidate {
+                    continue;
+                }
+                self.forced = Some(s);
+                if let Head::Deliver = self.examine_head(s) {
+                    return FinishStep::Deliver(s);
+                }
+                self.forced = None;
+            }
+        }
+        // The next total-order entry names messages nobody can deliver (their sender failed
+        // and their causal past is lost): nobody delivered them; skip the entry.
+        if self.total_order.pop_front().is_some() {
+            self.finish_swept = false;
+            return FinishStep::Resweep;
+        }
+        FinishStep::Done
+    }
+
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         if self.window_open_event {
@@ -1518,10 +1789,21 @@ impl Member {
     // Transmission
 
     fn frame_fields(&self, kind: FrameKind, flags: u16, first_seq: u64) -> FrameFields {
+        self.stream_frame_fields(self.me, kind, flags, first_seq)
+    }
+
+    /// Frame fields for records of stream `s` (ours, or another's we relay).
+    fn stream_frame_fields(
+        &self,
+        s: usize,
+        kind: FrameKind,
+        flags: u16,
+        first_seq: u64,
+    ) -> FrameFields {
         FrameFields {
             kind,
             flags,
-            sender: self.me as u16,
+            sender: s as u16,
             group: self.cfg.group,
             view: self.cfg.view,
             first_seq,
@@ -1616,7 +1898,7 @@ impl Member {
             let fields = self.frame_fields(FrameKind::Data, flags, first);
             let mut p = FramePacker::new(buf, fields)?;
             let with_acks = status_now && self.push_acks(&mut p);
-            let last = self.pack_records(&mut p, first, self.streams[self.me].contiguous);
+            let last = self.pack_records(&mut p, self.me, first, self.streams[self.me].contiguous);
             if last < first && !with_acks {
                 debug_assert!(false, "an empty data frame: payload bound too loose");
                 return None;
@@ -1664,10 +1946,10 @@ impl Member {
         None
     }
 
-    /// Packs own records `first..=last` (stopping at the first that does not fit or is not
-    /// held); returns the last seq packed (first - 1 if none).
-    fn pack_records(&self, p: &mut FramePacker<'_>, first: u64, last: u64) -> u64 {
-        let own = &self.streams[self.me];
+    /// Packs records `first..=last` of stream `s` (stopping at the first that does not fit or
+    /// is not held); returns the last seq packed (first - 1 if none).
+    fn pack_records(&self, p: &mut FramePacker<'_>, s: usize, first: u64, last: u64) -> u64 {
+        let own = &self.streams[s];
         let mut seq = first;
         while seq <= last && own.has(seq) {
             let slot = own.slot(seq);
@@ -1692,18 +1974,25 @@ impl Member {
     }
 
     fn transmit_retransmission(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        while let Some(&(to, first, count)) = self.retransmits.front() {
-            let own = &self.streams[self.me];
-            let last = (first + count - 1).min(self.tx_through);
-            // Skip what is already stable (freed) or was never transmitted.
-            let start = first.max(own.base);
+        while let Some(&(to, s, first, count)) = self.retransmits.front() {
+            let s = s as usize;
+            let st = &self.streams[s];
+            // Ours: what was transmitted; another's (relayed): what we hold contiguously.
+            let held = if s == self.me {
+                self.tx_through
+            } else {
+                st.contiguous
+            };
+            let last = (first + count - 1).min(held);
+            // Skip what is already freed or was never transmitted.
+            let start = first.max(st.base);
             if start > last {
                 self.retransmits.pop_front();
                 continue;
             }
-            let fields = self.frame_fields(FrameKind::Data, FRAME_FLAG_RETRANSMIT, start);
+            let fields = self.stream_frame_fields(s, FrameKind::Data, FRAME_FLAG_RETRANSMIT, start);
             let mut p = FramePacker::new(buf, fields)?;
-            let packed = self.pack_records(&mut p, start, last);
+            let packed = self.pack_records(&mut p, s, start, last);
             if packed < start {
                 // Not held (cannot happen below tx_through and above base) or does not fit.
                 self.retransmits.pop_front();
@@ -1715,7 +2004,7 @@ impl Member {
                 self.retransmits.pop_front();
             } else {
                 let front = self.retransmits.front_mut().expect("request");
-                *front = (to, packed + 1, last - packed);
+                *front = (to, s as u16, packed + 1, last - packed);
             }
             self.stats.datagrams_sent += 1;
             self.stats.data_frames_sent += 1;
@@ -1749,6 +2038,15 @@ impl Member {
         self.nak_next = Time(next.min(retry));
         let mut gaps = std::mem::take(&mut self.gaps_scratch);
         self.streams[s].gaps(NAK_RANGES_PER_FRAME_MAX, &mut gaps);
+        if let Some(limit) = &self.limit {
+            // Ending the view: only the cut matters.
+            let last = limit[s];
+            gaps.retain_mut(|(first, count)| {
+                *count = (*count).min((last + 1).saturating_sub(*first));
+                *count > 0
+            });
+        }
+        let target = self.nak_target[s];
         let result = if gaps.is_empty() {
             None
         } else {
@@ -1761,7 +2059,7 @@ impl Member {
                     }
                 }
                 Transmit {
-                    dest: Dest::Member(s as u16),
+                    dest: Dest::Member(target),
                     len: p.finish(),
                 }
             })

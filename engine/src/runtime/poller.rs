@@ -230,7 +230,7 @@ impl GroupSlot {
                         payload.clear();
                         let _ = self.recycle.try_send(payload);
                     }
-                    Err(MemberSendError::WouldBlock) => {
+                    Err(MemberSendError::WouldBlock | MemberSendError::ViewEnding) => {
                         if !retry {
                             self.counters.window_stalls.fetch_add(1, Ordering::Relaxed);
                         }

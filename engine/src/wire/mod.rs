@@ -81,8 +81,11 @@ pub const CONTROL_DECISION: u16 = 3;
 pub enum FrameKind {
     /// Records of the sender's stream (or none: a status frame), optional ack vector.
     Data = 1,
-    /// Requests for retransmission: [`SeqRange`]s of the receiver's stream.
+    /// Requests for retransmission: [`SeqRange`]s of the named streams.
     Nak = 2,
+    /// A membership message (view changes, joins, state transfer): an opaque body that the
+    /// membership layer decodes (`crate::membership::control`).
+    Membership = 3,
 }
 
 impl FrameKind {
@@ -90,6 +93,7 @@ impl FrameKind {
         match v {
             1 => Some(FrameKind::Data),
             2 => Some(FrameKind::Nak),
+            3 => Some(FrameKind::Membership),
             _ => None,
         }
     }
@@ -311,8 +315,18 @@ impl<'a> Frame<'a> {
                     });
                 }
             }
+            FrameKind::Membership => {
+                if ack_count != 0 || frame.report.is_some() || header.record_count() != 0 {
+                    return Err(WireError::UnexpectedBody);
+                }
+            }
         }
         Ok(frame)
+    }
+
+    /// The body after the header, vector and report (a membership frame's message).
+    pub fn body(&self) -> &'a [u8] {
+        self.body
     }
 
     pub fn kind(&self) -> FrameKind {

@@ -1,0 +1,1633 @@
+//! Membership: a virtually synchronous group member over a sequence of views.
+//!
+//! An [`Endpoint`] is one process's membership in one group, sans-IO like the [`Member`] it
+//! drives (one `Member` per view: streams, ordering and stability are per view). It adds
+//! failure detection, view changes with flush, leader take-over, the primary-component rule,
+//! joins with state transfer and graceful leaves. Inputs: datagrams, time, application sends
+//! and calls (`leave`, `provide_snapshot`); outputs: datagrams ([`Endpoint::poll_transmit`]),
+//! deliveries, [`GroupEvent`]s and the next deadline.
+//!
+//! # Failure detection
+//! Every member sends a status frame at least every `heartbeat_ns` (the `Member` does); a
+//! member not heard from for [`EndpointConfig::suspect_timeout_ns`] is *suspected*. A
+//! suspicion is final: the member is excluded at the next view change and never readmitted
+//! under the same id (it comes back as a new incarnation, `id#2`, with state transfer). The
+//! *leader* is the lowest rank (oldest member) a member does not suspect; suspicions, leave
+//! requests and join requests go to it, repeated until a view change covers them.
+//!
+//! # View change (the flush)
+//! 1. The leader proposes (ballot, who stays, who joins) to every member it does not suspect.
+//! 2. A member accepting a ballot at least as high as any it accepted *stops* its stream
+//!    (`Member::stop`: nothing new is sent in this view; application sends are held in a
+//!    bounded queue and go out in the next view, whose sequence numbers they carry) and
+//!    reports, per sender stream, what it holds contiguously, whether it has application
+//!    state, and any cut it already fetched under an earlier ballot.
+//! 3. With every report the leader decides the cut: the cut fetched under the highest
+//!    earlier ballot if any report names one (a new leader *finishes* a change its
+//!    predecessor may have committed somewhere), else per stream the most any member holds;
+//!    and per stream a member holding it through the cut.
+//! 4. Members NAK what they miss of the cut to those holders (receivers keep every record
+//!    until it is stable, so a holder exists for every gap, see `protocol` "Ending a view")
+//!    and report when they hold it all.
+//! 5. With every member holding the cut the leader commits; each member delivers exactly the
+//!    cut by the final rules (`Member::finish`) — orphans of failed senders beyond it are
+//!    discarded — and installs the next view (id + 1, the kept members in rank order, then
+//!    the joiners). Members that missed the commit repeat their "fetched" message to every
+//!    member; whoever committed answers with the commit.
+//!
+//! A change in progress restarts under a higher ballot when the leader suspects a member it
+//! waits for (or waited [`EndpointConfig::change_timeout_ns`] for it); if the leader fails,
+//! the next oldest member becomes leader, and because members accept only rising ballots and
+//! report the cut they fetched, it commits the same cut if anyone may have committed it
+//! (the Paxos rule: any two majorities of the old view intersect).
+//!
+//! # Primary component
+//! A view change needs a strict majority of the ending view alive and staying: a member that
+//! suspects half or more of its view *blocks* ([`GroupEvent::Blocked`], a `block` trace
+//! event), delivers and sends nothing more under its id, and after
+//! [`EndpointConfig::rejoin_delay_ns`] asks to join again as a new incarnation (seeds: the
+//! members of its last view), to be admitted with state transfer once the partition heals.
+//! With two members, losing one therefore blocks the survivor.
+//!
+//! # Joins and state transfer
+//! A joiner sends `Join` to its seeds until admitted; members forward it to their leader,
+//! which admits up to [`control::JOINERS_PER_CHANGE_MAX`] joiners per change. At the start
+//! of the next view the lowest-ranked member with state asks its application for a snapshot
+//! ([`GroupEvent::Snapshot`] → [`Endpoint::provide_snapshot`]; no delivery of the new view
+//! happens before it) and streams it with the view's header to every member that lacks state
+//! (module `state`). The joiner acknowledges and holds back the new view's messages
+//! meanwhile, restores ([`GroupEvent::Restore`]) and only then installs the view (its first
+//! `view` trace event) and delivers. If the sender fails mid-transfer, the joiner reports
+//! "no state" in the next change and gets the next view's snapshot instead.
+//!
+//! # What it trusts
+//! Membership messages are decoded with every length checked; a message about another view,
+//! from a rank that does not match its id, or with an impossible field is counted and
+//! dropped. Members trust each other's honesty (authentication is a later issue).
+//!
+//! # Known limits
+//! * A joiner holds back the new view's messages in its bounded logs while its state
+//!   arrives: senders can run one log length ahead of it, then their windows wait for it.
+//! * Messages held during a change are bounded by the send window; payloads held across a
+//!   change are limited to what a view of [`MEMBERS_MAX`] members accepts.
+
+pub mod control;
+pub mod state;
+
+use crate::protocol::{
+    self, Delivery, Event, Member, MemberConfig, SendError, Seq, Time, MEMBERS_MAX,
+};
+use crate::trace::TraceEvent;
+use crate::wire::{Frame, FrameKind};
+use crate::Order;
+use control::{Cut, Envelope, Msg, Proposal, JOINERS_PER_CHANGE_MAX, RANK_NONE};
+use state::{StateHeader, StateIn, StateOut};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Most membership messages queued for sending (they are repeated until answered, so one
+/// dropped for lack of room is sent again).
+pub const OUTBOX_MESSAGES_MAX: usize = 256;
+/// Most join requests a leader keeps.
+pub const JOIN_REQUESTS_MAX: usize = 64;
+/// Most events queued for the application.
+pub const EVENTS_MAX: usize = 64;
+
+/// Configuration of one process's membership in one group.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    pub group_name: String,
+    pub group: u32,
+    /// This process's member id without incarnation (`host:port`, or a test name). Later
+    /// incarnations are `id#2`, `id#3`, …
+    pub id: String,
+    /// Tuning of each view's [`Member`] (its view, members, rank and sequence bases are
+    /// filled in per view; the status interval is scaled to the view's size).
+    pub member: MemberConfig,
+    /// A member not heard from for this long is suspected.
+    pub suspect_timeout_ns: u64,
+    /// Spacing of repeated membership messages (proposals, reports, joins, …).
+    pub control_retry_ns: u64,
+    /// A leader suspects a member that did not answer a phase of a view change in this time.
+    pub change_timeout_ns: u64,
+    /// A blocked member asks to rejoin after this long.
+    pub rejoin_delay_ns: u64,
+    /// State transfer: bytes per chunk, bytes in flight, largest state accepted.
+    pub state_chunk_bytes: usize,
+    pub state_window_bytes: u64,
+    pub state_bytes_max: u64,
+    /// Record trace events.
+    pub trace: bool,
+}
+
+impl EndpointConfig {
+    /// Defaults for a LAN: heartbeats every 100 ms (the member's), suspicion after 1 s.
+    pub fn new(group_name: &str, group: u32, id: &str) -> Self {
+        let member = MemberConfig::new(group_name, group, 1, vec![id.to_owned()], 0);
+        EndpointConfig {
+            group_name: group_name.to_owned(),
+            group,
+            id: id.to_owned(),
+            suspect_timeout_ns: 10 * member.heartbeat_ns,
+            control_retry_ns: member.heartbeat_ns / 2,
+            change_timeout_ns: 20 * member.heartbeat_ns,
+            rejoin_delay_ns: 10 * member.heartbeat_ns,
+            state_chunk_bytes: 1200,
+            state_window_bytes: 256 << 10,
+            state_bytes_max: 1 << 30,
+            trace: false,
+            member,
+        }
+    }
+
+    /// Sets the heartbeat and scales the failure detector and retries with it.
+    pub fn with_heartbeat_ns(mut self, heartbeat_ns: u64) -> Self {
+        self.member.heartbeat_ns = heartbeat_ns;
+        self.suspect_timeout_ns = 10 * heartbeat_ns;
+        self.control_retry_ns = heartbeat_ns / 2;
+        self.change_timeout_ns = 20 * heartbeat_ns;
+        self.rejoin_delay_ns = 10 * heartbeat_ns;
+        self
+    }
+}
+
+/// Where a datagram goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dest<'a> {
+    /// Every other member of the current view ([`Endpoint::view_members`]).
+    View,
+    /// One process, by member id (its address is the id without `#incarnation`).
+    Node(&'a str),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit<'a> {
+    pub dest: Dest<'a>,
+    pub len: usize,
+}
+
+/// A view as the application sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewInfo {
+    pub id: u64,
+    pub members: Vec<String>,
+    pub rank: u16,
+}
+
+/// What the application must hear about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupEvent {
+    /// A view is installed: deliveries and sends from here on are in it.
+    View(ViewInfo),
+    /// Call [`Endpoint::provide_snapshot`] with the application state now (every delivery of
+    /// the ending view was handed out; none of the new view will be before the call).
+    Snapshot,
+    /// Load this state (the group's state at the start of the view announced next).
+    Restore(Vec<u8>),
+    /// This member is in a minority (or was excluded): it stopped; it will ask to rejoin as
+    /// a new member, with state transfer.
+    Blocked,
+    /// The leave completed: this member's messages were delivered in its last view.
+    Left,
+    /// The send window has room again after a `WouldBlock`.
+    SendWindowOpen,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GroupSendError {
+    #[error("send window full: retry after GroupEvent::SendWindowOpen")]
+    WouldBlock,
+    #[error("payload of {len} B exceeds the maximum of {max} B")]
+    TooLarge { len: usize, max: usize },
+    #[error("not a member of an installed view yet (joining or blocked)")]
+    NotInstalled,
+    #[error("leaving or left the group")]
+    Leaving,
+}
+
+/// Counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    pub views_installed: u64,
+    pub changes_led: u64,
+    pub suspicions: u64,
+    pub blocks: u64,
+    pub control_received: u64,
+    pub control_sent: u64,
+    /// Malformed or unexpected membership messages.
+    pub control_dropped: u64,
+    pub outbox_full: u64,
+    pub state_bytes_sent: u64,
+    pub state_bytes_received: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Asking seeds for admission.
+    Joining,
+    /// In a view (installed, or a member still waiting for its state).
+    InView,
+    /// Stopped in a minority; rejoining after the delay.
+    Blocked,
+    Left,
+}
+
+/// A view change as a member takes part in it.
+#[derive(Debug)]
+struct Taking {
+    /// The ballot accepted and its leader's rank.
+    ballot: u64,
+    leader: u16,
+    cut: Option<Cut>,
+    /// The cut was fetched and reported.
+    fetched: bool,
+    next_send: Time,
+}
+
+#[derive(Clone, Debug)]
+struct Report {
+    held: Vec<u64>,
+    installed: bool,
+    accepted: Option<Cut>,
+}
+
+/// A view change as its leader runs it.
+#[derive(Debug)]
+struct Leading {
+    proposal: Proposal,
+    /// Ranks asked to take part (alive, including leavers).
+    asked: u64,
+    reports: Vec<Option<Report>>,
+    cut: Option<Cut>,
+    fetched: u64,
+    stage_started: Time,
+    next_send: Time,
+}
+
+/// One process's membership in one group.
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    me: String,
+    incarnation: u32,
+    seeds: Vec<String>,
+    now: Time,
+    phase: Phase,
+    view: u64,
+    members: Vec<String>,
+    rank: u16,
+    member: Option<Member>,
+    /// The application has state for this view: deliveries and sends happen.
+    installed: bool,
+    /// The `view` trace event of a member waiting for its state (recorded at restore).
+    pending_view_trace: Vec<TraceEvent>,
+    suspected: Vec<bool>,
+    leaving: bool,
+    next_notice: Time,
+    promised: u64,
+    accepted: Option<Cut>,
+    taking: Option<Taking>,
+    leading: Option<Leading>,
+    /// The commit this member is delivering (the view ends when the member finished).
+    committing: Option<Cut>,
+    join_requests: Vec<String>,
+    leave_requests: u64,
+    last_commit: Option<(u64, Cut)>,
+    next_join: Time,
+    held: VecDeque<(Order, bool, Vec<u8>)>,
+    held_blocked: bool,
+    /// The sequence number of the last message accepted from the application.
+    last_seq: u64,
+    state_out: Vec<StateOut>,
+    state_turn: bool,
+    snapshot_for: u64,
+    state_in: Option<StateIn>,
+    restore_ready: Option<(Vec<u8>, ViewInfo)>,
+    outbox: VecDeque<(String, Envelope)>,
+    tx_dest: String,
+    events: VecDeque<GroupEvent>,
+    trace: Vec<TraceEvent>,
+    stats: EndpointStats,
+}
+
+/// The process part of a member id (`host:port` of `host:port#3`).
+pub fn node_of(id: &str) -> &str {
+    id.split('#').next().unwrap_or(id)
+}
+
+fn bit(r: usize) -> u64 {
+    1u64 << r
+}
+
+impl Endpoint {
+    /// A founding member of view 1 with `members` (all founders start alike).
+    pub fn founder(cfg: EndpointConfig, members: Vec<String>, now: Time) -> Endpoint {
+        let rank = members
+            .iter()
+            .position(|m| *m == cfg.id)
+            .expect("the founder is in the founding member list") as u16;
+        let mut ep = Endpoint::blank(cfg, now);
+        ep.seeds = members.clone();
+        let n = members.len();
+        ep.enter_view(1, members, rank, vec![0; n], true);
+        ep
+    }
+
+    /// A process asking `seeds` (member ids or plain addresses) for admission.
+    pub fn joiner(cfg: EndpointConfig, seeds: Vec<String>, now: Time) -> Endpoint {
+        let mut ep = Endpoint::blank(cfg, now);
+        ep.seeds = seeds;
+        ep.phase = Phase::Joining;
+        ep.next_join = now;
+        ep
+    }
+
+    fn blank(cfg: EndpointConfig, now: Time) -> Endpoint {
+        assert!(cfg.id.len() <= control::MEMBER_ID_BYTES_MAX && !cfg.id.contains('#'));
+        Endpoint {
+            me: cfg.id.clone(),
+            incarnation: 1,
+            seeds: Vec::new(),
+            now,
+            phase: Phase::Joining,
+            view: 0,
+            members: Vec::new(),
+            rank: 0,
+            member: None,
+            installed: false,
+            pending_view_trace: Vec::new(),
+            suspected: Vec::new(),
+            leaving: false,
+            next_notice: now,
+            promised: 0,
+            accepted: None,
+            taking: None,
+            leading: None,
+            committing: None,
+            join_requests: Vec::new(),
+            leave_requests: 0,
+            last_commit: None,
+            next_join: now,
+            held: VecDeque::new(),
+            held_blocked: false,
+            last_seq: 0,
+            state_out: Vec::new(),
+            state_turn: false,
+            snapshot_for: 0,
+            state_in: None,
+            restore_ready: None,
+            outbox: VecDeque::new(),
+            tx_dest: String::new(),
+            events: VecDeque::new(),
+            trace: Vec::new(),
+            stats: EndpointStats::default(),
+            cfg,
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Accessors
+
+    /// This process's current member id (with its incarnation after a rejoin).
+    pub fn id(&self) -> &str {
+        &self.me
+    }
+
+    /// The current view's id (0 before the first).
+    pub fn view_id(&self) -> u64 {
+        self.view
+    }
+
+    /// The current view's members, by rank.
+    pub fn view_members(&self) -> &[String] {
+        &self.members
+    }
+
+    pub fn rank(&self) -> u16 {
+        self.rank
+    }
+
+    /// Whether the application has state for the current view (deliveries and sends flow).
+    pub fn is_installed(&self) -> bool {
+        self.installed && self.phase == Phase::InView
+    }
+
+    pub fn is_blocked(&self) -> bool {
+        self.phase == Phase::Blocked
+    }
+
+    pub fn has_left(&self) -> bool {
+        self.phase == Phase::Left
+    }
+
+    /// Whether a view change is under way here.
+    pub fn is_changing(&self) -> bool {
+        self.taking.is_some() || self.committing.is_some() || self.leading.is_some()
+    }
+
+    pub fn member(&self) -> Option<&Member> {
+        self.member.as_ref()
+    }
+
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// Largest payload [`Endpoint::send`] accepts now.
+    pub fn payload_bytes_max(&self) -> usize {
+        match &self.member {
+            Some(m) if self.held.is_empty() && !m.is_stopped() => m.config().payload_bytes_max(),
+            _ => self.held_payload_bytes_max(),
+        }
+    }
+
+    /// Largest payload that fits any view (held messages go out in a view not known yet).
+    fn held_payload_bytes_max(&self) -> usize {
+        let mut mc = self.cfg.member.clone();
+        mc.members = vec![String::new(); MEMBERS_MAX];
+        mc.payload_bytes_max()
+    }
+
+    /// Whether nothing is in flight here: installed, no change, the member settled.
+    pub fn is_settled(&self) -> bool {
+        self.is_installed()
+            && !self.is_changing()
+            && self.held.is_empty()
+            && self.outbox.is_empty()
+            && self.state_out.is_empty()
+            && self.member.as_ref().is_some_and(Member::is_settled)
+    }
+
+    /// Takes the trace events recorded so far.
+    pub fn take_trace(&mut self) -> Vec<TraceEvent> {
+        self.collect_member_trace();
+        std::mem::take(&mut self.trace)
+    }
+
+    fn collect_member_trace(&mut self) {
+        if let Some(m) = &mut self.member {
+            let t = m.take_trace();
+            if self.installed {
+                self.trace.extend(t);
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Application calls
+
+    /// Multicasts `payload` in the current view, or holds it for the next one while a view
+    /// change is under way (its sequence number is the one it will carry).
+    pub fn send(
+        &mut self,
+        now: Time,
+        order: Order,
+        safe: bool,
+        payload: &[u8],
+    ) -> Result<Seq, GroupSendError> {
+        self.now = self.now.max(now);
+        if self.leaving || self.phase == Phase::Left {
+            return Err(GroupSendError::Leaving);
+        }
+        if !self.is_installed() {
+            return Err(GroupSendError::NotInstalled);
+        }
+        let member = self.member.as_mut().expect("installed with a member");
+        if !member.is_stopped() && self.held.is_empty() {
+            return match member.send(now, order, safe, payload) {
+                Ok(seq) => {
+                    self.last_seq = seq.0;
+                    Ok(seq)
+                }
+                Err(SendError::WouldBlock) => Err(GroupSendError::WouldBlock),
+                Err(SendError::TooLarge { len, max }) => Err(GroupSendError::TooLarge { len, max }),
+                Err(SendError::ViewEnding) => unreachable!("checked: not stopped"),
+            };
+        }
+        let max = self.held_payload_bytes_max();
+        if payload.len() > max {
+            return Err(GroupSendError::TooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        if self.held.len() >= self.cfg.member.window_messages_max {
+            self.held_blocked = true;
+            return Err(GroupSendError::WouldBlock);
+        }
+        self.last_seq += 1;
+        self.held.push_back((order, safe, payload.to_vec()));
+        Ok(Seq(self.last_seq))
+    }
+
+    /// Leaves the group gracefully: this member's messages are delivered in its last view,
+    /// then [`GroupEvent::Left`].
+    pub fn leave(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        match self.phase {
+            Phase::InView if self.members.len() > 1 => {
+                self.leaving = true;
+                self.next_notice = self.now;
+            }
+            Phase::Left => {}
+            _ => self.become_left(),
+        }
+    }
+
+    /// The application's state for the members that need it (answer to
+    /// [`GroupEvent::Snapshot`]).
+    pub fn provide_snapshot(&mut self, snapshot: &[u8]) {
+        if self.snapshot_for == 0 {
+            return;
+        }
+        let Some(member) = &self.member else { return };
+        let header = StateHeader {
+            view: self.view,
+            members: self.members.clone(),
+            app_seq_base: member
+                .config()
+                .app_seq_base
+                .clone()
+                .into_iter()
+                .chain(std::iter::repeat(0))
+                .take(self.members.len())
+                .collect(),
+        };
+        let data = Arc::new(state::encode_stream(&header, snapshot));
+        for r in 0..self.members.len() {
+            if self.snapshot_for & bit(r) != 0 {
+                self.state_out.push(StateOut {
+                    to: self.members[r].clone(),
+                    data: data.clone(),
+                    acked: 0,
+                    next: 0,
+                    retry_at: self.now.plus_nanos(self.cfg.change_timeout_ns / 4),
+                });
+            }
+        }
+        self.snapshot_for = 0;
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Inputs
+
+    /// Processes one datagram.
+    pub fn handle_datagram(&mut self, now: Time, bytes: &[u8]) {
+        self.now = self.now.max(now);
+        let Ok(frame) = Frame::parse(bytes) else {
+            if let Some(m) = &mut self.member {
+                m.handle_datagram(now, bytes); // counted there
+            }
+            return;
+        };
+        if frame.header.group() != self.cfg.group {
+            if let Some(m) = &mut self.member {
+                m.handle_datagram(now, bytes);
+            }
+            return;
+        }
+        if frame.kind() == FrameKind::Membership {
+            self.stats.control_received += 1;
+            match control::decode(frame.header, frame.body()) {
+                Ok(env) => self.on_control(env),
+                Err(_) => self.stats.control_dropped += 1,
+            }
+            self.advance();
+            return;
+        }
+        if let Some(m) = &mut self.member {
+            m.handle_datagram(now, bytes);
+        }
+        self.advance();
+    }
+
+    /// Updates the clock: suspicions, repeats and timeouts happen here.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        if let Some(m) = &mut self.member {
+            m.handle_timeout(now);
+        }
+        self.advance();
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Outputs
+
+    /// The next message to deliver. In a view change the ending view's last messages come
+    /// first; nothing is delivered before the state is restored or while a snapshot is due.
+    pub fn poll_deliver(&mut self) -> Option<Delivery<'_>> {
+        if !self.is_installed() || self.snapshot_for != 0 || self.restore_ready.is_some() {
+            return None;
+        }
+        self.member.as_mut()?.poll_deliver()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<GroupEvent> {
+        self.advance();
+        if let Some(ev) = self.events.pop_front() {
+            if let GroupEvent::Restore(_) = ev {
+                // The application restores now; the view it restored into follows.
+                if let Some((_, info)) = self.restore_ready.take() {
+                    self.install_restored();
+                    self.push_event(GroupEvent::View(info));
+                }
+            }
+            return Some(ev);
+        }
+        if self.installed {
+            if let Some(m) = &mut self.member {
+                if let Some(Event::SendWindowOpen) = m.poll_event() {
+                    return Some(GroupEvent::SendWindowOpen);
+                }
+            }
+        }
+        None
+    }
+
+    /// The next datagram to send, written into `buf`.
+    pub fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit<'_>> {
+        self.now = self.now.max(now);
+        self.advance();
+        if let Some((to, env)) = self.outbox.pop_front() {
+            match control::encode(&env, buf) {
+                Ok(len) => {
+                    self.stats.control_sent += 1;
+                    self.tx_dest = to;
+                    return Some(Transmit {
+                        dest: Dest::Node(&self.tx_dest),
+                        len,
+                    });
+                }
+                Err(_) => {
+                    debug_assert!(false, "membership message does not fit: {env:?}");
+                    self.stats.control_dropped += 1;
+                    return self.poll_transmit(now, buf);
+                }
+            }
+        }
+        // State chunks and the data path take turns.
+        self.state_turn = !self.state_turn;
+        if self.state_turn {
+            if let Some(len) = self.transmit_state(buf) {
+                return Some(Transmit {
+                    dest: Dest::Node(&self.tx_dest),
+                    len,
+                });
+            }
+        }
+        if let Some(m) = &mut self.member {
+            if let Some(t) = m.poll_transmit(now, buf) {
+                let dest = match t.dest {
+                    protocol::Dest::Group => Dest::View,
+                    protocol::Dest::Member(r) => Dest::Node(&self.members[r as usize]),
+                };
+                return Some(Transmit { dest, len: t.len });
+            }
+        }
+        if !self.state_turn {
+            if let Some(len) = self.transmit_state(buf) {
+                return Some(Transmit {
+                    dest: Dest::Node(&self.tx_dest),
+                    len,
+                });
+            }
+        }
+        None
+    }
+
+    /// Writes the next state chunk due into `buf` (destination in `tx_dest`).
+    fn transmit_state(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let chunk_bytes = self.cfg.state_chunk_bytes;
+        let window = self.cfg.state_window_bytes;
+        for i in 0..self.state_out.len() {
+            let out = &self.state_out[i];
+            let Some((offset, chunk)) = out.next_chunk(chunk_bytes, window) else {
+                continue;
+            };
+            let env = Envelope {
+                group: self.cfg.group,
+                view: self.view,
+                from_rank: self.rank,
+                from: self.me.clone(),
+                msg: Msg::State {
+                    offset,
+                    total: out.total(),
+                    chunk: chunk.to_vec(),
+                },
+            };
+            let len = chunk.len() as u64;
+            let Ok(n) = control::encode(&env, buf) else {
+                debug_assert!(false, "state chunk does not fit the datagram");
+                return None;
+            };
+            let out = &mut self.state_out[i];
+            out.next = offset + len;
+            self.stats.state_bytes_sent += len;
+            self.tx_dest = out.to.clone();
+            return Some(n);
+        }
+        None
+    }
+
+    /// The next deadline at which [`Endpoint::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let mut t = self
+            .member
+            .as_ref()
+            .and_then(Member::poll_timeout)
+            .unwrap_or(Time(u64::MAX));
+        let retry = self.now.plus_nanos(self.cfg.control_retry_ns);
+        match self.phase {
+            Phase::Joining | Phase::Blocked => t = t.min(self.next_join),
+            Phase::Left => return None,
+            Phase::InView => {
+                if let Some(m) = &self.member {
+                    for r in 0..self.members.len() {
+                        if r != self.rank as usize && !self.suspected[r] {
+                            t = t.min(
+                                m.last_heard(r as u16)
+                                    .plus_nanos(self.cfg.suspect_timeout_ns + 1),
+                            );
+                        }
+                    }
+                }
+                if self.is_changing()
+                    || self.leaving
+                    || self.suspected.iter().any(|&s| s)
+                    || !self.join_requests.is_empty()
+                    || self.leave_requests != 0
+                    || !self.state_out.is_empty()
+                    || !self.held.is_empty()
+                {
+                    t = t.min(retry);
+                }
+            }
+        }
+        Some(t)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // The state machine
+
+    fn push_event(&mut self, ev: GroupEvent) {
+        if self.events.len() < EVENTS_MAX {
+            self.events.push_back(ev);
+        }
+    }
+
+    fn send_to(&mut self, to: &str, msg: Msg) {
+        if self.outbox.len() >= OUTBOX_MESSAGES_MAX {
+            self.stats.outbox_full += 1;
+            return;
+        }
+        let from_rank = if self.phase == Phase::InView {
+            self.rank
+        } else {
+            RANK_NONE
+        };
+        let env = Envelope {
+            group: self.cfg.group,
+            view: self.view,
+            from_rank,
+            from: self.me.clone(),
+            msg,
+        };
+        self.outbox.push_back((to.to_owned(), env));
+    }
+
+    fn send_to_rank(&mut self, r: usize, msg: Msg) {
+        let to = self.members[r].clone();
+        self.send_to(&to, msg);
+    }
+
+    /// The lowest rank not suspected.
+    fn leader(&self) -> usize {
+        (0..self.members.len())
+            .find(|&r| !self.suspected[r])
+            .unwrap_or(self.rank as usize)
+    }
+
+    /// Everything time or new input makes due.
+    fn advance(&mut self) {
+        match self.phase {
+            Phase::Left => {}
+            Phase::Joining | Phase::Blocked => {
+                if self.now >= self.next_join {
+                    if self.phase == Phase::Blocked {
+                        self.phase = Phase::Joining;
+                    }
+                    self.next_join = self.now.plus_nanos(self.cfg.control_retry_ns.max(1));
+                    let me = node_of(&self.me).to_owned();
+                    let seeds = self.seeds.clone();
+                    for s in seeds.iter().filter(|s| node_of(s) != me) {
+                        self.send_to(s, Msg::Join);
+                    }
+                }
+            }
+            Phase::InView => self.advance_in_view(),
+        }
+    }
+
+    fn advance_in_view(&mut self) {
+        let n = self.members.len();
+        let me = self.rank as usize;
+        let (now, retry) = (self.now, self.cfg.change_timeout_ns / 4);
+        for out in &mut self.state_out {
+            out.on_timer(now, retry);
+        }
+        // Failure detection.
+        if let Some(m) = &self.member {
+            for r in 0..n {
+                if r != me
+                    && !self.suspected[r]
+                    && self.now.as_nanos()
+                        > m.last_heard(r as u16).as_nanos() + self.cfg.suspect_timeout_ns
+                {
+                    self.suspected[r] = true;
+                    self.stats.suspicions += 1;
+                    self.next_notice = self.now;
+                }
+            }
+        }
+        let alive = self.suspected.iter().filter(|&&s| !s).count();
+        if alive * 2 <= n && self.committing.is_none() {
+            self.block();
+            return;
+        }
+        // Finishing a committed view: install the next once the cut is delivered.
+        if let Some(c) = &self.committing {
+            let m = self.member.as_mut().expect("member while committing");
+            if !m.holds_cut() {
+                // Still fetching (the commit came before our cut was complete).
+                self.repeat_fetched();
+                return;
+            }
+            let finished = if self.installed {
+                if self.snapshot_for != 0 {
+                    false
+                } else {
+                    if !m.is_finishing() {
+                        m.finish();
+                    }
+                    m.is_finished()
+                }
+            } else {
+                true // no state: nothing to deliver
+            };
+            if finished {
+                let c = c.clone();
+                self.install_next(c);
+            }
+            return;
+        }
+        let leader = self.leader();
+        if leader == me {
+            self.lead();
+        } else if self.now >= self.next_notice {
+            let suspects: u64 = (0..n).filter(|&r| self.suspected[r]).map(bit).sum();
+            let covered = self.taking.is_some();
+            if suspects != 0 && !covered {
+                self.send_to_rank(leader, Msg::Suspect { ranks: suspects });
+            }
+            if self.leaving && !covered {
+                self.send_to_rank(leader, Msg::Leave);
+            }
+            self.next_notice = self.now.plus_nanos(self.cfg.control_retry_ns);
+        }
+        self.take_part();
+        self.flush_held();
+    }
+
+    /// A member's part in a change: report once stopped, report "fetched" once the cut is held.
+    fn take_part(&mut self) {
+        let Some(t) = &self.taking else { return };
+        if self.now < t.next_send {
+            return;
+        }
+        let leader = t.leader as usize;
+        let ballot = t.ballot;
+        let m = self.member.as_ref().expect("member");
+        if let Some(cut) = &t.cut {
+            if m.holds_cut() {
+                let cut = cut.clone();
+                let t = self.taking.as_mut().expect("taking");
+                let repeat = t.fetched;
+                t.fetched = true;
+                t.next_send = self.now.plus_nanos(self.cfg.control_retry_ns);
+                self.accepted = Some(cut);
+                if leader == self.rank as usize {
+                    self.on_fetched(leader, ballot);
+                } else if repeat {
+                    // The commit may have been lost, and its leader may be gone: whoever
+                    // committed answers.
+                    for r in 0..self.members.len() {
+                        if r != self.rank as usize && !self.suspected[r] {
+                            self.send_to_rank(r, Msg::Fetched { ballot });
+                        }
+                    }
+                } else {
+                    self.send_to_rank(leader, Msg::Fetched { ballot });
+                }
+            }
+            return;
+        }
+        if !m.ready_to_report() {
+            return;
+        }
+        let report = Report {
+            held: m.held_through(),
+            installed: self.installed,
+            accepted: self.accepted.clone(),
+        };
+        self.taking.as_mut().expect("taking").next_send =
+            self.now.plus_nanos(self.cfg.control_retry_ns);
+        if leader == self.rank as usize {
+            self.on_report(leader, ballot, report);
+        } else {
+            self.send_to_rank(
+                leader,
+                Msg::Report {
+                    ballot,
+                    held: report.held,
+                    installed: report.installed,
+                    accepted: report.accepted,
+                },
+            );
+        }
+    }
+
+    /// Members that did not see the commit ask every member for it.
+    fn repeat_fetched(&mut self) {
+        if self.now < self.next_notice {
+            return;
+        }
+        self.next_notice = self.now.plus_nanos(self.cfg.control_retry_ns);
+        let Some(c) = &self.committing else { return };
+        let ballot = c.proposal.ballot;
+        for r in 0..self.members.len() {
+            if r != self.rank as usize && !self.suspected[r] {
+                self.send_to_rank(r, Msg::Fetched { ballot });
+            }
+        }
+    }
+
+    /// The leader's work: start a change when one is needed, drive the one under way.
+    fn lead(&mut self) {
+        let n = self.members.len();
+        let me = self.rank as usize;
+        if let Some(l) = &self.leading {
+            let waiting_for = match &l.cut {
+                None => (0..n)
+                    .filter(|&r| l.asked & bit(r) != 0 && l.reports[r].is_none())
+                    .map(bit)
+                    .sum::<u64>(),
+                Some(_) => l.asked & !l.fetched,
+            };
+            let suspect_asked = (0..n).any(|r| l.asked & bit(r) != 0 && self.suspected[r]);
+            if self.now.as_nanos() > l.stage_started.as_nanos() + self.cfg.change_timeout_ns {
+                // Those we waited for too long are suspected.
+                for r in 0..n {
+                    if waiting_for & bit(r) != 0 && r != me && !self.suspected[r] {
+                        self.suspected[r] = true;
+                        self.stats.suspicions += 1;
+                    }
+                }
+                self.start_change();
+                return;
+            }
+            if suspect_asked {
+                self.start_change();
+                return;
+            }
+            if self.now >= l.next_send {
+                let msg = match &l.cut {
+                    None => Msg::Propose(l.proposal.clone()),
+                    Some(c) => Msg::Cut(c.clone()),
+                };
+                self.leading.as_mut().expect("leading").next_send =
+                    self.now.plus_nanos(self.cfg.control_retry_ns);
+                for r in 0..n {
+                    if r != me && waiting_for & bit(r) != 0 {
+                        self.send_to_rank(r, msg.clone());
+                    }
+                }
+            }
+            return;
+        }
+        let needed = self.suspected.iter().any(|&s| s)
+            || self.leave_requests != 0
+            || self.leaving
+            || !self.join_requests.is_empty();
+        if needed {
+            self.start_change();
+        }
+    }
+
+    /// Leader: proposes a new ballot for the next view.
+    fn start_change(&mut self) {
+        let n = self.members.len();
+        let me = self.rank as usize;
+        let alive: Vec<usize> = (0..n).filter(|&r| !self.suspected[r]).collect();
+        if alive.len() * 2 <= n {
+            self.block();
+            return;
+        }
+        // Leavers go as long as a majority of the view stays.
+        let mut keep: u64 = alive.iter().map(|&r| bit(r)).sum();
+        let mut leaves = self.leave_requests;
+        if self.leaving {
+            leaves |= bit(me);
+        }
+        for r in 0..n {
+            if leaves & bit(r) != 0
+                && keep & bit(r) != 0
+                && (keep.count_ones() as usize - 1) * 2 > n
+            {
+                keep &= !bit(r);
+            }
+        }
+        let room = MEMBERS_MAX - keep.count_ones() as usize;
+        let joiners: Vec<String> = self
+            .join_requests
+            .iter()
+            .filter(|j| !self.members.contains(j))
+            .take(JOINERS_PER_CHANGE_MAX.min(room))
+            .cloned()
+            .collect();
+        if keep == (0..n).map(bit).sum::<u64>() && joiners.is_empty() {
+            return; // nothing to change (requests were already covered)
+        }
+        let counter = (self.promised >> 16) + 1;
+        let ballot = (counter << 16) | me as u64;
+        let proposal = Proposal {
+            ballot,
+            keep,
+            joiners,
+        };
+        self.stats.changes_led += 1;
+        let asked: u64 = alive.iter().map(|&r| bit(r)).sum();
+        self.leading = Some(Leading {
+            proposal: proposal.clone(),
+            asked,
+            reports: vec![None; n],
+            cut: None,
+            fetched: 0,
+            stage_started: self.now,
+            next_send: self.now.plus_nanos(self.cfg.control_retry_ns),
+        });
+        for &r in &alive {
+            if r != me {
+                self.send_to_rank(r, Msg::Propose(proposal.clone()));
+            }
+        }
+        self.on_propose(me, proposal);
+    }
+
+    fn on_propose(&mut self, from: usize, p: Proposal) {
+        if p.ballot < self.promised || (p.ballot & 0xFFFF) as usize != from || self.suspected[from]
+        {
+            return;
+        }
+        if p.ballot == self.promised && self.taking.is_some() {
+            return; // a repeat
+        }
+        self.promised = p.ballot;
+        if let Some(m) = &mut self.member {
+            m.stop();
+        }
+        self.taking = Some(Taking {
+            ballot: p.ballot,
+            leader: from as u16,
+            cut: None,
+            fetched: false,
+            next_send: self.now,
+        });
+        self.take_part();
+    }
+
+    fn on_report(&mut self, from: usize, ballot: u64, report: Report) {
+        let n = self.members.len();
+        let Some(l) = &mut self.leading else { return };
+        if l.proposal.ballot != ballot || l.asked & bit(from) == 0 || l.cut.is_some() {
+            return;
+        }
+        if report.held.len() != n {
+            self.stats.control_dropped += 1;
+            return;
+        }
+        l.reports[from] = Some(report);
+        if (0..n).any(|r| l.asked & bit(r) != 0 && l.reports[r].is_none()) {
+            return;
+        }
+        // Every report is in: decide the cut.
+        let reports: Vec<(usize, &Report)> = (0..n)
+            .filter_map(|r| l.reports[r].as_ref().map(|rep| (r, rep)))
+            .collect();
+        let adopted = reports
+            .iter()
+            .filter_map(|(_, rep)| rep.accepted.as_ref())
+            .filter(|c| c.cut.len() == n)
+            .max_by_key(|c| c.proposal.ballot)
+            .cloned();
+        let (keep, joiners, cut) = match adopted {
+            Some(c) => (c.proposal.keep, c.proposal.joiners, c.cut),
+            None => {
+                let mut cut = vec![0u64; n];
+                for (_, rep) in &reports {
+                    for (c, &h) in cut.iter_mut().zip(&rep.held) {
+                        *c = (*c).max(h);
+                    }
+                }
+                (l.proposal.keep, l.proposal.joiners.clone(), cut)
+            }
+        };
+        let mut holders = vec![0u8; n];
+        for s in 0..n {
+            let holder = reports
+                .iter()
+                .find(|(r, rep)| *r == s && rep.held[s] >= cut[s])
+                .or_else(|| reports.iter().find(|(_, rep)| rep.held[s] >= cut[s]))
+                .map(|(r, _)| *r);
+            holders[s] = match holder {
+                Some(r) => r as u8,
+                None => {
+                    debug_assert!(false, "no holder for stream {s} through {}", cut[s]);
+                    s as u8
+                }
+            };
+        }
+        // Next view ranks: kept members in rank order, then joiners.
+        let mut need_state = 0u64;
+        let mut next_rank = 0;
+        for r in 0..n {
+            if keep & bit(r) != 0 {
+                let installed = l.reports[r].as_ref().is_none_or(|rep| rep.installed);
+                if !installed {
+                    need_state |= bit(next_rank);
+                }
+                next_rank += 1;
+            }
+        }
+        for _ in &joiners {
+            need_state |= bit(next_rank);
+            next_rank += 1;
+        }
+        let c = Cut {
+            proposal: Proposal {
+                ballot,
+                keep,
+                joiners,
+            },
+            cut,
+            holders,
+            need_state,
+        };
+        l.cut = Some(c.clone());
+        l.stage_started = self.now;
+        l.next_send = self.now.plus_nanos(self.cfg.control_retry_ns);
+        let asked = l.asked;
+        let me = self.rank as usize;
+        for r in 0..n {
+            if r != me && asked & bit(r) != 0 {
+                self.send_to_rank(r, Msg::Cut(c.clone()));
+            }
+        }
+        self.on_cut(me, c);
+    }
+
+    fn on_cut(&mut self, from: usize, c: Cut) {
+        let n = self.members.len();
+        if c.proposal.ballot < self.promised
+            || (c.proposal.ballot & 0xFFFF) as usize != from
+            || self.suspected[from]
+            || c.cut.len() != n
+            || c.holders.iter().any(|&h| h as usize >= n)
+        {
+            return;
+        }
+        if matches!(&self.taking, Some(t) if t.ballot == c.proposal.ballot && t.cut.is_some()) {
+            return; // a repeat
+        }
+        self.promised = c.proposal.ballot;
+        let m = self.member.as_mut().expect("member");
+        m.stop();
+        let holders: Vec<u16> = c.holders.iter().map(|&h| h as u16).collect();
+        m.set_cut(&c.cut, &holders);
+        self.taking = Some(Taking {
+            ballot: c.proposal.ballot,
+            leader: from as u16,
+            cut: Some(c),
+            fetched: false,
+            next_send: self.now,
+        });
+        self.take_part();
+    }
+
+    fn on_fetched(&mut self, from: usize, ballot: u64) {
+        let n = self.members.len();
+        let Some(l) = &mut self.leading else { return };
+        let Some(c) = &l.cut else { return };
+        if c.proposal.ballot != ballot {
+            return;
+        }
+        l.fetched |= bit(from);
+        if l.asked & !l.fetched != 0 {
+            return;
+        }
+        // Everyone holds the cut: commit.
+        let c = c.clone();
+        let asked = l.asked;
+        let me = self.rank as usize;
+        for r in 0..n {
+            if r != me && asked & bit(r) != 0 {
+                self.send_to_rank(r, Msg::Commit(c.clone()));
+            }
+        }
+        // Joiners learn of their admission from the state stream.
+        self.on_commit(c);
+    }
+
+    fn on_commit(&mut self, c: Cut) {
+        if self.committing.is_some() || c.cut.len() != self.members.len() {
+            return;
+        }
+        let m = self.member.as_mut().expect("member");
+        m.stop();
+        let holders: Vec<u16> = c.holders.iter().map(|&h| h as u16).collect();
+        if self.accepted.as_ref() != Some(&c) {
+            m.set_cut(&c.cut, &holders);
+        }
+        self.leading = None;
+        self.committing = Some(c);
+        self.next_notice = self.now;
+    }
+
+    /// The committed view's successor: created once the ending view's cut is delivered.
+    fn install_next(&mut self, c: Cut) {
+        let old = self.member.as_ref().expect("member");
+        let bases_old = old.app_seq_through();
+        self.collect_member_trace();
+        let mut members = Vec::new();
+        let mut bases = Vec::new();
+        for (r, (id, base)) in self.members.iter().zip(bases_old).enumerate() {
+            if c.proposal.keep & bit(r) != 0 {
+                members.push(id.clone());
+                bases.push(base);
+            }
+        }
+        for j in &c.proposal.joiners {
+            members.push(j.clone());
+            bases.push(0);
+        }
+        let view = self.view + 1;
+        self.last_commit = Some((self.view, c.clone()));
+        let Some(rank) = members.iter().position(|m| *m == self.me) else {
+            // Not in the next view: left, or excluded.
+            if self.leaving {
+                self.become_left();
+            } else {
+                self.block();
+            }
+            return;
+        };
+        // Who sends the state: the lowest rank with state.
+        let provider = (0..members.len()).find(|&r| c.need_state & bit(r) == 0);
+        let installed = self.installed;
+        self.enter_view(view, members, rank as u16, bases, installed);
+        if installed && provider == Some(rank) && c.need_state != 0 {
+            self.snapshot_for = c.need_state;
+            self.push_event(GroupEvent::Snapshot);
+        }
+    }
+
+    /// Starts view `view` with a fresh member.
+    fn enter_view(
+        &mut self,
+        view: u64,
+        members: Vec<String>,
+        rank: u16,
+        bases: Vec<u64>,
+        installed: bool,
+    ) {
+        let n = members.len();
+        let mut mc = MemberConfig::new(
+            &self.cfg.group_name,
+            self.cfg.group,
+            view,
+            members.clone(),
+            rank,
+        );
+        let t = &self.cfg.member;
+        mc.datagram_bytes_max = t.datagram_bytes_max;
+        mc.window_messages_max = t.window_messages_max;
+        mc.window_bytes_max = t.window_bytes_max;
+        mc.log_messages_max = t.log_messages_max;
+        mc.holdback_bytes_max = t.holdback_bytes_max;
+        mc.status_retry_ns = t.status_retry_ns;
+        mc.heartbeat_ns = t.heartbeat_ns;
+        mc.nak_delay_ns = t.nak_delay_ns;
+        mc.nak_retry_ns = t.nak_retry_ns;
+        mc.order_entries_per_record_max = t.order_entries_per_record_max;
+        mc.trace = self.cfg.trace;
+        mc.app_seq_base = bases;
+        let mut member = Member::new(mc, self.now);
+        if !installed {
+            self.pending_view_trace = member.take_trace();
+        }
+        self.member = Some(member);
+        self.phase = Phase::InView;
+        self.view = view;
+        self.members = members;
+        self.rank = rank;
+        self.installed = installed;
+        self.suspected = vec![false; n];
+        self.promised = 0;
+        self.accepted = None;
+        self.taking = None;
+        self.leading = None;
+        self.committing = None;
+        self.leave_requests = 0;
+        let members = &self.members;
+        self.join_requests.retain(|j| !members.contains(j));
+        self.state_out.clear();
+        self.snapshot_for = 0;
+        self.next_notice = self.now;
+        self.stats.views_installed += 1;
+        if installed {
+            self.push_event(GroupEvent::View(ViewInfo {
+                id: view,
+                members: self.members.clone(),
+                rank,
+            }));
+        }
+        self.flush_held();
+    }
+
+    /// Sends held messages into the current view's member while its window has room.
+    fn flush_held(&mut self) {
+        if !self.is_installed() || self.is_changing() {
+            return;
+        }
+        let Some(m) = &mut self.member else { return };
+        while let Some((order, safe, payload)) = self.held.front() {
+            match m.send(self.now, *order, *safe, payload) {
+                Ok(_) => {
+                    self.held.pop_front();
+                }
+                Err(_) => break,
+            }
+        }
+        if self.held_blocked && self.held.len() < self.cfg.member.window_messages_max {
+            self.held_blocked = false;
+            self.push_event(GroupEvent::SendWindowOpen);
+        }
+    }
+
+    fn block(&mut self) {
+        self.collect_member_trace();
+        if self.installed && self.cfg.trace {
+            self.trace.push(TraceEvent::Block {
+                node: self.me.clone(),
+                group: self.cfg.group_name.clone(),
+                view: self.view,
+            });
+        }
+        self.stats.blocks += 1;
+        self.push_event(GroupEvent::Blocked);
+        // Seeds for the rejoin: the view we were in.
+        let others: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| **m != self.me)
+            .cloned()
+            .collect();
+        if !others.is_empty() {
+            self.seeds = others;
+        }
+        self.member = None;
+        self.phase = Phase::Blocked;
+        self.installed = false;
+        self.held.clear();
+        self.taking = None;
+        self.leading = None;
+        self.committing = None;
+        self.state_out.clear();
+        self.state_in = None;
+        self.restore_ready = None;
+        self.view = 0;
+        self.members.clear();
+        self.suspected.clear();
+        self.incarnation += 1;
+        self.me = format!("{}#{}", self.cfg.id, self.incarnation);
+        self.next_join = self.now.plus_nanos(self.cfg.rejoin_delay_ns);
+    }
+
+    fn become_left(&mut self) {
+        self.collect_member_trace();
+        self.member = None;
+        self.phase = Phase::Left;
+        self.installed = false;
+        self.held.clear();
+        self.state_out.clear();
+        self.push_event(GroupEvent::Left);
+    }
+
+    /// A member without state received all of it: restore, then install.
+    fn install_restored(&mut self) {
+        self.installed = true;
+        let t = std::mem::take(&mut self.pending_view_trace);
+        self.trace.extend(t);
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Membership messages
+
+    fn on_control(&mut self, env: Envelope) {
+        // State transfer reaches joiners, who have no view yet.
+        if let Msg::State {
+            offset,
+            total,
+            chunk,
+        } = &env.msg
+        {
+            self.on_state(&env.from, env.view, *offset, *total, chunk);
+            return;
+        }
+        if let Msg::Join = env.msg {
+            self.on_join(env.from);
+            return;
+        }
+        if self.phase != Phase::InView || env.group != self.cfg.group {
+            self.stats.control_dropped += 1;
+            return;
+        }
+        // A straggler of the view we committed asks for the commit.
+        if let (Msg::Fetched { ballot }, Some((v, c))) = (&env.msg, &self.last_commit) {
+            if env.view == *v && *ballot == c.proposal.ballot && env.view + 1 == self.view {
+                let c = c.clone();
+                self.send_to(&env.from, Msg::Commit(c));
+                return;
+            }
+        }
+        let from = env.from_rank as usize;
+        if env.view != self.view
+            || from >= self.members.len()
+            || self.members[from] != env.from
+            || from == self.rank as usize
+        {
+            self.stats.control_dropped += 1;
+            return;
+        }
+        match env.msg {
+            Msg::Suspect { ranks } => {
+                if self.leader() == self.rank as usize && !self.suspected[from] {
+                    for r in 0..self.members.len() {
+                        if ranks & bit(r) != 0 && r != self.rank as usize && !self.suspected[r] {
+                            self.suspected[r] = true;
+                            self.stats.suspicions += 1;
+                        }
+                    }
+                }
+            }
+            Msg::Leave => self.leave_requests |= bit(from),
+            Msg::Propose(p) => self.on_propose(from, p),
+            Msg::Report {
+                ballot,
+                held,
+                installed,
+                accepted,
+            } => self.on_report(
+                from,
+                ballot,
+                Report {
+                    held,
+                    installed,
+                    accepted,
+                },
+            ),
+            Msg::Cut(c) => self.on_cut(from, c),
+            Msg::Fetched { ballot } => self.on_fetched(from, ballot),
+            // Commits are final whoever sends them (a later leader adopts the same cut).
+            Msg::Commit(c) => self.on_commit(c),
+            Msg::StateAck { through } => {
+                let (now, retry) = (self.now, self.cfg.change_timeout_ns / 4);
+                if let Some(out) = self.state_out.iter_mut().find(|o| o.to == env.from) {
+                    out.on_ack(through, now, retry);
+                }
+                self.state_out.retain(|o| !o.done());
+            }
+            Msg::Join | Msg::State { .. } => {}
+        }
+    }
+
+    fn on_join(&mut self, id: String) {
+        if self.phase != Phase::InView || !self.installed || id.len() > control::MEMBER_ID_BYTES_MAX
+        {
+            return;
+        }
+        if self.members.contains(&id) || self.join_requests.contains(&id) {
+            return;
+        }
+        let leader = self.leader();
+        if leader == self.rank as usize {
+            if self.join_requests.len() < JOIN_REQUESTS_MAX {
+                self.join_requests.push(id);
+            }
+        } else {
+            // Forward to the leader under the joiner's id.
+            if self.outbox.len() < OUTBOX_MESSAGES_MAX {
+                let env = Envelope {
+                    group: self.cfg.group,
+                    view: self.view,
+                    from_rank: RANK_NONE,
+                    from: id,
+                    msg: Msg::Join,
+                };
+                self.outbox.push_back((self.members[leader].clone(), env));
+            }
+        }
+    }
+
+    fn on_state(&mut self, from: &str, view: u64, offset: u64, total: u64, chunk: &[u8]) {
+        let wanted = match self.phase {
+            Phase::Joining => true,
+            Phase::InView => !self.installed && view == self.view,
+            _ => false,
+        };
+        if !wanted || total > self.cfg.state_bytes_max {
+            self.stats.control_dropped += 1;
+            return;
+        }
+        let fresh = !matches!(&self.state_in, Some(s) if s.from == from && s.view == view && s.total == total);
+        if fresh {
+            if offset != 0 {
+                return; // wait for the start
+            }
+            self.state_in = Some(StateIn::new(from, view, total));
+        }
+        let si = self.state_in.as_mut().expect("state in");
+        let before = si.bytes.len();
+        let through = si.on_chunk(offset, chunk);
+        self.stats.state_bytes_received += (si.bytes.len() - before) as u64;
+        if si.header.is_none() {
+            match state::decode_header(&si.bytes) {
+                Ok(Some(h)) => si.header = Some(h),
+                Ok(None) => {}
+                Err(_) => {
+                    self.stats.control_dropped += 1;
+                    self.state_in = None;
+                    return;
+                }
+            }
+        }
+        let ack_env = Envelope {
+            group: self.cfg.group,
+            view,
+            from_rank: RANK_NONE,
+            from: self.me.clone(),
+            msg: Msg::StateAck { through },
+        };
+        // Admitted: take part in the view while the snapshot arrives.
+        if self.phase == Phase::Joining {
+            let si = self.state_in.as_ref().expect("state in");
+            if let Some((h, _)) = &si.header {
+                match h.members.iter().position(|m| *m == self.me) {
+                    Some(rank) if h.members.len() == h.app_seq_base.len() => {
+                        let h = h.clone();
+                        self.enter_view(h.view, h.members, rank as u16, h.app_seq_base, false);
+                    }
+                    _ => {
+                        self.stats.control_dropped += 1;
+                        self.state_in = None;
+                        return;
+                    }
+                }
+            }
+        }
+        let mut ack_env = ack_env;
+        if self.phase == Phase::InView {
+            ack_env.from_rank = self.rank;
+        }
+        if self.outbox.len() < OUTBOX_MESSAGES_MAX {
+            self.outbox.push_back((from.to_owned(), ack_env));
+        }
+        let si = self.state_in.as_ref().expect("state in");
+        if si.complete() && self.phase == Phase::InView && self.restore_ready.is_none() {
+            let si = self.state_in.take().expect("state in");
+            let start = si.header.as_ref().map_or(0, |(_, at)| *at);
+            let snapshot = si.bytes[start..].to_vec();
+            let info = ViewInfo {
+                id: self.view,
+                members: self.members.clone(),
+                rank: self.rank,
+            };
+            self.restore_ready = Some((Vec::new(), info));
+            self.push_event(GroupEvent::Restore(snapshot));
+        }
+    }
+
+    /// Timers of state streams (go back after silence).
+    pub fn state_streams(&self) -> usize {
+        self.state_out.len()
+    }
+}
