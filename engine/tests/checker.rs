@@ -140,6 +140,7 @@ impl Run {
             &self.traces(),
             &CheckConfig {
                 require_complete: true,
+                ..Default::default()
             },
         )
     }
@@ -898,7 +899,7 @@ mod centralized {
                 };
                 traces[node].events.push(ev);
             }
-            let report = check(&traces, &CheckConfig { require_complete: true });
+            let report = check(&traces, &CheckConfig { require_complete: true, ..Default::default() });
             prop_assert!(report.violations.len() <= Property::ALL.len() * VIOLATIONS_STORED_PER_PROPERTY_MAX);
         }
 
@@ -920,7 +921,7 @@ mod centralized {
                 let j = to.index(t.events.len());
                 t.events.swap(i, j);
             }
-            let _ = check(&traces, &CheckConfig { require_complete: true });
+            let _ = check(&traces, &CheckConfig { require_complete: true, ..Default::default() });
         }
     }
 }
@@ -979,6 +980,7 @@ fn measure_check_time_for_nine_members() {
             &traces,
             &CheckConfig {
                 require_complete: true,
+                ..Default::default()
             },
         );
         let took = start.elapsed();

@@ -278,6 +278,7 @@ fn traces_of_a_mixed_order_run_pass_the_checker_with_completeness() {
         &traces,
         &CheckConfig {
             require_complete: true,
+            ..Default::default()
         },
     );
     assert!(report.is_ok(), "{report}");

@@ -77,6 +77,7 @@ fn lossy_duplicating_reordering_network_still_delivers_everything_in_order() {
         &read_trace_dir(&dir).unwrap(),
         &CheckConfig {
             require_complete: true,
+            ..Default::default()
         },
     );
     assert!(report.is_ok(), "{report}");

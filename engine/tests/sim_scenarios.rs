@@ -186,22 +186,16 @@ fn tiny_windows_with_loss_and_every_order_mixed_complete() {
     }
 }
 
-/// KNOWN FAILURE (found by the simulator, not fixed): a gbcast decision written beyond a
+/// Found by the simulator (was a known failure): a gbcast decision written beyond a
 /// frozen receiver's stream-0 log. Receivers m1–m3 froze for round 15 with their stream-0 log
 /// full (records 68..=83 held, undelivered: frozen); the sequencer had already delivered and
 /// freed those records (stable: everyone holds them) and wrote the round-15 decision at a seq
-/// past 83, which the frozen receivers cannot store, so they never learn the cut. Rule 2 of
-/// the module docs keeps *order* entries within one log length of every record that needs
-/// them; decisions need the same (e.g. the sequencer freeing its own records only through
-/// what every member *delivered*, or the decision repeated outside the stream). Found after
-/// the log-room fix: the code before it passes this seed (and this sweep: 0 of 1300 seeds
-/// fail before, 1 after); the mechanism (a receiver freezing before the sequencer does) does
-/// not need the fix's rules, but they let receivers lag further behind the sequencer (order
-/// records may wait for a reserved slot) and so make it likelier. Replay:
+/// past 83, which the frozen receivers could not store, so they never learned the cut. Fixed
+/// by repeating the decision outside the stream: the sequencer's status frames carry it while
+/// the round is under way and whenever a member still reports for it. Replay:
 /// `cohort sim --seeds 180 --members 5 --loss 0.2 --dup 0.05 --reorder 0.5 --burst 0.02
 /// --messages 60 --orders fifo,causal,total,gbcast,safe --safe 0.3 --window 8 --log 16`.
 #[test]
-#[ignore = "known liveness failure: gbcast decision beyond a frozen receiver's log"]
 fn gbcast_decision_reaches_receivers_frozen_with_a_full_sequencer_log() {
     let mut c = SimConfig::new(180, 5, 60);
     c.orders = Order::ALL.to_vec();

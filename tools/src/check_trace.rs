@@ -45,6 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &traces,
         &CheckConfig {
             require_complete: args.complete,
+            ..Default::default()
         },
     );
     if args.json {

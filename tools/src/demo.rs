@@ -239,6 +239,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &traces,
         &CheckConfig {
             require_complete: true,
+            ..Default::default()
         },
     );
     println!("trace checker (properties 1-10 and completeness):");

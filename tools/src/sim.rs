@@ -15,6 +15,11 @@
 //!   drawn uniformly per message; `safe` additionally marks messages safe with probability
 //!   `--safe` (default 0.25; 0 without `safe` in the list).
 //!
+//! * `--faults crash,partition,join,leave,leader-crash` (or `all`) runs the simulator *with
+//!   membership* (`cohort::sim::group`): random fault schedules drawn from the seed (at most
+//!   `--faults-max` per run, keeping a majority), view changes with flush, joins with state
+//!   transfer; the checker then demands completeness among survivors.
+//!
 //! Prints one summary line `sim: runs=R messages=M deliveries=D violations=V` (plus seeds/s on
 //! stderr) and exits 1 on any violation, printing each failing seed with the command that
 //! replays it exactly.
@@ -79,6 +84,19 @@ pub struct Args {
     /// Orders (and `safe`) of the sequencer's own messages, if different from `--orders`.
     #[arg(long)]
     sequencer_orders: Option<String>,
+    /// Faults drawn per seed: comma-separated among crash, partition, join, leave,
+    /// leader-crash (or all); runs the simulator with membership.
+    #[arg(long, default_value = "none")]
+    faults: String,
+    /// With `--faults`: at most this many faults per run.
+    #[arg(long, default_value_t = 3)]
+    faults_max: usize,
+    /// With `--faults`: spare processes that may join.
+    #[arg(long, default_value_t = 2)]
+    spares: usize,
+    /// With `--faults`: application state size in bytes (state transfer).
+    #[arg(long, default_value_t = 64)]
+    state_bytes: usize,
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -200,9 +218,67 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         extra.push_str(&format!(" --sequencer-orders {s}"));
     }
 
+    let faults: sim::group::FaultKinds = args.faults.parse().map_err(anyhow::Error::msg)?;
+    if faults.any() {
+        extra.push_str(&format!(
+            " --faults {} --faults-max {} --spares {} --state-bytes {}",
+            args.faults, args.faults_max, args.spares, args.state_bytes
+        ));
+    }
+
     let started = std::time::Instant::now();
     let (mut runs, mut messages, mut deliveries, mut violations) = (0u64, 0u64, 0u64, 0u64);
     for seed in seed_lo..=seed_hi {
+        if faults.any() {
+            let mut cfg =
+                sim::group::GroupSimConfig::new(seed, members_for(seed, m_lo, m_hi), args.messages);
+            cfg.orders = orders.clone();
+            cfg.safe_probability = safe_probability;
+            cfg.net.loss = loss;
+            cfg.net.dup = dup;
+            cfg.net.reorder = reorder;
+            cfg.net.burst = burst;
+            cfg.net.reorder_delay_ns = args.reorder_delay_us * 1_000;
+            cfg.time_limit_ns = args.time_limit_ms * 1_000_000;
+            cfg.window_messages_max = args.window;
+            cfg.log_messages_max = args.log;
+            cfg.faults = faults;
+            cfg.faults_max = args.faults_max;
+            cfg.spares = args.spares;
+            cfg.state_bytes = args.state_bytes;
+            let members = cfg.members;
+            let outcome = sim::group::run(cfg);
+            runs += 1;
+            messages += outcome.messages_sent;
+            deliveries += outcome.deliveries;
+            let v = outcome.problems.len() + outcome.report.violations.len();
+            violations += v as u64;
+            if let Some(dir) = &args.trace {
+                if v > 0 || args.trace_all {
+                    let d = dir.join(format!("seed-{seed}"));
+                    sim::write_member_traces(&outcome.traces, &d)
+                        .with_context(|| format!("writing traces to {}", d.display()))?;
+                }
+            }
+            if v > 0 {
+                println!(
+                    "sim: seed {seed} ({members} members, faults {:?}) FAILED with {v} violations:",
+                    outcome.faults
+                );
+                for line in outcome.describe().iter().take(12) {
+                    println!("  {line}");
+                }
+                println!(
+                    "  replay: cohort sim --seeds {seed} --members {members} --loss {loss} --dup {dup} --reorder {reorder} --burst {burst} --reorder-delay-us {} --messages {} --orders {} --safe {} --time-limit-ms {}{extra} --trace sim-trace",
+                    args.reorder_delay_us,
+                    args.messages,
+                    args.orders,
+                    args.safe,
+                    args.time_limit_ms
+                );
+            }
+            continue;
+        }
         let mut cfg = SimConfig::new(seed, members_for(seed, m_lo, m_hi), args.messages);
         cfg.orders = orders.clone();
         cfg.safe_probability = safe_probability;

@@ -141,6 +141,7 @@ fn run_group_staggered(
         &traces,
         &CheckConfig {
             require_complete: true,
+            ..Default::default()
         },
     );
     eprintln!(

@@ -189,6 +189,7 @@ fn run_scenario(s: &Scenario<'_>) -> Option<Outcome> {
         &traces,
         &CheckConfig {
             require_complete: true,
+            ..Default::default()
         },
     );
     eprintln!(

@@ -359,6 +359,35 @@ pub(crate) fn check_views(g: &Group, d: &Delivered, config: &CheckConfig, v: &mu
         }
     }
 
+    if config.require_survivor_complete {
+        let last = |r: MemberIx| g.members[r as usize].installs.last().copied();
+        let latest = (0..g.members.len() as MemberIx).filter_map(last).max();
+        let survivor = |r: MemberIx| latest.is_some() && last(r) == latest;
+        let mut missing: BTreeMap<(MemberIx, u64), Vec<MsgIx>> = BTreeMap::new();
+        for (mi, m) in g.msgs.iter().enumerate() {
+            let mi = mi as MsgIx;
+            let Some(send) = &m.send else { continue };
+            if !survivor(m.sender) {
+                continue;
+            }
+            for &r in installers.get(&send.view).map_or(&[][..], |l| &l[..]) {
+                if survivor(r) && !d.has(r, mi) {
+                    missing.entry((r, send.view)).or_default().push(mi);
+                }
+            }
+        }
+        for ((r, view), msgs) in missing {
+            v.add(Property::Completeness, || {
+                format!(
+                    "group {gn}: {} stayed in the group from view {view} on but did not deliver {} message(s) that members who also stayed sent in it: {}",
+                    g.member(r),
+                    msgs.len(),
+                    list(msgs.iter().map(|&m| g.msg_name(m)))
+                )
+            });
+        }
+    }
+
     if config.require_complete {
         let mut missing: BTreeMap<(MemberIx, u64), Vec<MsgIx>> = BTreeMap::new();
         for (mi, m) in g.msgs.iter().enumerate() {

@@ -157,6 +157,11 @@ pub struct CheckConfig {
     /// Demand [`Property::Completeness`]: every member that installs a view delivers every
     /// message sent in it (use for fault-free runs whose traces end after traffic settled).
     pub require_complete: bool,
+    /// Demand [`Property::Completeness`] among *survivors* (runs with faults): the members
+    /// whose last installed view is the group's latest view delivered every message that a
+    /// survivor sent in a view they installed — no message lost from a sender that stayed in
+    /// the group.
+    pub require_survivor_complete: bool,
 }
 
 #[derive(Clone, Debug, Default)]

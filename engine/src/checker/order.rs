@@ -425,17 +425,25 @@ fn gbcast(g: &Group, d: &Delivered, v: &mut Violations) {
                         });
                     }
                     None => {
-                        // q never delivered g: everything it delivered must precede g.
+                        // q never delivered g: everything it delivered that the reference
+                        // delivered must precede g there. (Messages the reference never
+                        // delivered are a member's own business when it fails before g —
+                        // non-uniform delivery; a member that goes on is held to the same set
+                        // by virtual synchrony, property 7.)
                         let at_r = full[rslot].get_or_insert_with(|| positions_of(rseq));
-                        let at_ref = |m: &MsgIx| at_r.get(m).copied().unwrap_or(usize::MAX);
+                        let at_ref = |m: &MsgIx| at_r.get(m).copied();
                         let furthest = *reach
                             .entry((rslot, slot))
-                            .or_insert_with(|| qseq.iter().map(at_ref).max().unwrap_or(0));
+                            .or_insert_with(|| qseq.iter().filter_map(at_ref).max().unwrap_or(0));
                         if qseq.is_empty() || furthest < rpos {
                             continue;
                         }
                         v.add(Property::Gbcast, || {
-                            let m = qseq.iter().copied().find(|m| at_ref(m) > rpos).unwrap_or(gm);
+                            let m = qseq
+                                .iter()
+                                .copied()
+                                .find(|m| at_ref(m).is_some_and(|p| p > rpos))
+                                .unwrap_or(gm);
                             format!(
                                 "group {gn}: in view {view}, {} delivered {} without delivering gbcast {} first ({} did not deliver {} before {})",
                                 g.member(q),

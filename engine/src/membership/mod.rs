@@ -291,7 +291,8 @@ pub struct Endpoint {
     committing: Option<Cut>,
     join_requests: Vec<String>,
     leave_requests: u64,
-    last_commit: Option<(u64, Cut)>,
+    /// The last view we ended: its id, our rank in it, and its commit (for stragglers).
+    last_commit: Option<(u64, u16, Cut)>,
     next_join: Time,
     held: VecDeque<(Order, bool, Vec<u8>)>,
     held_blocked: bool,
@@ -553,6 +554,7 @@ impl Endpoint {
                 .collect(),
         };
         let data = Arc::new(state::encode_stream(&header, snapshot));
+        tracing::debug!(me = %self.me, view = self.view, t = self.now.0, to = self.snapshot_for, bytes = data.len(), "sending state");
         for r in 0..self.members.len() {
             if self.snapshot_for & bit(r) != 0 {
                 self.state_out.push(StateOut {
@@ -561,6 +563,8 @@ impl Endpoint {
                     acked: 0,
                     next: 0,
                     retry_at: self.now.plus_nanos(self.cfg.change_timeout_ns / 4),
+                    duplicate_acks: 0,
+                    resend: None,
                 });
             }
         }
@@ -700,10 +704,11 @@ impl Endpoint {
         let chunk_bytes = self.cfg.state_chunk_bytes;
         let window = self.cfg.state_window_bytes;
         for i in 0..self.state_out.len() {
-            let out = &self.state_out[i];
-            let Some((offset, chunk)) = out.next_chunk(chunk_bytes, window) else {
+            let Some((offset, len)) = self.state_out[i].take_chunk(chunk_bytes, window) else {
                 continue;
             };
+            let out = &self.state_out[i];
+            let chunk = &out.data[offset as usize..offset as usize + len];
             let env = Envelope {
                 group: self.cfg.group,
                 view: self.view,
@@ -715,15 +720,12 @@ impl Endpoint {
                     chunk: chunk.to_vec(),
                 },
             };
-            let len = chunk.len() as u64;
             let Ok(n) = control::encode(&env, buf) else {
                 debug_assert!(false, "state chunk does not fit the datagram");
                 return None;
             };
-            let out = &mut self.state_out[i];
-            out.next = offset + len;
-            self.stats.state_bytes_sent += len;
-            self.tx_dest = out.to.clone();
+            self.stats.state_bytes_sent += len as u64;
+            self.tx_dest = self.state_out[i].to.clone();
             return Some(n);
         }
         None
@@ -1065,6 +1067,7 @@ impl Endpoint {
             joiners,
         };
         self.stats.changes_led += 1;
+        tracing::debug!(me = %self.me, view = self.view, t = self.now.0, ballot, keep, joiners = ?proposal.joiners, suspected = ?self.suspected, "proposing");
         let asked: u64 = alive.iter().map(|&r| bit(r)).sum();
         self.leading = Some(Leading {
             proposal: proposal.clone(),
@@ -1196,12 +1199,10 @@ impl Endpoint {
     }
 
     fn on_cut(&mut self, from: usize, c: Cut) {
-        let n = self.members.len();
         if c.proposal.ballot < self.promised
             || (c.proposal.ballot & 0xFFFF) as usize != from
             || self.suspected[from]
-            || c.cut.len() != n
-            || c.holders.iter().any(|&h| h as usize >= n)
+            || !self.cut_is_valid(&c)
         {
             return;
         }
@@ -1247,8 +1248,25 @@ impl Endpoint {
         self.on_commit(c);
     }
 
+    /// Whether a cut (from a leader or a straggler's answer) is well-formed for this view:
+    /// it keeps a strict majority of it, and its joiners are new.
+    fn cut_is_valid(&self, c: &Cut) -> bool {
+        let n = self.members.len();
+        let all = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        c.cut.len() == n
+            && c.holders.iter().all(|&h| (h as usize) < n)
+            && c.proposal.keep & !all == 0
+            && c.proposal.keep.count_ones() as usize * 2 > n
+            && c.proposal.joiners.iter().all(|j| !self.members.contains(j))
+            && c.proposal.keep.count_ones() as usize + c.proposal.joiners.len() <= MEMBERS_MAX
+    }
+
     fn on_commit(&mut self, c: Cut) {
-        if self.committing.is_some() || c.cut.len() != self.members.len() {
+        if self.committing.is_some() {
+            return;
+        }
+        if !self.cut_is_valid(&c) {
+            self.stats.control_dropped += 1;
             return;
         }
         let m = self.member.as_mut().expect("member");
@@ -1264,6 +1282,7 @@ impl Endpoint {
 
     /// The committed view's successor: created once the ending view's cut is delivered.
     fn install_next(&mut self, c: Cut) {
+        tracing::debug!(me = %self.me, view = self.view, t = self.now.0, ballot = c.proposal.ballot, keep = c.proposal.keep, joiners = ?c.proposal.joiners, need_state = c.need_state, "view ends");
         let old = self.member.as_ref().expect("member");
         let bases_old = old.app_seq_through();
         self.collect_member_trace();
@@ -1280,7 +1299,7 @@ impl Endpoint {
             bases.push(0);
         }
         let view = self.view + 1;
-        self.last_commit = Some((self.view, c.clone()));
+        self.last_commit = Some((self.view, self.rank, c.clone()));
         let Some(rank) = members.iter().position(|m| *m == self.me) else {
             // Not in the next view: left, or excluded.
             if self.leaving {
@@ -1317,6 +1336,10 @@ impl Endpoint {
             members.clone(),
             rank,
         );
+        if !installed {
+            // A new incarnation's numbering starts at its base (0 for a joiner).
+            self.last_seq = bases[rank as usize];
+        }
         let t = &self.cfg.member;
         mc.datagram_bytes_max = t.datagram_bytes_max;
         mc.window_messages_max = t.window_messages_max;
@@ -1384,6 +1407,7 @@ impl Endpoint {
     }
 
     fn block(&mut self) {
+        tracing::debug!(me = %self.me, view = self.view, t = self.now.0, suspected = ?self.suspected, installed = self.installed, "blocking");
         self.collect_member_trace();
         if self.installed && self.cfg.trace {
             self.trace.push(TraceEvent::Block {
@@ -1419,6 +1443,7 @@ impl Endpoint {
         self.suspected.clear();
         self.incarnation += 1;
         self.me = format!("{}#{}", self.cfg.id, self.incarnation);
+        self.last_seq = 0;
         self.next_join = self.now.plus_nanos(self.cfg.rejoin_delay_ns);
     }
 
@@ -1461,11 +1486,20 @@ impl Endpoint {
             self.stats.control_dropped += 1;
             return;
         }
-        // A straggler of the view we committed asks for the commit.
-        if let (Msg::Fetched { ballot }, Some((v, c))) = (&env.msg, &self.last_commit) {
-            if env.view == *v && *ballot == c.proposal.ballot && env.view + 1 == self.view {
-                let c = c.clone();
-                self.send_to(&env.from, Msg::Commit(c));
+        // A straggler of the view we committed asks for the commit: answer as the member of
+        // that view we were.
+        if let (Msg::Fetched { ballot }, Some((v, rank, c))) = (&env.msg, &self.last_commit) {
+            if env.view == *v && *ballot == c.proposal.ballot && env.view < self.view {
+                let reply = Envelope {
+                    group: self.cfg.group,
+                    view: *v,
+                    from_rank: *rank,
+                    from: self.me.clone(),
+                    msg: Msg::Commit(c.clone()),
+                };
+                if self.outbox.len() < OUTBOX_MESSAGES_MAX {
+                    self.outbox.push_back((env.from, reply));
+                }
                 return;
             }
         }
@@ -1554,6 +1588,11 @@ impl Endpoint {
             Phase::InView => !self.installed && view == self.view,
             _ => false,
         };
+        if self.phase == Phase::InView && self.installed && view == self.view {
+            // Already restored: the sender missed our last acknowledgement.
+            self.send_to(from, Msg::StateAck { through: total });
+            return;
+        }
         if !wanted || total > self.cfg.state_bytes_max {
             self.stats.control_dropped += 1;
             return;
@@ -1563,14 +1602,13 @@ impl Endpoint {
             if offset != 0 {
                 return; // wait for the start
             }
-            self.state_in = Some(StateIn::new(from, view, total));
+            self.state_in = Some(StateIn::new(from, view, total, chunk));
         }
         let si = self.state_in.as_mut().expect("state in");
-        let before = si.bytes.len();
         let through = si.on_chunk(offset, chunk);
-        self.stats.state_bytes_received += (si.bytes.len() - before) as u64;
+        self.stats.state_bytes_received += chunk.len() as u64;
         if si.header.is_none() {
-            match state::decode_header(&si.bytes) {
+            match state::decode_header(&si.bytes[..si.contiguous as usize]) {
                 Ok(Some(h)) => si.header = Some(h),
                 Ok(None) => {}
                 Err(_) => {
@@ -1614,6 +1652,23 @@ impl Endpoint {
         let si = self.state_in.as_ref().expect("state in");
         if si.complete() && self.phase == Phase::InView && self.restore_ready.is_none() {
             let si = self.state_in.take().expect("state in");
+            // The header carries the view's true sequence bases (ours were computed without
+            // the state).
+            let rebased = match &si.header {
+                Some((h, _)) if h.view == self.view && h.members == self.members => self
+                    .member
+                    .as_mut()
+                    .is_some_and(|m| m.rebase(&h.app_seq_base)),
+                _ => false,
+            };
+            if !rebased {
+                self.stats.control_dropped += 1;
+                return;
+            }
+            self.last_seq = self
+                .member
+                .as_ref()
+                .map_or(0, |m| m.app_seq_through()[self.rank as usize]);
             let start = si.header.as_ref().map_or(0, |(_, at)| *at);
             let snapshot = si.bytes[start..].to_vec();
             let info = ViewInfo {
@@ -1621,6 +1676,7 @@ impl Endpoint {
                 members: self.members.clone(),
                 rank: self.rank,
             };
+            tracing::debug!(me = %self.me, view = self.view, t = self.now.0, from, "state received");
             self.restore_ready = Some((Vec::new(), info));
             self.push_event(GroupEvent::Restore(snapshot));
         }

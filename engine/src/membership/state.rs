@@ -85,6 +85,10 @@ pub fn decode_header(stream: &[u8]) -> Result<Option<(StateHeader, usize)>, &'st
     )))
 }
 
+/// Repeated acknowledgements of the same offset that make the sender resend the chunk
+/// there at once (the receiver keeps chunks that arrive out of order).
+pub const STATE_DUPLICATE_ACKS_RESEND: u32 = 3;
+
 /// The sending side of one state stream.
 #[derive(Debug)]
 pub(crate) struct StateOut {
@@ -96,6 +100,10 @@ pub(crate) struct StateOut {
     pub next: u64,
     /// When to go back to `acked` if no acknowledgement advanced it.
     pub retry_at: Time,
+    /// Acknowledgements that repeated `acked`.
+    pub duplicate_acks: u32,
+    /// A chunk to resend before new ones.
+    pub resend: Option<u64>,
 }
 
 impl StateOut {
@@ -107,14 +115,22 @@ impl StateOut {
         self.acked >= self.total()
     }
 
-    /// The next chunk to send (offset, bytes), if the window allows.
-    pub fn next_chunk(&self, chunk_bytes: usize, window_bytes: u64) -> Option<(u64, &[u8])> {
-        if self.next >= self.total() || self.next.saturating_sub(self.acked) >= window_bytes {
+    /// Takes the next chunk to send (offset, length), if the window allows: a chunk to
+    /// resend first, else the next new one. Chunks start at multiples of `chunk_bytes`.
+    pub fn take_chunk(&mut self, chunk_bytes: usize, window_bytes: u64) -> Option<(u64, usize)> {
+        let total = self.total();
+        if let Some(off) = self.resend.take() {
+            if off < total {
+                return Some((off, (chunk_bytes as u64).min(total - off) as usize));
+            }
+        }
+        if self.next >= total || self.next.saturating_sub(self.acked) >= window_bytes {
             return None;
         }
-        let start = self.next as usize;
-        let end = (start + chunk_bytes).min(self.data.len());
-        Some((self.next, &self.data[start..end]))
+        let off = self.next;
+        let len = (chunk_bytes as u64).min(total - off);
+        self.next += len;
+        Some((off, len as usize))
     }
 
     pub fn on_ack(&mut self, through: u64, now: Time, retry_ns: u64) {
@@ -122,6 +138,12 @@ impl StateOut {
             self.acked = through;
             self.next = self.next.max(through);
             self.retry_at = now.plus_nanos(retry_ns);
+            self.duplicate_acks = 0;
+        } else if through == self.acked && self.next > self.acked {
+            self.duplicate_acks += 1;
+            if self.duplicate_acks == STATE_DUPLICATE_ACKS_RESEND {
+                self.resend = Some(self.acked);
+            }
         }
     }
 
@@ -133,44 +155,64 @@ impl StateOut {
     }
 }
 
-/// The receiving side of one state stream.
+/// The receiving side of one state stream: chunks are stored where they belong, also out of
+/// order; the acknowledgement is the contiguous prefix held.
 #[derive(Debug)]
 pub(crate) struct StateIn {
     pub from: String,
     pub view: u64,
     pub total: u64,
+    /// The stream, `total` bytes (allocated once, bounded by the caller's state maximum).
     pub bytes: Vec<u8>,
+    /// The chunk size (the first chunk's length) and which chunks arrived.
+    chunk_bytes: u64,
+    have: Vec<bool>,
+    /// Bytes held contiguously from the start.
+    pub contiguous: u64,
     pub header: Option<(StateHeader, usize)>,
 }
 
 impl StateIn {
-    pub fn new(from: &str, view: u64, total: u64) -> Self {
+    /// A stream whose first chunk is `first` (offset 0).
+    pub fn new(from: &str, view: u64, total: u64, first: &[u8]) -> Self {
+        let chunk_bytes = (first.len() as u64).max(1);
+        let chunks = total.div_ceil(chunk_bytes) as usize;
         StateIn {
             from: from.to_owned(),
             view,
             total,
-            bytes: Vec::new(),
+            bytes: vec![0; total as usize],
+            chunk_bytes,
+            have: vec![false; chunks],
+            contiguous: 0,
             header: None,
         }
     }
 
-    /// Appends an in-order chunk (others are ignored: go-back-N); returns the cumulative
-    /// acknowledgement to send.
+    /// Stores a chunk (a duplicate or one off the chunk grid is ignored); returns the
+    /// cumulative acknowledgement to send.
     pub fn on_chunk(&mut self, offset: u64, chunk: &[u8]) -> u64 {
-        if offset == self.bytes.len() as u64
-            && self.bytes.len() as u64 + chunk.len() as u64 <= self.total
-        {
-            if self.bytes.capacity() == 0 {
-                // Reserve once (bounded by the configured state maximum, checked by the caller).
-                self.bytes.reserve_exact(self.total as usize);
+        let len = chunk.len() as u64;
+        let aligned = offset.is_multiple_of(self.chunk_bytes)
+            && (len == self.chunk_bytes || offset + len == self.total)
+            && offset + len <= self.total;
+        if aligned {
+            let i = (offset / self.chunk_bytes) as usize;
+            if !self.have[i] {
+                self.have[i] = true;
+                self.bytes[offset as usize..(offset + len) as usize].copy_from_slice(chunk);
+                while self.contiguous < self.total
+                    && self.have[(self.contiguous / self.chunk_bytes) as usize]
+                {
+                    self.contiguous = (self.contiguous + self.chunk_bytes).min(self.total);
+                }
             }
-            self.bytes.extend_from_slice(chunk);
         }
-        self.bytes.len() as u64
+        self.contiguous
     }
 
     pub fn complete(&self) -> bool {
-        self.bytes.len() as u64 == self.total
+        self.contiguous == self.total
     }
 }
 
@@ -217,16 +259,22 @@ mod tests {
             acked: 0,
             next: 0,
             retry_at: Time(100),
+            duplicate_acks: 0,
+            resend: None,
         };
         let mut sent = 0;
-        while let Some((off, c)) = out.next_chunk(1000, 4000) {
+        while let Some((off, len)) = out.take_chunk(1000, 4000) {
             assert_eq!(off, sent);
-            sent += c.len() as u64;
-            out.next = sent;
+            sent += len as u64;
         }
         assert_eq!(sent, 4000, "window bounds what is in flight");
         out.on_ack(2000, Time(50), 100);
-        assert_eq!(out.next_chunk(1000, 4000).unwrap().0, 4000);
+        assert_eq!(out.take_chunk(1000, 4000).unwrap().0, 4000);
+        // Three repeats of 2000: the chunk there is resent at once.
+        for _ in 0..STATE_DUPLICATE_ACKS_RESEND {
+            out.on_ack(2000, Time(60), 100);
+        }
+        assert_eq!(out.take_chunk(1000, 4000), Some((2000, 1000)));
         out.on_timer(Time(200), 100);
         assert_eq!(out.next, 2000);
         out.on_ack(10_000, Time(300), 100);
@@ -234,13 +282,24 @@ mod tests {
     }
 
     #[test]
-    fn receiver_takes_only_in_order_chunks() {
-        let mut inn = StateIn::new("a", 2, 30);
-        assert_eq!(inn.on_chunk(10, &[1; 10]), 0);
+    fn receiver_keeps_out_of_order_chunks_and_acknowledges_the_prefix() {
+        let mut inn = StateIn::new("a", 2, 35, &[1; 10]);
+        assert_eq!(
+            inn.on_chunk(20, &[3; 10]),
+            0,
+            "out of order: kept, not acknowledged"
+        );
         assert_eq!(inn.on_chunk(0, &[1; 10]), 10);
-        assert_eq!(inn.on_chunk(0, &[1; 10]), 10);
-        assert_eq!(inn.on_chunk(10, &[1; 25]), 10, "past the total: ignored");
-        assert_eq!(inn.on_chunk(10, &[1; 20]), 30);
+        assert_eq!(inn.on_chunk(5, &[9; 10]), 10, "off the grid: ignored");
+        assert_eq!(inn.on_chunk(30, &[4; 10]), 10, "past the total: ignored");
+        assert_eq!(inn.on_chunk(10, &[2; 10]), 30);
+        assert_eq!(inn.on_chunk(30, &[4; 5]), 35);
         assert!(inn.complete());
+        let want: Vec<u8> = [[1u8; 10], [2; 10], [3; 10]]
+            .concat()
+            .into_iter()
+            .chain([4; 5])
+            .collect();
+        assert_eq!(inn.bytes, want);
     }
 }

@@ -92,20 +92,20 @@
 //! seq order: control records written behind an own message that cannot be delivered yet
 //! stay until it is. Three rules keep that from stalling the group (the simulator found the
 //! stall with tiny logs, `sequencer_orders_its_own_head_when_its_log_is_full_of_order_records`):
-//! 1. *Our own head never needs a record written to be ordered.* The last entry of the
-//!    pending order record is kept for our own stream (other streams may fill it only up to
+//! 1. *Our own head is always orderable.* The last entry of the pending order record is kept
+//!    for our own stream (other streams may fill it only up to
 //!    [`MemberConfig::order_entries_per_record_max`] − 1 entries; ours merges into a last
-//!    own entry), so ordering our own total head never waits for room in our log.
-//! 2. *Order entries land within one log length of every record that needs them.* An own
-//!    record delivered here while an order entry assigned before its delivery is still
-//!    pending is not freed until that entry is written (`own_free_limit`): a receiver whose
-//!    stream-0 head is that record holds seqs `head .. head + log_messages_max`, and the entry
-//!    is written while the record still occupies our log, so inside that range.
+//!    own entry), so assigning our own total head never waits for room.
+//! 2. *Order entries take effect once a majority holds them* (see "Ending a view"): even the
+//!    sequencer delivers a total message only after the record with its entry is written and
+//!    held by a majority, so no delivered record ever waits for a pending entry, and
+//!    delivered, stable records are freed at once.
 //! 3. *The last slots of our log are for records that drain it.* An ordinary order record
-//!    leaves [`CONTROL_SLOTS_RESERVED`] slots free; an order record that releases delivered
-//!    own records (rule 2) and a gbcast decision may take them. Each reserved slot taken is
-//!    paid back by freeing without any further write (the released records once stable; the
-//!    decision unfreezes our head), so they are never all taken while our head waits for one.
+//!    leaves [`CONTROL_SLOTS_RESERVED`] slots free; an order record holding an entry for our
+//!    own stream and a gbcast decision may take them. Each reserved slot taken is paid back
+//!    by freeing without any further write (our head is delivered once the record is held by
+//!    a majority; the decision unfreezes our head), so they are never all taken while our
+//!    head waits for one.
 //!
 //! # Known limits
 //! * The sequencer's own head can wait for other senders' total messages (causally, through a
@@ -135,9 +135,9 @@ mod stream;
 use crate::trace::{msg_id, TraceEvent};
 use crate::wire::{
     self, entry, Frame, FrameFields, FrameKind, FramePacker, Item, SeqRange, CONTROL_DECISION,
-    CONTROL_ORDER, FRAME_FLAG_REPORT, FRAME_FLAG_RETRANSMIT, FRAME_FLAG_WANT_STATUS,
-    FRAME_HEADER_BYTES, RECORD_FLAG_CONTROL, RECORD_FLAG_SAFE, RECORD_HEADER_BYTES,
-    RECORD_ORDER_MASK, SEQ_RANGE_BYTES, VECTOR_ENTRY_BYTES,
+    CONTROL_ORDER, FRAME_FLAG_DECISION, FRAME_FLAG_REPORT, FRAME_FLAG_RETRANSMIT,
+    FRAME_FLAG_WANT_STATUS, FRAME_HEADER_BYTES, RECORD_FLAG_CONTROL, RECORD_FLAG_SAFE,
+    RECORD_HEADER_BYTES, RECORD_ORDER_MASK, SEQ_RANGE_BYTES, VECTOR_ENTRY_BYTES,
 };
 use crate::Order;
 use std::collections::VecDeque;
@@ -362,7 +362,13 @@ enum Head {
 struct OrderEntry {
     rank: u16,
     remaining: u64,
+    /// The stream-0 record that carries the entry ([`ORDER_RECORD_PENDING`] at the sequencer
+    /// until written): the entry takes effect once a majority holds that record.
+    record: u64,
 }
+
+/// [`OrderEntry::record`] of an entry the sequencer assigned but has not written yet.
+const ORDER_RECORD_PENDING: u64 = u64::MAX;
 
 /// Record flags of an application message.
 fn record_flags(order: Order, safe: bool) -> u16 {
@@ -416,6 +422,8 @@ struct Cut {
     /// The gbcast: its sender and (application) seq.
     sender: usize,
     seq: u64,
+    /// The stream-0 record of the decision: the gbcast is delivered once a majority holds it.
+    record: u64,
     /// Per rank: application messages delivered before the gbcast.
     counts: Vec<u64>,
 }
@@ -457,9 +465,6 @@ pub struct Member {
     order_entries_per_record_max: usize,
     /// Sequencer: a stream could not be ordered for lack of room.
     order_blocked: bool,
-    /// Sequencer: our own stream's delivery point when the first entry now pending was
-    /// assigned; own records delivered after it are kept until the pending record is written.
-    own_free_limit: u64,
     /// Retransmission requests: (to, stream, first seq, count).
     retransmits: VecDeque<(u16, u16, u64, u64)>,
     acks_dirty: bool,
@@ -477,8 +482,17 @@ pub struct Member {
     gbcast_next_rank: usize,
     /// Sequencer: the latest report of each member (round, delivered counts).
     reports: Vec<Option<(u64, Vec<u64>)>>,
+    /// Sequencer: the latest decision (round, gbcast sender, record seq, cut), repeated in
+    /// status frames while the round is under way here or someone still reports for it — a
+    /// frozen member whose log cannot reach the decision record gets it that way.
+    last_decision: Option<(u64, u64, u64, Vec<u64>)>,
+    decision_requested: bool,
     trace: Option<Vec<TraceEvent>>,
     stats: MemberStats,
+    /// Stream 0 (the sequencer's) is held through this seq by a majority of the view: order
+    /// records and gbcast decisions take effect only there (see "Ending a view").
+    order_through: u64,
+    order_scratch: Vec<u64>,
     /// Per rank: `cfg.app_seq_base` (zeros if it was empty).
     seq_base: Vec<u64>,
     /// Per rank: when a frame of that member last arrived (failure detection).
@@ -526,7 +540,7 @@ impl Member {
         );
         assert!(cfg.window_bytes_max >= cfg.payload_bytes_max());
         assert!(
-            cfg.datagram_bytes_max >= FRAME_HEADER_BYTES + (2 * n + 1) * VECTOR_ENTRY_BYTES,
+            cfg.datagram_bytes_max >= FRAME_HEADER_BYTES + (2 * n + 3) * VECTOR_ENTRY_BYTES,
             "datagrams too small for status frames of {n} members"
         );
         let order_entries_per_record_max =
@@ -579,7 +593,6 @@ impl Member {
             order_pending: Vec::with_capacity(order_entries_per_record_max),
             order_entries_per_record_max,
             order_blocked: false,
-            own_free_limit: 0,
             retransmits: VecDeque::with_capacity(64),
             acks_dirty: false,
             status_requested: false,
@@ -593,8 +606,12 @@ impl Member {
             freeze: None,
             gbcast_next_rank: 0,
             reports: vec![None; n],
+            last_decision: None,
+            decision_requested: false,
             trace,
             stats: MemberStats::default(),
+            order_through: 0,
+            order_scratch: Vec::with_capacity(n),
             seq_base,
             last_heard: vec![now; n],
             stopped: false,
@@ -686,10 +703,9 @@ impl Member {
             })
             .collect();
         format!(
-            "rank {} pending {} own_free_limit {} order_blocked {} freeze {:?} rounds {} gbcast_undelivered {} report_needed {:?} reports {:?} total_order {:?} dirty {:?} streams [{}]",
+            "rank {} pending {} order_blocked {} freeze {:?} rounds {} gbcast_undelivered {} report_needed {:?} reports {:?} total_order {:?} dirty {:?} streams [{}]",
             self.me,
             self.order_pending.len(),
-            self.own_free_limit,
             self.order_blocked,
             self.freeze,
             self.gbcast_rounds,
@@ -776,6 +792,9 @@ impl Member {
         own.high = seq;
         own.control_done = seq;
         self.mark_dirty(me);
+        if me == 0 {
+            self.recompute_order_through();
+        }
         if self.n == 1 {
             // Alone, a record is stable once held (others' acks are clamped to what we sent).
             self.recompute_stable(me);
@@ -826,6 +845,11 @@ impl Member {
                 self.apply_report(from, round, counts);
             }
         }
+        if let Some(d) = frame.decision {
+            if from == 0 && !self.is_sequencer() {
+                self.apply_status_decision(d);
+            }
+        }
         match frame.kind() {
             FrameKind::Data => self.on_data(from, &frame),
             FrameKind::Nak => self.on_nak(from, frame.nak_ranges()),
@@ -857,8 +881,40 @@ impl Member {
             self.streams[s].high = v;
             self.schedule_nak(s);
         }
+        if s == 0 && v > self.order_through {
+            self.recompute_order_through();
+        }
         if old == self.stable[s] {
             self.recompute_stable(s);
+        }
+    }
+
+    /// Recomputes how far a majority holds stream 0 (our own holding counts too).
+    fn recompute_order_through(&mut self) {
+        let mut h = std::mem::take(&mut self.order_scratch);
+        h.clear();
+        for m in 0..self.n {
+            h.push(if m == self.me {
+                self.streams[0].contiguous
+            } else {
+                self.acks[m][0]
+            });
+        }
+        // The (n/2 + 1)-th largest: held by a strict majority.
+        let k = self.n / 2;
+        let (_, &mut v, _) = h.select_nth_unstable_by(k, |a, b| b.cmp(a));
+        self.order_scratch = h;
+        if v > self.order_through {
+            self.order_through = v;
+            if let Some(f) = self.total_order.front() {
+                if f.record <= v {
+                    self.mark_dirty(f.rank as usize);
+                }
+            }
+            if let Some(Freeze { cut: Some(c), .. }) = &self.freeze {
+                let sender = c.sender;
+                self.mark_dirty(sender);
+            }
         }
     }
 
@@ -945,6 +1001,9 @@ impl Member {
 
     /// After `streams[s].contiguous` moved: process control records, update stability.
     fn on_contiguous_advanced(&mut self, s: usize, before: u64) {
+        if s == 0 {
+            self.recompute_order_through();
+        }
         self.process_control_records(s);
         if self.is_sequencer() {
             self.try_decide(); // a gbcast may have become contiguous
@@ -1008,10 +1067,13 @@ impl Member {
                         continue;
                     }
                     match self.total_order.back_mut() {
-                        Some(b) if b.rank as usize == rank => b.remaining += e.count() as u64,
+                        Some(b) if b.rank as usize == rank && b.record == seq => {
+                            b.remaining += e.count() as u64
+                        }
                         _ => self.total_order.push_back(OrderEntry {
                             rank: rank as u16,
                             remaining: e.count() as u64,
+                            record: seq,
                         }),
                     }
                 }
@@ -1066,7 +1128,11 @@ impl Member {
             return;
         }
         if round <= self.gbcast_rounds {
-            return; // a repeat of a finished round's report
+            // A member still frozen in a round we finished: repeat the decision.
+            if matches!(&self.last_decision, Some((r, ..)) if *r == round) {
+                self.decision_requested = true;
+            }
+            return;
         }
         if matches!(&self.reports[s], Some((r, _)) if *r >= round) {
             return; // already have it
@@ -1173,9 +1239,12 @@ impl Member {
             payload.extend_from_slice(&v.to_le_bytes());
         }
         self.append_own(RECORD_FLAG_CONTROL | CONTROL_DECISION, &payload);
+        let record = self.streams[self.me].contiguous;
+        self.last_decision = Some((round, sender as u64, record, counts.clone()));
         self.install_cut(Cut {
             sender,
             seq,
+            record,
             counts,
         });
     }
@@ -1185,6 +1254,9 @@ impl Member {
         let slot = self.streams[0].slot(seq);
         let v: Vec<u64> = u64_entries(&slot.payload).collect();
         let valid = v.len() == self.n + 3 && (v[1] as usize) < self.n && v[2] >= 1;
+        if valid && (v[0] <= self.gbcast_rounds || self.decided_round() == Some(v[0])) {
+            return; // known already from the sequencer's status frames
+        }
         let expected =
             matches!(&self.freeze, Some(Freeze { round, cut: None }) if valid && *round == v[0]);
         if !expected {
@@ -1194,8 +1266,51 @@ impl Member {
         self.install_cut(Cut {
             sender: v[1] as usize,
             seq: v[2],
+            record: seq,
             counts: v[3..].to_vec(),
         });
+    }
+
+    /// The round whose decision we hold, if it is not complete here.
+    fn decided_round(&self) -> Option<u64> {
+        match &self.freeze {
+            Some(Freeze {
+                round,
+                cut: Some(_),
+            }) => Some(*round),
+            _ => None,
+        }
+    }
+
+    /// Non-sequencers: a decision from the sequencer's status frame.
+    fn apply_status_decision(&mut self, d: wire::Decision<'_>) {
+        let valid = d.counts.len() == self.n
+            && (d.sender as usize) < self.n
+            && entry(&d.counts[d.sender as usize]) < u64::MAX;
+        if !valid {
+            self.stats.dropped_malformed += 1;
+            return;
+        }
+        if !matches!(&self.freeze, Some(Freeze { round, cut: None }) if *round == d.round) {
+            return; // not frozen in that round (done, or a later one)
+        }
+        let counts: Vec<u64> = d.counts.iter().map(entry).collect();
+        let sender = d.sender as usize;
+        self.install_cut(Cut {
+            sender,
+            seq: counts[sender] + 1,
+            record: d.record,
+            counts,
+        });
+    }
+
+    /// Sequencer: the decision its status frames carry now, if any.
+    fn decision_to_send(&self) -> Option<&(u64, u64, u64, Vec<u64>)> {
+        if !self.is_sequencer() {
+            return None;
+        }
+        let d = self.last_decision.as_ref()?;
+        (self.decided_round() == Some(d.0) || self.decision_requested).then_some(d)
     }
 
     fn install_cut(&mut self, cut: Cut) {
@@ -1222,6 +1337,7 @@ impl Member {
                 s == cut.sender
                     && next_app == cut.seq
                     && is_gbcast(flags)
+                    && (cut.record <= self.order_through || self.finishing)
                     && self
                         .streams
                         .iter()
@@ -1437,14 +1553,11 @@ impl Member {
         let me = self.me;
         // Never free what was not transmitted yet (alone, a record is stable and delivered
         // before it goes out).
-        let mut through = self.stable[me]
+        // (No record of ours is delivered before the order entry it needs is written and held
+        // by a majority, so a delivered record never waits for a pending entry.)
+        let through = self.stable[me]
             .min(self.streams[me].delivered)
             .min(self.tx_through);
-        if !self.order_pending.is_empty() {
-            // Receivers whose stream-0 head is one of these records may need the pending
-            // entries to deliver it: they must land within one log length of it.
-            through = through.min(self.own_free_limit);
-        }
         if self.streams[me].free_through(through) > 0 && self.window_blocked {
             self.window_blocked = false;
             self.window_open_event = true;
@@ -1496,6 +1609,7 @@ impl Member {
                 self.total_order.push_back(OrderEntry {
                     rank: s as u16,
                     remaining: 1,
+                    record: 0,
                 });
             } else if self.is_sequencer() && seq > self.streams[s].ordered_through {
                 if self.stopped {
@@ -1508,7 +1622,9 @@ impl Member {
                 self.streams[s].ordered_through = seq;
             }
             match self.total_order.front() {
-                Some(f) if f.rank as usize == s => {}
+                Some(f)
+                    if f.rank as usize == s
+                        && (f.record <= self.order_through || self.finishing) => {}
                 _ => return Head::Blocked(Blocked::Total),
             }
         }
@@ -1533,7 +1649,8 @@ impl Member {
     /// the pending order record. False if there is no room now.
     fn assign_order(&mut self, s: usize) -> bool {
         let seq = self.streams[s].delivered + 1;
-        let merges_local = matches!(self.total_order.back(), Some(b) if b.rank as usize == s);
+        let merges_local = matches!(self.total_order.back(),
+            Some(b) if b.rank as usize == s && b.record == ORDER_RECORD_PENDING);
         if !merges_local && self.total_order.len() >= TOTAL_ORDER_ENTRIES_MAX {
             return false;
         }
@@ -1559,14 +1676,12 @@ impl Member {
         {
             return false;
         }
-        if self.order_pending.is_empty() {
-            self.own_free_limit = self.streams[self.me].delivered;
-        }
         match self.total_order.back_mut() {
             Some(b) if merges_local => b.remaining += 1,
             _ => self.total_order.push_back(OrderEntry {
                 rank: s as u16,
                 remaining: 1,
+                record: ORDER_RECORD_PENDING,
             }),
         }
         if merges_pending {
@@ -1587,8 +1702,11 @@ impl Member {
             return true;
         }
         let me = self.me;
-        let releases_own = self.stable[me].min(self.streams[me].delivered) > self.own_free_limit;
-        let slots_needed = if releases_own {
+        // An order record that orders one of our own messages drains our log: that message
+        // (and everything behind it) is delivered, then freed, once the record is written and
+        // held by a majority — no further write needed.
+        let orders_own = self.order_pending.iter().any(|p| p.rank() as usize == me);
+        let slots_needed = if orders_own {
             1
         } else {
             1 + CONTROL_SLOTS_RESERVED
@@ -1601,6 +1719,13 @@ impl Member {
             RECORD_FLAG_CONTROL | CONTROL_ORDER,
             bytemuck::cast_slice(&pending),
         );
+        let record = self.streams[me].contiguous;
+        for e in self.total_order.iter_mut().rev() {
+            if e.record != ORDER_RECORD_PENDING {
+                break;
+            }
+            e.record = record;
+        }
         self.order_pending = pending;
         self.order_pending.clear();
         self.free_own();
@@ -1713,6 +1838,21 @@ impl Member {
             .collect()
     }
 
+    /// Replaces the sequence bases ([`MemberConfig::app_seq_base`]) of a member that has not
+    /// sent or delivered anything in this view yet (a member whose state arrived with the
+    /// view's true bases). False, and nothing changed, otherwise.
+    pub fn rebase(&mut self, bases: &[u64]) -> bool {
+        if bases.len() != self.n
+            || self.app_sent != 0
+            || self.streams.iter().any(|st| st.delivered_app != 0)
+        {
+            return false;
+        }
+        self.seq_base.copy_from_slice(bases);
+        self.cfg.app_seq_base = bases.to_vec();
+        true
+    }
+
     /// Application messages we sent in this view.
     pub fn app_sent(&self) -> u64 {
         self.app_sent
@@ -1823,7 +1963,11 @@ impl Member {
 
     /// When the next status frame is due, and whether it asks for replies.
     fn status_due(&self) -> (Time, bool) {
-        if self.acks_dirty || self.status_requested || self.report_needed().is_some() {
+        if self.acks_dirty
+            || self.status_requested
+            || self.report_needed().is_some()
+            || self.decision_to_send().is_some()
+        {
             (
                 self.last_status.plus_nanos(self.cfg.status_interval_ns),
                 false,
@@ -1888,7 +2032,8 @@ impl Member {
         } else {
             None
         };
-        if self.tx_through < self.streams[self.me].contiguous && report.is_none() {
+        let decision_due = status_now && self.decision_to_send().is_some();
+        if self.tx_through < self.streams[self.me].contiguous && report.is_none() && !decision_due {
             let first = self.tx_through + 1;
             let flags = if status_now && want {
                 FRAME_FLAG_WANT_STATUS
@@ -1924,6 +2069,10 @@ impl Member {
             if report.is_some() {
                 flags |= FRAME_FLAG_REPORT;
             }
+            let decision = self.decision_to_send().cloned();
+            if decision.is_some() {
+                flags |= FRAME_FLAG_DECISION;
+            }
             let fields = self.frame_fields(FrameKind::Data, flags, self.tx_through + 1);
             let mut p = FramePacker::new(buf, fields)?;
             if !self.push_acks(&mut p) {
@@ -1934,6 +2083,12 @@ impl Member {
                 if !p.push_report(round, counts) {
                     return None;
                 }
+            }
+            if let Some((round, sender, record, counts)) = &decision {
+                if !p.push_decision(*round, *sender, *record, counts) {
+                    return None;
+                }
+                self.decision_requested = false;
             }
             self.status_sent();
             self.stats.status_frames_sent += 1;

@@ -23,6 +23,128 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::rc::Rc;
 
+pub mod group;
+
+/// The simulated network shared by both simulators: one event queue ordered by (virtual
+/// time, insertion counter), and per datagram and destination seeded loss, loss bursts,
+/// duplication, delay with jitter and reordering delay.
+#[derive(Clone, Debug)]
+pub struct SimNetConfig {
+    /// Per datagram and destination, probability of loss.
+    pub loss: f64,
+    /// Probability of a second copy.
+    pub dup: f64,
+    /// Probability of an extra random delay (up to `reorder_delay_ns`).
+    pub reorder: f64,
+    /// Probability that a loss burst starts on a link (then `0..burst_datagrams_max` lost).
+    pub burst: f64,
+    pub burst_datagrams_max: u32,
+    pub delay_ns: u64,
+    pub jitter_ns: u64,
+    pub reorder_delay_ns: u64,
+}
+
+impl Default for SimNetConfig {
+    fn default() -> Self {
+        SimNetConfig {
+            loss: 0.0,
+            dup: 0.0,
+            reorder: 0.0,
+            burst: 0.0,
+            burst_datagrams_max: 8,
+            delay_ns: 20_000,
+            jitter_ns: 20_000,
+            reorder_delay_ns: 400_000,
+        }
+    }
+}
+
+/// The event queue and links of a simulation; `K` is the simulator's event kind.
+pub struct SimNet<K> {
+    cfg: SimNetConfig,
+    now: u64,
+    counter: u64,
+    queue: BinaryHeap<Reverse<Scheduled<K>>>,
+    nodes: usize,
+    /// Remaining datagrams of a loss burst, per (from, to) link.
+    burst_left: Vec<u32>,
+    /// Datagrams handed to the network.
+    pub datagrams: u64,
+}
+
+impl<K> SimNet<K> {
+    pub fn new(cfg: SimNetConfig, nodes: usize) -> Self {
+        SimNet {
+            cfg,
+            now: 0,
+            counter: 0,
+            queue: BinaryHeap::new(),
+            nodes,
+            burst_left: vec![0; nodes * nodes],
+            datagrams: 0,
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    pub fn schedule(&mut self, time: u64, kind: K) {
+        self.counter += 1;
+        self.queue.push(Reverse(Scheduled {
+            time,
+            counter: self.counter,
+            kind,
+        }));
+    }
+
+    /// The next event; advances the clock to it.
+    pub fn pop(&mut self) -> Option<(u64, K)> {
+        let Reverse(ev) = self.queue.pop()?;
+        debug_assert!(ev.time >= self.now);
+        self.now = self.now.max(ev.time);
+        Some((ev.time, ev.kind))
+    }
+
+    /// Sends `bytes` from `from` to `to` through the faults; arrivals are scheduled as
+    /// `arrival(to, bytes)` events.
+    pub fn route(
+        &mut self,
+        from: usize,
+        to: usize,
+        bytes: &Rc<[u8]>,
+        rng: &mut ChaCha8Rng,
+        arrival: impl Fn(usize, Rc<[u8]>) -> K,
+    ) {
+        self.datagrams += 1;
+        let link = from * self.nodes + to;
+        if self.burst_left[link] > 0 {
+            self.burst_left[link] -= 1;
+            return;
+        }
+        if self.cfg.burst > 0.0 && rng.gen_bool(self.cfg.burst) {
+            self.burst_left[link] = rng.gen_range(0..self.cfg.burst_datagrams_max);
+            return;
+        }
+        if self.cfg.loss > 0.0 && rng.gen_bool(self.cfg.loss) {
+            return;
+        }
+        let copies = if self.cfg.dup > 0.0 && rng.gen_bool(self.cfg.dup) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut delay = self.cfg.delay_ns + rng.gen_range(0..=self.cfg.jitter_ns);
+            if self.cfg.reorder > 0.0 && rng.gen_bool(self.cfg.reorder) {
+                delay += rng.gen_range(0..=self.cfg.reorder_delay_ns);
+            }
+            let at = self.now + delay;
+            self.schedule(at, arrival(to, bytes.clone()));
+        }
+    }
+}
+
 /// Largest burst an application sends at once.
 pub const APP_BURST_MESSAGES_MAX: u32 = 4;
 /// Shortest timer step (avoids spinning on a deadline already due).
@@ -71,6 +193,19 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
+    fn net_config(&self) -> SimNetConfig {
+        SimNetConfig {
+            loss: self.loss,
+            dup: self.dup,
+            reorder: self.reorder,
+            burst: self.burst,
+            burst_datagrams_max: self.burst_datagrams_max,
+            delay_ns: self.delay_ns,
+            jitter_ns: self.jitter_ns,
+            reorder_delay_ns: self.reorder_delay_ns,
+        }
+    }
+
     pub fn new(seed: u64, members: usize, messages_per_member: u64) -> Self {
         SimConfig {
             seed,
@@ -143,16 +278,21 @@ impl SimOutcome {
 
     /// Writes each member's trace to `dir/<member>.jsonl`.
     pub fn write_traces(&self, dir: &std::path::Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        for t in &self.traces {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(
-                dir.join(format!("{}.jsonl", t.source)),
-            )?);
-            crate::trace::write_events(&mut f, &t.events)?;
-            std::io::Write::flush(&mut f)?;
-        }
-        Ok(())
+        write_member_traces(&self.traces, dir)
     }
+}
+
+/// Writes each trace to `dir/<source>.jsonl`.
+pub fn write_member_traces(traces: &[MemberTrace], dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for t in traces {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(
+            dir.join(format!("{}.jsonl", t.source)),
+        )?);
+        crate::trace::write_events(&mut f, &t.events)?;
+        std::io::Write::flush(&mut f)?;
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -164,24 +304,24 @@ enum Kind {
 }
 
 #[derive(Debug)]
-struct Scheduled {
+struct Scheduled<K> {
     time: u64,
     counter: u64,
-    kind: Kind,
+    kind: K,
 }
 
-impl PartialEq for Scheduled {
+impl<K> PartialEq for Scheduled<K> {
     fn eq(&self, other: &Self) -> bool {
         (self.time, self.counter) == (other.time, other.counter)
     }
 }
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
+impl<K> Eq for Scheduled<K> {}
+impl<K> PartialOrd for Scheduled<K> {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Scheduled {
+impl<K> Ord for Scheduled<K> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (self.time, self.counter).cmp(&(other.time, other.counter))
     }
@@ -198,14 +338,10 @@ struct App {
 struct Sim {
     cfg: SimConfig,
     rng: ChaCha8Rng,
-    now: u64,
-    counter: u64,
-    queue: BinaryHeap<Reverse<Scheduled>>,
+    net: SimNet<Kind>,
     members: Vec<Member>,
     apps: Vec<App>,
     timer_at: Vec<u64>,
-    /// Remaining datagrams of a loss burst, per (from, to) link.
-    burst_left: Vec<u32>,
     buf: Vec<u8>,
     payload: Vec<u8>,
     deliveries: u64,
@@ -238,9 +374,7 @@ pub fn run(cfg: SimConfig) -> SimOutcome {
     let total = n as u64 * cfg.messages_per_member;
     let mut sim = Sim {
         rng: ChaCha8Rng::seed_from_u64(cfg.seed),
-        now: 0,
-        counter: 0,
-        queue: BinaryHeap::new(),
+        net: SimNet::new(cfg.net_config(), n),
         apps: (0..n)
             .map(|_| App {
                 remaining: cfg.messages_per_member,
@@ -251,7 +385,6 @@ pub fn run(cfg: SimConfig) -> SimOutcome {
             .collect(),
         members,
         timer_at: vec![u64::MAX; n],
-        burst_left: vec![0; n * n],
         buf: vec![0; datagram_bytes_max],
         payload: Vec::with_capacity(cfg.payload_bytes_max),
         deliveries: 0,
@@ -267,12 +400,7 @@ pub fn run(cfg: SimConfig) -> SimOutcome {
 
 impl Sim {
     fn schedule(&mut self, time: u64, kind: Kind) {
-        self.counter += 1;
-        self.queue.push(Reverse(Scheduled {
-            time,
-            counter: self.counter,
-            kind,
-        }));
+        self.net.schedule(time, kind);
     }
 
     fn start(&mut self) {
@@ -290,24 +418,22 @@ impl Sim {
     /// Runs until every message is delivered everywhere (true) or the time limit (false).
     fn run_to_end(&mut self) -> bool {
         while self.deliveries < self.deliveries_expected {
-            let Some(Reverse(ev)) = self.queue.pop() else {
+            let Some((time, kind)) = self.net.pop() else {
                 self.problems
                     .push("simulation ran out of events before completion".into());
                 return false;
             };
-            if ev.time > self.cfg.time_limit_ns {
+            if time > self.cfg.time_limit_ns {
                 return false;
             }
-            debug_assert!(ev.time >= self.now);
-            self.now = ev.time;
-            let now = Time(self.now);
-            match ev.kind {
+            let now = Time(time);
+            match kind {
                 Kind::Datagram { to, bytes } => {
                     self.members[to].handle_datagram(now, &bytes);
                     self.pump(to);
                 }
                 Kind::Timer { member } => {
-                    if self.timer_at[member] != ev.time {
+                    if self.timer_at[member] != time {
                         continue; // superseded
                     }
                     self.timer_at[member] = u64::MAX;
@@ -321,7 +447,7 @@ impl Sim {
                 }
                 Kind::SlowDeliver { member } => {
                     self.deliver(member, 1);
-                    let at = self.now + self.cfg.slow_delivery_ns;
+                    let at = self.net.now() + self.cfg.slow_delivery_ns;
                     self.schedule(at, Kind::SlowDeliver { member });
                     self.pump(member);
                 }
@@ -352,7 +478,7 @@ impl Sim {
             self.payload
                 .extend_from_slice(&(((i as u64) << 40) | next_seq).to_le_bytes());
             self.payload.resize(len, (next_seq % 251) as u8);
-            match self.members[i].send(Time(self.now), order, safe, &self.payload) {
+            match self.members[i].send(Time(self.net.now()), order, safe, &self.payload) {
                 Ok(seq) => {
                     assert_eq!(seq.0, next_seq, "send numbering");
                     self.apps[i].remaining -= 1;
@@ -371,7 +497,7 @@ impl Sim {
         let app = &self.apps[i];
         if app.remaining > 0 && !app.blocked && !app.tick_scheduled {
             self.apps[i].tick_scheduled = true;
-            let at = self.now + self.rng.gen_range(0..=2 * self.cfg.app_gap_ns);
+            let at = self.net.now() + self.rng.gen_range(0..=2 * self.cfg.app_gap_ns);
             self.schedule(at, Kind::App { member: i });
         }
     }
@@ -414,7 +540,7 @@ impl Sim {
                 }
             }
         }
-        let now = Time(self.now);
+        let now = Time(self.net.now());
         let mut buf = std::mem::take(&mut self.buf);
         while let Some(t) = self.members[i].poll_transmit(now, &mut buf) {
             self.datagrams += 1;
@@ -432,8 +558,8 @@ impl Sim {
         }
         self.buf = buf;
         if let Some(t) = self.members[i].poll_timeout() {
-            let at = t.0.max(self.now + TIMER_STEP_NS_MIN);
-            if at < self.timer_at[i] || self.timer_at[i] <= self.now {
+            let at = t.0.max(self.net.now() + TIMER_STEP_NS_MIN);
+            if at < self.timer_at[i] || self.timer_at[i] <= self.net.now() {
                 self.timer_at[i] = at;
                 self.schedule(at, Kind::Timer { member: i });
             }
@@ -441,37 +567,11 @@ impl Sim {
     }
 
     fn route(&mut self, from: usize, to: usize, bytes: &Rc<[u8]>) {
-        let link = from * self.cfg.members + to;
-        if self.burst_left[link] > 0 {
-            self.burst_left[link] -= 1;
-            return;
-        }
-        if self.cfg.burst > 0.0 && self.rng.gen_bool(self.cfg.burst) {
-            self.burst_left[link] = self.rng.gen_range(0..self.cfg.burst_datagrams_max);
-            return;
-        }
-        if self.cfg.loss > 0.0 && self.rng.gen_bool(self.cfg.loss) {
-            return;
-        }
-        let copies = if self.cfg.dup > 0.0 && self.rng.gen_bool(self.cfg.dup) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let mut delay = self.cfg.delay_ns + self.rng.gen_range(0..=self.cfg.jitter_ns);
-            if self.cfg.reorder > 0.0 && self.rng.gen_bool(self.cfg.reorder) {
-                delay += self.rng.gen_range(0..=self.cfg.reorder_delay_ns);
-            }
-            let at = self.now + delay;
-            self.schedule(
-                at,
-                Kind::Datagram {
-                    to,
-                    bytes: bytes.clone(),
-                },
-            );
-        }
+        self.net
+            .route(from, to, bytes, &mut self.rng, |to, bytes| Kind::Datagram {
+                to,
+                bytes,
+            });
     }
 
     fn finish(mut self, completed: bool) -> SimOutcome {
@@ -481,7 +581,7 @@ impl Sim {
                 "liveness: {} of {} deliveries after {} ms of virtual time",
                 self.deliveries,
                 self.deliveries_expected,
-                self.now / 1_000_000
+                self.net.now() / 1_000_000
             ));
             for m in &self.members {
                 self.problems
@@ -515,6 +615,7 @@ impl Sim {
             &traces,
             &CheckConfig {
                 require_complete: true,
+                ..Default::default()
             },
         );
         SimOutcome {
@@ -523,7 +624,7 @@ impl Sim {
             messages: sent.iter().sum(),
             deliveries: self.deliveries,
             completed,
-            virtual_time_ns: self.now,
+            virtual_time_ns: self.net.now(),
             datagrams: self.datagrams,
             problems: self.problems,
             report,

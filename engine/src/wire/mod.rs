@@ -59,8 +59,15 @@ pub const FRAME_FLAG_RETRANSMIT: u16 = 1 << 1;
 pub const FRAME_FLAG_AUTH: u16 = 1 << 2;
 /// A gbcast report follows the ack vector (status frames of a member frozen for a round).
 pub const FRAME_FLAG_REPORT: u16 = 1 << 3;
-const FRAME_FLAGS_KNOWN: u16 =
-    FRAME_FLAG_WANT_STATUS | FRAME_FLAG_RETRANSMIT | FRAME_FLAG_AUTH | FRAME_FLAG_REPORT;
+/// Frame flag: after the ack vector (and report) comes the sequencer's gbcast decision: as
+/// many entries as the ack vector plus three (round, gbcast sender rank, the decision's
+/// record seq in the sequencer's stream, then the cut per rank).
+pub const FRAME_FLAG_DECISION: u16 = 1 << 4;
+const FRAME_FLAGS_KNOWN: u16 = FRAME_FLAG_WANT_STATUS
+    | FRAME_FLAG_RETRANSMIT
+    | FRAME_FLAG_AUTH
+    | FRAME_FLAG_REPORT
+    | FRAME_FLAG_DECISION;
 
 /// Record flags: bits 0–1 the order (or the control kind), bit 2 safe, bit 3 control.
 pub const RECORD_ORDER_MASK: u16 = 0b11;
@@ -233,9 +240,21 @@ pub struct Frame<'a> {
     pub acks: &'a [[u8; 8]],
     /// A gbcast report: round and delivered counts per rank (as many as acks).
     pub report: Option<(u64, &'a [[u8; 8]])>,
+    /// The sequencer's gbcast decision, repeated in its status frames.
+    pub decision: Option<Decision<'a>>,
     body: &'a [u8],
     /// The authentication tag, if the frame has one.
     pub tag: Option<&'a [u8]>,
+}
+
+/// A gbcast decision carried in a status frame (see [`FRAME_FLAG_DECISION`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision<'a> {
+    pub round: u64,
+    pub sender: u64,
+    pub record: u64,
+    /// Per rank (u64 LE each).
+    pub counts: &'a [[u8; 8]],
 }
 
 /// One item of a DATA frame's body.
@@ -297,10 +316,28 @@ impl<'a> Frame<'a> {
         } else {
             (None, body)
         };
+        let (decision, body) = if flags & FRAME_FLAG_DECISION != 0 {
+            let decision_bytes = ack_bytes + 3 * VECTOR_ENTRY_BYTES;
+            if ack_count == 0 || body.len() < decision_bytes {
+                return Err(WireError::ReportTruncated);
+            }
+            let (r, body) = body.split_at(decision_bytes);
+            let r: &[[u8; 8]] = bytemuck::cast_slice(r);
+            let d = Decision {
+                round: entry(&r[0]),
+                sender: entry(&r[1]),
+                record: entry(&r[2]),
+                counts: &r[3..],
+            };
+            (Some(d), body)
+        } else {
+            (None, body)
+        };
         let frame = Frame {
             header,
             acks,
             report,
+            decision,
             body,
             tag,
         };
@@ -569,6 +606,20 @@ impl<'b> FramePacker<'b> {
 
     /// Appends a gbcast report (the frame must have FRAME_FLAG_REPORT and an ack vector of
     /// `counts.len()` entries); only right after the acks. False if it does not fit.
+    /// Writes a gbcast decision after the ack vector (and report); false if it does not fit.
+    pub fn push_decision(&mut self, round: u64, sender: u64, record: u64, counts: &[u64]) -> bool {
+        debug_assert!(self.acks as usize == counts.len());
+        if self.remaining() < (counts.len() + 3) * VECTOR_ENTRY_BYTES {
+            return false;
+        }
+        for &v in [round, sender, record].iter().chain(counts) {
+            self.buf[self.len..self.len + 8].copy_from_slice(&v.to_le_bytes());
+            self.len += 8;
+        }
+        self.body_started = true;
+        true
+    }
+
     pub fn push_report(&mut self, round: u64, counts: impl ExactSizeIterator<Item = u64>) -> bool {
         debug_assert!(!self.body_started && self.acks as usize == counts.len());
         if self.remaining() < (counts.len() + 1) * VECTOR_ENTRY_BYTES {

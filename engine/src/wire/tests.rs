@@ -339,7 +339,14 @@ fn rejects_nak_with_wrong_length() {
 /// Walks everything a parsed frame exposes (what the protocol would read).
 fn touch_everything(bytes: &[u8]) {
     if let Ok(f) = Frame::parse(bytes) {
-        let _ = f.acks.iter().map(entry).sum::<u64>();
+        let _ = f.acks.iter().map(entry).fold(0u64, u64::wrapping_add);
+        if let Some(d) = f.decision {
+            let _ = d
+                .counts
+                .iter()
+                .map(entry)
+                .fold(d.round ^ d.sender ^ d.record, u64::wrapping_add);
+        }
         let mut n = 0u32;
         for item in f.items() {
             match item {
