@@ -221,6 +221,10 @@ pub struct MemberConfig {
     /// Sequencer: most order entries per order record (capped at what fits a datagram; the
     /// default is that cap). Small values exercise the bound in the simulator.
     pub order_entries_per_record_max: usize,
+    /// Breaks the protocol on purpose (tests that prove a suite can fail): NAKs are ignored,
+    /// nothing is retransmitted.
+    #[doc(hidden)]
+    pub testing_skip_retransmit: bool,
 }
 
 impl MemberConfig {
@@ -249,6 +253,7 @@ impl MemberConfig {
             nak_retry_ns: 2_000_000,
             trace: false,
             order_entries_per_record_max: usize::MAX,
+            testing_skip_retransmit: false,
         }
     }
 
@@ -1178,6 +1183,9 @@ impl Member {
     }
 
     fn on_nak(&mut self, from: usize, ranges: &[SeqRange]) {
+        if self.cfg.testing_skip_retransmit {
+            return;
+        }
         for r in ranges {
             if r.rank() as usize != self.me || r.count() == 0 {
                 self.stats.dropped_malformed += 1;
