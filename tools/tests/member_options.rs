@@ -333,3 +333,43 @@ fn the_break_protocol_flag_is_hidden_from_help() {
     assert!(help.contains("--config"), "{help}");
     assert!(!help.contains("break-protocol"), "{help}");
 }
+
+/// The injected delay is real: every datagram waits at least `delay_us` before it leaves, so
+/// no message is delivered at the other member sooner than that after its send stamp, and
+/// the summary's latency percentiles (measured from the stamp in the payload) are at least the
+/// delay — a lower bound, which no scheduling can undercut.
+#[test]
+fn injected_delay_holds_every_datagram_at_least_that_long() {
+    const DELAY_US: u64 = 50_000;
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let ports = free_ports(2);
+    let list = format!("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
+    let children: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            member()
+                .args(["--group", "delay", "--bind", &format!("127.0.0.1:{p}")])
+                .args(["--members", &list, "--count", "20", "--size", "32"])
+                .args(["--duration", RUN_DURATION_SECS, "--no-counters"])
+                .args(["--faults", &format!("delay_us={DELAY_US},seed={i}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("cohort member starts")
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().expect("member exits");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let s = summary(&stdout);
+        assert!(out.status.success(), "{s}");
+        let latency_us = |key: &str| -> u64 {
+            s.split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {s}"))
+        };
+        assert!(latency_us("p50_us=") >= DELAY_US, "{s}");
+        assert!(latency_us("max_us=") >= DELAY_US, "{s}");
+    }
+}
