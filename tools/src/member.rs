@@ -14,8 +14,10 @@
 //! and the sequence number, so receivers on the same host measure delivery latency and check
 //! integrity. The last line on stdout is the summary:
 //! `summary member=A group=G sent=N delivered=D expected=E complete=B elapsed_s=T msgs_per_s=R
-//! p50_us=X p99_us=Y max_us=Z errors=K driver=D mode=M`. With `--progress-ms`, lines
-//! `progress sent=N delivered=D expected=E` come every that many milliseconds.
+//! p50_us=X p99_us=Y max_us=Z errors=K driver=D mode=M datagrams_sent=S datagrams_received=R
+//! window_stalls=W` (`window_stalls`: sends that found the window full — flow control at
+//! work). With `--progress-ms`, lines `progress sent=N delivered=D expected=E window_stalls=W`
+//! come every that many milliseconds.
 //!
 //! Node settings can come from a TOML file (`--config FILE`, the [`NodeConfig`] format:
 //! `bind`, `[multicast]`, `driver`, `idle`, `pollers`, `cpus`, `window_messages_max`,
