@@ -36,7 +36,8 @@ use crate::runtime::{group_id, trace_writer, Clock, Idle};
 use crate::Order;
 use cohort_transport::counters::{file_path_in, CountersConfig, CountersFile};
 use cohort_transport::{
-    DriverChoice, GroupMode, MemoryNetwork, SocketConfig, Transport, TransportError,
+    DriverChoice, FaultConfig, FaultyTransport, GroupMode, MemoryNetwork, SocketConfig, Transport,
+    TransportError,
 };
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::collections::HashMap;
@@ -227,6 +228,10 @@ pub struct NodeBuilder {
     trace_dir: Option<PathBuf>,
     window_messages_max: usize,
     counters: CountersLocation,
+    /// Test-only: seeded faults on the send side of the transport (see `fault_injection`).
+    faults: Option<(FaultConfig, u64)>,
+    /// Test-only: never answer a NAK (see `testing_skip_retransmit`).
+    testing_skip_retransmit: bool,
 }
 
 impl Default for NodeBuilder {
@@ -242,6 +247,8 @@ impl Default for NodeBuilder {
             trace_dir: None,
             window_messages_max: WINDOW_MESSAGES_DEFAULT,
             counters: CountersLocation::Off,
+            faults: None,
+            testing_skip_retransmit: false,
         }
     }
 }
@@ -312,6 +319,24 @@ impl NodeBuilder {
         self
     }
 
+    /// **For tests:** wraps the transport in the seeded fault layer
+    /// ([`cohort_transport::FaultyTransport`]): every datagram this node sends may be lost,
+    /// duplicated, reordered or delayed as `faults` says, decided by an RNG seeded with
+    /// `seed`. Multi-host tests use it where the kernel has no `tc netem`. Invalid
+    /// probabilities are refused at [`NodeBuilder::start`].
+    pub fn fault_injection(mut self, faults: FaultConfig, seed: u64) -> Self {
+        self.faults = Some((faults, seed));
+        self
+    }
+
+    /// Breaks the protocol on purpose, for tests that prove a test suite can fail: the
+    /// node's members never retransmit what others NAK, so a lost datagram stays lost.
+    #[doc(hidden)]
+    pub fn testing_skip_retransmit(mut self, skip: bool) -> Self {
+        self.testing_skip_retransmit = skip;
+        self
+    }
+
     /// Opens the transport and starts the poller (and trace writer) threads.
     pub fn start(self) -> Result<Node, StartError> {
         let bind = self.bind.ok_or(StartError::NoBind)?;
@@ -357,6 +382,15 @@ impl NodeBuilder {
             Driver::IoUring => cohort_transport::open(DriverChoice::IoUring, &cfg)?,
             Driver::Mmsg => cohort_transport::open(DriverChoice::Mmsg, &cfg)?,
             Driver::Memory(net) => Box::new(net.open(&cfg)?),
+        };
+        let transport: Box<dyn Transport> = match self.faults.clone() {
+            None => transport,
+            Some((faults, seed)) => Box::new(FaultyTransport::new(
+                transport,
+                seed,
+                faults,
+                crate::runtime::poller::SEND_BATCH_DATAGRAMS_MAX,
+            )?),
         };
         let local = transport.local_addr();
         let driver_name = transport.driver().name();
@@ -421,6 +455,7 @@ impl NodeBuilder {
             driver_name,
             datagram_bytes_max,
             window_messages_max: self.window_messages_max,
+            testing_skip_retransmit: self.testing_skip_retransmit,
             trace_enabled: self.trace_dir.is_some(),
             trace_path,
             counters_path,
@@ -443,6 +478,7 @@ pub struct Node {
     driver_name: &'static str,
     datagram_bytes_max: usize,
     window_messages_max: usize,
+    testing_skip_retransmit: bool,
     trace_enabled: bool,
     trace_path: Option<PathBuf>,
     counters_path: Option<PathBuf>,
@@ -543,6 +579,7 @@ impl Node {
         cfg.datagram_bytes_max = self.datagram_bytes_max;
         cfg.trace = self.trace_enabled;
         cfg.window_messages_max = self.window_messages_max;
+        cfg.testing_skip_retransmit = self.testing_skip_retransmit;
         cfg.log_messages_max = (self.window_messages_max + CONTROL_RECORDS_RESERVE + 1)
             .next_power_of_two()
             .max(cfg.log_messages_max);

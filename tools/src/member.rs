@@ -14,15 +14,30 @@
 //! and the sequence number, so receivers on the same host measure delivery latency and check
 //! integrity. The last line on stdout is the summary:
 //! `summary member=A group=G sent=N delivered=D expected=E complete=B elapsed_s=T msgs_per_s=R
-//! p50_us=X p99_us=Y max_us=Z errors=K driver=D mode=M`. With `--progress-ms`, lines
-//! `progress sent=N delivered=D expected=E` come every that many milliseconds.
+//! p50_us=X p99_us=Y max_us=Z errors=K driver=D mode=M datagrams_sent=S datagrams_received=R
+//! window_stalls=W` (`window_stalls`: sends that found the window full — flow control at
+//! work). With `--progress-ms`, lines `progress sent=N delivered=D expected=E window_stalls=W`
+//! come every that many milliseconds.
+//!
+//! Node settings can come from a TOML file (`--config FILE`, the [`NodeConfig`] format:
+//! `bind`, `[multicast]`, `driver`, `idle`, `pollers`, `cpus`, `window_messages_max`,
+//! `trace_dir`); the flags `--bind`, `--multicast`, `--iface`, `--driver`, `--idle`,
+//! `--window` and `--trace` override what the file says.
+//!
+//! For tests on real sockets (the kernel may have no `tc netem`), `--faults SPEC` puts the
+//! transport's seeded fault layer under the node: `SPEC` is a comma list of `loss=P`,
+//! `dup=P`, `reorder=P` (probabilities 0..=1, per datagram sent), `delay_us=N`, `jitter_us=N`
+//! (each datagram waits `delay + U[0, jitter)`, at most [`FAULT_DELAY_US_MAX`] each) and
+//! `seed=N` (default 0). A hidden `--break-protocol skip-retransmit` makes the member ignore
+//! NAKs, so that tests can prove they catch a broken protocol.
 //!
 //! Exit status: 0 complete, 1 incomplete (duration reached, or payload errors), 130 stopped by
 //! a signal, 2 bad arguments or start failure.
 
 use anyhow::{bail, Context};
-use cohort::node::{CountersLocation, Delivery, SendError};
+use cohort::node::{CountersLocation, Delivery, NodeConfig, SendError};
 use cohort::{Driver, Idle, Node, Order};
+use cohort_transport::FaultConfig;
 use hdrhistogram::Histogram;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -39,6 +54,79 @@ pub const LINGER_AFTER_SETTLED_MS: u64 = 200;
 const WOULD_BLOCK_PAUSE_US: u64 = 20;
 /// Largest latency recorded (longer ones are clamped), in microseconds.
 const LATENCY_US_MAX: u64 = 60_000_000;
+/// Largest injected delay and largest jitter `--faults` accepts, each in microseconds.
+pub const FAULT_DELAY_US_MAX: u64 = 10_000_000;
+
+/// What `--faults` asks for: the fault layer's settings and its RNG seed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FaultSpec {
+    pub faults: FaultConfig,
+    pub seed: u64,
+}
+
+impl std::str::FromStr for FaultSpec {
+    type Err = String;
+
+    /// Parses `loss=0.05,dup=0.01,reorder=0.1,delay_us=200,jitter_us=100,seed=7` (any subset,
+    /// any order, each key at most once).
+    fn from_str(spec: &str) -> Result<Self, String> {
+        const KEYS: &str = "loss, dup, reorder, delay_us, jitter_us, seed";
+        let mut out = FaultSpec::default();
+        let mut seen: Vec<&str> = Vec::new();
+        for item in spec.split(',').map(str::trim) {
+            if item.is_empty() {
+                return Err(format!(
+                    "empty item in {spec:?}: write KEY=VALUE pairs separated by commas ({KEYS})"
+                ));
+            }
+            let Some((key, value)) = item.split_once('=') else {
+                return Err(format!("{item:?} is not KEY=VALUE (keys: {KEYS})"));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            if seen.contains(&key) {
+                return Err(format!("{key} is given twice"));
+            }
+            let probability = || -> Result<f64, String> {
+                match value.parse::<f64>() {
+                    Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+                    _ => Err(format!(
+                        "{key}={value}: a probability is a number from 0 to 1 (e.g. 0.05)"
+                    )),
+                }
+            };
+            let micros = || -> Result<std::time::Duration, String> {
+                match value.parse::<u64>() {
+                    Ok(us) if us <= FAULT_DELAY_US_MAX => Ok(Duration::from_micros(us)),
+                    _ => Err(format!(
+                        "{key}={value}: microseconds, a whole number up to {FAULT_DELAY_US_MAX}"
+                    )),
+                }
+            };
+            match key {
+                "loss" => out.faults.loss = probability()?,
+                "dup" => out.faults.duplication = probability()?,
+                "reorder" => out.faults.reordering = probability()?,
+                "delay_us" => out.faults.delay = micros()?,
+                "jitter_us" => out.faults.delay_jitter = micros()?,
+                "seed" => {
+                    out.seed = value
+                        .parse()
+                        .map_err(|_| format!("seed={value}: a whole number (0 to 2^64-1)"))?
+                }
+                _ => return Err(format!("unknown fault {key:?} (keys: {KEYS})")),
+            }
+            seen.push(key);
+        }
+        Ok(out)
+    }
+}
+
+/// Ways `--break-protocol` breaks the member on purpose (tests of the tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BreakProtocol {
+    /// Never retransmit what others NAK: lost datagrams stay lost.
+    SkipRetransmit,
+}
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum DriverArg {
@@ -59,16 +147,20 @@ pub struct Args {
     /// Group name (the same at every member).
     #[arg(long)]
     pub group: String,
-    /// This member's address (a concrete IP, e.g. 127.0.0.1:7001).
-    #[arg(long)]
-    pub bind: SocketAddr,
+    /// Node settings from this TOML file (flags override it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This member's address (a concrete IP, e.g. 127.0.0.1:7001); needed unless the
+    /// --config file gives `bind`.
+    #[arg(long, required_unless_present = "config")]
+    pub bind: Option<SocketAddr>,
     /// Every member's address, this one included, in rank order (identical at every member).
     #[arg(long, alias = "seeds", value_delimiter = ',', required = true)]
     pub members: Vec<SocketAddr>,
     /// Reach the group by IP multicast to this ADDR:PORT (else unicast fan-out).
     #[arg(long)]
     pub multicast: Option<SocketAddr>,
-    /// Interface address for multicast (default: the bind address).
+    /// Interface address for multicast (default: the config file's, else the bind address).
     #[arg(long)]
     pub iface: Option<Ipv4Addr>,
     /// Order of each message; a comma list cycles through its orders message by message.
@@ -92,10 +184,22 @@ pub struct Args {
     /// Write this member's trace to DIR/<member>.jsonl.
     #[arg(long)]
     pub trace: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "auto")]
-    pub driver: DriverArg,
-    #[arg(long, value_enum, default_value = "backoff")]
-    pub idle: IdleArg,
+    /// Datagram path [default: the config file's, else auto].
+    #[arg(long, value_enum)]
+    pub driver: Option<DriverArg>,
+    /// Idle strategy [default: the config file's, else backoff].
+    #[arg(long, value_enum)]
+    pub idle: Option<IdleArg>,
+    /// Send window in messages [default: the config file's, else the library's].
+    #[arg(long, value_name = "MESSAGES")]
+    pub window: Option<usize>,
+    /// Seeded faults on every datagram this member sends (tests), e.g.
+    /// `loss=0.05,dup=0.01,reorder=0.1,delay_us=200,jitter_us=100,seed=7`.
+    #[arg(long, value_name = "SPEC")]
+    pub faults: Option<FaultSpec>,
+    /// Break the protocol on purpose (tests that prove a suite can fail).
+    #[arg(long, value_enum, hide = true)]
+    pub break_protocol: Option<BreakProtocol>,
     /// Longest wait, once done, for the others to finish (within --duration).
     #[arg(long, default_value_t = 2000)]
     pub linger_ms: u64,
@@ -138,31 +242,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.duration);
-    let mut builder = Node::builder().bind(args.bind).idle(match args.idle {
-        IdleArg::Spin => Idle::BusySpin,
-        IdleArg::Backoff => Idle::Backoff,
-        IdleArg::Blocking => Idle::Blocking,
-    });
-    builder = builder.driver(match args.driver {
-        DriverArg::Auto => Driver::Auto,
-        DriverArg::Uring => Driver::IoUring,
-        DriverArg::Mmsg => Driver::Mmsg,
-    });
-    let mode = match args.multicast {
-        Some(group) => {
-            let iface = match (args.iface, args.bind.ip()) {
-                (Some(i), _) => i,
-                (None, std::net::IpAddr::V4(ip)) => ip,
-                (None, ip) => bail!("--iface is needed for multicast from {ip}"),
-            };
-            builder = builder.multicast(group, iface);
-            "multicast"
-        }
-        None => "unicast-fanout",
-    };
-    if let Some(dir) = &args.trace {
-        builder = builder.trace_dir(dir);
-    }
+    let (mut builder, mode) = node_builder(&args)?;
     builder = builder.counters(match (&args.counters_dir, args.no_counters) {
         (_, true) => CountersLocation::Off,
         (Some(dir), false) => CountersLocation::Dir(dir.clone()),
@@ -199,8 +279,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if last_progress.elapsed() >= every {
                 last_progress = Instant::now();
                 println!(
-                    "progress sent={sent} delivered={} expected={expected}",
-                    delivered(&received)
+                    "progress sent={sent} delivered={} expected={expected} window_stalls={}",
+                    delivered(&received),
+                    group.stats().window_stalls
                 );
             }
         }
@@ -273,6 +354,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let member = node.local_addr();
     let driver = node.driver_name();
     let node_stats = node.stats();
+    let window_stalls = group.stats().window_stalls;
     node.shutdown().context("writing the trace")?;
 
     let r = received.lock().unwrap_or_else(|e| e.into_inner());
@@ -303,7 +385,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "summary member={member} group={} sent={sent} delivered={} expected={expected} \
          complete={complete} elapsed_s={:.3} msgs_per_s={rate:.0} p50_us={p50} p99_us={p99} \
          max_us={max} errors={} driver={driver} mode={mode} datagrams_sent={} \
-         datagrams_received={}",
+         datagrams_received={} window_stalls={window_stalls}",
         args.group,
         r.delivered,
         elapsed.as_secs_f64(),
@@ -318,6 +400,72 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_INCOMPLETE)
     })
+}
+
+/// The node's builder from `--config` (if any) with the flags on top, and the mode's name for
+/// the summary.
+fn node_builder(args: &Args) -> anyhow::Result<(cohort::NodeBuilder, &'static str)> {
+    let file = match &args.config {
+        // The error's text already names its cause (no `context`, which would repeat it).
+        Some(path) => {
+            Some(NodeConfig::from_file(path).map_err(|e| anyhow::anyhow!("--config: {e}"))?)
+        }
+        None => None,
+    };
+    let mut builder = file
+        .as_ref()
+        .map_or_else(Node::builder, NodeConfig::builder);
+    let Some(bind) = args.bind.or(file.as_ref().map(|f| f.bind)) else {
+        bail!("--bind is needed (or a config file with `bind`)");
+    };
+    builder = builder.bind(bind);
+    if let Some(idle) = args.idle {
+        builder = builder.idle(match idle {
+            IdleArg::Spin => Idle::BusySpin,
+            IdleArg::Backoff => Idle::Backoff,
+            IdleArg::Blocking => Idle::Blocking,
+        });
+    }
+    if let Some(driver) = args.driver {
+        builder = builder.driver(match driver {
+            DriverArg::Auto => Driver::Auto,
+            DriverArg::Uring => Driver::IoUring,
+            DriverArg::Mmsg => Driver::Mmsg,
+        });
+    }
+    if let Some(window) = args.window {
+        builder = builder.window_messages_max(window);
+    }
+    let file_multicast = file.as_ref().and_then(|f| f.multicast.as_ref());
+    let multicast = args.multicast.or(file_multicast.map(|m| m.group));
+    let mode = match multicast {
+        Some(group) => {
+            let iface = match (args.iface, file_multicast, bind.ip()) {
+                (Some(i), _, _) => i,
+                (None, Some(m), _) => m.iface,
+                (None, None, std::net::IpAddr::V4(ip)) => ip,
+                (None, None, ip) => bail!("--iface is needed for multicast from {ip}"),
+            };
+            builder = builder.multicast(group, iface);
+            "multicast"
+        }
+        None => {
+            if args.iface.is_some() {
+                bail!("--iface only applies to multicast: add --multicast ADDR:PORT");
+            }
+            "unicast-fanout"
+        }
+    };
+    if let Some(dir) = &args.trace {
+        builder = builder.trace_dir(dir);
+    }
+    if let Some(spec) = &args.faults {
+        builder = builder.fault_injection(spec.faults.clone(), spec.seed);
+    }
+    if args.break_protocol == Some(BreakProtocol::SkipRetransmit) {
+        builder = builder.testing_skip_retransmit(true);
+    }
+    Ok((builder, mode))
 }
 
 fn wall_ns() -> u64 {
@@ -364,5 +512,75 @@ fn on_deliver(received: &Mutex<Received>, me: SocketAddr, d: &Delivery<'_>) {
     if let Some(p) = problem {
         r.errors += 1;
         r.first_error.get_or_insert(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_spec_reads_every_key_in_any_order() {
+        let s: FaultSpec = "seed=7,jitter_us=100,delay_us=200,reorder=0.1,dup=0.01,loss=0.05"
+            .parse()
+            .unwrap();
+        assert_eq!(s.seed, 7);
+        assert_eq!(s.faults.loss, 0.05);
+        assert_eq!(s.faults.duplication, 0.01);
+        assert_eq!(s.faults.reordering, 0.1);
+        assert_eq!(s.faults.delay, Duration::from_micros(200));
+        assert_eq!(s.faults.delay_jitter, Duration::from_micros(100));
+        assert_eq!(s.faults.send_datagrams_per_call_max, None);
+    }
+
+    #[test]
+    fn fault_spec_keys_left_out_mean_no_such_fault_and_seed_zero() {
+        let s: FaultSpec = " loss = 1 ".parse().unwrap();
+        assert_eq!(
+            s,
+            FaultSpec {
+                faults: FaultConfig {
+                    loss: 1.0,
+                    ..FaultConfig::none()
+                },
+                seed: 0
+            }
+        );
+    }
+
+    #[test]
+    fn fault_spec_refuses_bad_input_with_a_message_naming_the_problem() {
+        for (spec, says) in [
+            ("", "empty item"),
+            ("loss=0.1,", "empty item"),
+            ("loss", "not KEY=VALUE"),
+            ("losss=0.1", "unknown fault \"losss\""),
+            ("loss=1.5", "from 0 to 1"),
+            ("loss=-0.1", "from 0 to 1"),
+            ("dup=NaN", "from 0 to 1"),
+            ("reorder=inf", "from 0 to 1"),
+            ("loss=0.1,loss=0.2", "loss is given twice"),
+            ("delay_us=-1", "whole number up to"),
+            ("delay_us=1.5", "whole number up to"),
+            ("jitter_us=10000001", "whole number up to 10000000"),
+            ("delay_us=18446744073709551615", "whole number up to"),
+            ("seed=x", "seed=x: a whole number"),
+            ("seed=18446744073709551616", "a whole number"),
+        ] {
+            match spec.parse::<FaultSpec>() {
+                Ok(s) => panic!("{spec:?} was accepted as {s:?}"),
+                Err(e) => assert!(e.contains(says), "{spec:?}: {e:?} does not say {says:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn fault_spec_at_the_bounds_is_accepted() {
+        let s: FaultSpec = "loss=0,dup=1,delay_us=10000000,jitter_us=0,seed=18446744073709551615"
+            .parse()
+            .unwrap();
+        assert_eq!(s.faults.duplication, 1.0);
+        assert_eq!(s.faults.delay, Duration::from_secs(10));
+        assert_eq!(s.seed, u64::MAX);
     }
 }

@@ -1351,6 +1351,7 @@ impl Endpoint {
         mc.nak_delay_ns = t.nak_delay_ns;
         mc.nak_retry_ns = t.nak_retry_ns;
         mc.order_entries_per_record_max = t.order_entries_per_record_max;
+        mc.testing_skip_retransmit = t.testing_skip_retransmit;
         mc.trace = self.cfg.trace;
         mc.app_seq_base = bases;
         let mut member = Member::new(mc, self.now);

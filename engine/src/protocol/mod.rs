@@ -224,6 +224,10 @@ pub struct MemberConfig {
     /// Per rank: application messages that member sent in the group's earlier views, so that
     /// sequence numbers ([`Seq`], trace ids) continue across views. Empty means all zero.
     pub app_seq_base: Vec<u64>,
+    /// Breaks the protocol on purpose (tests that prove a suite can fail): NAKs are ignored,
+    /// nothing is retransmitted.
+    #[doc(hidden)]
+    pub testing_skip_retransmit: bool,
 }
 
 impl MemberConfig {
@@ -253,6 +257,7 @@ impl MemberConfig {
             trace: false,
             order_entries_per_record_max: usize::MAX,
             app_seq_base: Vec::new(),
+            testing_skip_retransmit: false,
         }
     }
 
@@ -1365,6 +1370,9 @@ impl Member {
     /// NAK ranges name a stream: ours, or (while a view ends) another sender's stream whose
     /// records we hold for the cut.
     fn on_nak(&mut self, from: usize, ranges: &[SeqRange]) {
+        if self.cfg.testing_skip_retransmit {
+            return;
+        }
         for r in ranges {
             let s = r.rank() as usize;
             if s >= self.n || s == from || r.count() == 0 {

@@ -22,6 +22,8 @@
 //! [`probe`]) when it uses the UDP probes.
 #![allow(dead_code)]
 
+pub mod members;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::marker::PhantomData;
