@@ -586,6 +586,19 @@ fn catches_a_member_passing_a_gbcast_it_never_delivers() {
 }
 
 #[test]
+fn a_member_that_fails_after_delivering_only_its_own_message_does_not_pass_a_gbcast() {
+    // c delivers its own m (nobody else ever gets it) and then fails before g reaches it:
+    // non-uniform delivery, not a gbcast order violation; a and b agree on everything.
+    let mut r = Run::default();
+    r.install(1, &["a", "b", "c"]);
+    let g = r.send("a", Order::Gbcast);
+    let m = r.send("c", Order::Fifo);
+    r.deliver_all(&["a", "b"], &[&g]);
+    r.deliver_all(&["c"], &[&m]);
+    assert_clean(&r.check());
+}
+
+#[test]
 fn catches_a_safe_message_a_survivor_never_delivers() {
     let mut r = Run::default();
     r.install(1, &["a", "b", "c"]);

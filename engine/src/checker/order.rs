@@ -388,8 +388,8 @@ fn gbcast(g: &Group, d: &Delivered, v: &mut Violations) {
         };
         let mut full: Vec<Option<FastMap<MsgIx, usize>>> = vec![None; members.len()];
         // Per (reference slot, member slot): the highest reference position of anything the
-        // member delivered (usize::MAX if the reference never delivered it).
-        let mut reach: FastMap<(usize, usize), usize> = FastMap::default();
+        // member delivered that the reference delivered too (None: nothing).
+        let mut reach: FastMap<(usize, usize), Option<usize>> = FastMap::default();
         for (&gm, &(rslot, rpos)) in &reference {
             let (rm, rseq) = members[rslot];
             for (slot, &(q, qseq)) in members.iter().enumerate() {
@@ -434,8 +434,8 @@ fn gbcast(g: &Group, d: &Delivered, v: &mut Violations) {
                         let at_ref = |m: &MsgIx| at_r.get(m).copied();
                         let furthest = *reach
                             .entry((rslot, slot))
-                            .or_insert_with(|| qseq.iter().filter_map(at_ref).max().unwrap_or(0));
-                        if qseq.is_empty() || furthest < rpos {
+                            .or_insert_with(|| qseq.iter().filter_map(at_ref).max());
+                        if furthest.is_none_or(|f| f < rpos) {
                             continue;
                         }
                         v.add(Property::Gbcast, || {

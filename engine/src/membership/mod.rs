@@ -420,6 +420,11 @@ impl Endpoint {
         self.phase == Phase::Left
     }
 
+    /// Whether this member leads a view change now (proposed, not committed yet).
+    pub fn is_leading(&self) -> bool {
+        self.leading.is_some()
+    }
+
     /// Whether a view change is under way here.
     pub fn is_changing(&self) -> bool {
         self.taking.is_some() || self.committing.is_some() || self.leading.is_some()

@@ -86,6 +86,9 @@ pub enum Fault {
     Crash(usize),
     /// The rank-0 member of the latest view stops.
     CrashLeader,
+    /// The next member that leads a view change stops right after it sent its proposal
+    /// (armed now, fires when that happens).
+    CrashLeaderMidChange,
     /// These processes are cut off from the others until `Heal`.
     Partition(Vec<usize>),
     Heal,
@@ -93,9 +96,9 @@ pub enum Fault {
     Join(usize),
     /// Process `node` leaves gracefully.
     Leave(usize),
-    /// Process `node` drops every datagram it would send (an "only some got it" scenario
-    /// helper: combine with a crash shortly after).
-    Mute(usize),
+    /// From now on, process `node`'s datagrams reach only these processes (the "only one
+    /// survivor got it" trap: combine with a crash of `node` shortly after).
+    OnlyTo(usize, Vec<usize>),
 }
 
 #[derive(Clone, Debug)]
@@ -168,6 +171,12 @@ pub struct GroupSimOutcome {
     pub problems: Vec<String>,
     pub report: Report,
     pub traces: Vec<MemberTrace>,
+    /// Per live process (by its current member id): messages delivered per sender id.
+    pub final_states: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Per live process: messages its application had accepted, per its member ids.
+    pub accepted: BTreeMap<String, u64>,
+    /// State transfers completed: (member id, bytes restored).
+    pub restores: Vec<(String, usize)>,
 }
 
 impl GroupSimOutcome {
@@ -248,7 +257,7 @@ fn id_hash(id: &str) -> u64 {
 struct Process {
     ep: Option<Endpoint>,
     crashed: bool,
-    muted: bool,
+    only_to: Option<Vec<usize>>,
     left: bool,
     remaining: u64,
     state: AppState,
@@ -279,6 +288,8 @@ struct GroupSim {
     /// Per view id: the application state of the first member that installed it.
     view_states: HashMap<u64, (String, AppState)>,
     faults_applied: Vec<(u64, Fault)>,
+    restores: Vec<(String, usize)>,
+    crash_leader_armed: bool,
     last_fault_ns: u64,
     deliveries: u64,
     problems: Vec<String>,
@@ -298,7 +309,7 @@ pub fn run(cfg: GroupSimConfig) -> GroupSimOutcome {
         procs.push(Process {
             ep,
             crashed: false,
-            muted: false,
+            only_to: None,
             left: false,
             remaining: if i < cfg.members {
                 cfg.messages_per_member
@@ -331,6 +342,8 @@ pub fn run(cfg: GroupSimConfig) -> GroupSimOutcome {
         payload: Vec::new(),
         view_states: HashMap::new(),
         faults_applied: Vec::new(),
+        restores: Vec::new(),
+        crash_leader_armed: false,
         last_fault_ns,
         deliveries: 0,
         problems: Vec::new(),
@@ -406,8 +419,23 @@ fn random_schedule(cfg: &GroupSimConfig, rng: &mut ChaCha8Rng) -> Vec<(u64, Faul
             }
             4 if in_view.len() >= 3 => {
                 // The leader: the oldest member still in (our model's rank 0).
+                // Half the time the leader fails in the middle of a change: armed, then a join
+                // (or a crash, if the view can lose two at once) starts the change.
+                let mid_change =
+                    rng.gen_bool(0.5) && (!spares.is_empty() || (k.crash && in_view.len() >= 5));
                 in_view.remove(0);
-                out.push((t, Fault::CrashLeader));
+                if mid_change {
+                    out.push((t, Fault::CrashLeaderMidChange));
+                    if let Some(j) = spares.pop() {
+                        in_view.push(j);
+                        out.push((t + 1, Fault::Join(j)));
+                    } else {
+                        let victim = in_view.remove(rng.gen_range(0..in_view.len()));
+                        out.push((t + 1, Fault::Crash(victim)));
+                    }
+                } else {
+                    out.push((t, Fault::CrashLeader));
+                }
                 // Sometimes a second crash right behind it, while the change is under way.
                 if k.crash && in_view.len() >= 4 && rng.gen_bool(0.3) {
                     let victim = in_view.remove(rng.gen_range(0..in_view.len()));
@@ -535,6 +563,7 @@ impl GroupSim {
                     }
                 }
             }
+            Fault::CrashLeaderMidChange => self.crash_leader_armed = true,
             Fault::Partition(minority) => {
                 for &i in minority {
                     self.side[i] = 1;
@@ -565,7 +594,7 @@ impl GroupSim {
                 }
                 self.pump(i);
             }
-            Fault::Mute(i) => self.procs[*i].muted = true,
+            Fault::OnlyTo(i, to) => self.procs[*i].only_to = Some(to.clone()),
         }
         self.faults_applied.push((now, f));
     }
@@ -646,14 +675,11 @@ impl GroupSim {
         }
         let now = Time(self.net.now());
         let mut buf = std::mem::take(&mut self.buf);
-        let muted = self.procs[i].muted;
+        let only_to = self.procs[i].only_to.clone();
         while let Some(ep) = self.procs[i].ep.as_mut() {
             let Some(t) = ep.poll_transmit(now, &mut buf) else {
                 break;
             };
-            if muted {
-                continue;
-            }
             let bytes: std::rc::Rc<[u8]> = std::rc::Rc::from(&buf[..t.len]);
             let targets: Vec<usize> = match t.dest {
                 crate::membership::Dest::View => ep
@@ -667,7 +693,8 @@ impl GroupSim {
                 }
             };
             for j in targets {
-                if j != i && self.side[i] == self.side[j] {
+                let allowed = only_to.as_ref().is_none_or(|l| l.contains(&j));
+                if j != i && self.side[i] == self.side[j] && allowed {
                     self.net
                         .route(i, j, &bytes, &mut self.rng, |to, bytes| Kind::Datagram {
                             to,
@@ -677,6 +704,12 @@ impl GroupSim {
             }
         }
         self.buf = buf;
+        if self.crash_leader_armed && self.procs[i].ep.as_ref().is_some_and(Endpoint::is_leading) {
+            self.crash_leader_armed = false;
+            self.crash(i);
+            self.faults_applied.push((self.net.now(), Fault::Crash(i)));
+            return;
+        }
         if let Some(t) = self.procs[i].ep.as_ref().and_then(Endpoint::poll_timeout) {
             let at = t.0.max(self.net.now() + 1_000);
             if at < self.timer_at[i] || self.timer_at[i] <= self.net.now() {
@@ -712,6 +745,7 @@ impl GroupSim {
             }
             GroupEvent::Restore(bytes) => match AppState::decode(&bytes) {
                 Some(st) => {
+                    self.restores.push((ep.id().to_owned(), bytes.len()));
                     if bytes.len() < pad {
                         self.problems.push(format!(
                             "{}: restored {} B of a {pad} B state",
@@ -846,6 +880,16 @@ impl GroupSim {
             },
         );
         let messages_sent = self.procs.iter().flat_map(|p| p.accepted.values()).sum();
+        let mut final_states = BTreeMap::new();
+        let mut accepted = BTreeMap::new();
+        for p in &self.procs {
+            if let (Some(ep), false, false) = (&p.ep, p.crashed, p.left) {
+                final_states.insert(ep.id().to_owned(), p.state.counts.clone());
+            }
+            for (id, n) in &p.accepted {
+                accepted.insert(id.clone(), *n);
+            }
+        }
         GroupSimOutcome {
             seed: self.cfg.seed,
             completed,
@@ -858,6 +902,9 @@ impl GroupSim {
             problems: self.problems,
             report,
             traces,
+            final_states,
+            accepted,
+            restores: self.restores,
         }
     }
 }
