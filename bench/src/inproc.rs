@@ -121,6 +121,11 @@ impl InprocResult {
         extra.insert("datagram_bytes".into(), self.datagram_bytes.into());
         extra.insert("seconds".into(), self.seconds.into());
         extra.insert("virtual_seconds".into(), self.virtual_seconds.into());
+        let r = self.receiver_rank;
+        extra.insert(
+            "receiver_virtual_msgs_per_s".into(),
+            (self.delivered[r] as f64 / self.virtual_seconds.max(1e-9)).into(),
+        );
         extra.insert(
             "clock".into(),
             format!("virtual, {VIRTUAL_ROUND_NS} ns per round of up to {BURST_MESSAGES_MAX} msgs per sender").into(),

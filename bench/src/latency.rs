@@ -13,8 +13,11 @@
 //! "ceiling" is the offered rate and its ratio the delivered rate over the offered one (a
 //! latency point that cannot keep up shows a ratio below 1).
 //!
-//! Bounds: `rate x seconds` messages, at most [`MESSAGES_MAX`]; after the schedule, at most
-//! [`DRAIN_MS_MAX`] of waiting for the last deliveries (the missing ones are counted lost).
+//! Bounds: `rate x seconds` messages, at most [`MESSAGES_MAX`]; a sender that meets a full
+//! window for longer than twice the run stops the schedule (`sender_stalled`); after it, at
+//! most [`DRAIN_MS_MAX`] of waiting for the last deliveries. Messages not delivered by then
+//! (unsent or in flight) are recorded with their latency so far as a lower bound and counted
+//! in `lost`, so a stalled run shows in the percentiles instead of vanishing from them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -97,6 +100,10 @@ pub struct LatencyResult {
     pub seconds: f64,
     /// Sends that met a full window (retried at once).
     pub would_block: u64,
+    /// The sender met a full window for longer than twice the run and stopped the schedule.
+    pub sender_stalled: bool,
+    /// Scheduled messages not delivered at the end (recorded as lower bounds).
+    pub undelivered: u64,
 }
 
 impl LatencyResult {
@@ -119,7 +126,8 @@ impl LatencyResult {
         extra.insert("scheduled".into(), self.scheduled.into());
         extra.insert("delivered".into(), self.delivered.into());
         extra.insert("recorded".into(), self.recorded.into());
-        extra.insert("lost".into(), (self.scheduled - self.delivered).into());
+        extra.insert("lost".into(), self.undelivered.into());
+        extra.insert("sender_stalled".into(), self.sender_stalled.into());
         extra.insert("would_block".into(), self.would_block.into());
         extra.insert(
             "ceiling_is".into(),
@@ -208,8 +216,9 @@ pub fn run_point(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
     set_timer_slack_ns(TIMER_SLACK_NS);
     let mut payload = [0u8; PAYLOAD_BYTES];
     let mut would_block = 0u64;
-    let schedule_end = Duration::from_nanos(start_ns) + Duration::from_secs_f64(p.seconds * 2.0);
-    for i in 0..scheduled {
+    let give_up_ns = start_ns + (p.seconds * 2.0 * 1e9) as u64;
+    let mut sender_stalled = false;
+    'schedule: for i in 0..scheduled {
         let intended = start_ns + (i as f64 * period_ns) as u64;
         loop {
             let now = epoch.elapsed().as_nanos() as u64;
@@ -230,8 +239,9 @@ pub fn run_point(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
                 Ok(_) => break,
                 Err(SendError::WouldBlock) => {
                     would_block += 1;
-                    if epoch.elapsed() > schedule_end {
-                        bail!("sender blocked past twice the run time");
+                    if epoch.elapsed().as_nanos() as u64 > give_up_ns {
+                        sender_stalled = true;
+                        break 'schedule;
                     }
                     std::thread::yield_now();
                 }
@@ -243,10 +253,21 @@ pub fn run_point(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
     while delivered.load(Ordering::Relaxed) < scheduled && Instant::now() < drain_end {
         std::thread::sleep(Duration::from_millis(1));
     }
-    let seconds = (epoch.elapsed().as_nanos() as u64).saturating_sub(start_ns) as f64 / 1e9;
+    let end_ns = epoch.elapsed().as_nanos() as u64;
+    let seconds = end_ns.saturating_sub(start_ns) as f64 / 1e9;
     let driver_name = group.driver_name;
     drop(group);
-    let r = recorder.lock().unwrap_or_else(|e| e.into_inner());
+    let mut r = recorder.lock().unwrap_or_else(|e| e.into_inner());
+    // Messages not delivered by now (never sent, or sent and still in flight): delivery is
+    // FIFO and reliable, so they are the indices from `delivered` on. Their latency is at
+    // least `end - intended`; record that lower bound so the percentiles do not omit them.
+    let undelivered_from = r.delivered.max(warmup);
+    for j in undelivered_from..scheduled {
+        let intended = start_ns + (j as f64 * period_ns) as u64;
+        r.histogram
+            .saturating_record(end_ns.saturating_sub(intended).max(1));
+    }
+    let undelivered = scheduled.saturating_sub(r.delivered);
     let us = |q: f64| r.histogram.value_at_quantile(q) as f64 / 1e3;
     Ok(LatencyResult {
         point: p,
@@ -260,5 +281,7 @@ pub fn run_point(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
         max_us: r.histogram.max() as f64 / 1e3,
         seconds: seconds.max(p.seconds.min(1e-9)),
         would_block,
+        sender_stalled,
+        undelivered,
     })
 }

@@ -406,6 +406,7 @@ pub fn tables(records: &[ResultRecord]) -> Vec<(&'static str, Table)> {
             "msgs/s",
             "MB/s",
             "rx ns/msg",
+            "rx virtual msgs/s",
             "ceiling msgs/s",
             "ratio",
             "complete",
@@ -419,6 +420,10 @@ pub fn tables(records: &[ResultRecord]) -> Vec<(&'static str, Table)> {
                 thousands(r.msgs_per_s),
                 format!("{:.1}", r.mb_per_s),
                 sig3(r.extra.get("receiver_ns_per_msg").and_then(|v| v.as_f64())),
+                r.extra
+                    .get("receiver_virtual_msgs_per_s")
+                    .and_then(|v| v.as_f64())
+                    .map_or("-".into(), thousands),
                 thousands(r.ceiling_msgs_per_s),
                 format!("{:.3}", r.ratio),
                 flag(r, "complete"),
