@@ -13,7 +13,9 @@
 //! Measured: the group rate (messages delivered from others, summed over members, divided by
 //! `members - 1`, per second of the run) and each member's *busy time* — the time spent inside
 //! its own calls (`handle_datagram`, `poll_deliver`, `handle_timeout`, `poll_transmit`,
-//! `send`), taken with one clock read pair per member per round phase. A receiver's busy time
+//! `send`), read from the thread's CPU clock ([`CpuClock`]) with one read pair per member per
+//! round phase (the read itself, a system call of a few hundred ns, is charged to the member:
+//! a constant per member per round, not per message or per group member). A receiver's busy time
 //! divided by the messages it delivered is its CPU cost per delivered message.
 //!
 //! Bounds: a run stops after `messages` application messages (split over the senders) are
@@ -70,6 +72,8 @@ pub struct InprocResult {
     pub receiver_rank: usize,
     /// The members' virtual time at the end.
     pub virtual_seconds: f64,
+    /// How busy time was read ([`CpuClock::label`]).
+    pub cpu_clock: &'static str,
 }
 
 impl InprocResult {
@@ -121,6 +125,7 @@ impl InprocResult {
         extra.insert("datagram_bytes".into(), self.datagram_bytes.into());
         extra.insert("seconds".into(), self.seconds.into());
         extra.insert("virtual_seconds".into(), self.virtual_seconds.into());
+        extra.insert("cpu_clock".into(), self.cpu_clock.into());
         let r = self.receiver_rank;
         extra.insert(
             "receiver_virtual_msgs_per_s".into(),
@@ -189,6 +194,41 @@ fn config(members: usize, rank: usize, datagram_bytes: usize) -> MemberConfig {
     c
 }
 
+/// Where busy time is read: the thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`, so time the
+/// thread spent descheduled on a busy machine is not charged to the member it was running),
+/// or the monotonic clock where the kernel has no thread CPU clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuClock {
+    Thread,
+    Wall(Instant),
+}
+
+impl CpuClock {
+    pub fn pick() -> CpuClock {
+        match cpu_time::ThreadTime::try_now() {
+            Ok(_) => CpuClock::Thread,
+            Err(_) => CpuClock::Wall(Instant::now()),
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CpuClock::Thread => "thread-cpu",
+            CpuClock::Wall(_) => "wall",
+        }
+    }
+
+    #[inline]
+    pub fn now_ns(self) -> u64 {
+        match self {
+            CpuClock::Thread => cpu_time::ThreadTime::try_now()
+                .map(|t| t.as_duration().as_nanos() as u64)
+                .unwrap_or(0),
+            CpuClock::Wall(origin) => origin.elapsed().as_nanos() as u64,
+        }
+    }
+}
+
 /// One datagram of the round's arena.
 struct InFlight {
     from: usize,
@@ -211,6 +251,7 @@ pub fn run_point(p: InprocPoint) -> anyhow::Result<InprocResult> {
     let (order, safe) = p.order.order();
     let quota = (p.messages / senders as u64).max(1);
     let total = quota * senders as u64;
+    let cpu = CpuClock::pick();
     let start = Instant::now();
     let mut round = 0u64;
     let mut members: Vec<Member> = (0..n)
@@ -242,7 +283,7 @@ pub fn run_point(p: InprocPoint) -> anyhow::Result<InprocResult> {
         let now = Time(round * VIRTUAL_ROUND_NS);
         // Application sends.
         for &s in &sender_ranks {
-            let t0 = Instant::now();
+            let t0 = cpu.now_ns();
             let mut burst = 0;
             while sent[s] < quota && burst < BURST_MESSAGES_MAX {
                 match members[s].send(now, order, safe, &payload) {
@@ -254,13 +295,13 @@ pub fn run_point(p: InprocPoint) -> anyhow::Result<InprocResult> {
                     Err(e) => bail!("send refused: {e}"),
                 }
             }
-            busy[s] += t0.elapsed().as_nanos() as u64;
+            busy[s] += cpu.now_ns().saturating_sub(t0);
         }
         // Timers and transmissions.
         arena.clear();
         in_flight.clear();
         for (i, m) in members.iter_mut().enumerate() {
-            let t0 = Instant::now();
+            let t0 = cpu.now_ns();
             if m.poll_timeout().is_some_and(|d| d <= now) {
                 m.handle_timeout(now);
             }
@@ -283,12 +324,12 @@ pub fn run_point(p: InprocPoint) -> anyhow::Result<InprocResult> {
                     }
                 }
             }
-            busy[i] += t0.elapsed().as_nanos() as u64;
+            busy[i] += cpu.now_ns().saturating_sub(t0);
         }
         datagrams += in_flight.len() as u64;
         // Reception and delivery.
         for (j, m) in members.iter_mut().enumerate() {
-            let t0 = Instant::now();
+            let t0 = cpu.now_ns();
             for d in &in_flight {
                 let to_me = match d.dest {
                     Dest::Group => d.from != j,
@@ -304,7 +345,7 @@ pub fn run_point(p: InprocPoint) -> anyhow::Result<InprocResult> {
                     from_others[j] += 1;
                 }
             }
-            busy[j] += t0.elapsed().as_nanos() as u64;
+            busy[j] += cpu.now_ns().saturating_sub(t0);
         }
         if delivered.iter().all(|&d| d >= total) {
             complete = true;
@@ -329,6 +370,7 @@ pub fn run_point(p: InprocPoint) -> anyhow::Result<InprocResult> {
         complete,
         receiver_rank,
         virtual_seconds: (round * VIRTUAL_ROUND_NS) as f64 / 1e9,
+        cpu_clock: cpu.label(),
     })
 }
 
