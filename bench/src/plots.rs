@@ -340,8 +340,10 @@ pub fn write_all(records: &[ResultRecord], dir: &Path) -> anyhow::Result<PlotRep
                     .push((r.members as f64, ns));
             }
         }
+        // A payload measured at one group size only (the size sweep) is no line: left out.
         let series = series
             .into_iter()
+            .filter(|(_, points)| points.len() >= 2)
             .map(|(name, mut points)| {
                 points.sort_by(|a, b| a.0.total_cmp(&b.0));
                 Series {
