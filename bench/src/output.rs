@@ -9,10 +9,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One measured point.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ResultRecord {
     pub scenario: String,
     /// The path: "loopback" (kernel UDP on 127.0.0.1) or "memory" (in-process).
@@ -53,6 +53,69 @@ impl JsonLines {
         serde_json::to_writer(&mut self.out, record)?;
         self.out.write_all(b"\n")?;
         self.out.flush()
+    }
+}
+
+/// Reads every record of a JSON lines file; a line that is not a record is an error naming
+/// its line number.
+pub fn read_json_lines(path: &Path) -> anyhow::Result<Vec<ResultRecord>> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(
+            serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not a result record", path.display(), i + 1))?,
+        );
+    }
+    Ok(out)
+}
+
+/// A progress display on stderr: `[k/n] what (elapsed)`, rewritten in place on a terminal,
+/// one line each otherwise.
+pub struct Progress {
+    total: usize,
+    done: usize,
+    start: std::time::Instant,
+    terminal: bool,
+}
+
+impl Progress {
+    pub fn new(total: usize) -> Self {
+        use std::io::IsTerminal;
+        Progress {
+            total,
+            done: 0,
+            start: std::time::Instant::now(),
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Announces the next point.
+    pub fn next(&mut self, what: &str) {
+        self.done += 1;
+        let line = format!(
+            "[{:>3}/{}] {:>5.1} s  {what}",
+            self.done,
+            self.total,
+            self.start.elapsed().as_secs_f64()
+        );
+        if self.terminal {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Ends the display (a newline on a terminal).
+    pub fn finish(&self) {
+        if self.terminal {
+            eprintln!();
+        }
     }
 }
 

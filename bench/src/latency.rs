@@ -1,0 +1,287 @@
+//! The `latency` scenario: one-way latency between 2 member nodes on loopback at a fixed
+//! offered rate, per idle strategy.
+//!
+//! Rank 1 sends message `i` at its *intended* time `start + i / rate` (a fixed schedule; it
+//! sleeps until shortly before and spins the rest). The payload carries the intended time in
+//! ns since a process-wide epoch; rank 0's handler reads the same monotonic clock at delivery
+//! and records `delivery - intended` in an HDR histogram. Measuring from the intended time,
+//! not from the actual send, keeps it coordinated-omission safe: a sender held up (by the
+//! window, a slow poller, the scheduler) makes every message behind it count the delay.
+//! Messages of the first [`WARMUP_FRACTION`] of the run are not recorded.
+//!
+//! The same-host clock is exact here (one process, one `Instant` epoch). The result's
+//! "ceiling" is the offered rate and its ratio the delivered rate over the offered one (a
+//! latency point that cannot keep up shows a ratio below 1).
+//!
+//! Bounds: `rate x seconds` messages, at most [`MESSAGES_MAX`]; a sender that meets a full
+//! window for longer than twice the run stops the schedule (`sender_stalled`); after it, at
+//! most [`DRAIN_MS_MAX`] of waiting for the last deliveries. Messages not delivered by then
+//! (unsent or in flight) are recorded with their latency so far as a lower bound and counted
+//! in `lost`, so a stalled run shows in the percentiles instead of vanishing from them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use cohort::node::{Delivery, SendError};
+use cohort::Idle;
+use hdrhistogram::Histogram;
+
+use crate::axes::BenchOrder;
+use crate::ceiling::DriverName;
+use crate::group_ceiling::Addressing;
+use crate::loopback::start_group;
+use crate::output::ResultRecord;
+
+/// Most messages per point.
+pub const MESSAGES_MAX: u64 = 2_000_000;
+/// Part of the schedule not recorded.
+pub const WARMUP_FRACTION: f64 = 0.1;
+/// Longest wait for the last deliveries after the schedule ends.
+pub const DRAIN_MS_MAX: u64 = 2_000;
+/// Highest latency the histogram holds (larger values are clamped to it), in ns.
+pub const LATENCY_NS_MAX: u64 = 60_000_000_000;
+/// The sender sleeps until this long before an intended time, then spins.
+pub const SPIN_BEFORE_NS: u64 = 10_000;
+/// Timer slack asked for the sending thread (the default 50 µs would make sleeps overshoot
+/// the schedule), in ns.
+pub const TIMER_SLACK_NS: u64 = 1_000;
+/// Payload bytes (intended time, message index).
+pub const PAYLOAD_BYTES: usize = 16;
+/// Offered rates of the matrix, messages per second.
+pub const RATES: [u64; 3] = [1_000, 10_000, 100_000];
+
+/// Idle strategies as the benchmark names them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum IdleName {
+    BusySpin,
+    #[default]
+    Backoff,
+}
+
+impl IdleName {
+    pub fn idle(self) -> Idle {
+        match self {
+            IdleName::BusySpin => Idle::BusySpin,
+            IdleName::Backoff => Idle::Backoff,
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            IdleName::BusySpin => "busyspin",
+            IdleName::Backoff => "backoff",
+        }
+    }
+}
+
+/// One latency point.
+#[derive(Clone, Copy, Debug)]
+pub struct LatencyPoint {
+    pub driver: DriverName,
+    pub idle: IdleName,
+    pub order: BenchOrder,
+    pub rate: u64,
+    pub seconds: f64,
+}
+
+/// What a latency point measured.
+#[derive(Clone, Debug)]
+pub struct LatencyResult {
+    pub point: LatencyPoint,
+    pub driver_name: &'static str,
+    pub scheduled: u64,
+    pub delivered: u64,
+    pub recorded: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub seconds: f64,
+    /// Sends that met a full window (retried at once).
+    pub would_block: u64,
+    /// The sender met a full window for longer than twice the run and stopped the schedule.
+    pub sender_stalled: bool,
+    /// Scheduled messages not delivered at the end (recorded as lower bounds).
+    pub undelivered: u64,
+}
+
+impl LatencyResult {
+    pub fn msgs_per_s(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.delivered as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    pub fn record(&self) -> ResultRecord {
+        let msgs = self.msgs_per_s();
+        let offered = self.point.rate as f64;
+        let mut extra = serde_json::Map::new();
+        extra.insert("driver".into(), self.driver_name.into());
+        extra.insert("idle".into(), self.point.idle.label().into());
+        extra.insert("offered_msgs_per_s".into(), offered.into());
+        extra.insert("max_us".into(), self.max_us.into());
+        extra.insert("scheduled".into(), self.scheduled.into());
+        extra.insert("delivered".into(), self.delivered.into());
+        extra.insert("recorded".into(), self.recorded.into());
+        extra.insert("lost".into(), self.undelivered.into());
+        extra.insert("sender_stalled".into(), self.sender_stalled.into());
+        extra.insert("would_block".into(), self.would_block.into());
+        extra.insert(
+            "ceiling_is".into(),
+            "the offered rate (ratio = delivered / offered)".into(),
+        );
+        ResultRecord {
+            scenario: "latency".into(),
+            transport: format!("{}/fanout", self.driver_name),
+            order: self.point.order.label().into(),
+            size: PAYLOAD_BYTES,
+            members: 2,
+            senders: 1,
+            msgs_per_s: msgs,
+            mb_per_s: msgs * PAYLOAD_BYTES as f64 / 1e6,
+            p50_us: Some(self.p50_us),
+            p99_us: Some(self.p99_us),
+            p999_us: Some(self.p999_us),
+            ceiling_msgs_per_s: offered,
+            ratio: if offered > 0.0 { msgs / offered } else { 0.0 },
+            extra,
+        }
+    }
+}
+
+/// Asks the kernel for a small timer slack through `/proc/self/timerslack_ns` (no unsafe
+/// code). That file is the process's main thread: the binary runs the sender there. Best
+/// effort: a refusal only makes the sender's sleeps less precise, which the intended-time
+/// measure still counts.
+fn set_timer_slack_ns(ns: u64) {
+    let _ = std::fs::write("/proc/self/timerslack_ns", ns.to_string());
+}
+
+struct Recorder {
+    histogram: Histogram<u64>,
+    delivered: u64,
+}
+
+/// Runs one latency point.
+pub fn run_point(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
+    if p.rate == 0 || p.seconds.is_nan() || p.seconds <= 0.0 {
+        bail!("rate and seconds must be positive");
+    }
+    let scheduled = ((p.rate as f64 * p.seconds) as u64).clamp(1, MESSAGES_MAX);
+    let warmup = (scheduled as f64 * WARMUP_FRACTION) as u64;
+    let epoch = Instant::now();
+    let recorder = Arc::new(Mutex::new(Recorder {
+        histogram: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
+            .context("creating the histogram")?,
+        delivered: 0,
+    }));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let group = start_group(
+        "bench-latency",
+        p.driver,
+        Addressing::Fanout,
+        2,
+        p.idle.idle(),
+        |rank| {
+            let recorder = recorder.clone();
+            let delivered = delivered.clone();
+            move |d: &Delivery<'_>| {
+                if rank != 0 || d.sender == 0 {
+                    return;
+                }
+                let now = epoch.elapsed().as_nanos() as u64;
+                let Some((head, _)) = d.payload.split_first_chunk::<PAYLOAD_BYTES>() else {
+                    return;
+                };
+                let intended = u64::from_le_bytes(head[0..8].try_into().unwrap_or([0; 8]));
+                let index = u64::from_le_bytes(head[8..16].try_into().unwrap_or([0; 8]));
+                let mut r = recorder.lock().unwrap_or_else(|e| e.into_inner());
+                r.delivered += 1;
+                if index >= warmup {
+                    r.histogram
+                        .saturating_record(now.saturating_sub(intended).max(1));
+                }
+                drop(r);
+                delivered.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+    )?;
+    let (order, safe) = p.order.order();
+    let sender = group.groups[1].clone();
+    let period_ns = 1e9 / p.rate as f64;
+    let start_ns = epoch.elapsed().as_nanos() as u64 + 1_000_000;
+    set_timer_slack_ns(TIMER_SLACK_NS);
+    let mut payload = [0u8; PAYLOAD_BYTES];
+    let mut would_block = 0u64;
+    let give_up_ns = start_ns + (p.seconds * 2.0 * 1e9) as u64;
+    let mut sender_stalled = false;
+    'schedule: for i in 0..scheduled {
+        let intended = start_ns + (i as f64 * period_ns) as u64;
+        loop {
+            let now = epoch.elapsed().as_nanos() as u64;
+            if now >= intended {
+                break;
+            }
+            let left = intended - now;
+            if left > SPIN_BEFORE_NS {
+                std::thread::sleep(Duration::from_nanos(left - SPIN_BEFORE_NS));
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        payload[0..8].copy_from_slice(&intended.to_le_bytes());
+        payload[8..16].copy_from_slice(&i.to_le_bytes());
+        loop {
+            match sender.send(order, safe, &payload) {
+                Ok(_) => break,
+                Err(SendError::WouldBlock) => {
+                    would_block += 1;
+                    if epoch.elapsed().as_nanos() as u64 > give_up_ns {
+                        sender_stalled = true;
+                        break 'schedule;
+                    }
+                    std::thread::yield_now();
+                }
+                Err(e) => bail!("send failed: {e}"),
+            }
+        }
+    }
+    let drain_end = Instant::now() + Duration::from_millis(DRAIN_MS_MAX);
+    while delivered.load(Ordering::Relaxed) < scheduled && Instant::now() < drain_end {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let end_ns = epoch.elapsed().as_nanos() as u64;
+    let seconds = end_ns.saturating_sub(start_ns) as f64 / 1e9;
+    let driver_name = group.driver_name;
+    drop(group);
+    let mut r = recorder.lock().unwrap_or_else(|e| e.into_inner());
+    // Messages not delivered by now (never sent, or sent and still in flight): delivery is
+    // FIFO and reliable, so they are the indices from `delivered` on. Their latency is at
+    // least `end - intended`; record that lower bound so the percentiles do not omit them.
+    let undelivered_from = r.delivered.max(warmup);
+    for j in undelivered_from..scheduled {
+        let intended = start_ns + (j as f64 * period_ns) as u64;
+        r.histogram
+            .saturating_record(end_ns.saturating_sub(intended).max(1));
+    }
+    let undelivered = scheduled.saturating_sub(r.delivered);
+    let us = |q: f64| r.histogram.value_at_quantile(q) as f64 / 1e3;
+    Ok(LatencyResult {
+        point: p,
+        driver_name,
+        scheduled,
+        delivered: r.delivered,
+        recorded: r.histogram.len(),
+        p50_us: us(0.5),
+        p99_us: us(0.99),
+        p999_us: us(0.999),
+        max_us: r.histogram.max() as f64 / 1e3,
+        seconds: seconds.max(p.seconds.min(1e-9)),
+        would_block,
+        sender_stalled,
+        undelivered,
+    })
+}

@@ -1,0 +1,291 @@
+//! The `loopback` scenario: member nodes over UDP on 127.0.0.1 through the public API.
+//!
+//! Each member is a [`Node`] of its own (own socket, own poller thread) in this process —
+//! threads, not processes; the kernel path is the same. Nodes bind `127.0.0.1:0`, and every
+//! node joins one group with the complete static member list. Sender members each get an
+//! application thread that calls [`Group::send`] in a loop (on `WouldBlock` it yields and
+//! retries); the handler counts deliveries from other members.
+//!
+//! Measured: the group rate — messages delivered from others, summed over members, divided by
+//! `members - 1` — over the steady part of the run (after [`WARMUP_FRACTION`] of it), and,
+//! before each path, the raw group ceiling of the same driver, addressing, group size, sender
+//! count, payload and packing ([`crate::group_ceiling`]); each result is reported as a ratio to
+//! it. After the send period the run waits (at most [`DRAIN_MS_MAX`]) until every message was
+//! delivered everywhere and says whether it was.
+//!
+//! Not reachable through the public API (so not measured here): turning GSO/GRO off (a node's
+//! socket always asks for them; both fall back by themselves), and payloads larger than a
+//! 1472 B datagram allows (no datagram size option on the node builder).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use cohort::node::{Delivery, Driver, Group, Handler, Node, SendError};
+use cohort::Idle;
+
+use crate::axes::{BenchOrder, Senders};
+use crate::ceiling::DriverName;
+use crate::group_ceiling::{private_multicast_group, Addressing};
+use crate::output::ResultRecord;
+
+/// Part of the send period not measured (connection warm-up, first windows).
+pub const WARMUP_FRACTION: f64 = 0.2;
+/// Longest wait after the send period for every message to be delivered everywhere.
+pub const DRAIN_MS_MAX: u64 = 3_000;
+/// Safety cap on messages per second of run time per sender.
+pub const SENDS_PER_SECOND_MAX: f64 = 20_000_000.0;
+/// Largest group this scenario starts (one node and poller thread each).
+pub const MEMBERS_MAX: usize = 16;
+/// Datagrams per send call the node's poller uses (the ceiling uses the same).
+pub const NODE_SEND_BATCH_DATAGRAMS: usize = 64;
+/// Datagram size a node uses (the transport's default).
+pub const NODE_DATAGRAM_BYTES: usize = cohort_transport::DATAGRAM_BYTES_DEFAULT;
+
+/// A started group: one node and one group handle per member, in rank order.
+pub struct RunningGroup {
+    pub nodes: Vec<Node>,
+    pub groups: Vec<Group>,
+    pub driver_name: &'static str,
+}
+
+/// The node builder's driver for a kernel driver name.
+pub fn node_driver(d: DriverName) -> anyhow::Result<Driver> {
+    Ok(match d {
+        DriverName::Uring => Driver::IoUring,
+        DriverName::Mmsg => Driver::Mmsg,
+        DriverName::Memory => bail!("loopback runs kernel drivers only (io_uring, sendmmsg)"),
+    })
+}
+
+/// Starts `members` nodes on 127.0.0.1 and joins them all to group `name`; `handler(rank)`
+/// makes each member's handler.
+pub fn start_group<H: Handler>(
+    name: &str,
+    driver: DriverName,
+    addressing: Addressing,
+    members: usize,
+    idle: Idle,
+    mut handler: impl FnMut(usize) -> H,
+) -> anyhow::Result<RunningGroup> {
+    if !(2..=MEMBERS_MAX).contains(&members) {
+        bail!("loopback groups have 2..={MEMBERS_MAX} members");
+    }
+    let multicast = private_multicast_group();
+    let mut nodes = Vec::with_capacity(members);
+    for _ in 0..members {
+        let mut b = Node::builder()
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .driver(node_driver(driver)?)
+            .idle(idle);
+        b = match addressing {
+            Addressing::Multicast => b.multicast(multicast, Ipv4Addr::LOCALHOST),
+            Addressing::Fanout => b.unicast_fanout(),
+        };
+        nodes.push(b.start().context("starting a node")?);
+    }
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.local_addr()).collect();
+    let mut groups = Vec::with_capacity(members);
+    for (rank, node) in nodes.iter().enumerate() {
+        groups.push(
+            node.join(name, &addrs, handler(rank))
+                .with_context(|| format!("member {rank} joining {name}"))?,
+        );
+    }
+    let driver_name = nodes[0].driver_name();
+    Ok(RunningGroup {
+        nodes,
+        groups,
+        driver_name,
+    })
+}
+
+/// One loopback point.
+#[derive(Clone, Copy, Debug)]
+pub struct LoopbackPoint {
+    pub driver: DriverName,
+    pub addressing: Addressing,
+    pub members: usize,
+    pub senders: Senders,
+    pub order: BenchOrder,
+    pub size: usize,
+    pub seconds: f64,
+    pub idle: Idle,
+}
+
+/// What a loopback point measured.
+#[derive(Clone, Debug)]
+pub struct LoopbackResult {
+    pub point: LoopbackPoint,
+    pub driver_name: &'static str,
+    pub msgs_sent: u64,
+    /// Messages delivered from others, summed over members, in the measured window.
+    pub delivered_in_window: u64,
+    pub window_seconds: f64,
+    /// Every message reached every member before the drain bound.
+    pub complete: bool,
+    pub window_stalls: u64,
+}
+
+impl LoopbackResult {
+    pub fn msgs_per_s(&self) -> f64 {
+        let n = self.point.members;
+        if self.window_seconds <= 0.0 || n < 2 {
+            return 0.0;
+        }
+        self.delivered_in_window as f64 / (n - 1) as f64 / self.window_seconds
+    }
+
+    pub fn record(&self, ceiling_msgs_per_s: f64) -> ResultRecord {
+        let msgs = self.msgs_per_s();
+        let mut extra = serde_json::Map::new();
+        extra.insert("driver".into(), self.driver_name.into());
+        extra.insert("addressing".into(), self.point.addressing.label().into());
+        extra.insert("gso".into(), "requested".into());
+        extra.insert("complete".into(), self.complete.into());
+        extra.insert("msgs_sent".into(), self.msgs_sent.into());
+        extra.insert("window_stalls".into(), self.window_stalls.into());
+        extra.insert("seconds".into(), self.window_seconds.into());
+        extra.insert(
+            "members_are".into(),
+            "threads with one Node each, one process".into(),
+        );
+        ResultRecord {
+            scenario: "loopback".into(),
+            transport: format!("{}/{}", self.driver_name, self.point.addressing.label()),
+            order: self.point.order.label().into(),
+            size: self.point.size,
+            members: self.point.members,
+            senders: self.point.senders.count(self.point.members),
+            msgs_per_s: msgs,
+            mb_per_s: msgs * self.point.size as f64 / 1e6,
+            p50_us: None,
+            p99_us: None,
+            p999_us: None,
+            ceiling_msgs_per_s,
+            ratio: if ceiling_msgs_per_s > 0.0 {
+                msgs / ceiling_msgs_per_s
+            } else {
+                0.0
+            },
+            extra,
+        }
+    }
+}
+
+/// Runs one loopback point.
+pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
+    if p.seconds.is_nan() || p.seconds <= 0.0 {
+        bail!("seconds must be positive");
+    }
+    let n = p.members;
+    let counters: Vec<Arc<AtomicU64>> = (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let group = start_group(
+        "bench-loopback",
+        p.driver,
+        p.addressing,
+        n,
+        p.idle,
+        |rank| {
+            let c = counters[rank].clone();
+            move |d: &Delivery<'_>| {
+                if d.sender as usize != rank {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        },
+    )?;
+    let max = group.groups[0].payload_bytes_max();
+    if p.size > max {
+        bail!(
+            "a {} B payload exceeds the node's {max} B maximum (the node builder has no datagram size option)",
+            p.size
+        );
+    }
+    let senders = p.senders.count(n);
+    let sender_ranks: Vec<usize> = if senders == 1 {
+        vec![1]
+    } else {
+        (0..n).collect()
+    };
+    let (order, safe) = p.order.order();
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(p.seconds);
+    let sends_max = (SENDS_PER_SECOND_MAX * p.seconds) as u64;
+    let mut threads = Vec::new();
+    for &r in &sender_ranks {
+        let g = group.groups[r].clone();
+        let stop = stop.clone();
+        let payload = vec![0xC3u8; p.size];
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("bench-send-{r}"))
+                .spawn(move || -> Result<u64, SendError> {
+                    let mut sent = 0u64;
+                    while sent < sends_max && !stop.load(Ordering::Relaxed) {
+                        match g.send(order, safe, &payload) {
+                            Ok(_) => sent += 1,
+                            Err(SendError::WouldBlock) => {
+                                if Instant::now() >= deadline {
+                                    break;
+                                }
+                                std::thread::yield_now()
+                            }
+                            Err(e) => return Err(e),
+                        }
+                        if sent.is_multiple_of(64) && Instant::now() >= deadline {
+                            break;
+                        }
+                    }
+                    Ok(sent)
+                })
+                .context("spawning a sender thread")?,
+        );
+    }
+    let total = |cs: &[Arc<AtomicU64>]| cs.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>();
+    let warm = start + Duration::from_secs_f64(p.seconds * WARMUP_FRACTION);
+    std::thread::sleep(warm.saturating_duration_since(Instant::now()));
+    let t0 = Instant::now();
+    let c0 = total(&counters);
+    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    let c1 = total(&counters);
+    let t1 = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let mut msgs_sent = 0u64;
+    let mut send_error = None;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(s)) => msgs_sent += s,
+            Ok(Err(e)) => {
+                send_error.get_or_insert(anyhow::anyhow!("send failed: {e}"));
+            }
+            Err(_) => {
+                send_error.get_or_insert(anyhow::anyhow!("a sender thread panicked"));
+            }
+        }
+    }
+    if let Some(e) = send_error {
+        return Err(e);
+    }
+    let expected = msgs_sent * (n as u64 - 1);
+    let drain_end = Instant::now() + Duration::from_millis(DRAIN_MS_MAX);
+    while total(&counters) < expected && Instant::now() < drain_end {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let complete = total(&counters) == expected;
+    let window_stalls = group.groups.iter().map(|g| g.stats().window_stalls).sum();
+    let driver_name = group.driver_name;
+    drop(group);
+    Ok(LoopbackResult {
+        point: p,
+        driver_name,
+        msgs_sent,
+        delivered_in_window: c1 - c0,
+        window_seconds: (t1 - t0).as_secs_f64(),
+        complete,
+        window_stalls,
+    })
+}

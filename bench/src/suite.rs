@@ -1,0 +1,706 @@
+//! A *plan* of points across the scenarios (`inproc`, `loopback`, `latency`), its run with a
+//! progress display, the tables, the issue-8 targets and the output files. `--quick` and
+//! `all` are two plans; the scenario subcommands build one-scenario plans from their flags.
+//!
+//! Loopback: the raw ceiling of a path (driver, addressing, members, senders, payload) is
+//! measured once, right before the orders that share it are run (the orders do not change the
+//! path), so a drifting machine moves both sides of each ratio together.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::axes::{sig3, BenchOrder, Senders};
+use crate::ceiling::DriverName;
+use crate::group_ceiling::{self, Addressing, GroupPoint};
+use crate::inproc::{self, InprocPoint};
+use crate::latency::{self, IdleName, LatencyPoint};
+use crate::loopback::{self, LoopbackPoint, NODE_DATAGRAM_BYTES, NODE_SEND_BATCH_DATAGRAMS};
+use crate::output::{thousands, JsonLines, Progress, ResultRecord, Table};
+use crate::plots;
+
+/// The inproc part of a plan.
+#[derive(Clone, Debug, Default)]
+pub struct InprocPlan {
+    pub members: Vec<usize>,
+    pub orders: Vec<BenchOrder>,
+    pub senders: Vec<Senders>,
+    /// Payload sizes run at every group size.
+    pub sizes: Vec<usize>,
+    /// Extra payload sizes run at [`InprocPlan::size_sweep_members`] only.
+    pub size_sweep: Vec<usize>,
+    pub size_sweep_members: usize,
+    pub messages: u64,
+    pub seconds: f64,
+    pub ceiling_seconds: f64,
+}
+
+/// The loopback part of a plan.
+#[derive(Clone, Debug, Default)]
+pub struct LoopbackPlan {
+    pub drivers: Vec<DriverName>,
+    pub addressing: Vec<Addressing>,
+    pub members: Vec<usize>,
+    pub senders: Vec<Senders>,
+    pub orders: Vec<BenchOrder>,
+    pub sizes: Vec<usize>,
+    pub seconds: f64,
+    pub ceiling_seconds: f64,
+    pub idle: IdleName,
+}
+
+/// The latency part of a plan.
+#[derive(Clone, Debug, Default)]
+pub struct LatencyPlan {
+    pub drivers: Vec<DriverName>,
+    pub idles: Vec<IdleName>,
+    pub rates: Vec<u64>,
+    pub orders: Vec<BenchOrder>,
+    pub seconds: f64,
+}
+
+/// What to run.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub inproc: Option<InprocPlan>,
+    pub loopback: Option<LoopbackPlan>,
+    pub latency: Option<LatencyPlan>,
+}
+
+/// The `--quick` plan: one representative point per target, well under 60 s.
+pub fn quick() -> Plan {
+    Plan {
+        inproc: Some(InprocPlan {
+            members: vec![3, 16, 64],
+            orders: vec![BenchOrder::Fifo, BenchOrder::Total],
+            senders: vec![Senders::One],
+            sizes: vec![64],
+            size_sweep: vec![],
+            size_sweep_members: 3,
+            messages: 20_000,
+            seconds: 2.0,
+            ceiling_seconds: 0.1,
+        }),
+        loopback: Some(LoopbackPlan {
+            drivers: vec![DriverName::Uring],
+            addressing: vec![Addressing::Fanout],
+            members: vec![2],
+            senders: vec![Senders::One],
+            orders: BenchOrder::ALL.to_vec(),
+            sizes: vec![64],
+            seconds: 1.0,
+            ceiling_seconds: 1.0,
+            idle: IdleName::Backoff,
+        }),
+        latency: Some(LatencyPlan {
+            drivers: vec![DriverName::Uring],
+            idles: vec![IdleName::BusySpin, IdleName::Backoff],
+            rates: vec![10_000],
+            orders: vec![BenchOrder::Fifo],
+            seconds: 1.0,
+        }),
+    }
+}
+
+/// The full matrix.
+pub fn full() -> Plan {
+    Plan {
+        inproc: Some(InprocPlan {
+            members: inproc::GROUP_SIZES.to_vec(),
+            orders: BenchOrder::ALL.to_vec(),
+            senders: vec![Senders::One, Senders::All],
+            sizes: vec![64],
+            size_sweep: vec![16, 256, 1024, 8192],
+            size_sweep_members: 3,
+            messages: 50_000,
+            seconds: 4.0,
+            ceiling_seconds: 0.2,
+        }),
+        loopback: Some(LoopbackPlan {
+            drivers: vec![DriverName::Uring, DriverName::Mmsg],
+            addressing: vec![Addressing::Fanout, Addressing::Multicast],
+            members: vec![2],
+            senders: vec![Senders::One, Senders::All],
+            orders: BenchOrder::ALL.to_vec(),
+            sizes: vec![16, 64, 256, 1024, 8192],
+            seconds: 1.0,
+            ceiling_seconds: 1.0,
+            idle: IdleName::Backoff,
+        }),
+        latency: Some(LatencyPlan {
+            drivers: vec![DriverName::Uring],
+            idles: vec![IdleName::BusySpin, IdleName::Backoff],
+            rates: latency::RATES.to_vec(),
+            orders: vec![BenchOrder::Fifo],
+            seconds: 2.0,
+        }),
+    }
+}
+
+/// Where results go.
+#[derive(Clone, Debug, Default)]
+pub struct Outputs {
+    pub json: Option<PathBuf>,
+    pub plots: Option<PathBuf>,
+}
+
+/// Everything a plan run produced.
+#[derive(Debug, Default)]
+pub struct SuiteOutcome {
+    pub records: Vec<ResultRecord>,
+    /// Points that could not run, with the reason (e.g. payload too large for the node).
+    pub skipped: Vec<String>,
+    pub plot_files: Vec<PathBuf>,
+    pub without_text: bool,
+}
+
+fn inproc_points(p: &InprocPlan) -> Vec<InprocPoint> {
+    let mut out = Vec::new();
+    for &senders in &p.senders {
+        for &order in &p.orders {
+            for &members in &p.members {
+                for &size in &p.sizes {
+                    out.push(InprocPoint {
+                        members,
+                        senders,
+                        order,
+                        size,
+                        messages: p.messages,
+                        seconds: p.seconds,
+                    });
+                }
+            }
+            if senders == Senders::One {
+                for &size in &p.size_sweep {
+                    out.push(InprocPoint {
+                        members: p.size_sweep_members,
+                        senders,
+                        order,
+                        size,
+                        messages: p.messages,
+                        seconds: p.seconds,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Loopback paths (one ceiling each) and the orders run on each.
+fn loopback_paths(p: &LoopbackPlan) -> Vec<GroupPoint> {
+    let mut out = Vec::new();
+    for &driver in &p.drivers {
+        for &addressing in &p.addressing {
+            for &members in &p.members {
+                for &senders in &p.senders {
+                    for &size in &p.sizes {
+                        out.push(GroupPoint {
+                            driver,
+                            gso: true,
+                            addressing,
+                            members,
+                            senders: senders.count(members),
+                            size,
+                            seconds: p.ceiling_seconds,
+                            datagram_bytes: NODE_DATAGRAM_BYTES,
+                            batch: NODE_SEND_BATCH_DATAGRAMS,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn latency_points(p: &LatencyPlan) -> Vec<LatencyPoint> {
+    let mut out = Vec::new();
+    for &driver in &p.drivers {
+        for &order in &p.orders {
+            for &idle in &p.idles {
+                for &rate in &p.rates {
+                    out.push(LatencyPoint {
+                        driver,
+                        idle,
+                        order,
+                        rate,
+                        seconds: p.seconds,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// How many progress steps a plan has.
+pub fn plan_steps(plan: &Plan) -> usize {
+    let i = plan.inproc.as_ref().map_or(0, |p| inproc_points(p).len());
+    let l = plan
+        .loopback
+        .as_ref()
+        .map_or(0, |p| loopback_paths(p).len() * (1 + p.orders.len()));
+    let t = plan.latency.as_ref().map_or(0, |p| latency_points(p).len());
+    i + l + t
+}
+
+/// Runs a plan: every point, JSON lines as they come, then plots.
+pub fn run_plan(plan: &Plan, outputs: &Outputs) -> anyhow::Result<SuiteOutcome> {
+    let mut json = match &outputs.json {
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            Some(JsonLines::append(path).with_context(|| format!("opening {}", path.display()))?)
+        }
+        None => None,
+    };
+    let mut outcome = SuiteOutcome::default();
+    let mut progress = Progress::new(plan_steps(plan));
+    let mut emit = |r: ResultRecord, outcome: &mut SuiteOutcome| -> anyhow::Result<()> {
+        if let Some(out) = json.as_mut() {
+            out.write(&r).context("writing a JSON line")?;
+        }
+        outcome.records.push(r);
+        Ok(())
+    };
+
+    if let Some(p) = &plan.inproc {
+        let mut ceilings: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+        for point in inproc_points(p) {
+            progress.next(&format!(
+                "inproc {} members, {} sender(s), {}, {} B",
+                point.members,
+                point.senders.count(point.members),
+                point.order.label(),
+                point.size
+            ));
+            let datagram = inproc::datagram_bytes_for_payload(point.size, point.members);
+            let ceiling = match ceilings.get(&(point.size, point.members)) {
+                Some(c) => *c,
+                None => {
+                    let c = group_ceiling::inproc_ceiling(
+                        point.size,
+                        point.members,
+                        datagram,
+                        p.ceiling_seconds,
+                        u64::MAX,
+                    )?;
+                    ceilings.insert((point.size, point.members), c);
+                    c
+                }
+            };
+            let r = inproc::run_point(point)?;
+            emit(r.record(ceiling), &mut outcome)?;
+        }
+    }
+
+    if let Some(p) = &plan.loopback {
+        for path in loopback_paths(p) {
+            let what = format!(
+                "loopback {} {} {} members, {} sender(s), {} B",
+                path.driver.label(),
+                path.addressing.label(),
+                path.members,
+                path.senders,
+                path.size
+            );
+            progress.next(&format!("{what}: raw ceiling"));
+            if path.size > NODE_DATAGRAM_BYTES {
+                for order in &p.orders {
+                    progress.next(&format!("{what}: {} (skipped)", order.label()));
+                }
+                outcome.skipped.push(format!(
+                    "{what}: a {} B payload does not fit the node's {NODE_DATAGRAM_BYTES} B datagram (the node builder has no datagram size option)",
+                    path.size
+                ));
+                continue;
+            }
+            let ceiling = group_ceiling::run_group_point(path)
+                .with_context(|| format!("{what}: raw ceiling"))?;
+            let ceiling_rate = ceiling.msgs_per_s(path.members);
+            let senders = if path.senders == 1 {
+                Senders::One
+            } else {
+                Senders::All
+            };
+            for &order in &p.orders {
+                progress.next(&format!("{what}: {}", order.label()));
+                let point = LoopbackPoint {
+                    driver: path.driver,
+                    addressing: path.addressing,
+                    members: path.members,
+                    senders,
+                    order,
+                    size: path.size,
+                    seconds: p.seconds,
+                    idle: p.idle.idle(),
+                };
+                match loopback::run_point(point) {
+                    Ok(r) => {
+                        let mut rec = r.record(ceiling_rate);
+                        rec.extra
+                            .insert("ceiling_gso".into(), ceiling.gso_effective.into());
+                        rec.extra.insert(
+                            "ceiling_msgs_per_datagram".into(),
+                            ceiling.msgs_per_datagram.into(),
+                        );
+                        rec.extra.insert("idle".into(), p.idle.label().into());
+                        emit(rec, &mut outcome)?;
+                    }
+                    Err(e) => outcome
+                        .skipped
+                        .push(format!("{what}: {}: {e:#}", order.label())),
+                }
+            }
+        }
+    }
+
+    if let Some(p) = &plan.latency {
+        for point in latency_points(p) {
+            progress.next(&format!(
+                "latency {} {} {} at {} msg/s",
+                point.driver.label(),
+                point.idle.label(),
+                point.order.label(),
+                point.rate
+            ));
+            match latency::run_point(point) {
+                Ok(r) => emit(r.record(), &mut outcome)?,
+                Err(e) => outcome.skipped.push(format!(
+                    "latency {} {} at {}: {e:#}",
+                    point.driver.label(),
+                    point.idle.label(),
+                    point.rate
+                )),
+            }
+        }
+    }
+    progress.finish();
+
+    if let Some(dir) = &outputs.plots {
+        let report = plots::write_all(&outcome.records, dir)?;
+        outcome.plot_files = report.files;
+        outcome.without_text = report.without_text;
+    }
+    Ok(outcome)
+}
+
+fn opt_us(v: Option<f64>) -> String {
+    sig3(v)
+}
+
+/// The result tables, one per scenario present.
+pub fn tables(records: &[ResultRecord]) -> Vec<(&'static str, Table)> {
+    let mut out = Vec::new();
+    let inproc: Vec<&ResultRecord> = records.iter().filter(|r| r.scenario == "inproc").collect();
+    if !inproc.is_empty() {
+        let mut t = Table::new(&[
+            "order",
+            "size B",
+            "members",
+            "senders",
+            "msgs/s",
+            "MB/s",
+            "rx ns/msg",
+            "rx virtual msgs/s",
+            "ceiling msgs/s",
+            "ratio",
+            "complete",
+        ]);
+        for r in inproc {
+            t.row(vec![
+                r.order.clone(),
+                r.size.to_string(),
+                r.members.to_string(),
+                r.senders.to_string(),
+                thousands(r.msgs_per_s),
+                format!("{:.1}", r.mb_per_s),
+                sig3(r.extra.get("receiver_ns_per_msg").and_then(|v| v.as_f64())),
+                r.extra
+                    .get("receiver_virtual_msgs_per_s")
+                    .and_then(|v| v.as_f64())
+                    .map_or("-".into(), thousands),
+                thousands(r.ceiling_msgs_per_s),
+                format!("{:.3}", r.ratio),
+                flag(r, "complete"),
+            ]);
+        }
+        out.push(("inproc (sans-IO members in one thread, memory)", t));
+    }
+    let lo: Vec<&ResultRecord> = records
+        .iter()
+        .filter(|r| r.scenario == "loopback")
+        .collect();
+    if !lo.is_empty() {
+        let mut t = Table::new(&[
+            "transport",
+            "order",
+            "size B",
+            "members",
+            "senders",
+            "msgs/s",
+            "MB/s",
+            "ceiling msgs/s",
+            "ratio",
+            "complete",
+        ]);
+        for r in lo {
+            t.row(vec![
+                r.transport.clone(),
+                r.order.clone(),
+                r.size.to_string(),
+                r.members.to_string(),
+                r.senders.to_string(),
+                thousands(r.msgs_per_s),
+                format!("{:.1}", r.mb_per_s),
+                thousands(r.ceiling_msgs_per_s),
+                format!("{:.3}", r.ratio),
+                flag(r, "complete"),
+            ]);
+        }
+        out.push((
+            "loopback (threads, one Node each, one process; UDP on 127.0.0.1)",
+            t,
+        ));
+    }
+    let lat: Vec<&ResultRecord> = records.iter().filter(|r| r.scenario == "latency").collect();
+    if !lat.is_empty() {
+        let mut t = Table::new(&[
+            "transport",
+            "idle",
+            "order",
+            "offered msg/s",
+            "delivered msg/s",
+            "p50 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "max µs",
+            "lost",
+            "ratio",
+        ]);
+        for r in lat {
+            t.row(vec![
+                r.transport.clone(),
+                r.extra
+                    .get("idle")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?")
+                    .to_string(),
+                r.order.clone(),
+                thousands(r.ceiling_msgs_per_s),
+                thousands(r.msgs_per_s),
+                opt_us(r.p50_us),
+                opt_us(r.p99_us),
+                opt_us(r.p999_us),
+                opt_us(r.extra.get("max_us").and_then(|v| v.as_f64())),
+                r.extra
+                    .get("lost")
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                format!("{:.3}", r.ratio),
+            ]);
+        }
+        out.push((
+            "latency (2 members, loopback, one-way, from the intended send time)",
+            t,
+        ));
+    }
+    out
+}
+
+fn flag(r: &ResultRecord, key: &str) -> String {
+    match r.extra.get(key).and_then(|v| v.as_bool()) {
+        Some(true) => "yes".into(),
+        Some(false) => "NO".into(),
+        None => "-".into(),
+    }
+}
+
+/// One issue-8 target as measured.
+#[derive(Clone, Debug)]
+pub struct TargetVerdict {
+    pub target: String,
+    /// The measured figure (None: not measured in this run).
+    pub figure: Option<f64>,
+    pub met: Option<bool>,
+    pub detail: String,
+}
+
+/// The issue-8 targets that the records allow to judge.
+pub fn targets(records: &[ResultRecord]) -> Vec<TargetVerdict> {
+    let mut out = Vec::new();
+    let ratio_targets = [
+        ("fifo", 0.8, "fbcast"),
+        ("causal", 0.8, "cbcast"),
+        ("total", 0.7, "abcast"),
+        ("safe-total", 0.4, "safe abcast"),
+    ];
+    let mut transports: Vec<String> = records
+        .iter()
+        .filter(|r| r.scenario == "loopback")
+        .map(|r| r.transport.clone())
+        .collect();
+    transports.sort();
+    transports.dedup();
+    for transport in &transports {
+        for (order, min, name) in ratio_targets {
+            let r = records.iter().find(|r| {
+                r.scenario == "loopback"
+                    && &r.transport == transport
+                    && r.order == order
+                    && r.size == 64
+                    && r.senders == 1
+                    && r.members == 2
+            });
+            out.push(match r {
+                Some(r) => TargetVerdict {
+                    target: format!("{name} ≥ {min} × ceiling ({transport}, 64 B, 1 sender)"),
+                    figure: Some(r.ratio),
+                    met: Some(r.ratio >= min),
+                    detail: format!(
+                        "{} of {} msgs/s",
+                        thousands(r.msgs_per_s),
+                        thousands(r.ceiling_msgs_per_s)
+                    ),
+                },
+                None => continue,
+            });
+        }
+    }
+    for order in BenchOrder::ALL {
+        if let Some(g) = inproc::cpu_growth(records, order.label(), 3, 64) {
+            let cost = |m: usize| {
+                records
+                    .iter()
+                    .find(|r| {
+                        r.scenario == "inproc"
+                            && r.order == order.label()
+                            && r.members == m
+                            && r.senders == 1
+                    })
+                    .and_then(|r| r.extra.get("receiver_ns_per_msg"))
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(0.0)
+            };
+            out.push(TargetVerdict {
+                target: format!(
+                    "receiver CPU/msg grows ≤ 1.5 × from 3 to 64 members ({}, inproc)",
+                    order.label()
+                ),
+                figure: Some(g),
+                met: Some(g <= 1.5),
+                detail: format!("{:.0} → {:.0} ns/msg", cost(3), cost(64)),
+            });
+        }
+    }
+    for r in records.iter().filter(|r| {
+        r.scenario == "latency"
+            && r.extra.get("idle").and_then(|v| v.as_str()) == Some("busyspin")
+            && (r.ceiling_msgs_per_s - 10_000.0).abs() < 1.0
+    }) {
+        let p99 = r.p99_us.unwrap_or(f64::INFINITY);
+        out.push(TargetVerdict {
+            target: format!(
+                "p99 one-way < 30 µs at 10 k msg/s, BusySpin ({}, {})",
+                r.transport, r.order
+            ),
+            figure: Some(p99),
+            met: Some(p99 < 30.0),
+            detail: format!("p99 {p99:.1} µs"),
+        });
+    }
+    out.push(TargetVerdict {
+        target: "≥ 0.5 × loss-free rate under 1 % loss (netns)".into(),
+        figure: None,
+        met: None,
+        detail: "not measured: the netns scenario is not built".into(),
+    });
+    out
+}
+
+/// Renders the targets as a table.
+pub fn targets_table(verdicts: &[TargetVerdict]) -> Table {
+    let mut t = Table::new(&["target", "figure", "verdict", "detail"]);
+    for v in verdicts {
+        t.row(vec![
+            v.target.clone(),
+            v.figure.map_or("-".into(), |f| format!("{f:.3}")),
+            match v.met {
+                Some(true) => "met".into(),
+                Some(false) => "MISSED".into(),
+                None => "not measured".into(),
+            },
+            v.detail.clone(),
+        ]);
+    }
+    t
+}
+
+/// Prints tables, skipped points, targets and written files on stdout.
+pub fn print_outcome(outcome: &SuiteOutcome) {
+    for (title, t) in tables(&outcome.records) {
+        println!("\n## {title}\n");
+        print!("{}", t.render());
+    }
+    if !outcome.skipped.is_empty() {
+        println!("\nSkipped:");
+        for s in &outcome.skipped {
+            println!("- {s}");
+        }
+    }
+    println!("\n## issue-8 targets\n");
+    print!("{}", targets_table(&targets(&outcome.records)).render());
+    if !outcome.plot_files.is_empty() {
+        println!("\nPlots:");
+        for f in &outcome.plot_files {
+            println!("- {}", f.display());
+        }
+        if outcome.without_text {
+            println!("(no TrueType font found: the plots are drawn without text)");
+        }
+    }
+}
+
+/// Writes plots from an existing JSON lines file.
+pub fn plot_file(json: &Path, dir: &Path) -> anyhow::Result<plots::PlotReport> {
+    let records = crate::output::read_json_lines(json)?;
+    plots::write_all(&records, dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_plan_covers_every_target_it_can_measure() {
+        let q = quick();
+        let l = q.loopback.as_ref().unwrap();
+        assert!(l.sizes.contains(&64) && l.members.contains(&2));
+        assert_eq!(l.orders.len(), 4);
+        let i = q.inproc.as_ref().unwrap();
+        assert!(i.members.contains(&3) && i.members.contains(&64));
+        let t = q.latency.as_ref().unwrap();
+        assert!(t.rates.contains(&10_000) && t.idles.contains(&IdleName::BusySpin));
+        // 3 x 2 inproc + (1 ceiling + 4 orders) loopback + 2 latency
+        assert_eq!(plan_steps(&q), 6 + 5 + 2);
+    }
+
+    #[test]
+    fn full_plan_spans_the_issue_axes() {
+        let f = full();
+        let l = f.loopback.as_ref().unwrap();
+        assert_eq!(l.sizes, vec![16, 64, 256, 1024, 8192]);
+        assert_eq!(l.orders.len(), 4);
+        assert_eq!(l.drivers.len(), 2);
+        assert_eq!(l.addressing.len(), 2);
+        assert_eq!(
+            f.inproc.as_ref().unwrap().members,
+            inproc::GROUP_SIZES.to_vec()
+        );
+        assert_eq!(f.latency.as_ref().unwrap().rates, latency::RATES.to_vec());
+    }
+}

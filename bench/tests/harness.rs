@@ -1,0 +1,358 @@
+//! The harness as a user meets it: the binary's argument errors, its JSON lines and plots, and
+//! small real runs of each scenario. Nothing here judges speed: only that the harness measures
+//! what it says (every message counted, every field written, ratios computed from the
+//! ceiling it measured).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use cohort_bench::axes::{BenchOrder, Senders};
+use cohort_bench::ceiling::DriverName;
+use cohort_bench::group_ceiling::{run_group_point, Addressing, GroupPoint};
+use cohort_bench::inproc::{run_point as run_inproc, InprocPoint};
+use cohort_bench::loopback::{run_point as run_loopback, LoopbackPoint};
+use cohort_bench::output::{read_json_lines, ResultRecord};
+use cohort_bench::{plots, suite};
+
+/// DESIGN §8's fields, in order.
+const DESIGN_FIELDS: [&str; 13] = [
+    "scenario",
+    "transport",
+    "order",
+    "size",
+    "members",
+    "senders",
+    "msgs_per_s",
+    "mb_per_s",
+    "p50_us",
+    "p99_us",
+    "p999_us",
+    "ceiling_msgs_per_s",
+    "ratio",
+];
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cohort-bench"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("running cohort-bench")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn no_scenario_is_a_clear_error_that_names_quick() {
+    let o = bench(&[]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("--quick") && e.contains("subcommand"), "{e}");
+}
+
+#[test]
+fn out_of_range_arguments_are_refused_with_the_flag_named() {
+    for (args, needle) in [
+        (&["inproc", "--seconds", "0"][..], "--seconds"),
+        (&["inproc", "--members", "65"][..], "--members: 65"),
+        (&["inproc", "--sizes", "0"][..], "--sizes: 0"),
+        (&["inproc", "--messages", "0"][..], "--messages"),
+        (&["loopback", "--drivers", "memory"][..], "inproc"),
+        (&["loopback", "--members", "1"][..], "--members: 1"),
+        (&["latency", "--rates", "0"][..], "--rates: 0"),
+    ] {
+        let o = bench(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let e = stderr(&o);
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn unknown_order_lists_the_orders_there_are() {
+    let o = bench(&["inproc", "--orders", "fastest"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("safe-total") && e.contains("causal"), "{e}");
+}
+
+fn assert_design_fields(line: &str) {
+    let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+    let obj = v.as_object().expect("an object");
+    for f in DESIGN_FIELDS {
+        assert!(obj.contains_key(f), "missing {f} in {line}");
+    }
+    // The DESIGN fields come first, in DESIGN's order.
+    let at: Vec<usize> = DESIGN_FIELDS
+        .iter()
+        .map(|f| line.find(&format!("\"{f}\":")).unwrap())
+        .collect();
+    assert_eq!(at[0], 1, "{line}");
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{line}");
+}
+
+#[test]
+fn a_tiny_inproc_run_writes_complete_json_lines_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out/r.jsonl");
+    let plots = dir.path().join("plots");
+    let o = bench(&[
+        "inproc",
+        "--members",
+        "2,3",
+        "--orders",
+        "fifo,safe-total",
+        "--messages",
+        "200",
+        "--seconds",
+        "30",
+        "--json",
+        json.to_str().unwrap(),
+        "--plots",
+        plots.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("ratio") && stdout.contains("rx ns/msg"),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&json).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4);
+    for line in &lines {
+        assert_design_fields(line);
+    }
+    for r in read_json_lines(&json).unwrap() {
+        assert_eq!(r.scenario, "inproc");
+        assert_eq!(r.extra["complete"], serde_json::Value::Bool(true));
+        assert_eq!(r.extra["msgs_sent"], serde_json::json!(200));
+        assert!(r.ceiling_msgs_per_s > 0.0);
+        assert!((r.ratio - r.msgs_per_s / r.ceiling_msgs_per_s).abs() < 1e-9);
+    }
+    for stem in ["cpu-per-msg.svg", "cpu-per-msg.png"] {
+        let len = std::fs::metadata(plots.join(stem)).unwrap().len();
+        assert!(len > 0, "{stem} is empty");
+    }
+}
+
+#[test]
+fn inproc_counts_every_delivery_at_every_member_with_all_senders() {
+    let r = run_inproc(InprocPoint {
+        members: 4,
+        senders: Senders::All,
+        order: BenchOrder::Causal,
+        size: 16,
+        messages: 400,
+        seconds: 30.0,
+    })
+    .unwrap();
+    assert!(r.complete);
+    assert_eq!(r.msgs_sent, 400);
+    assert!(r.delivered.iter().all(|&d| d == 400), "{:?}", r.delivered);
+    // Each member delivers the 300 messages of the other three.
+    assert!(r.delivered_from_others.iter().all(|&d| d == 300));
+    let rec = r.record(1000.0);
+    assert_eq!(rec.senders, 4);
+    assert!((rec.ratio - rec.msgs_per_s / 1000.0).abs() < 1e-9);
+}
+
+#[test]
+fn group_ceiling_moves_packed_messages_between_member_threads() {
+    let c = run_group_point(GroupPoint {
+        driver: DriverName::Mmsg,
+        gso: false,
+        addressing: Addressing::Fanout,
+        members: 2,
+        senders: 2,
+        size: 64,
+        seconds: 0.05,
+        datagram_bytes: 1472,
+        batch: 8,
+    })
+    .unwrap();
+    assert!(c.msgs_received > 0);
+    assert!(c.msgs_received <= c.msgs_sent);
+    assert_eq!(c.unpack_errors, 0);
+    assert_eq!(c.payload_bytes_received, c.msgs_received * 64);
+}
+
+#[test]
+fn a_short_loopback_run_delivers_everything_it_sent() {
+    let r = run_loopback(LoopbackPoint {
+        driver: DriverName::Mmsg,
+        addressing: Addressing::Fanout,
+        members: 2,
+        senders: Senders::One,
+        order: BenchOrder::Total,
+        size: 64,
+        seconds: 0.2,
+        idle: cohort::Idle::Backoff,
+    })
+    .unwrap();
+    assert!(r.msgs_sent > 0);
+    assert!(r.complete, "not every message was delivered");
+    let rec = r.record(r.msgs_per_s() * 2.0);
+    assert!((rec.ratio - 0.5).abs() < 1e-9);
+    assert_eq!(rec.transport, "sendmmsg/fanout");
+}
+
+#[test]
+fn a_payload_larger_than_the_node_datagram_is_refused_with_the_reason() {
+    let e = run_loopback(LoopbackPoint {
+        driver: DriverName::Mmsg,
+        addressing: Addressing::Fanout,
+        members: 2,
+        senders: Senders::One,
+        order: BenchOrder::Fifo,
+        size: 8192,
+        seconds: 0.1,
+        idle: cohort::Idle::Backoff,
+    })
+    .expect_err("8192 B does not fit a 1472 B datagram");
+    assert!(format!("{e:#}").contains("datagram size"), "{e:#}");
+}
+
+fn record(
+    scenario: &str,
+    transport: &str,
+    order: &str,
+    size: usize,
+    members: usize,
+) -> ResultRecord {
+    ResultRecord {
+        scenario: scenario.into(),
+        transport: transport.into(),
+        order: order.into(),
+        size,
+        members,
+        senders: 1,
+        msgs_per_s: 1000.0 * size as f64,
+        mb_per_s: 1.0,
+        p50_us: None,
+        p99_us: None,
+        p999_us: None,
+        ceiling_msgs_per_s: 2000.0 * size as f64,
+        ratio: 0.5,
+        extra: serde_json::Map::new(),
+    }
+}
+
+fn synthetic_records() -> Vec<ResultRecord> {
+    let mut rs = Vec::new();
+    for order in ["fifo", "causal", "total", "safe-total"] {
+        for size in [16, 64, 256] {
+            rs.push(record("loopback", "io_uring/fanout", order, size, 2));
+        }
+        for (members, ns) in [(3, 100.0), (64, 180.0)] {
+            let mut r = record("inproc", "memory", order, 64, members);
+            r.extra.insert("receiver_ns_per_msg".into(), ns.into());
+            rs.push(r);
+        }
+    }
+    for (idle, rate, p99) in [
+        ("busyspin", 10_000.0, 25.0),
+        ("backoff", 10_000.0, 80.0),
+        ("busyspin", 1_000.0, 20.0),
+    ] {
+        let mut r = record("latency", "io_uring/fanout", "fifo", 16, 2);
+        r.ceiling_msgs_per_s = rate;
+        r.p50_us = Some(p99 / 3.0);
+        r.p99_us = Some(p99);
+        r.p999_us = Some(p99 * 2.0);
+        r.extra.insert("idle".into(), idle.into());
+        r.extra.insert("max_us".into(), (p99 * 5.0).into());
+        rs.push(r);
+    }
+    rs
+}
+
+#[test]
+fn plots_are_written_for_each_kind_of_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = plots::write_all(&synthetic_records(), dir.path()).unwrap();
+    let names: Vec<String> = report
+        .files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for expected in [
+        "throughput-io-uring-fanout-s1-m2.svg",
+        "throughput-io-uring-fanout-s1-m2.png",
+        "latency.svg",
+        "latency.png",
+        "cpu-per-msg.svg",
+        "cpu-per-msg.png",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not in {names:?}"
+        );
+        assert!(std::fs::metadata(dir.path().join(expected)).unwrap().len() > 0);
+    }
+    let svg = std::fs::read_to_string(dir.path().join("latency.svg")).unwrap();
+    if !report.without_text {
+        assert!(svg.contains("busyspin p99"), "the legend names each series");
+    }
+}
+
+#[test]
+fn targets_are_judged_from_the_records_with_their_figures() {
+    let verdicts = suite::targets(&synthetic_records());
+    let find = |needle: &str| {
+        verdicts
+            .iter()
+            .find(|v| v.target.contains(needle))
+            .unwrap_or_else(|| panic!("no verdict for {needle}: {verdicts:?}"))
+    };
+    // Ratio 0.5 misses 0.8 (fbcast) and 0.7 (abcast) but meets 0.4 (safe abcast).
+    assert_eq!(find("fbcast ≥ 0.8").met, Some(false));
+    assert_eq!(find("abcast ≥ 0.7").met, Some(false));
+    assert_eq!(find("safe abcast ≥ 0.4").met, Some(true));
+    // 180 / 100 = 1.8 > 1.5.
+    let g = find("3 to 64 members (fifo");
+    assert_eq!(g.met, Some(false));
+    assert!((g.figure.unwrap() - 1.8).abs() < 1e-9);
+    // Only the BusySpin point at 10 k msg/s is judged: p99 25 µs < 30 µs.
+    let lat: Vec<_> = verdicts
+        .iter()
+        .filter(|v| v.target.contains("p99"))
+        .collect();
+    assert_eq!(lat.len(), 1);
+    assert_eq!(lat[0].met, Some(true));
+    assert_eq!(find("netns").met, None);
+}
+
+#[test]
+fn plot_subcommand_redraws_from_a_json_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.jsonl");
+    let mut text = String::new();
+    for r in synthetic_records() {
+        text.push_str(&serde_json::to_string(&r).unwrap());
+        text.push('\n');
+    }
+    std::fs::write(&json, text).unwrap();
+    let out = dir.path().join("p");
+    let o = bench(&[
+        "plot",
+        "--json",
+        json.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(Path::new(&out.join("latency.png")).exists());
+    // A file that is not JSON lines is an error naming the line.
+    std::fs::write(&json, "{\"scenario\":\"x\"}\nnot json\n").unwrap();
+    let o = bench(&[
+        "plot",
+        "--json",
+        json.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("r.jsonl:1"), "{}", stderr(&o));
+}
