@@ -18,6 +18,8 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// (group, sender rank, seq, payload) per delivery, in delivery order.
 type Log = Arc<Mutex<Vec<(String, u16, u64, Vec<u8>)>>>;
+/// (address of the delivered payload, its bytes) per delivery.
+type AddressLog = Arc<Mutex<Vec<(usize, Vec<u8>)>>>;
 
 fn node(net: &MemoryNetwork, addr: &str) -> Node {
     Node::builder()
@@ -420,4 +422,87 @@ fn naks_received_counts_retransmission_requests_under_loss() {
     );
     drop((a, b));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_committed_claim_is_delivered_from_the_very_buffer_it_was_written_in() {
+    let net = MemoryNetwork::new(18);
+    let a = node(&net, "127.0.0.1:8171");
+    let seen = AddressLog::default();
+    let record = seen.clone();
+    let ga = a
+        .join("in-place", &[a.local_addr()], move |d: &Delivery<'_>| {
+            // The payload borrows the member's log: its address is the log's buffer.
+            let at = d.payload.as_ptr() as usize;
+            record.lock().unwrap().push((at, d.payload.to_vec()));
+        })
+        .unwrap();
+    let mut claimed_at = Vec::new();
+    for i in 1..=20u64 {
+        let mut claim = ga.claim(Order::Fifo, false, 40).unwrap();
+        claim.copy_from_slice(&pattern(i, 40));
+        claimed_at.push(claim.as_ptr() as usize);
+        claim.commit_blocking().unwrap();
+        // One at a time, so that the buffer is still in the log when it is delivered.
+        ga.flush().unwrap();
+        wait_until("self-delivery", || seen.lock().unwrap().len() as u64 == i);
+    }
+    let seen = seen.lock().unwrap();
+    for (i, ((at, payload), claimed)) in seen.iter().zip(&claimed_at).enumerate() {
+        assert_eq!(payload, &pattern(i as u64 + 1, 40));
+        assert_eq!(
+            at,
+            claimed,
+            "message {}: no copy between claim and log",
+            i + 1
+        );
+    }
+}
+
+#[test]
+fn send_owned_moves_the_buffer_into_the_log_and_hands_back_the_slots_old_one() {
+    use cohort::protocol::{Member, MemberConfig, Time};
+    let mut cfg = MemberConfig::new("owned", 1, 1, vec!["m0".to_owned()], 0);
+    cfg.window_messages_max = 8;
+    cfg.log_messages_max = 16;
+    let log = cfg.log_messages_max;
+    let mut member = Member::new(cfg, Time::ZERO);
+    let mut datagram = vec![0u8; 1472];
+    let mut sent_at: Vec<usize> = Vec::new();
+    let mut payload: Vec<u8> = Vec::new();
+    for i in 0..3 * log {
+        payload.extend_from_slice(&pattern(i as u64, 24));
+        let at = payload.as_ptr() as usize;
+        let now = Time(i as u64 * 1_000);
+        member
+            .send_owned(now, Order::Fifo, false, &mut payload)
+            .expect("alone, the window frees as fast as it fills");
+        assert!(payload.is_empty(), "what comes back is an empty buffer");
+        if i >= log {
+            // Slot `seq & (log - 1)` last held the message sent `log` sends earlier.
+            assert_eq!(
+                payload.as_ptr() as usize,
+                sent_at[i - log],
+                "send {i}: the slot's previous buffer is handed back"
+            );
+        }
+        sent_at.push(at);
+        while member.poll_transmit(now, &mut datagram).is_some() {}
+        let d = member
+            .poll_deliver()
+            .expect("alone, a message is delivered at once");
+        assert_eq!(d.payload, pattern(i as u64, 24).as_slice());
+        assert_eq!(
+            d.payload.as_ptr() as usize,
+            at,
+            "send {i}: no copy into the log"
+        );
+        assert!(member.poll_deliver().is_none());
+    }
+    // A refused send leaves the buffer with the caller.
+    let mut too_large = vec![1u8; member.config().payload_bytes_max() + 1];
+    assert!(member
+        .send_owned(Time(u64::MAX / 2), Order::Fifo, false, &mut too_large)
+        .is_err());
+    assert_eq!(too_large.len(), member.config().payload_bytes_max() + 1);
 }
