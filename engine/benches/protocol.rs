@@ -48,6 +48,15 @@ fn orders() -> [(&'static str, Order, bool); 4] {
     ]
 }
 
+fn orders_and_1k() -> Vec<(&'static str, Order, bool, &'static [u8])> {
+    let mut cases: Vec<_> = orders()
+        .into_iter()
+        .map(|(name, order, safe)| (name, order, safe, &PAYLOAD[..]))
+        .collect();
+    cases.push(("fifo_1k", Order::Fifo, false, &PAYLOAD_1K[..]));
+    cases
+}
+
 fn config(n: usize, rank: u16) -> MemberConfig {
     let names = (0..n).map(|i| format!("m{i}")).collect();
     let mut c = MemberConfig::new("bench", 1, 1, names, rank);
@@ -58,10 +67,14 @@ fn config(n: usize, rank: u16) -> MemberConfig {
     c
 }
 
+/// The extra `fifo_1k` case of `send_pack` and `send_owned_pack`: 1 KiB payloads, where the
+/// copy into the log is no longer negligible.
+const PAYLOAD_1K: [u8; 1024] = [7u8; 1024];
+
 fn send_pack(c: &mut Criterion) {
     let mut g = c.benchmark_group("send_pack");
     g.throughput(Throughput::Elements(BURST));
-    for (name, order, safe) in orders() {
+    for (name, order, safe, payload) in orders_and_1k() {
         let mut m = Member::new(config(1, 0), Time::ZERO);
         let mut buf = vec![0u8; 1472];
         let mut now = 0u64;
@@ -69,7 +82,7 @@ fn send_pack(c: &mut Criterion) {
             b.iter(|| {
                 now += 1_000;
                 for _ in 0..BURST {
-                    m.send(Time(now), order, safe, &PAYLOAD).expect("window");
+                    m.send(Time(now), order, safe, payload).expect("window");
                 }
                 while let Some(t) = m.poll_transmit(Time(now), &mut buf) {
                     std::hint::black_box(t.len);
@@ -88,7 +101,7 @@ fn send_pack(c: &mut Criterion) {
 fn send_owned_pack(c: &mut Criterion) {
     let mut g = c.benchmark_group("send_owned_pack");
     g.throughput(Throughput::Elements(BURST));
-    for (name, order, safe) in orders() {
+    for (name, order, safe, bytes) in orders_and_1k() {
         let mut m = Member::new(config(1, 0), Time::ZERO);
         let mut buf = vec![0u8; 1472];
         let mut payload: Vec<u8> = Vec::with_capacity(1472);
@@ -97,8 +110,8 @@ fn send_owned_pack(c: &mut Criterion) {
             b.iter(|| {
                 now += 1_000;
                 for _ in 0..BURST {
-                    payload.resize(PAYLOAD.len(), 0);
-                    payload.copy_from_slice(&PAYLOAD);
+                    payload.resize(bytes.len(), 0); // a claim's zeroed bytes
+                    payload.copy_from_slice(bytes); // the application writes them
                     m.send_owned(Time(now), order, safe, &mut payload)
                         .expect("window");
                 }

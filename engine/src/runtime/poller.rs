@@ -229,39 +229,36 @@ impl GroupSlot {
                     order,
                     safe,
                     mut payload,
-                } => {
-                    let len = payload.len() as u64;
-                    match self.member.send_owned(now, order, safe, &mut payload) {
-                        Ok(_) => {
-                            // The payload moved into the member's log; `payload` is now the log
-                            // slot's previous buffer, handed back to the application for reuse.
-                            work = true;
-                            self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                            self.bytes_sent_unpublished += len;
-                            self.recycle_buffer(payload);
-                        }
-                        Err(MemberSendError::WouldBlock) => {
-                            if !retry {
-                                self.counters.window_stalls.fetch_add(1, Ordering::Relaxed);
-                            }
-                            self.pending = Some(Request::Send {
-                                order,
-                                safe,
-                                payload,
-                            });
-                            break;
-                        }
-                        Err(MemberSendError::TooLarge { len, max }) => {
-                            // The group handle checks the size first; this is a programming error
-                            // in the runtime, not input. Dropped (and the sequence would skip).
-                            debug_assert!(
-                                false,
-                                "payload of {len} B past {max} B reached the member"
-                            );
-                            tracing::error!(len, max, "oversized payload reached the member");
-                        }
+                } => match (
+                    payload.len() as u64,
+                    self.member.send_owned(now, order, safe, &mut payload),
+                ) {
+                    (len, Ok(_)) => {
+                        // The payload moved into the member's log; `payload` is now the log
+                        // slot's previous buffer, handed back to the application for reuse.
+                        work = true;
+                        self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                        self.bytes_sent_unpublished += len;
+                        self.recycle_buffer(payload);
                     }
-                }
+                    (_, Err(MemberSendError::WouldBlock)) => {
+                        if !retry {
+                            self.counters.window_stalls.fetch_add(1, Ordering::Relaxed);
+                        }
+                        self.pending = Some(Request::Send {
+                            order,
+                            safe,
+                            payload,
+                        });
+                        break;
+                    }
+                    (_, Err(MemberSendError::TooLarge { len, max })) => {
+                        // The group handle checks the size first; this is a programming error
+                        // in the runtime, not input. Dropped (and the sequence would skip).
+                        debug_assert!(false, "payload of {len} B past {max} B reached the member");
+                        tracing::error!(len, max, "oversized payload reached the member");
+                    }
+                },
                 Request::Flush { done } => {
                     work = true;
                     if self.flush_waiters.len() >= FLUSH_WAITERS_PER_GROUP_MAX {
