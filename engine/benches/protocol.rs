@@ -3,6 +3,9 @@
 //! * `send_pack/<order>`: one member alone in its group sends a burst of messages, packs them
 //!   into datagrams (`poll_transmit`) and delivers them to itself (alone, a message is stable
 //!   at once, so the log is freed by the delivery) — send + pack + self-delivery.
+//! * `send_owned_pack/<order>`: the same with [`Member::send_owned`]: per message the
+//!   "application" writes the 64 B into a buffer it owns (as into a claim) and the buffer moves
+//!   into the log; the buffer handed back (the slot's previous one) is the next message's.
 //! * `receive_deliver/<order>`: a receiver of a 3-member group (rank 2; rank 0 is the
 //!   sequencer, rank 1 the sender) is fed the exact datagrams it received in a recorded
 //!   fault-free run (data frames, status frames, the sequencer's order records) and delivers
@@ -15,11 +18,20 @@
 //!   status interval is divided among few messages — the figure is dominated by status frames
 //!   and is an upper bound for that traffic pattern, not the per-message cost at load.
 //!
+//! * `node_send/<api>`: the whole application-to-log path of a [`Node`]: a node alone in its
+//!   group on the memory transport, an application thread sending bursts of 64 B fifo messages
+//!   with the blocking call (`send`: the bytes are copied into a recycled buffer; `claim`: they
+//!   are written into the claimed buffer in place) while the poller thread moves them into the
+//!   member's log, packs, and delivers them to the node's own handler. The figure is the
+//!   slower of the two threads per message (they overlap), measured across threads, so it is
+//!   noisier than the single-threaded cases.
+//!
 //! `cargo bench -p cohort --bench protocol` (criterion reports time per message as
 //! "thrpt: elements/s"; ns/msg = 1e9 / that).
 
+use cohort::node::{Delivery, SendError};
 use cohort::protocol::{Dest, Member, MemberConfig, Time};
-use cohort::Order;
+use cohort::{Driver, MemoryNetwork, Node, Order};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::collections::VecDeque;
 
@@ -36,6 +48,15 @@ fn orders() -> [(&'static str, Order, bool); 4] {
     ]
 }
 
+fn orders_and_1k() -> Vec<(&'static str, Order, bool, &'static [u8])> {
+    let mut cases: Vec<_> = orders()
+        .into_iter()
+        .map(|(name, order, safe)| (name, order, safe, &PAYLOAD[..]))
+        .collect();
+    cases.push(("fifo_1k", Order::Fifo, false, &PAYLOAD_1K[..]));
+    cases
+}
+
 fn config(n: usize, rank: u16) -> MemberConfig {
     let names = (0..n).map(|i| format!("m{i}")).collect();
     let mut c = MemberConfig::new("bench", 1, 1, names, rank);
@@ -46,10 +67,14 @@ fn config(n: usize, rank: u16) -> MemberConfig {
     c
 }
 
+/// The extra `fifo_1k` case of `send_pack` and `send_owned_pack`: 1 KiB payloads, where the
+/// copy into the log is no longer negligible.
+const PAYLOAD_1K: [u8; 1024] = [7u8; 1024];
+
 fn send_pack(c: &mut Criterion) {
     let mut g = c.benchmark_group("send_pack");
     g.throughput(Throughput::Elements(BURST));
-    for (name, order, safe) in orders() {
+    for (name, order, safe, payload) in orders_and_1k() {
         let mut m = Member::new(config(1, 0), Time::ZERO);
         let mut buf = vec![0u8; 1472];
         let mut now = 0u64;
@@ -57,7 +82,38 @@ fn send_pack(c: &mut Criterion) {
             b.iter(|| {
                 now += 1_000;
                 for _ in 0..BURST {
-                    m.send(Time(now), order, safe, &PAYLOAD).expect("window");
+                    m.send(Time(now), order, safe, payload).expect("window");
+                }
+                while let Some(t) = m.poll_transmit(Time(now), &mut buf) {
+                    std::hint::black_box(t.len);
+                }
+                let mut n = 0;
+                while let Some(d) = m.poll_deliver() {
+                    n += d.payload.len();
+                }
+                std::hint::black_box(n);
+            })
+        });
+    }
+    g.finish();
+}
+
+fn send_owned_pack(c: &mut Criterion) {
+    let mut g = c.benchmark_group("send_owned_pack");
+    g.throughput(Throughput::Elements(BURST));
+    for (name, order, safe, bytes) in orders_and_1k() {
+        let mut m = Member::new(config(1, 0), Time::ZERO);
+        let mut buf = vec![0u8; 1472];
+        let mut payload: Vec<u8> = Vec::with_capacity(1472);
+        let mut now = 0u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                now += 1_000;
+                for _ in 0..BURST {
+                    payload.resize(bytes.len(), 0); // a claim's zeroed bytes
+                    payload.copy_from_slice(bytes); // the application writes them
+                    m.send_owned(Time(now), order, safe, &mut payload)
+                        .expect("window");
                 }
                 while let Some(t) = m.poll_transmit(Time(now), &mut buf) {
                     std::hint::black_box(t.len);
@@ -163,5 +219,53 @@ fn receive_deliver_in_group(c: &mut Criterion, group: &str, n: usize, messages: 
     g.finish();
 }
 
-criterion_group!(benches, send_pack, receive_deliver);
+fn node_send(c: &mut Criterion) {
+    let node = Node::builder()
+        .bind("127.0.0.1:7000".parse().expect("address"))
+        .driver(Driver::Memory(MemoryNetwork::new(1)))
+        .start()
+        .expect("node starts");
+    let members = [node.local_addr()];
+    let group = node
+        .join("bench", &members, |d: &Delivery<'_>| {
+            std::hint::black_box(d.payload.len());
+        })
+        .expect("join");
+    let mut g = c.benchmark_group("node_send");
+    g.throughput(Throughput::Elements(BURST));
+    g.bench_function("send", |b| {
+        b.iter(|| {
+            for _ in 0..BURST {
+                group
+                    .send_blocking(Order::Fifo, false, &PAYLOAD)
+                    .expect("send");
+            }
+        })
+    });
+    g.bench_function("claim", |b| {
+        b.iter(|| {
+            for _ in 0..BURST {
+                let mut claim = loop {
+                    match group.claim(Order::Fifo, false, PAYLOAD.len()) {
+                        Ok(c) => break c,
+                        Err(SendError::WouldBlock) => std::thread::yield_now(),
+                        Err(e) => panic!("claim: {e}"),
+                    }
+                };
+                claim.copy_from_slice(&PAYLOAD);
+                claim.commit_blocking().expect("commit");
+            }
+        })
+    });
+    g.finish();
+    group.flush().expect("flush");
+}
+
+criterion_group!(
+    benches,
+    send_pack,
+    send_owned_pack,
+    receive_deliver,
+    node_send
+);
 criterion_main!(benches);

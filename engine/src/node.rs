@@ -10,6 +10,9 @@
 //!     println!("{} from {} #{}", d.payload.len(), d.sender_addr, d.seq.0);
 //! })?;
 //! group.send(Order::Causal, false, b"tick")?;
+//! let mut claim = group.claim(Order::Total, false, 16)?; // written in place, no copy
+//! claim[..8].copy_from_slice(&42u64.to_le_bytes());
+//! claim.commit()?;
 //! group.flush()?;
 //! node.leave("prices")?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -26,6 +29,12 @@
 //! takes only its own group down (its handles then return `Closed`). Sends from any thread
 //! go through a bounded queue per group; `WouldBlock` means the member's send window *and* the
 //! queue in front of it are full.
+//!
+//! **Payload buffers.** A send travels to the poller as a `Vec<u8>` taken from the group's
+//! recycle queue ([`Group::send`] copies the bytes into it; [`Group::claim`] lets the
+//! application write them in place) and *moves* into the member's log, which hands back the
+//! log slot's previous buffer for the next send: after warm-up (about one log length of
+//! messages) the send path neither allocates nor copies payload bytes before packing.
 
 use crate::protocol::{Member, MemberConfig, Seq, CONTROL_RECORDS_RESERVE, MEMBERS_MAX};
 use crate::runtime::poller::{
@@ -596,7 +605,7 @@ impl Node {
             Box::new(handler),
             members.to_vec(),
             req_rx,
-            recycle_tx,
+            recycle_tx.clone(),
             counters.clone(),
         );
         let (done_tx, done_rx) = bounded(1);
@@ -620,11 +629,13 @@ impl Node {
                 rank: rank as u16,
                 payload_bytes_max,
                 counters,
+                requests_probe: req_tx.clone(),
                 sender: Mutex::new(SendSide {
                     requests: req_tx,
                     next_seq: 1,
                 }),
                 recycled: recycle_rx,
+                recycle: recycle_tx,
                 poller: self.poller_thread.clone(),
             }),
         };
@@ -725,7 +736,11 @@ struct GroupInner {
     payload_bytes_max: usize,
     counters: Arc<GroupCounters>,
     sender: Mutex<SendSide>,
+    /// A clone of the request queue's sender, outside the lock, to check for room.
+    requests_probe: Sender<Request>,
+    /// Payload buffers the poller hands back, and the way to hand back unused ones.
     recycled: Receiver<Vec<u8>>,
+    recycle: Sender<Vec<u8>>,
     poller: Thread,
 }
 
@@ -779,33 +794,44 @@ impl Group {
         self.inner.counters.settled.load(Ordering::Relaxed)
     }
 
-    fn payload_buffer(&self, bytes: &[u8]) -> Result<Vec<u8>, SendError> {
-        if bytes.len() > self.inner.payload_bytes_max {
+    fn check_len(&self, len: usize) -> Result<(), SendError> {
+        if len > self.inner.payload_bytes_max {
             return Err(SendError::TooLarge {
-                len: bytes.len(),
+                len,
                 max: self.inner.payload_bytes_max,
             });
         }
-        let mut buf = self
-            .inner
+        Ok(())
+    }
+
+    /// An empty payload buffer: one the poller handed back (after warm-up, always), else a
+    /// new one that can hold any payload.
+    #[inline]
+    fn take_buffer(&self) -> Vec<u8> {
+        self.inner
             .recycled
             .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(self.inner.payload_bytes_max));
+            .unwrap_or_else(|_| Vec::with_capacity(self.inner.payload_bytes_max))
+    }
+
+    /// Gives an unused payload buffer back for the next send (dropped if the queue is full).
+    #[inline]
+    fn recycle(&self, mut buffer: Vec<u8>) {
+        buffer.clear();
+        let _ = self.inner.recycle.try_send(buffer);
+    }
+
+    fn payload_buffer(&self, bytes: &[u8]) -> Result<Vec<u8>, SendError> {
+        self.check_len(bytes.len())?;
+        let mut buf = self.take_buffer();
         buf.extend_from_slice(bytes);
         Ok(buf)
     }
 
-    /// Multicasts `bytes` with `order` (and safe delivery if `safe`) without waiting; the
-    /// message is delivered here too. Returns its sequence number, or `WouldBlock` when the
-    /// send window and the queue in front of it are full.
-    pub fn send(&self, order: Order, safe: bool, bytes: &[u8]) -> Result<Seq, SendError> {
-        let payload = self.payload_buffer(bytes)?;
+    /// Queues a send request for the poller without waiting.
+    fn enqueue(&self, request: Request) -> Result<Seq, SendError> {
         let mut side = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
-        match side.requests.try_send(Request::Send {
-            order,
-            safe,
-            payload,
-        }) {
+        match side.requests.try_send(request) {
             Ok(()) => {
                 let seq = Seq(side.next_seq);
                 side.next_seq += 1;
@@ -813,22 +839,20 @@ impl Group {
                 self.inner.poller.unpark();
                 Ok(seq)
             }
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(request)) => {
                 drop(side);
                 self.inner.poller.unpark();
+                if let Request::Send { payload, .. } = request {
+                    self.recycle(payload);
+                }
                 Err(SendError::WouldBlock)
             }
             Err(TrySendError::Disconnected(_)) => Err(SendError::Closed),
         }
     }
 
-    /// Like [`Group::send`], but waits for room in the window.
-    pub fn send_blocking(&self, order: Order, safe: bool, bytes: &[u8]) -> Result<Seq, SendError> {
-        let mut request = Request::Send {
-            order,
-            safe,
-            payload: self.payload_buffer(bytes)?,
-        };
+    /// Queues a send request for the poller, waiting for room.
+    fn enqueue_blocking(&self, mut request: Request) -> Result<Seq, SendError> {
         let mut side = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             self.inner.poller.unpark();
@@ -849,6 +873,55 @@ impl Group {
                 }
             }
         }
+    }
+
+    /// Multicasts `bytes` with `order` (and safe delivery if `safe`) without waiting; the
+    /// message is delivered here too. Returns its sequence number, or `WouldBlock` when the
+    /// send window and the queue in front of it are full. The bytes are copied once, into a
+    /// recycled buffer that then moves into the member's log; [`Group::claim`] avoids even
+    /// that copy.
+    pub fn send(&self, order: Order, safe: bool, bytes: &[u8]) -> Result<Seq, SendError> {
+        let payload = self.payload_buffer(bytes)?;
+        self.enqueue(Request::Send {
+            order,
+            safe,
+            payload,
+        })
+    }
+
+    /// Like [`Group::send`], but waits for room in the window.
+    pub fn send_blocking(&self, order: Order, safe: bool, bytes: &[u8]) -> Result<Seq, SendError> {
+        let payload = self.payload_buffer(bytes)?;
+        self.enqueue_blocking(Request::Send {
+            order,
+            safe,
+            payload,
+        })
+    }
+
+    /// Claims a message of exactly `len` bytes to write in place (zero-copy send, Aeron's
+    /// `tryClaim`): the returned [`Claim`] derefs to `&mut [u8]` of `len` zeroed bytes inside
+    /// a recycled buffer that, on [`Claim::commit`], moves as it is into the member's log (the
+    /// retransmission buffer the datagrams are packed from): no allocation once buffers
+    /// circulate, no copy from an application buffer. Dropping the claim sends nothing.
+    ///
+    /// Errors: `TooLarge` past [`Group::payload_bytes_max`]; `WouldBlock` when the send
+    /// window and the queue in front of it are full *now* (checked first, so that nothing is
+    /// written in vain; retry later); `Closed`.
+    pub fn claim(&self, order: Order, safe: bool, len: usize) -> Result<Claim<'_>, SendError> {
+        self.check_len(len)?;
+        if self.inner.requests_probe.is_full() {
+            self.inner.poller.unpark();
+            return Err(SendError::WouldBlock);
+        }
+        let mut payload = self.take_buffer();
+        payload.resize(len, 0);
+        Ok(Claim {
+            group: self,
+            order,
+            safe,
+            payload,
+        })
     }
 
     /// Returns once every message this member sent in this group before the call is stable
@@ -885,6 +958,74 @@ impl Group {
                 Err(FlushError::TimedOut { waited: timeout })
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(FlushError::Closed),
+        }
+    }
+}
+
+/// A message being written in place, from [`Group::claim`]: derefs to the payload bytes
+/// (`&mut [u8]` of the claimed length). [`Claim::commit`] sends it; dropping it sends nothing
+/// and recycles the buffer.
+pub struct Claim<'g> {
+    group: &'g Group,
+    order: Order,
+    safe: bool,
+    /// The claimed bytes; empty (and without capacity) once committed.
+    payload: Vec<u8>,
+}
+
+impl Claim<'_> {
+    /// Sends the message without waiting: its sequence number, or `WouldBlock` if another
+    /// thread filled the queue since the claim (only possible with several threads sending
+    /// on this group: [`Group::claim`] checked for room) — then nothing is sent and the
+    /// claim is gone; use [`Claim::commit_blocking`] where that race matters.
+    pub fn commit(mut self) -> Result<Seq, SendError> {
+        let payload = std::mem::take(&mut self.payload);
+        self.group.enqueue(Request::Send {
+            order: self.order,
+            safe: self.safe,
+            payload,
+        })
+    }
+
+    /// Sends the message, waiting for room in the window if need be.
+    pub fn commit_blocking(mut self) -> Result<Seq, SendError> {
+        let payload = std::mem::take(&mut self.payload);
+        self.group.enqueue_blocking(Request::Send {
+            order: self.order,
+            safe: self.safe,
+            payload,
+        })
+    }
+}
+
+impl std::ops::Deref for Claim<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+impl std::ops::DerefMut for Claim<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.payload
+    }
+}
+
+impl std::fmt::Debug for Claim<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim")
+            .field("group", &self.group.name())
+            .field("order", &self.order)
+            .field("safe", &self.safe)
+            .field("len", &self.payload.len())
+            .finish()
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.payload.capacity() > 0 {
+            self.group.recycle(std::mem::take(&mut self.payload));
         }
     }
 }

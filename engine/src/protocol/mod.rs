@@ -141,7 +141,7 @@ use crate::wire::{
 };
 use crate::Order;
 use std::collections::VecDeque;
-use stream::Stream;
+use stream::{RecordPayload, Stream};
 
 /// Largest group: a status frame with a gbcast report (two vectors of this size) must fit a
 /// 1472 B datagram.
@@ -326,6 +326,8 @@ pub struct MemberStats {
     pub data_frames_sent: u64,
     pub status_frames_sent: u64,
     pub nak_frames_sent: u64,
+    /// NAK frames (retransmission requests) other members sent to this one.
+    pub nak_frames_received: u64,
     pub records_retransmitted: u64,
     pub datagrams_received: u64,
     pub records_received: u64,
@@ -735,6 +737,29 @@ impl Member {
         safe: bool,
         payload: &[u8],
     ) -> Result<Seq, SendError> {
+        self.send_record(now, order, safe, RecordPayload::Copy(payload))
+    }
+
+    /// [`Member::send`] without the copy: the bytes of `payload` move into the log. On success
+    /// `payload` holds the log slot's previous buffer instead (cleared, its capacity kept) for
+    /// the caller to reuse; on an error it is untouched.
+    pub fn send_owned(
+        &mut self,
+        now: Time,
+        order: Order,
+        safe: bool,
+        payload: &mut Vec<u8>,
+    ) -> Result<Seq, SendError> {
+        self.send_record(now, order, safe, RecordPayload::Move(payload))
+    }
+
+    fn send_record(
+        &mut self,
+        now: Time,
+        order: Order,
+        safe: bool,
+        payload: RecordPayload<'_>,
+    ) -> Result<Seq, SendError> {
         self.now = self.now.max(now);
         if self.stopped {
             return Err(SendError::ViewEnding);
@@ -757,7 +782,7 @@ impl Member {
             return Err(SendError::WouldBlock);
         }
         let flags = record_flags(order, safe);
-        self.append_own(flags, payload);
+        self.append_own_record(flags, payload);
         self.app_sent += 1;
         if order == Order::Gbcast {
             self.gbcast_undelivered += 1;
@@ -780,6 +805,10 @@ impl Member {
 
     /// Appends a record to our own stream (it is received and contiguous at once).
     fn append_own(&mut self, flags: u16, payload: &[u8]) {
+        self.append_own_record(flags, RecordPayload::Copy(payload));
+    }
+
+    fn append_own_record(&mut self, flags: u16, payload: RecordPayload<'_>) {
         let me = self.me;
         let with_vector = self.knowledge_changed && flags & RECORD_FLAG_CONTROL == 0;
         let own = &mut self.streams[me];
@@ -1370,6 +1399,7 @@ impl Member {
     /// NAK ranges name a stream: ours, or (while a view ends) another sender's stream whose
     /// records we hold for the cut.
     fn on_nak(&mut self, from: usize, ranges: &[SeqRange]) {
+        self.stats.nak_frames_received += 1;
         if self.cfg.testing_skip_retransmit {
             return;
         }

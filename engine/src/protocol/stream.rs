@@ -4,6 +4,43 @@
 //! delivered locally); at a receiver it is the hold-back area (records are freed once
 //! delivered). Slots are indexed by `seq & mask`; a slot's payload buffer is reused, so after
 //! warm-up no record allocates. Valid seqs are `base .. base + capacity`.
+//!
+//! A record's payload is either copied into the slot's buffer ([`RecordPayload::Copy`]:
+//! received records, control records) or moved in ([`RecordPayload::Move`]: the sender's own
+//! application messages, written by the application into a buffer it then hands over): the
+//! slot's previous buffer, cleared, goes back to the caller for reuse, so neither path copies
+//! twice nor allocates once buffers circulate.
+
+/// Where a stored record's payload comes from.
+pub(crate) enum RecordPayload<'a> {
+    /// Copied into the slot's buffer.
+    Copy(&'a [u8]),
+    /// Swapped with the slot's buffer: the slot takes these bytes, the caller gets the slot's
+    /// previous buffer back, cleared (its capacity kept).
+    Move(&'a mut Vec<u8>),
+}
+
+impl RecordPayload<'_> {
+    #[inline]
+    pub fn len(&self) -> usize {
+        match self {
+            RecordPayload::Copy(b) => b.len(),
+            RecordPayload::Move(v) => v.len(),
+        }
+    }
+}
+
+impl<'a> From<&'a [u8]> for RecordPayload<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        RecordPayload::Copy(bytes)
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for RecordPayload<'a> {
+    fn from(bytes: &'a Vec<u8>) -> Self {
+        RecordPayload::Copy(bytes)
+    }
+}
 
 /// One record slot.
 #[derive(Debug, Default)]
@@ -100,15 +137,29 @@ impl Stream {
 
     /// Stores a record at `seq` (inside the window, not yet held).
     #[inline]
-    pub fn store(&mut self, seq: u64, flags: u16, payload: &[u8]) -> &mut Slot {
+    pub fn store<'p>(
+        &mut self,
+        seq: u64,
+        flags: u16,
+        payload: impl Into<RecordPayload<'p>>,
+    ) -> &mut Slot {
+        let payload = payload.into();
         self.bytes += payload.len();
         let slot = self.slot_mut(seq);
         debug_assert!(!slot.present);
         slot.present = true;
         slot.has_vector = false;
         slot.flags = flags;
-        slot.payload.clear();
-        slot.payload.extend_from_slice(payload);
+        match payload {
+            RecordPayload::Copy(bytes) => {
+                slot.payload.clear();
+                slot.payload.extend_from_slice(bytes);
+            }
+            RecordPayload::Move(buffer) => {
+                std::mem::swap(&mut slot.payload, buffer);
+                buffer.clear();
+            }
+        }
         slot
     }
 

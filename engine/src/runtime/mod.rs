@@ -34,8 +34,8 @@
 //! using the clock the turn already read. The file goes when the poller stops.
 //!
 //! Not built yet (later issues): a control thread (failure detection, view changes, joins,
-//! state transfer — views are static here), several pollers per node, zero-copy
-//! `claim`/`commit` and requests with replies.
+//! state transfer — views are static here), several pollers per node and requests with
+//! replies.
 
 pub(crate) mod poller;
 pub mod trace_writer;

@@ -90,6 +90,8 @@ pub(crate) struct GroupSlot {
     pub requests: Receiver<Request>,
     pub recycle: Sender<Vec<u8>>,
     pub counters: Arc<GroupCounters>,
+    /// The member's largest payload: the capacity a recycled buffer must have.
+    payload_bytes_max: usize,
     /// A send the member refused (window full), retried when the window opens.
     pending: Option<Request>,
     flush_waiters: Vec<(u64, Sender<()>)>,
@@ -122,6 +124,7 @@ impl GroupSlot {
         counters: Arc<GroupCounters>,
     ) -> Self {
         GroupSlot {
+            payload_bytes_max: member.config().payload_bytes_max(),
             id,
             name,
             member,
@@ -175,6 +178,10 @@ impl GroupSlot {
                 now.nak_frames_sent - was.nak_frames_sent,
             ),
             (
+                GroupMetric::NaksReceived,
+                now.nak_frames_received - was.nak_frames_received,
+            ),
+            (
                 GroupMetric::DropsWrongView,
                 now.dropped_foreign - was.dropped_foreign,
             ),
@@ -222,15 +229,19 @@ impl GroupSlot {
                     order,
                     safe,
                     mut payload,
-                } => match self.member.send(now, order, safe, &payload) {
-                    Ok(_) => {
+                } => match (
+                    payload.len() as u64,
+                    self.member.send_owned(now, order, safe, &mut payload),
+                ) {
+                    (len, Ok(_)) => {
+                        // The payload moved into the member's log; `payload` is now the log
+                        // slot's previous buffer, handed back to the application for reuse.
                         work = true;
                         self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                        self.bytes_sent_unpublished += payload.len() as u64;
-                        payload.clear();
-                        let _ = self.recycle.try_send(payload);
+                        self.bytes_sent_unpublished += len;
+                        self.recycle_buffer(payload);
                     }
-                    Err(MemberSendError::WouldBlock | MemberSendError::ViewEnding) => {
+                    (_, Err(MemberSendError::WouldBlock | MemberSendError::ViewEnding)) => {
                         if !retry {
                             self.counters.window_stalls.fetch_add(1, Ordering::Relaxed);
                         }
@@ -241,7 +252,7 @@ impl GroupSlot {
                         });
                         break;
                     }
-                    Err(MemberSendError::TooLarge { len, max }) => {
+                    (_, Err(MemberSendError::TooLarge { len, max })) => {
                         // The group handle checks the size first; this is a programming error
                         // in the runtime, not input. Dropped (and the sequence would skip).
                         debug_assert!(false, "payload of {len} B past {max} B reached the member");
@@ -260,6 +271,17 @@ impl GroupSlot {
             }
         }
         work
+    }
+
+    /// Offers a log slot's old buffer to the application's recycle queue: only buffers that
+    /// hold any payload without growing (a fresh slot's empty buffer, or one grown only to a
+    /// small control record, is dropped instead), and only while the queue has room.
+    #[inline]
+    fn recycle_buffer(&self, mut buffer: Vec<u8>) {
+        if buffer.capacity() >= self.payload_bytes_max {
+            buffer.clear();
+            let _ = self.recycle.try_send(buffer);
+        }
     }
 
     fn answer_flushes(&mut self) {

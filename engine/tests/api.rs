@@ -1,0 +1,508 @@
+//! The public API as an application sees it, over the in-memory transport: zero-copy
+//! `claim`/`commit`, back pressure (`WouldBlock`) on a full window and progress once the peer
+//! runs, `flush` (returns once own sends are stable, times out with a clear error when a member
+//! is absent), many groups on one node's single poller, and the `naks_received` counter under
+//! loss. Bounded waits only decide *failure* (a hang), never a verdict.
+
+use cohort::node::{CountersLocation, Delivery, FlushError, SendError, SEND_QUEUE_MESSAGES_MAX};
+use cohort::{Driver, Group, MemoryNetwork, Node, Order};
+use cohort_transport::counters::CountersReader;
+use cohort_transport::FaultConfig;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Longest any test waits for traffic to settle before it declares a hang.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// (group, sender rank, seq, payload) per delivery, in delivery order.
+type Log = Arc<Mutex<Vec<(String, u16, u64, Vec<u8>)>>>;
+/// (address of the delivered payload, its bytes) per delivery.
+type AddressLog = Arc<Mutex<Vec<(usize, Vec<u8>)>>>;
+
+fn node(net: &MemoryNetwork, addr: &str) -> Node {
+    Node::builder()
+        .bind(addr.parse().unwrap())
+        .driver(Driver::Memory(net.clone()))
+        .start()
+        .expect("node starts")
+}
+
+fn recorder(log: &Log) -> impl FnMut(&Delivery<'_>) + Send + 'static {
+    let log = log.clone();
+    move |d: &Delivery<'_>| {
+        log.lock()
+            .unwrap()
+            .push((d.group.to_owned(), d.sender, d.seq.0, d.payload.to_vec()))
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < SETTLE_TIMEOUT,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The payload of message `i` of length `len`: every byte depends on both.
+fn pattern(i: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|k| (k as u64).wrapping_mul(31).wrapping_add(i * 7) as u8)
+        .collect()
+}
+
+/// Claims `len` bytes, writes `pattern(i, len)` in place and commits, waiting for room.
+fn claim_and_commit(group: &Group, order: Order, i: u64, len: usize) -> u64 {
+    let mut claim = loop {
+        match group.claim(order, false, len) {
+            Ok(c) => break c,
+            Err(SendError::WouldBlock) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("claim: {e}"),
+        }
+    };
+    assert_eq!(claim.len(), len, "a claim is exactly the length asked for");
+    claim.copy_from_slice(&pattern(i, len));
+    claim.commit_blocking().expect("commit").0
+}
+
+#[test]
+fn claim_commit_delivers_exactly_the_bytes_written_at_every_member() {
+    let net = MemoryNetwork::new(11);
+    let a = node(&net, "127.0.0.1:8101");
+    let b = node(&net, "127.0.0.1:8102");
+    let members = [a.local_addr(), b.local_addr()];
+    let (log_a, log_b) = (Log::default(), Log::default());
+    let ga = a.join("claims", &members, recorder(&log_a)).unwrap();
+    let _gb = b.join("claims", &members, recorder(&log_b)).unwrap();
+    let max = ga.payload_bytes_max();
+    // Every length class: empty, tiny, odd, one record's worth, the largest payload.
+    let lengths = [0, 1, 7, 64, 333, max - 1, max];
+    let mut expected = Vec::new();
+    for (i, &len) in lengths.iter().cycle().take(70).enumerate() {
+        let i = i as u64 + 1;
+        let order = [Order::Fifo, Order::Causal, Order::Total][i as usize % 3];
+        if i.is_multiple_of(5) {
+            // Plain sends and claims share one sequence.
+            let seq = ga.send_blocking(order, false, &pattern(i, len)).unwrap();
+            assert_eq!(seq.0, i);
+        } else {
+            assert_eq!(claim_and_commit(&ga, order, i, len), i);
+        }
+        expected.push((i, pattern(i, len)));
+    }
+    ga.flush().expect("own sends become stable");
+    wait_until("both members deliver every message", || {
+        log_a.lock().unwrap().len() == expected.len()
+            && log_b.lock().unwrap().len() == expected.len()
+    });
+    for log in [&log_a, &log_b] {
+        let got: Vec<(u64, Vec<u8>)> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, sender, seq, payload)| {
+                assert_eq!(*sender, 0);
+                (*seq, payload.clone())
+            })
+            .collect();
+        assert_eq!(got, expected, "the exact bytes written, in send order");
+    }
+    assert_eq!(ga.stats().sent, expected.len() as u64);
+}
+
+#[test]
+fn a_dropped_claim_sends_nothing_and_its_buffer_is_reused() {
+    let net = MemoryNetwork::new(12);
+    let a = node(&net, "127.0.0.1:8111");
+    let b = node(&net, "127.0.0.1:8112");
+    let members = [a.local_addr(), b.local_addr()];
+    let (log_a, log_b) = (Log::default(), Log::default());
+    let ga = a.join("drops", &members, recorder(&log_a)).unwrap();
+    let _gb = b.join("drops", &members, recorder(&log_b)).unwrap();
+
+    let mut claim = ga.claim(Order::Fifo, false, 32).unwrap();
+    claim.copy_from_slice(&[0xEE; 32]);
+    let buffer = claim.as_ptr();
+    drop(claim);
+    // Nothing was sent yet, so the only buffer in the group's recycle queue is the dropped one.
+    let claim = ga.claim(Order::Fifo, false, 8).unwrap();
+    assert_eq!(
+        claim.as_ptr(),
+        buffer,
+        "the dropped claim's buffer is reused"
+    );
+    assert_eq!(
+        &*claim, &[0u8; 8],
+        "a claim starts zeroed, not with old bytes"
+    );
+    drop(claim);
+
+    let seq = claim_and_commit(&ga, Order::Fifo, 1, 5);
+    assert_eq!(seq, 1, "dropped claims take no sequence number");
+    ga.flush().unwrap();
+    wait_until("b delivers the committed message", || {
+        !log_b.lock().unwrap().is_empty()
+    });
+    for log in [&log_a, &log_b] {
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 1, "only the committed message is delivered");
+        assert_eq!((log[0].2, &log[0].3), (1, &pattern(1, 5)));
+    }
+    assert_eq!(ga.stats().sent, 1);
+}
+
+#[test]
+fn claiming_more_than_the_largest_payload_is_refused_as_too_large() {
+    let net = MemoryNetwork::new(13);
+    let a = node(&net, "127.0.0.1:8121");
+    let ga = a
+        .join("big", &[a.local_addr()], |_: &Delivery<'_>| {})
+        .unwrap();
+    let max = ga.payload_bytes_max();
+    assert!(max > 1000, "a 1500 B MTU datagram holds a sizeable payload");
+    assert_eq!(
+        ga.claim(Order::Total, false, max + 1).unwrap_err(),
+        SendError::TooLarge { len: max + 1, max }
+    );
+    assert_eq!(
+        ga.claim(Order::Total, false, 1 << 20).unwrap_err(),
+        SendError::TooLarge { len: 1 << 20, max }
+    );
+    let claim = ga
+        .claim(Order::Total, false, max)
+        .expect("exactly max fits");
+    assert_eq!(claim.len(), max);
+    assert_eq!(claim.commit().unwrap().0, 1);
+}
+
+#[test]
+fn claim_would_block_on_a_full_window_and_progresses_once_the_peer_runs() {
+    let net = MemoryNetwork::new(14);
+    const WINDOW: usize = 4;
+    let a = Node::builder()
+        .bind("127.0.0.1:8131".parse().unwrap())
+        .driver(Driver::Memory(net.clone()))
+        .window_messages_max(WINDOW)
+        .start()
+        .unwrap();
+    let b_addr: SocketAddr = "127.0.0.1:8132".parse().unwrap();
+    let members = [a.local_addr(), b_addr];
+    let log_a = Log::default();
+    let ga = a.join("window", &members, recorder(&log_a)).unwrap();
+    // b is not started: nothing becomes stable, so the window and the queue in front fill.
+    let mut accepted = 0u64;
+    let mut refused_in_a_row = 0;
+    while refused_in_a_row < 50 {
+        match ga.claim(Order::Causal, false, 16) {
+            Ok(mut claim) => {
+                claim.copy_from_slice(&pattern(accepted + 1, 16));
+                let seq = claim
+                    .commit()
+                    .expect("one sending thread: a granted claim commits");
+                accepted += 1;
+                assert_eq!(seq.0, accepted);
+                refused_in_a_row = 0;
+            }
+            Err(SendError::WouldBlock) => {
+                refused_in_a_row += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+        assert!(
+            accepted <= (WINDOW + SEND_QUEUE_MESSAGES_MAX + 1) as u64,
+            "more accepted than window + queue + one pending"
+        );
+    }
+    assert!(
+        accepted > WINDOW as u64,
+        "the queue takes sends past the window"
+    );
+    assert_eq!(
+        ga.send(Order::Fifo, false, b"x"),
+        Err(SendError::WouldBlock),
+        "send sees the same full window"
+    );
+    assert!(ga.stats().window_stalls > 0);
+    // b starts: it NAKs what it missed, a retransmits, the window opens and sends go on.
+    let b = node(&net, "127.0.0.1:8132");
+    let log_b = Log::default();
+    let _gb = b.join("window", &members, recorder(&log_b)).unwrap();
+    const MORE: u64 = 20;
+    for i in accepted + 1..=accepted + MORE {
+        assert_eq!(claim_and_commit(&ga, Order::Causal, i, 16), i);
+    }
+    let total = accepted + MORE;
+    ga.flush().expect("flush returns once b holds everything");
+    wait_until("b delivers everything a sent", || {
+        log_b.lock().unwrap().len() as u64 == total
+    });
+    let got: Vec<(u64, Vec<u8>)> = log_b
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| (e.2, e.3.clone()))
+        .collect();
+    let want: Vec<(u64, Vec<u8>)> = (1..=total).map(|i| (i, pattern(i, 16))).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn flush_returns_once_own_sends_are_stable_and_times_out_clearly_when_a_member_is_absent() {
+    let net = MemoryNetwork::new(15);
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| node(&net, &format!("127.0.0.1:{}", 8141 + i)))
+        .collect();
+    let absent: SocketAddr = "127.0.0.1:8149".parse().unwrap();
+    let members: Vec<SocketAddr> = nodes.iter().map(Node::local_addr).collect();
+    let logs: Vec<Log> = (0..3).map(|_| Log::default()).collect();
+    let groups: Vec<Group> = nodes
+        .iter()
+        .zip(&logs)
+        .map(|(n, l)| n.join("flush", &members, recorder(l)).unwrap())
+        .collect();
+    const COUNT: u64 = 100;
+    for i in 1..=COUNT {
+        claim_and_commit(&groups[0], Order::Fifo, i, 24);
+    }
+    groups[0].flush().expect("every member holds every message");
+    // Stable means held by all; a fifo message is delivered in the poller turn it arrives in,
+    // before that turn acknowledges it, so every member has delivered them all by now.
+    for log in &logs {
+        assert_eq!(log.lock().unwrap().len() as u64, COUNT);
+    }
+    assert_eq!(groups[0].stats().sent, COUNT);
+    wait_until("every member settles", || {
+        groups.iter().all(|g| g.is_settled())
+    });
+    for g in &groups {
+        assert_eq!(g.stats().delivered, COUNT);
+        g.flush().expect("nothing sent: flush returns at once");
+    }
+
+    // A group with a member that never runs: nothing becomes stable.
+    let with_absent = [nodes[0].local_addr(), absent];
+    let lonely = nodes[0]
+        .join("absent", &with_absent, |_: &Delivery<'_>| {})
+        .unwrap();
+    claim_and_commit(&lonely, Order::Fifo, 1, 8);
+    let waited = Duration::from_millis(30);
+    let err = lonely.flush_timeout(waited).unwrap_err();
+    assert_eq!(err, FlushError::TimedOut { waited });
+    let text = err.to_string();
+    assert!(
+        text.contains("not stable") && text.contains("member may be down"),
+        "the error says what happened and why: {text}"
+    );
+    assert!(!lonely.is_settled());
+}
+
+#[test]
+fn eight_groups_on_one_node_share_its_poller_and_each_delivers_only_its_own() {
+    let net = MemoryNetwork::new(16);
+    let a = node(&net, "127.0.0.1:8151");
+    let b = node(&net, "127.0.0.1:8152");
+    let members = [a.local_addr(), b.local_addr()];
+    const GROUPS: usize = 8;
+    const COUNT: u64 = 60;
+    let logs_b: Vec<Log> = (0..GROUPS).map(|_| Log::default()).collect();
+    let mut senders = Vec::new();
+    for (k, log) in logs_b.iter().enumerate() {
+        let name = format!("topic-{k}");
+        senders.push(a.join(&name, &members, |_: &Delivery<'_>| {}).unwrap());
+        b.join(&name, &members, recorder(log)).unwrap();
+    }
+    // One application thread per group, all through a's one poller at once.
+    std::thread::scope(|s| {
+        for (k, g) in senders.iter().enumerate() {
+            s.spawn(move || {
+                for i in 1..=COUNT {
+                    let len = 8 + k;
+                    let mut claim = loop {
+                        match g.claim(Order::Total, false, len) {
+                            Ok(c) => break c,
+                            Err(SendError::WouldBlock) => std::thread::yield_now(),
+                            Err(e) => panic!("claim: {e}"),
+                        }
+                    };
+                    claim[..8].copy_from_slice(&i.to_le_bytes());
+                    claim[8..].fill(k as u8);
+                    claim.commit_blocking().unwrap();
+                }
+            });
+        }
+    });
+    for g in &senders {
+        g.flush().unwrap();
+    }
+    wait_until("b delivers every group's messages", || {
+        logs_b
+            .iter()
+            .all(|l| l.lock().unwrap().len() as u64 == COUNT)
+    });
+    for (k, log) in logs_b.iter().enumerate() {
+        let log = log.lock().unwrap();
+        for (j, (group, _, seq, payload)) in log.iter().enumerate() {
+            assert_eq!(group, &format!("topic-{k}"));
+            assert_eq!(*seq, j as u64 + 1, "per-group FIFO without holes");
+            assert_eq!(payload.len(), 8 + k, "only this group's messages");
+            assert_eq!(&payload[..8], &seq.to_le_bytes());
+            assert!(payload[8..].iter().all(|&x| x == k as u8), "no cross-talk");
+        }
+    }
+    for g in &senders {
+        assert_eq!(g.stats().sent, COUNT);
+    }
+}
+
+fn counter(reader: &CountersReader, label: &str) -> u64 {
+    reader
+        .snapshot()
+        .counters
+        .into_iter()
+        .find(|c| c.label == label)
+        .map_or(0, |c| c.value)
+}
+
+#[test]
+fn naks_received_counts_retransmission_requests_under_loss() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("api_naks_received");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let net = MemoryNetwork::new(17);
+    net.set_faults(FaultConfig {
+        loss: 0.2,
+        ..FaultConfig::none()
+    })
+    .unwrap();
+    let start = |addr: &str| {
+        Node::builder()
+            .bind(addr.parse().unwrap())
+            .driver(Driver::Memory(net.clone()))
+            .counters(CountersLocation::Dir(dir.clone()))
+            .start()
+            .unwrap()
+    };
+    let a = start("127.0.0.1:8161");
+    let b = start("127.0.0.1:8162");
+    let members = [a.local_addr(), b.local_addr()];
+    let ga = a.join("lossy", &members, |_: &Delivery<'_>| {}).unwrap();
+    let _gb = b.join("lossy", &members, |_: &Delivery<'_>| {}).unwrap();
+    let reader_a = CountersReader::open(a.counters_path().unwrap()).unwrap();
+    let reader_b = CountersReader::open(b.counters_path().unwrap()).unwrap();
+    assert_eq!(counter(&reader_a, "group lossy: naks_received"), 0);
+    // Loss is random: send bursts until a retransmitted something (retransmissions answer
+    // NAKs only), then every retransmission was asked for by a NAK a received.
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    let mut i = 0u64;
+    while counter(&reader_a, "group lossy: retransmits") == 0 {
+        assert!(Instant::now() < deadline, "no retransmission despite loss");
+        for _ in 0..50 {
+            i += 1;
+            claim_and_commit(&ga, Order::Fifo, i, 32);
+        }
+        ga.flush_timeout(SETTLE_TIMEOUT).expect("repaired");
+        std::thread::sleep(Duration::from_millis(2)); // counters are published per turn
+    }
+    assert!(net.stats().lost > 0);
+    let received = counter(&reader_a, "group lossy: naks_received");
+    assert!(received > 0, "a received the NAKs it answered");
+    wait_until("b's NAK counter is published", || {
+        counter(&reader_b, "group lossy: naks_sent") >= received
+    });
+    assert_eq!(
+        counter(&reader_b, "group lossy: naks_received"),
+        0,
+        "b sent nothing, so nobody NAKed b"
+    );
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_committed_claim_is_delivered_from_the_very_buffer_it_was_written_in() {
+    let net = MemoryNetwork::new(18);
+    let a = node(&net, "127.0.0.1:8171");
+    let seen = AddressLog::default();
+    let record = seen.clone();
+    let ga = a
+        .join("in-place", &[a.local_addr()], move |d: &Delivery<'_>| {
+            // The payload borrows the member's log: its address is the log's buffer.
+            let at = d.payload.as_ptr() as usize;
+            record.lock().unwrap().push((at, d.payload.to_vec()));
+        })
+        .unwrap();
+    let mut claimed_at = Vec::new();
+    for i in 1..=20u64 {
+        let mut claim = ga.claim(Order::Fifo, false, 40).unwrap();
+        claim.copy_from_slice(&pattern(i, 40));
+        claimed_at.push(claim.as_ptr() as usize);
+        claim.commit_blocking().unwrap();
+        // One at a time, so that the buffer is still in the log when it is delivered.
+        ga.flush().unwrap();
+        wait_until("self-delivery", || seen.lock().unwrap().len() as u64 == i);
+    }
+    let seen = seen.lock().unwrap();
+    for (i, ((at, payload), claimed)) in seen.iter().zip(&claimed_at).enumerate() {
+        assert_eq!(payload, &pattern(i as u64 + 1, 40));
+        assert_eq!(
+            at,
+            claimed,
+            "message {}: no copy between claim and log",
+            i + 1
+        );
+    }
+}
+
+#[test]
+fn send_owned_moves_the_buffer_into_the_log_and_hands_back_the_slots_old_one() {
+    use cohort::protocol::{Member, MemberConfig, Time};
+    let mut cfg = MemberConfig::new("owned", 1, 1, vec!["m0".to_owned()], 0);
+    cfg.window_messages_max = 8;
+    cfg.log_messages_max = 16;
+    let log = cfg.log_messages_max;
+    let mut member = Member::new(cfg, Time::ZERO);
+    let mut datagram = vec![0u8; 1472];
+    let mut sent_at: Vec<usize> = Vec::new();
+    let mut payload: Vec<u8> = Vec::new();
+    for i in 0..3 * log {
+        payload.extend_from_slice(&pattern(i as u64, 24));
+        let at = payload.as_ptr() as usize;
+        let now = Time(i as u64 * 1_000);
+        member
+            .send_owned(now, Order::Fifo, false, &mut payload)
+            .expect("alone, the window frees as fast as it fills");
+        assert!(payload.is_empty(), "what comes back is an empty buffer");
+        if i >= log {
+            // Slot `seq & (log - 1)` last held the message sent `log` sends earlier.
+            assert_eq!(
+                payload.as_ptr() as usize,
+                sent_at[i - log],
+                "send {i}: the slot's previous buffer is handed back"
+            );
+        }
+        sent_at.push(at);
+        while member.poll_transmit(now, &mut datagram).is_some() {}
+        let d = member
+            .poll_deliver()
+            .expect("alone, a message is delivered at once");
+        assert_eq!(d.payload, pattern(i as u64, 24).as_slice());
+        assert_eq!(
+            d.payload.as_ptr() as usize,
+            at,
+            "send {i}: no copy into the log"
+        );
+        assert!(member.poll_deliver().is_none());
+    }
+    // A refused send leaves the buffer with the caller.
+    let mut too_large = vec![1u8; member.config().payload_bytes_max() + 1];
+    assert!(member
+        .send_owned(Time(u64::MAX / 2), Order::Fifo, false, &mut too_large)
+        .is_err());
+    assert_eq!(too_large.len(), member.config().payload_bytes_max() + 1);
+}
