@@ -1,4 +1,5 @@
-//! The sans-IO state machine of one group member in a fixed view.
+//! The sans-IO state machine of one group member in one view (the membership layer,
+//! [`crate::membership`], runs one per view and ends each with a flush).
 //!
 //! [`Member`] is a value in the quinn-proto style: no sockets, threads, clocks or randomness.
 //! It is fed datagrams ([`Member::handle_datagram`]), the passage of time
@@ -61,7 +62,13 @@
 //!   records are processed as soon as the sequencer's stream is contiguous (not at delivery),
 //!   so the sequencer's own total messages never wait behind the order records that order
 //!   them. Every member delivers a total message when it is at the head of its sender's
-//!   stream, its vector is dominated, and it is next in the order.
+//!   stream, its vector is dominated, it is next in the order, and the order record that
+//!   placed it is held by a *majority* of the view — the sequencer included. Without that last
+//!   condition a sequencer cut off in a minority could deliver in an order the majority never
+//!   learns and then decides differently in its flush (the simulator found it with a 2|3
+//!   partition); with it, any record a member acted on is held by some member of every
+//!   majority, so the flush cut includes it. The price is one status round trip of latency
+//!   for total messages (acknowledgements travel in status frames anyway).
 //!   *Why not Derecho-style round-robin with null messages?* Round-robin makes every member
 //!   send (nulls) at the pace of the fastest sender and delivers at the pace of the slowest:
 //!   with one active sender among 64, each round costs 63 null messages and every delivery
@@ -84,8 +91,38 @@
 //!   member delivered it or its causal past is in the reports), then g, then unfreezes. So all
 //!   members deliver the same set before g. The cost is a round trip per gbcast and a pause
 //!   of all deliveries during it: gbcast is for rare control messages (e.g. key rotation).
-//!   Its ordering against *view changes* belongs to the membership issue (the flush there
-//!   generalises this round).
+//!   Like order records, a decision takes effect (g is delivered) only once a majority holds
+//!   its record. The sequencer also repeats the decision in its status frames while the round
+//!   is under way and whenever a member still reports for it: a member frozen far behind
+//!   cannot always store the decision record (its hold-back log is full of records it may not
+//!   deliver yet), but it can always read a status frame. A view change ends any round (see
+//!   "Ending a view").
+//!
+//! # Ending a view
+//! The membership layer ends a view with a flush; the member offers the hooks:
+//! * Receivers keep every record until it is both delivered and *stable* (not just
+//!   delivered): if its sender fails, a record some member delivered is still held by every
+//!   member that has not delivered it or by one that has, so the cut can be completed by
+//!   relaying. NAKs name a stream, and a member holding another sender's records answers them
+//!   (frames carry the stream owner's rank, with the retransmit flag).
+//! * [`Member::stop`]: nothing new is appended (sends return [`SendError::ViewEnding`]; the
+//!   sequencer assigns no order and decides no round; pending order entries are still
+//!   written). [`Member::held_through`] then reports, per stream, what is held contiguously.
+//! * [`Member::set_cut`]: per stream, the last record of this view and a member holding it;
+//!   gaps below the cut are NAKed to that holder, records beyond it are never delivered and
+//!   control records beyond it never applied (orphans of failed senders).
+//! * [`Member::finish`]: every member of the next view holds the cut, so safe messages no
+//!   longer wait for stability, order records and decisions no longer wait for a majority,
+//!   and an undecided gbcast round stops holding back the other messages. Delivery runs to a
+//!   fixpoint by the normal rules — the set reached is the same at every member, since it is
+//!   the largest set closed under rules that depend only on what was delivered, not in which
+//!   order — and then a deterministic *final rule* decides what is left, the same way
+//!   everywhere: a decided gbcast round that cannot complete is forgotten; the gbcast at the
+//!   head of the lowest rank is delivered; once the received total order is used up, the
+//!   total message at the head of the lowest rank is; an order entry whose message cannot be
+//!   delivered (its sender failed and its causal past is lost: nobody delivered it) is
+//!   dropped; repeat. What remains are orphans. [`Member::is_finished`] says when the view is
+//!   over.
 //!
 //! # Room for control records (sequencer)
 //! The sequencer's control records share its log with its own messages, and a log frees in
@@ -113,12 +150,6 @@
 //!   which stop when only the reserved slots are left. Rules 1–3 do not exclude that the log
 //!   fills with ordinary order records behind such a head; the simulator (tiny logs, every
 //!   order mixed, loss) has not produced it.
-//! * A gbcast decision is written wherever the sequencer's log has room, which can be more
-//!   than one log length past the stream-0 head of a receiver that froze before the sequencer
-//!   did (the sequencer kept delivering and freeing records the receiver holds, frozen); that
-//!   receiver then never stores the decision. Rule 2 would have to cover decisions too. The
-//!   simulator found it (1 seed in 1300, tiny logs, 20 % loss): the ignored scenario
-//!   `gbcast_decision_reaches_receivers_frozen_with_a_full_sequencer_log`.
 //! * Status frames are all-to-all: each member processes O(members²) acknowledgement entries
 //!   per status interval (scaled down with the group size, see [`MemberConfig::new`]).
 //! * Delivery always copies the payload into the log (no in-place delivery from the receive
