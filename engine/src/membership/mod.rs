@@ -1413,7 +1413,7 @@ impl Endpoint {
     }
 
     fn block(&mut self) {
-        tracing::debug!(me = %self.me, view = self.view, t = self.now.0, suspected = ?self.suspected, installed = self.installed, "blocking");
+        tracing::debug!(me = %self.me, view = self.view, t = self.now.0, suspected = ?self.suspected, installed = self.installed, last_heard = ?self.member.as_ref().map(|m| (0..self.members.len()).map(|r| m.last_heard(r as u16).0).collect::<Vec<_>>()), "blocking");
         self.collect_member_trace();
         if self.installed && self.cfg.trace {
             self.trace.push(TraceEvent::Block {

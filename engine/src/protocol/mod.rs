@@ -107,7 +107,10 @@
 //!   (frames carry the stream owner's rank, with the retransmit flag).
 //! * [`Member::stop`]: nothing new is appended (sends return [`SendError::ViewEnding`]; the
 //!   sequencer assigns no order and decides no round; pending order entries are still
-//!   written). [`Member::held_through`] then reports, per stream, what is held contiguously.
+//!   written), and delivery pauses until the cut is known — a member must not deliver beyond
+//!   what it reported holding (the simulator found a member delivering a message its report
+//!   predated, which the cut then left out). [`Member::held_through`] then reports, per
+//!   stream, what is held contiguously.
 //! * [`Member::set_cut`]: per stream, the last record of this view and a member holding it;
 //!   gaps below the cut are NAKed to that holder, records beyond it are never delivered and
 //!   control records beyond it never applied (orphans of failed senders).
@@ -1812,8 +1815,15 @@ impl Member {
     /// Stops appending to our stream: [`Member::send`] returns [`SendError::ViewEnding`], the
     /// sequencer orders no more total messages and decides no more gbcast rounds (order
     /// entries already assigned are still written). Receiving, repairing and delivering go on.
+    ///
+    /// Delivery pauses where it is until [`Member::set_cut`]: what a member delivers must stay
+    /// below what it reports holding, or a cut decided from an earlier report could leave out
+    /// a message it delivered.
     pub fn stop(&mut self) {
         self.stopped = true;
+        if self.limit.is_none() {
+            self.limit = Some(self.streams.iter().map(|st| st.delivered).collect());
+        }
     }
 
     pub fn is_stopped(&self) -> bool {

@@ -118,6 +118,9 @@ pub struct GroupSimConfig {
     /// Scripted faults (time ns, fault), in addition to random ones.
     pub script: Vec<(u64, Fault)>,
     pub heartbeat_ns: u64,
+    /// Silence after which a member is suspected (long enough that loss bursts on a link do
+    /// not look like a crash: a false suspicion excludes a live member).
+    pub suspect_timeout_ns: u64,
     pub app_gap_ns: u64,
     pub payload_bytes_max: usize,
     /// Application state size (the digest padded to this many bytes).
@@ -141,6 +144,7 @@ impl GroupSimConfig {
             faults_max: 3,
             script: Vec::new(),
             heartbeat_ns: 1_000_000,
+            suspect_timeout_ns: 25_000_000,
             // Bursts every ~2 ms: traffic spans the faults (spaced by tens of ms).
             app_gap_ns: 2_000_000,
             payload_bytes_max: 64,
@@ -152,7 +156,7 @@ impl GroupSimConfig {
     }
 
     fn suspect_timeout_ns(&self) -> u64 {
-        10 * self.heartbeat_ns
+        self.suspect_timeout_ns
     }
 }
 
@@ -363,6 +367,8 @@ fn endpoint_config(cfg: &GroupSimConfig, i: usize) -> EndpointConfig {
     let mut ec =
         EndpointConfig::new("sim", 1, &format!("m{i}")).with_heartbeat_ns(cfg.heartbeat_ns);
     ec.trace = true;
+    ec.suspect_timeout_ns = cfg.suspect_timeout_ns;
+    ec.change_timeout_ns = ec.change_timeout_ns.max(2 * cfg.suspect_timeout_ns);
     ec.member.window_messages_max = cfg.window_messages_max;
     ec.member.log_messages_max = cfg.log_messages_max;
     ec.member.holdback_bytes_max = cfg.log_messages_max * cfg.payload_bytes_max;
@@ -418,11 +424,13 @@ fn random_schedule(cfg: &GroupSimConfig, rng: &mut ChaCha8Rng) -> Vec<(u64, Faul
                 ));
             }
             4 if in_view.len() >= 3 => {
-                // The leader: the oldest member still in (our model's rank 0).
-                // Half the time the leader fails in the middle of a change: armed, then a join
-                // (or a crash, if the view can lose two at once) starts the change.
+                // The leader: the oldest member still in (our model's rank 0). Half the time it
+                // fails in the middle of a change: armed, then a join (or a crash, if the view
+                // can lose two at once) starts the change.
+                let before = in_view.len();
+                let mut lost = 1;
                 let mid_change =
-                    rng.gen_bool(0.5) && (!spares.is_empty() || (k.crash && in_view.len() >= 5));
+                    rng.gen_bool(0.5) && (!spares.is_empty() || (k.crash && before >= 5));
                 in_view.remove(0);
                 if mid_change {
                     out.push((t, Fault::CrashLeaderMidChange));
@@ -431,13 +439,15 @@ fn random_schedule(cfg: &GroupSimConfig, rng: &mut ChaCha8Rng) -> Vec<(u64, Faul
                         out.push((t + 1, Fault::Join(j)));
                     } else {
                         let victim = in_view.remove(rng.gen_range(0..in_view.len()));
+                        lost += 1;
                         out.push((t + 1, Fault::Crash(victim)));
                     }
                 } else {
                     out.push((t, Fault::CrashLeader));
                 }
-                // Sometimes a second crash right behind it, while the change is under way.
-                if k.crash && in_view.len() >= 4 && rng.gen_bool(0.3) {
+                // Sometimes a second crash right behind it, while the change is under way (the
+                // view these crashes end must keep a strict majority).
+                if k.crash && (before - lost - 1) * 2 > before && rng.gen_bool(0.3) {
                     let victim = in_view.remove(rng.gen_range(0..in_view.len()));
                     let d = cfg.suspect_timeout_ns() + rng.gen_range(0..=cfg.suspect_timeout_ns());
                     out.push((t + d, Fault::Crash(victim)));
