@@ -485,6 +485,39 @@ mod tests {
         assert!(encode(&env, &mut buf).is_ok());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn decoding_never_panics_on_mutated_messages(
+            flips in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 1..8),
+            cut_at in 0usize..400,
+        ) {
+            let c = Cut {
+                proposal: proposal(),
+                cut: vec![4, 0, 17, 9],
+                holders: vec![0, 1, 2, 0],
+                need_state: 1,
+            };
+            let env = Envelope {
+                group: 1,
+                view: 2,
+                from_rank: 1,
+                from: "m1".into(),
+                msg: Msg::Report { ballot: 3, held: vec![1, 2, 3, 4], installed: true, accepted: Some(c) },
+            };
+            let mut buf = vec![0u8; 400];
+            let len = encode(&env, &mut buf).unwrap();
+            for (at, v) in flips {
+                if at < len {
+                    buf[at] ^= v;
+                }
+            }
+            if let Ok(f) = Frame::parse(&buf[..len.min(cut_at.max(1))]) {
+                let _ = decode(f.header, f.body());
+            }
+            let _ = crate::membership::state::decode_header(&buf[..len]);
+        }
+    }
+
     #[test]
     fn bounds_are_enforced_when_decoding() {
         let env = Envelope {

@@ -134,7 +134,7 @@ impl EndpointConfig {
             rejoin_delay_ns: 10 * member.heartbeat_ns,
             state_chunk_bytes: 1200,
             state_window_bytes: 256 << 10,
-            state_bytes_max: 1 << 30,
+            state_bytes_max: 256 << 20,
             trace: false,
             member,
         }
@@ -1605,8 +1605,8 @@ impl Endpoint {
         }
         let fresh = !matches!(&self.state_in, Some(s) if s.from == from && s.view == view && s.total == total);
         if fresh {
-            if offset != 0 {
-                return; // wait for the start
+            if offset != 0 || (chunk.is_empty() && total > 0) {
+                return; // wait for the start (an empty first chunk would define no grid)
             }
             self.state_in = Some(StateIn::new(from, view, total, chunk));
         }
