@@ -16,8 +16,9 @@
 //! bounded log (module `stream`): at the sender it is the retransmission buffer, at a receiver the
 //! hold-back area. Receivers detect gaps (a record beyond the next expected one, or a higher
 //! seq in someone's acknowledgement vector) and, after [`MemberConfig::nak_delay_ns`], send a
-//! NAK (unicast, at most [`NAK_RANGES_PER_FRAME_MAX`] ranges, again every
-//! [`MemberConfig::nak_retry_ns`] while the gap lasts); the sender retransmits from its log
+//! NAK (unicast, at most [`NAK_RANGES_PER_FRAME_MAX`] ranges, again after
+//! [`MemberConfig::nak_retry_ns`] while the gap lasts, doubling up to
+//! [`NAK_BACKOFF_DOUBLINGS_MAX`] times while it does not shrink); the sender retransmits from its log
 //! (unicast). Each member's *acknowledgement vector* — per sender, the highest seq it holds
 //! contiguously — travels in status frames: piggybacked on the next data frame when one goes
 //! out anyway, alone otherwise, at most every [`MemberConfig::status_interval_ns`] when it
@@ -180,6 +181,9 @@ use stream::{RecordPayload, Stream};
 /// Largest group: a status frame with a gbcast report (two vectors of this size) must fit a
 /// 1472 B datagram.
 pub const MEMBERS_MAX: usize = 64;
+/// While a stream's gap does not shrink, each NAK round doubles the retry spacing, at most
+/// this many times (2 ms → 64 ms with the defaults).
+pub const NAK_BACKOFF_DOUBLINGS_MAX: u32 = 5;
 /// Most NAK ranges per NAK frame (and per stream per NAK round).
 pub const NAK_RANGES_PER_FRAME_MAX: usize = 32;
 /// Most pending retransmission requests (one per NAK range received); more are dropped and
@@ -2267,8 +2271,17 @@ impl Member {
             self.nak_next = Time(next);
             return None;
         };
-        let retry = now.saturating_add(self.cfg.nak_retry_ns);
-        self.streams[s].nak_due = Some(retry);
+        // Back off while the gap does not shrink (a slow or capped path still holds the
+        // retransmissions: repeating the NAK every retry interval would only multiply them).
+        let st = &mut self.streams[s];
+        if st.contiguous > st.nak_mark {
+            st.nak_retries = 0;
+        } else {
+            st.nak_retries = (st.nak_retries + 1).min(NAK_BACKOFF_DOUBLINGS_MAX);
+        }
+        st.nak_mark = st.contiguous;
+        let retry = now.saturating_add(self.cfg.nak_retry_ns << st.nak_retries);
+        st.nak_due = Some(retry);
         self.nak_next = Time(next.min(retry));
         let mut gaps = std::mem::take(&mut self.gaps_scratch);
         self.streams[s].gaps(NAK_RANGES_PER_FRAME_MAX, &mut gaps);

@@ -78,6 +78,11 @@ pub(crate) struct Stream {
     pub ordered_through: u64,
     /// When to NAK the gaps of this stream (receivers).
     pub nak_due: Option<u64>,
+    /// NAKs sent for this stream since its contiguous point last moved (the retry spacing
+    /// doubles with each, see `NAK_BACKOFF_DOUBLINGS_MAX`), and that point when the last was
+    /// sent.
+    pub nak_retries: u32,
+    pub nak_mark: u64,
 }
 
 impl Stream {
@@ -96,6 +101,8 @@ impl Stream {
             delivered_app: 0,
             ordered_through: 0,
             nak_due: None,
+            nak_retries: 0,
+            nak_mark: 0,
         }
     }
 
