@@ -28,7 +28,7 @@
 //!
 //! # Status frames and the size of the group
 //! Every member multicasts its status to every other, so a member receives `members − 1`
-//! status frames per status interval. Three measures keep what it costs per delivered message
+//! status frames per status interval. These measures keep what it costs per delivered message
 //! from growing with the group (chosen by profile: before them, at 64 members with one sender
 //! at 100 k msg/s, ~95 % of the receiver's protocol time was status processing — the entry
 //! loop, `raise_ack`, `recompute_stable` — and 5 % the message path):
@@ -45,17 +45,34 @@
 //!   minimum acknowledgement (`stable_holders`); a raised entry that held it decrements the
 //!   count and only the last one rescans the group. Lockstep acknowledgements cost O(1) per
 //!   entry, amortised, instead of a scan per entry (O(members²) per status round).
+//! * **Ask only when stalled.** A retry (a member that is unsettled but whose own
+//!   acknowledgements did not change) sets `FRAME_FLAG_WANT_STATUS` only if some stream's
+//!   stability did not move since its last status frame. A sender under steady traffic is
+//!   always unsettled; before, its retries made every member answer with a full vector every
+//!   [`MemberConfig::status_retry_ns`].
 //! * **Spacing grows with the group** ([`MemberConfig::new`]: 100 µs per started 8 members),
 //!   so the number of status frames a member receives per second stays about constant from 8
 //!   members on; with O(1) frames that makes the status cost per second constant too.
 //!
-//! Considered and not taken: status spacing proportional to traffic (acknowledge every N
+//! Measured (`engine/benches/protocol.rs`, one sender at 100 k msg/s, BENCHMARKS.md "Receive
+//! cost vs group size"): at 64 members the receiver's instructions per delivered message fell
+//! from 7–8× to 2.0× those at 3 members (callgrind), its time from 9–14× to 2.2–4.5× (a noisy
+//! shared machine: 94–216 ns against 36–61 ns per message, from 385–542 ns). What is
+//! left is the fixed cost of the frames themselves — 63 status frames per 800 µs, 0.77 per
+//! delivered message at this rate (parse, dispatch, the `poll_transmit`/`poll_deliver` calls
+//! that follow each datagram, a cache miss on each), against 0.02 at 3 members: issue 8's
+//! ≤ 1.5× is not met at this rate (it is approached as the message rate grows: the status
+//! cost per second is fixed). Fewer frames is the next lever, not cheaper entries.
+//!
+//! Considered and not taken (yet): status spacing proportional to traffic (acknowledge every N
 //! messages, as Totem/JGroups STABLE do) cannot cut enough here — each member still receives
 //! `members − 1` frames per acknowledgement round, and rounds must come at least once per
 //! half send window (256 messages by default) or the windows stall; aggregated stability (the
 //! sequencer collects vectors and multicasts the minimum) makes non-sequencers' cost O(1) per
 //! interval but leaves the O(members²) work on the sequencer, adds a hop to every safe
-//! delivery and window opening, and changes the flow that NAK and tail-loss detection use.
+//! delivery and window opening, and changes the flow that NAK and tail-loss detection use —
+//! the candidate for the next step, with acknowledgements on demand (members answer when a
+//! sender's window fills or a safe message waits, instead of every interval).
 //!
 //! # Flow control
 //! A sender holds at most [`MemberConfig::window_messages_max`] records and
