@@ -2,7 +2,7 @@
 //! whom and when.
 
 use cohort::protocol::{Dest, Event, Member, MemberConfig, SendError, Time};
-use cohort::wire::{Frame, FrameKind, Item};
+use cohort::wire::{entry, Frame, FrameKind, Item, FRAME_FLAG_SPARSE_ACKS};
 use cohort::Order;
 
 struct Net {
@@ -241,7 +241,7 @@ fn burst_of_messages_after_a_delivery_carries_one_vector() {
 
 #[test]
 fn causal_message_waits_for_its_causal_past_even_through_a_fifo_message() {
-    let mut net = Net::new(4, |_| {});
+    let mut net = Net::new(4, |c| c.status_full_ns = 1_000_000_000);
     // m1 sends a; m2 delivers a and sends fifo f; m3 delivers f and sends causal c.
     net.members[1]
         .send(Time(0), Order::Fifo, false, b"a")
@@ -349,4 +349,91 @@ fn gbcast_is_delivered_after_the_same_messages_everywhere() {
     for i in 0..3 {
         assert_eq!(net.deliveries(i), vec![(2, 2)], "member {i}");
     }
+}
+
+/// The ack entries of a status or data frame: `(sparse, entries)`.
+fn acks_of(d: &Datagram) -> (bool, Vec<u64>) {
+    let f = Frame::parse(&d.2).unwrap();
+    let sparse = f.header.flags() & FRAME_FLAG_SPARSE_ACKS != 0;
+    (sparse, f.acks.iter().map(entry).collect())
+}
+
+#[test]
+fn status_frames_between_full_vectors_carry_only_the_changed_entries() {
+    let mut net = Net::new(16, |_| {});
+    net.members[1]
+        .send(Time(0), Order::Fifo, false, b"a")
+        .unwrap();
+    let data = net.transmit(1);
+    net.receive_all(&data);
+    net.advance_ms(1);
+    let status = net.transmit(5);
+    assert_eq!(status.len(), 1);
+    assert_eq!(
+        acks_of(&status[0]),
+        (true, vec![1, 1]),
+        "one (rank, seq) pair: stream 1 through seq 1"
+    );
+    // Once the last full vector is status_full_ns old, the next status frame is full again.
+    net.advance_ms(10);
+    net.members[1]
+        .send(Time(net.now), Order::Fifo, false, b"b")
+        .unwrap();
+    let data = net.transmit(1);
+    net.receive_all(&data);
+    net.advance_ms(1);
+    let status = net.transmit(5);
+    let (sparse, entries) = acks_of(&status[0]);
+    assert!(!sparse);
+    assert_eq!(entries.len(), 16);
+    assert_eq!(entries[1], 2);
+}
+
+#[test]
+fn stability_recovers_from_a_lost_full_vector_while_traffic_continues() {
+    let mut net = Net::new(6, |_| {});
+    let mut data = Vec::new();
+    for i in 0..3 {
+        net.members[i]
+            .send(Time(0), Order::Fifo, false, b"first")
+            .unwrap();
+        data.extend(net.transmit(i));
+    }
+    net.receive_all(&data);
+    net.advance_ms(1);
+    // Member 3's status (three entries of six changed: sent in full) is lost.
+    let lost = net.transmit(3);
+    assert_eq!(lost.len(), 1);
+    assert!(!acks_of(&lost[0]).0);
+    // Members 0 and 1 keep sending: everyone's acknowledgements keep changing, so nobody
+    // asks for status (no retries), and member 3's sparse frames carry streams 0 and 1 only.
+    let mut stable_at_ms = None;
+    for ms in 0..30 {
+        for i in 0..2 {
+            net.members[i]
+                .send(Time(net.now), Order::Fifo, false, b"more")
+                .unwrap();
+        }
+        let mut all = Vec::new();
+        for i in 0..6 {
+            all.extend(net.transmit(i));
+        }
+        net.receive_all(&all);
+        net.advance_ms(1);
+        for i in 0..6 {
+            net.deliveries(i);
+        }
+        if ms == 4 {
+            assert_eq!(
+                net.members[2].own_stable_through(),
+                0,
+                "member 2's message is not known stable before member 3 repeats its full vector"
+            );
+        }
+        if stable_at_ms.is_none() && net.members[2].own_stable_through() == 1 {
+            stable_at_ms = Some(ms);
+        }
+    }
+    let ms = stable_at_ms.expect("the periodic full vector repairs the lost one");
+    assert!(ms <= 12, "repaired after {ms} ms (status_full_ns is 10 ms)");
 }

@@ -6,7 +6,9 @@
 //!
 //! ```text
 //! FrameHeader (32 B)
-//! ack vector: ack_count × u64 LE        (optional; per sender rank: highest contiguous seq held)
+//! ack vector: ack_count × u64 LE        (optional; per sender rank: highest contiguous seq held;
+//!                                          with FRAME_FLAG_SPARSE_ACKS: ack_count / 2 pairs of
+//!                                          u64 LE sender rank, u64 LE seq — only some ranks)
 //! gbcast report: (1 + ack_count) × u64 LE (only with FRAME_FLAG_REPORT: round, then the
 //!                                          sender's delivered counts per rank)
 //! body:
@@ -59,14 +61,19 @@ pub const FRAME_FLAG_RETRANSMIT: u16 = 1 << 1;
 pub const FRAME_FLAG_AUTH: u16 = 1 << 2;
 /// A gbcast report follows the ack vector (status frames of a member frozen for a round).
 pub const FRAME_FLAG_REPORT: u16 = 1 << 3;
-/// Frame flag: after the ack vector (and report) comes the sequencer's gbcast decision: as
-/// many entries as the ack vector plus three (round, gbcast sender rank, the decision's
-/// record seq in the sequencer's stream, then the cut per rank).
-pub const FRAME_FLAG_DECISION: u16 = 1 << 4;
+/// The ack vector is sparse: (rank, seq) pairs of u64 LE for some ranks only (the entries
+/// that changed since the sender's last full vector). Never with [`FRAME_FLAG_REPORT`] or
+/// [`FRAME_FLAG_DECISION`].
+pub const FRAME_FLAG_SPARSE_ACKS: u16 = 1 << 4;
+/// Frame flag: after the (full) ack vector (and report) comes the sequencer's gbcast
+/// decision: as many entries as the ack vector plus three (round, gbcast sender rank, the
+/// decision's record seq in the sequencer's stream, then the cut per rank).
+pub const FRAME_FLAG_DECISION: u16 = 1 << 5;
 const FRAME_FLAGS_KNOWN: u16 = FRAME_FLAG_WANT_STATUS
     | FRAME_FLAG_RETRANSMIT
     | FRAME_FLAG_AUTH
     | FRAME_FLAG_REPORT
+    | FRAME_FLAG_SPARSE_ACKS
     | FRAME_FLAG_DECISION;
 
 /// Record flags: bits 0–1 the order (or the control kind), bit 2 safe, bit 3 control.
@@ -214,6 +221,8 @@ pub enum WireError {
     UnknownControlKind(u16),
     #[error("report flag without an ack vector, or report truncated")]
     ReportTruncated,
+    #[error("sparse ack vector of {count} words is not whole (rank, seq) pairs, or has a report")]
+    SparseAcksMalformed { count: u16 },
     #[error("gbcast control record of {len} B is not a whole number of u64 entries")]
     GbcastControlMisaligned { len: usize },
     #[error("vector record of {len} B is not a whole number of entries")]
@@ -236,7 +245,8 @@ pub enum WireError {
 #[derive(Clone, Copy, Debug)]
 pub struct Frame<'a> {
     pub header: &'a FrameHeader,
-    /// Ack vector entries (u64 LE each), indexed by sender rank.
+    /// Ack vector entries (u64 LE each), indexed by sender rank; with
+    /// [`FRAME_FLAG_SPARSE_ACKS`], (rank, seq) pairs (an even number of entries).
     pub acks: &'a [[u8; 8]],
     /// A gbcast report: round and delivered counts per rank (as many as acks).
     pub report: Option<(u64, &'a [[u8; 8]])>,
@@ -302,6 +312,12 @@ impl<'a> Frame<'a> {
         let ack_bytes = ack_count as usize * VECTOR_ENTRY_BYTES;
         if rest.len() < ack_bytes {
             return Err(WireError::AckVectorTruncated { count: ack_count });
+        }
+        if flags & FRAME_FLAG_SPARSE_ACKS != 0
+            && (!ack_count.is_multiple_of(2)
+                || flags & (FRAME_FLAG_REPORT | FRAME_FLAG_DECISION) != 0)
+        {
+            return Err(WireError::SparseAcksMalformed { count: ack_count });
         }
         let (acks, body) = rest.split_at(ack_bytes);
         let acks: &[[u8; 8]] = bytemuck::cast_slice(acks);
@@ -601,6 +617,27 @@ impl<'b> FramePacker<'b> {
             self.len += 8;
         }
         self.acks = n as u16;
+        true
+    }
+
+    /// Appends a sparse ack vector — (sender rank, seq) pairs — and flags the frame
+    /// [`FRAME_FLAG_SPARSE_ACKS`]; only before any record, never with a report. False if it
+    /// does not fit.
+    pub fn push_sparse_acks(&mut self, pairs: impl ExactSizeIterator<Item = (u16, u64)>) -> bool {
+        debug_assert!(!self.body_started && self.acks == 0);
+        let words = 2 * pairs.len();
+        if words > u16::MAX as usize || self.remaining() < words * VECTOR_ENTRY_BYTES {
+            return false;
+        }
+        for (rank, seq) in pairs {
+            self.buf[self.len..self.len + 8].copy_from_slice(&u64::from(rank).to_le_bytes());
+            self.buf[self.len + 8..self.len + 16].copy_from_slice(&seq.to_le_bytes());
+            self.len += 16;
+        }
+        self.acks = words as u16;
+        let header: &mut FrameHeader =
+            bytemuck::from_bytes_mut(&mut self.buf[..FRAME_HEADER_BYTES]);
+        header.flags = (header.flags() | FRAME_FLAG_SPARSE_ACKS).to_le_bytes();
         true
     }
 

@@ -253,6 +253,49 @@ fn status_frame_with_report_round_trips_and_truncated_report_is_rejected() {
 }
 
 #[test]
+fn sparse_status_frame_round_trips_as_rank_seq_pairs() {
+    let mut buf = [0u8; 256];
+    let mut p = FramePacker::new(&mut buf, fields(FrameKind::Data, 0)).unwrap();
+    assert!(p.push_sparse_acks([(1u16, 40u64), (5, 9)].into_iter()));
+    assert!(p.push_record(0, b"m"));
+    let len = p.finish();
+    let f = Frame::parse(&buf[..len]).unwrap();
+    assert_ne!(f.header.flags() & FRAME_FLAG_SPARSE_ACKS, 0);
+    assert_eq!(
+        f.acks.iter().map(entry).collect::<Vec<_>>(),
+        vec![1, 40, 5, 9]
+    );
+    assert_eq!(f.items().count(), 1);
+}
+
+#[test]
+fn rejects_sparse_acks_of_odd_length_or_with_a_report() {
+    let mut buf = [0u8; 256];
+    let mut p = FramePacker::new(&mut buf, fields(FrameKind::Data, 0)).unwrap();
+    assert!(p.push_acks([1u64, 2, 3].into_iter()));
+    let len = p.finish();
+    let odd = with_header(&buf[..len], |h| {
+        h.flags = FRAME_FLAG_SPARSE_ACKS.to_le_bytes();
+    });
+    assert_eq!(
+        Frame::parse(&odd).unwrap_err(),
+        WireError::SparseAcksMalformed { count: 3 }
+    );
+    let mut buf = [0u8; 256];
+    let mut p = FramePacker::new(&mut buf, fields(FrameKind::Data, FRAME_FLAG_REPORT)).unwrap();
+    assert!(p.push_acks([1u64, 2].into_iter()));
+    assert!(p.push_report(5, [3u64, 4].into_iter()));
+    let len = p.finish();
+    let with_report = with_header(&buf[..len], |h| {
+        h.flags = (FRAME_FLAG_REPORT | FRAME_FLAG_SPARSE_ACKS).to_le_bytes();
+    });
+    assert_eq!(
+        Frame::parse(&with_report).unwrap_err(),
+        WireError::SparseAcksMalformed { count: 2 }
+    );
+}
+
+#[test]
 fn rejects_misaligned_gbcast_control_record() {
     let b = data_frame(
         &record(3, RECORD_FLAG_CONTROL | CONTROL_DECISION, b"abc"),
