@@ -437,3 +437,46 @@ fn stability_recovers_from_a_lost_full_vector_while_traffic_continues() {
     let ms = stable_at_ms.expect("the periodic full vector repairs the lost one");
     assert!(ms <= 12, "repaired after {ms} ms (status_full_ns is 10 ms)");
 }
+
+/// The sequencer orders a burst of one sender's total messages together, not one per round
+/// trip: each total message waits at the sequencer's head until the record ordering it is
+/// held by a majority, so ordering only heads would order one message per status round (a
+/// regression the loopback benchmark showed at ~10 k msgs/s).
+#[test]
+fn sequencer_orders_a_burst_of_total_messages_in_one_order_record() {
+    let mut net = Net::new(3, |_| {});
+    for _ in 0..5 {
+        net.members[1]
+            .send(Time(0), Order::Total, false, b"t")
+            .unwrap();
+    }
+    let burst = net.transmit(1);
+    net.receive(0, &burst[0]);
+    assert!(net.deliveries(0).is_empty(), "waits for a majority");
+    // The sequencer's next data frame carries one order record covering all five.
+    let out = net.transmit(0);
+    let mut ordered = 0u64;
+    for (_, _, bytes) in &out {
+        let f = Frame::parse(bytes).expect("valid frame");
+        if f.kind() != FrameKind::Data {
+            continue;
+        }
+        for item in f.items() {
+            if let Item::Record { flags, payload, .. } = item {
+                if flags & cohort::wire::RECORD_FLAG_CONTROL != 0
+                    && flags & cohort::wire::RECORD_ORDER_MASK == cohort::wire::CONTROL_ORDER
+                {
+                    let ranges: &[cohort::wire::SeqRange] = bytemuck::cast_slice(payload);
+                    ordered += ranges.iter().map(|r| r.count() as u64).sum::<u64>();
+                }
+            }
+        }
+    }
+    assert_eq!(ordered, 5, "one order record for the whole burst");
+    net.receive_all(&out);
+    net.advance_ms(1);
+    net.settle();
+    for i in 0..3 {
+        assert_eq!(net.deliveries(i).len(), 5, "member {i}");
+    }
+}

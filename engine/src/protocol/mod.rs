@@ -603,6 +603,8 @@ pub struct Member {
     /// records and gbcast decisions take effect only there (see "Ending a view").
     order_through: u64,
     order_scratch: Vec<u64>,
+    /// Sequencer: scratch vector of `order_ahead`.
+    order_ahead_vector: Vec<u64>,
     /// Per rank: `cfg.app_seq_base` (zeros if it was empty).
     seq_base: Vec<u64>,
     /// Per rank: when a frame of that member last arrived (failure detection).
@@ -726,6 +728,7 @@ impl Member {
             stats: MemberStats::default(),
             order_through: 0,
             order_scratch: Vec::with_capacity(n),
+            order_ahead_vector: Vec::with_capacity(n),
             seq_base,
             last_heard: vec![now; n],
             stopped: false,
@@ -1387,17 +1390,26 @@ impl Member {
         if self.own_log_free_slots() == 0 {
             return; // retried from poll_transmit
         }
+        // Order entries the cut relies on go out before the decision.
+        if !self.order_pending.is_empty()
+            && (!self.flush_order_pending() || self.own_log_free_slots() == 0)
+        {
+            return; // retried from poll_transmit
+        }
         let mut counts = vec![0u64; self.n];
         for (_, c) in self.reports.iter().flatten() {
             for (k, &v) in counts.iter_mut().zip(c) {
                 *k = (*k).max(v);
             }
         }
-        // Total messages we already ordered (each heads its stream) are in the cut: the total
-        // order cannot skip them.
+        // Total messages we already ordered (from each stream's head on) are in the cut: the
+        // total order cannot skip them.
         for (c, st) in counts.iter_mut().zip(&self.streams) {
             if st.ordered_through > st.delivered {
-                *c = (*c).max(st.delivered_app + 1);
+                let ordered_app = (st.delivered + 1..=st.ordered_through)
+                    .filter(|&q| st.slot(q).flags & RECORD_FLAG_CONTROL == 0)
+                    .count() as u64;
+                *c = (*c).max(st.delivered_app + ordered_app);
             }
         }
         debug_assert!(counts[sender] < seq, "a report passed the gbcast");
@@ -1805,15 +1817,17 @@ impl Member {
                     remaining: 1,
                     record: 0,
                 });
+            } else if self.is_sequencer() && !self.stopped {
+                if seq > self.streams[s].ordered_through {
+                    if !self.assign_order(s, seq) {
+                        self.order_blocked = true;
+                        return Head::Blocked(Blocked::Total);
+                    }
+                    self.streams[s].ordered_through = seq;
+                }
+                self.order_ahead(s);
             } else if self.is_sequencer() && seq > self.streams[s].ordered_through {
-                if self.stopped {
-                    return Head::Blocked(Blocked::Total);
-                }
-                if !self.assign_order(s) {
-                    self.order_blocked = true;
-                    return Head::Blocked(Blocked::Total);
-                }
-                self.streams[s].ordered_through = seq;
+                return Head::Blocked(Blocked::Total);
             }
             match self.total_order.front() {
                 Some(f)
@@ -1839,10 +1853,68 @@ impl Member {
         }
     }
 
-    /// Sequencer: appends the head of stream `s` (a total message) to the total order and to
-    /// the pending order record. False if there is no room now.
-    fn assign_order(&mut self, s: usize) -> bool {
-        let seq = self.streams[s].delivered + 1;
+    /// Sequencer: once the head of stream `s` is ordered, orders the total messages behind it
+    /// that are ready too — their causal past in the other streams is delivered here — up to
+    /// the first that is not, or a gbcast. Without this, a stream's total messages would be
+    /// ordered one per majority round trip (each waits at the head for the record that
+    /// orders the one before it to be held by a majority).
+    fn order_ahead(&mut self, s: usize) {
+        // Not around gbcast rounds: a round's cut is decided from what is ordered and
+        // delivered, and stays simple with only heads ordered (gbcast is rare).
+        if self.order_blocked
+            || self.finishing
+            || self.gbcast_undelivered > 0
+            || self.freeze.is_some()
+        {
+            return;
+        }
+        let st = &self.streams[s];
+        let mut q = st.ordered_through + 1;
+        let end = match &self.limit {
+            Some(l) => st.control_done.min(l[s]),
+            None => st.control_done,
+        };
+        if q > end {
+            return;
+        }
+        // The vector in force at `q`: the latest one at or after the head, else the stream's.
+        let mut vector = std::mem::take(&mut self.order_ahead_vector);
+        vector.clone_from(&self.current_vector[s]);
+        for k in st.delivered + 1..q {
+            if st.slot(k).has_vector {
+                vector.clone_from(&st.slot(k).vector);
+            }
+        }
+        while q <= end {
+            let slot = self.streams[s].slot(q);
+            let flags = slot.flags;
+            if flags & RECORD_FLAG_CONTROL == 0 {
+                if is_gbcast(flags) {
+                    break;
+                }
+                if slot.has_vector {
+                    vector.clone_from(&slot.vector);
+                }
+                if is_total(flags) {
+                    let ready = vector
+                        .iter()
+                        .enumerate()
+                        .all(|(i, &need)| i == s || self.streams[i].delivered_app >= need);
+                    if !ready || !self.assign_order(s, q) {
+                        break;
+                    }
+                }
+            }
+            self.streams[s].ordered_through = q;
+            q += 1;
+        }
+        self.order_ahead_vector = vector;
+    }
+
+    /// Sequencer: appends stream `s`'s total message at `seq` (the head, or one behind it
+    /// that [`Member::order_ahead`] found ready) to the total order and to the pending order
+    /// record. False if there is no room now.
+    fn assign_order(&mut self, s: usize, seq: u64) -> bool {
         let merges_local = matches!(self.total_order.back(),
             Some(b) if b.rank as usize == s && b.record == ORDER_RECORD_PENDING);
         if !merges_local && self.total_order.len() >= TOTAL_ORDER_ENTRIES_MAX {
