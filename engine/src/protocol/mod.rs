@@ -603,8 +603,10 @@ pub struct Member {
     /// records and gbcast decisions take effect only there (see "Ending a view").
     order_through: u64,
     order_scratch: Vec<u64>,
-    /// Sequencer: scratch vector of `order_ahead`.
-    order_ahead_vector: Vec<u64>,
+    /// Sequencer: per stream, the causal-past vector in force at its `ordered_through`
+    /// record, when known (so `order_ahead` resumes without rescanning the stream).
+    ahead_vectors: Vec<Vec<u64>>,
+    ahead_known: Vec<bool>,
     /// Per rank: `cfg.app_seq_base` (zeros if it was empty).
     seq_base: Vec<u64>,
     /// Per rank: when a frame of that member last arrived (failure detection).
@@ -728,7 +730,8 @@ impl Member {
             stats: MemberStats::default(),
             order_through: 0,
             order_scratch: Vec::with_capacity(n),
-            order_ahead_vector: Vec::with_capacity(n),
+            ahead_vectors: vec![Vec::new(); n],
+            ahead_known: vec![false; n],
             seq_base,
             last_heard: vec![now; n],
             stopped: false,
@@ -936,7 +939,9 @@ impl Member {
         own.high = seq;
         own.control_done = seq;
         self.mark_dirty(me);
-        if me == 0 {
+        if me == 0 && self.n == 1 {
+            // Our holding of stream 0 is its largest, so it decides the majority point only
+            // when we alone are a majority.
             self.recompute_order_through();
         }
         if self.n == 1 {
@@ -1194,7 +1199,7 @@ impl Member {
 
     /// After `streams[s].contiguous` moved: process control records, update stability.
     fn on_contiguous_advanced(&mut self, s: usize, before: u64) {
-        if s == 0 {
+        if s == 0 && self.streams[0].contiguous > self.order_through {
             self.recompute_order_through();
         }
         self.process_control_records(s);
@@ -1824,6 +1829,8 @@ impl Member {
                         return Head::Blocked(Blocked::Total);
                     }
                     self.streams[s].ordered_through = seq;
+                    // Ordered here, not by `order_ahead`: its remembered vector is stale.
+                    self.ahead_known[s] = false;
                 }
                 self.order_ahead(s);
             } else if self.is_sequencer() && seq > self.streams[s].ordered_through {
@@ -1877,12 +1884,14 @@ impl Member {
         if q > end {
             return;
         }
-        // The vector in force at `q`: the latest one at or after the head, else the stream's.
-        let mut vector = std::mem::take(&mut self.order_ahead_vector);
-        vector.clone_from(&self.current_vector[s]);
-        for k in st.delivered + 1..q {
-            if st.slot(k).has_vector {
-                vector.clone_from(&st.slot(k).vector);
+        // The vector in force before `q`: remembered from the last call, or found once.
+        let mut vector = std::mem::take(&mut self.ahead_vectors[s]);
+        if !self.ahead_known[s] {
+            vector.clone_from(&self.current_vector[s]);
+            for k in st.delivered + 1..q {
+                if st.slot(k).has_vector {
+                    vector.clone_from(&st.slot(k).vector);
+                }
             }
         }
         while q <= end {
@@ -1908,7 +1917,8 @@ impl Member {
             self.streams[s].ordered_through = q;
             q += 1;
         }
-        self.order_ahead_vector = vector;
+        self.ahead_vectors[s] = vector;
+        self.ahead_known[s] = true;
     }
 
     /// Sequencer: appends stream `s`'s total message at `seq` (the head, or one behind it
