@@ -18,11 +18,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! **Static views.** Membership (failure detection, view changes, joins with state transfer)
-//! is a later issue: [`Node::join`] takes the complete member list, installs view 1 with it
-//! (rank = list position; rank 0 is the total-order sequencer) and never changes it. A member
-//! that never starts or dies stops stability for everyone (sends end in `WouldBlock`, flushes
-//! time out); [`Node::leave`] stops taking part without telling the others.
+//! **Membership.** [`Node::join`] founds a group with a member list (view 1, rank = list
+//! position; rank 0 is the total-order sequencer); [`Node::join_with_seeds`] joins a running
+//! group with state transfer ([`Handler::snapshot`] at a member that has the state,
+//! [`Handler::restore`] at the joiner); [`Node::leave`] (and dropping the node) leaves
+//! gracefully. A member not heard from for the suspect timeout (10 heartbeats by default,
+//! [`NodeBuilder::heartbeat`], [`NodeBuilder::suspect_timeout`]) is excluded by a view change
+//! that first flushes the ending view (every survivor delivers the same messages in it).
+//! A member cut off in a minority gets [`Handler::on_block`] and rejoins by itself, as a new
+//! incarnation, once it reaches the majority again. The engine is in
+//! [`crate::membership`]; the poller drives it.
 //!
 //! **Threads.** The handler runs on the node's poller thread with payloads borrowed from the
 //! member's log: it must not block for long, and copies what it keeps. A handler that panics
@@ -36,9 +41,10 @@
 //! log slot's previous buffer for the next send: after warm-up (about one log length of
 //! messages) the send path neither allocates nor copies payload bytes before packing.
 
-use crate::protocol::{Member, MemberConfig, Seq, CONTROL_RECORDS_RESERVE, MEMBERS_MAX};
+use crate::membership::{Endpoint, EndpointConfig};
+use crate::protocol::{Seq, Time, CONTROL_RECORDS_RESERVE, MEMBERS_MAX};
 use crate::runtime::poller::{
-    Control, GroupCounters, GroupSlot, Poller, PollerCounters, Request,
+    Control, FlushOutcome, GroupCounters, GroupSlot, LeaveOutcome, Poller, PollerCounters, Request,
     RECYCLED_BUFFERS_PER_GROUP_MAX,
 };
 use crate::runtime::{group_id, trace_writer, Clock, Idle};
@@ -48,7 +54,7 @@ use cohort_transport::{
     DriverChoice, FaultConfig, FaultyTransport, GroupMode, MemoryNetwork, SocketConfig, Transport,
     TransportError,
 };
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -69,6 +75,14 @@ pub const LEAVE_FLUSH_TIMEOUT_MS: u64 = 2_000;
 pub const CONTROL_REPLY_TIMEOUT_MS: u64 = 5_000;
 /// Default send window (messages) of each member.
 pub const WINDOW_MESSAGES_DEFAULT: usize = 256;
+/// Default heartbeat interval; a member is suspected after 10 missed heartbeats.
+pub const HEARTBEAT_MS_DEFAULT: u64 = 100;
+const HEARTBEAT_NS_MIN: u64 = 1_000_000;
+const HEARTBEAT_NS_MAX: u64 = 60_000_000_000;
+/// Default limit on a group's view size (see [`NodeBuilder::group_members_max`]).
+pub const GROUP_MEMBERS_DEFAULT: usize = 16;
+/// How long [`Node::join_with_seeds`] waits to be admitted by default.
+pub const JOIN_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 
 /// A delivered message. `payload` borrows the member's log for the duration of the upcall.
 #[derive(Clone, Copy, Debug)]
@@ -95,16 +109,38 @@ pub struct View {
     pub id: u64,
     /// Members by rank, oldest first.
     pub members: Vec<SocketAddr>,
+    /// Member ids by rank: the address, with `#N` for a process's N-th incarnation (a
+    /// member that blocked and rejoined).
+    pub member_ids: Vec<String>,
     /// This member's rank.
     pub rank: u16,
     pub event: u64,
 }
 
-/// The application's upcalls, run on the poller thread.
+/// The application's upcalls, run on the poller thread, in this order for a group: `restore`
+/// (a joiner, once, before anything else), then `on_view` and the deliveries of that view,
+/// `snapshot` (at a view's start, when a joiner needs the state), the next `on_view`, …;
+/// `on_block` when this member ends up in a minority.
 pub trait Handler: Send + 'static {
     fn on_deliver(&mut self, delivery: &Delivery<'_>);
+    /// A view is installed: the deliveries that follow are in it.
     fn on_view(&mut self, view: &View) {
         let _ = view;
+    }
+    /// This member is in a minority partition (or was excluded): it delivers and sends
+    /// nothing more under its current id; sends queued since the last view may be lost. It
+    /// rejoins as a new incarnation once it reaches a majority again, with [`Handler::restore`]
+    /// of the group's state (sequence numbers restart at 1).
+    fn on_block(&mut self) {}
+    /// The application's state, for a member that joins: everything delivered so far and
+    /// nothing after (called between two views).
+    fn snapshot(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Load the group's state (what [`Handler::snapshot`] returned at another member): the
+    /// state just before the view announced next.
+    fn restore(&mut self, state: &[u8]) {
+        let _ = state;
     }
 }
 
@@ -159,6 +195,15 @@ pub enum StartError {
     },
     #[error("starting a thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("group size limit of {members} members: use 1..={max}")]
+    GroupMembers { members: usize, max: usize },
+    #[error("heartbeat of {heartbeat:?}: use 1 ms ..= 60 s")]
+    Heartbeat { heartbeat: Duration },
+    #[error("suspect timeout of {suspect:?} is under 2 heartbeats ({heartbeat:?} each): every late heartbeat would exclude a member")]
+    SuspectTimeout {
+        suspect: Duration,
+        heartbeat: Duration,
+    },
     #[error("counters file: {0}; pass another directory or turn counters off")]
     Counters(#[source] cohort_transport::counters::CountersError),
 }
@@ -192,6 +237,11 @@ pub enum JoinError {
     AlreadyJoined(String),
     #[error("the poller refused the group: {0}")]
     Refused(String),
+    #[error("no view admitted this node within {waited:?}: are the seeds {seeds:?} running and reachable, and in the same group?")]
+    NotAdmitted {
+        seeds: Vec<SocketAddr>,
+        waited: Duration,
+    },
     #[error("the node is shut down")]
     Closed,
 }
@@ -210,6 +260,8 @@ pub enum SendError {
 pub enum FlushError {
     #[error("own sends not stable after {waited:?}: a member may be down or unreachable")]
     TimedOut { waited: Duration },
+    #[error("this member blocked (minority partition): its sends of the last view may be lost")]
+    Blocked,
     #[error("the group was left or the node shut down")]
     Closed,
 }
@@ -218,7 +270,7 @@ pub enum FlushError {
 pub enum LeaveError {
     #[error("group {0:?} is not joined on this node")]
     NotJoined(String),
-    #[error("left group {group:?}, but own sends were not stable after {waited:?}: other members may miss them")]
+    #[error("group {group:?} dropped here, but the others did not confirm the leave within {waited:?}: they will exclude this member as failed, and may miss its last sends")]
     Unstable { group: String, waited: Duration },
     #[error("the node is shut down")]
     Closed,
@@ -241,6 +293,10 @@ pub struct NodeBuilder {
     faults: Option<(FaultConfig, u64)>,
     /// Test-only: never answer a NAK (see `testing_skip_retransmit`).
     testing_skip_retransmit: bool,
+    heartbeat: Duration,
+    suspect_timeout: Option<Duration>,
+    join_timeout: Duration,
+    group_members_max: usize,
 }
 
 impl Default for NodeBuilder {
@@ -258,6 +314,10 @@ impl Default for NodeBuilder {
             counters: CountersLocation::Off,
             faults: None,
             testing_skip_retransmit: false,
+            heartbeat: Duration::from_millis(HEARTBEAT_MS_DEFAULT),
+            suspect_timeout: None,
+            join_timeout: Duration::from_millis(JOIN_TIMEOUT_MS_DEFAULT),
+            group_members_max: GROUP_MEMBERS_DEFAULT,
         }
     }
 }
@@ -346,9 +406,61 @@ impl NodeBuilder {
         self
     }
 
+    /// Every member sends a heartbeat (a status frame) at least this often (default
+    /// [`HEARTBEAT_MS_DEFAULT`] ms); the failure detector, view-change timeouts and retries
+    /// scale with it.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// A member not heard from for this long is suspected and excluded from the view
+    /// (default: 10 heartbeats). Longer tolerates pauses (GC, SIGSTOP, slow starts) at the
+    /// price of a slower reaction to crashes.
+    pub fn suspect_timeout(mut self, after: Duration) -> Self {
+        self.suspect_timeout = Some(after);
+        self
+    }
+
+    /// The most members a group's view may have, 1..=[`MEMBERS_MAX`] (default
+    /// [`GROUP_MEMBERS_DEFAULT`]): joiners past it are not admitted, and the largest payload
+    /// is what a datagram holds beside a view of this size's headers (8 B per member).
+    pub fn group_members_max(mut self, members: usize) -> Self {
+        self.group_members_max = members;
+        self
+    }
+
+    /// How long [`Node::join_with_seeds`] waits to be admitted (default
+    /// [`JOIN_TIMEOUT_MS_DEFAULT`] ms).
+    pub fn join_timeout(mut self, timeout: Duration) -> Self {
+        self.join_timeout = timeout;
+        self
+    }
+
     /// Opens the transport and starts the poller (and trace writer) threads.
     pub fn start(self) -> Result<Node, StartError> {
         let bind = self.bind.ok_or(StartError::NoBind)?;
+        let heartbeat_ns = self.heartbeat.as_nanos() as u64;
+        if !(HEARTBEAT_NS_MIN..=HEARTBEAT_NS_MAX).contains(&heartbeat_ns) {
+            return Err(StartError::Heartbeat {
+                heartbeat: self.heartbeat,
+            });
+        }
+        if !(1..=MEMBERS_MAX).contains(&self.group_members_max) {
+            return Err(StartError::GroupMembers {
+                members: self.group_members_max,
+                max: MEMBERS_MAX,
+            });
+        }
+        let suspect_ns = self
+            .suspect_timeout
+            .map_or(10 * heartbeat_ns, |d| d.as_nanos() as u64);
+        if suspect_ns < 2 * heartbeat_ns {
+            return Err(StartError::SuspectTimeout {
+                suspect: Duration::from_nanos(suspect_ns),
+                heartbeat: self.heartbeat,
+            });
+        }
         if self.pollers != 1 {
             return Err(StartError::Pollers {
                 requested: self.pollers,
@@ -465,6 +577,10 @@ impl NodeBuilder {
             datagram_bytes_max,
             window_messages_max: self.window_messages_max,
             testing_skip_retransmit: self.testing_skip_retransmit,
+            heartbeat_ns,
+            suspect_ns,
+            join_timeout: self.join_timeout,
+            group_members_max: self.group_members_max,
             trace_enabled: self.trace_dir.is_some(),
             trace_path,
             counters_path,
@@ -488,6 +604,10 @@ pub struct Node {
     datagram_bytes_max: usize,
     window_messages_max: usize,
     testing_skip_retransmit: bool,
+    heartbeat_ns: u64,
+    suspect_ns: u64,
+    join_timeout: Duration,
+    group_members_max: usize,
     trace_enabled: bool,
     trace_path: Option<PathBuf>,
     counters_path: Option<PathBuf>,
@@ -551,19 +671,22 @@ impl Node {
         }
     }
 
-    /// Joins group `name` with the static member list `members` (every member, this node
-    /// included, in rank order; all members must list them identically) and installs view 1.
-    /// `handler` gets the view, then every delivery.
+    /// Founds group `name` with `members` (every founding member, this node included, in
+    /// rank order; all founders must list them identically) and installs view 1. `handler`
+    /// gets the view, then every delivery. From there on membership is dynamic: members that
+    /// fail are excluded, others join with [`Node::join_with_seeds`], members leave with
+    /// [`Node::leave`]. A founder that starts late (past the others' suspect timeout) is
+    /// excluded and comes back by itself as a new incarnation, with state transfer.
     pub fn join(
         &self,
         name: &str,
         members: &[SocketAddr],
         handler: impl Handler,
     ) -> Result<Group, JoinError> {
-        if members.is_empty() || members.len() > MEMBERS_MAX {
+        if members.is_empty() || members.len() > self.group_members_max {
             return Err(JoinError::Size {
                 count: members.len(),
-                max: MEMBERS_MAX,
+                max: self.group_members_max,
             });
         }
         for (i, m) in members.iter().enumerate() {
@@ -571,42 +694,92 @@ impl Node {
                 return Err(JoinError::Duplicate(*m));
             }
         }
-        let rank = members
-            .iter()
-            .position(|m| *m == self.local)
-            .ok_or_else(|| JoinError::NotAMember {
+        if !members.contains(&self.local) {
+            return Err(JoinError::NotAMember {
                 me: self.local,
                 members: members.to_vec(),
-            })?;
+            });
+        }
+        let ids: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+        self.start_group(name, handler, |cfg, now| Endpoint::founder(cfg, ids, now))
+            .map(|(group, _)| group)
+    }
+
+    /// Joins the running group `name` through `seeds` (any of its members' addresses; a
+    /// seed that is down is skipped): asks to be admitted, receives the group's state
+    /// ([`Handler::restore`]) and returns once its first view is installed, or
+    /// `NotAdmitted` after the join timeout ([`NodeBuilder::join_timeout`]).
+    pub fn join_with_seeds(
+        &self,
+        name: &str,
+        seeds: &[SocketAddr],
+        handler: impl Handler,
+    ) -> Result<Group, JoinError> {
+        if seeds.is_empty() || seeds.len() > MEMBERS_MAX {
+            return Err(JoinError::Size {
+                count: seeds.len(),
+                max: MEMBERS_MAX,
+            });
+        }
+        let ids: Vec<String> = seeds.iter().map(|m| m.to_string()).collect();
+        let (group, installed) =
+            self.start_group(name, handler, |cfg, now| Endpoint::joiner(cfg, ids, now))?;
+        match installed.recv_timeout(self.join_timeout) {
+            Ok(()) => Ok(group),
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = self.leave(name);
+                Err(JoinError::NotAdmitted {
+                    seeds: seeds.to_vec(),
+                    waited: self.join_timeout,
+                })
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(JoinError::Closed),
+        }
+    }
+
+    /// Registers group `name` on the poller with the endpoint `make` builds; returns its
+    /// handle and a channel answered when its first view is installed.
+    fn start_group(
+        &self,
+        name: &str,
+        handler: impl Handler,
+        make: impl FnOnce(EndpointConfig, Time) -> Endpoint,
+    ) -> Result<(Group, Receiver<()>), JoinError> {
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         if groups.contains_key(name) {
             return Err(JoinError::AlreadyJoined(name.to_owned()));
         }
         let id = group_id(name);
-        let names: Vec<String> = members.iter().map(|m| m.to_string()).collect();
-        let mut cfg = MemberConfig::new(name, id, 1, names, rank as u16);
-        cfg.datagram_bytes_max = self.datagram_bytes_max;
+        let mut cfg = EndpointConfig::new(name, id, &self.local.to_string())
+            .with_heartbeat_ns(self.heartbeat_ns);
+        cfg.suspect_timeout_ns = self.suspect_ns;
+        cfg.members_max = self.group_members_max;
         cfg.trace = self.trace_enabled;
-        cfg.window_messages_max = self.window_messages_max;
-        cfg.testing_skip_retransmit = self.testing_skip_retransmit;
-        cfg.log_messages_max = (self.window_messages_max + CONTROL_RECORDS_RESERVE + 1)
+        let m = &mut cfg.member;
+        m.datagram_bytes_max = self.datagram_bytes_max;
+        m.trace = self.trace_enabled;
+        m.window_messages_max = self.window_messages_max;
+        m.testing_skip_retransmit = self.testing_skip_retransmit;
+        m.log_messages_max = (self.window_messages_max + CONTROL_RECORDS_RESERVE + 1)
             .next_power_of_two()
-            .max(cfg.log_messages_max);
-        let payload_bytes_max = cfg.payload_bytes_max();
-        cfg.window_bytes_max = cfg.window_bytes_max.max(payload_bytes_max);
-        let member = Member::new(cfg, self.clock.now());
+            .max(m.log_messages_max);
+        // A one-member view carries the largest payload: every view's window holds it.
+        m.window_bytes_max = m.window_bytes_max.max(m.payload_bytes_max());
+        let endpoint = make(cfg, self.clock.now());
+        let payload_bytes_max = endpoint.payload_bytes_max_any_view();
         let (req_tx, req_rx) = bounded(SEND_QUEUE_MESSAGES_MAX);
         let (recycle_tx, recycle_rx) = bounded(RECYCLED_BUFFERS_PER_GROUP_MAX);
+        let (installed_tx, installed_rx) = bounded(1);
         let counters = Arc::new(GroupCounters::default());
         let slot = GroupSlot::new(
             id,
             name.to_owned(),
-            member,
+            endpoint,
             Box::new(handler),
-            members.to_vec(),
             req_rx,
             recycle_tx.clone(),
             counters.clone(),
+            Some(installed_tx),
         );
         let (done_tx, done_rx) = bounded(1);
         self.control
@@ -625,14 +798,13 @@ impl Node {
             inner: Arc::new(GroupInner {
                 name: name.to_owned(),
                 id,
-                members: members.to_vec(),
-                rank: rank as u16,
                 payload_bytes_max,
                 counters,
                 requests_probe: req_tx.clone(),
                 sender: Mutex::new(SendSide {
                     requests: req_tx,
                     next_seq: 1,
+                    incarnation: 0,
                 }),
                 recycled: recycle_rx,
                 recycle: recycle_tx,
@@ -640,11 +812,13 @@ impl Node {
             }),
         };
         groups.insert(name.to_owned(), group.clone());
-        Ok(group)
+        Ok((group, installed_rx))
     }
 
-    /// Flushes own sends of group `name` (bounded by [`LEAVE_FLUSH_TIMEOUT_MS`]) and stops
-    /// taking part in it. With static views the others are not told.
+    /// Leaves group `name` gracefully: this member's sends are delivered to the others in
+    /// its last view, the others install a view without it, and the group is dropped here
+    /// (bounded by [`LEAVE_FLUSH_TIMEOUT_MS`]; past it the group is dropped anyway and the
+    /// others exclude this member as failed: `Unstable`).
     pub fn leave(&self, name: &str) -> Result<(), LeaveError> {
         let group = self
             .groups
@@ -652,28 +826,34 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .remove(name)
             .ok_or_else(|| LeaveError::NotJoined(name.to_owned()))?;
-        let waited = Duration::from_millis(LEAVE_FLUSH_TIMEOUT_MS);
-        let flushed = group.flush_timeout(waited);
+        let waiting = self.ask_leave(&group)?;
+        Self::await_leave(&group, waiting)
+    }
+
+    /// Asks the poller to leave `group`; the answer comes on the returned channel.
+    fn ask_leave(&self, group: &Group) -> Result<Receiver<LeaveOutcome>, LeaveError> {
         let (done_tx, done_rx) = bounded(1);
         self.control
             .send(Control::Leave {
                 group: group.inner.id,
+                timeout_ns: LEAVE_FLUSH_TIMEOUT_MS * 1_000_000,
                 done: done_tx,
             })
             .map_err(|_| LeaveError::Closed)?;
         self.poller_thread.unpark();
-        match done_rx.recv_timeout(Duration::from_millis(CONTROL_REPLY_TIMEOUT_MS)) {
-            Ok(true) => {}
-            Ok(false) => return Err(LeaveError::NotJoined(name.to_owned())),
-            Err(_) => return Err(LeaveError::Closed),
-        }
-        match flushed {
-            Ok(()) => Ok(()),
-            Err(FlushError::TimedOut { waited }) => Err(LeaveError::Unstable {
-                group: name.to_owned(),
-                waited,
+        Ok(done_rx)
+    }
+
+    fn await_leave(group: &Group, waiting: Receiver<LeaveOutcome>) -> Result<(), LeaveError> {
+        let bound = Duration::from_millis(LEAVE_FLUSH_TIMEOUT_MS + CONTROL_REPLY_TIMEOUT_MS);
+        match waiting.recv_timeout(bound) {
+            Ok(LeaveOutcome::Left) => Ok(()),
+            Ok(LeaveOutcome::TimedOut) => Err(LeaveError::Unstable {
+                group: group.name().to_owned(),
+                waited: Duration::from_millis(LEAVE_FLUSH_TIMEOUT_MS),
             }),
-            Err(FlushError::Closed) => Err(LeaveError::Closed),
+            Ok(LeaveOutcome::NotJoined) => Err(LeaveError::NotJoined(group.name().to_owned())),
+            Err(_) => Err(LeaveError::Closed),
         }
     }
 
@@ -694,11 +874,14 @@ impl Node {
             .drain()
             .map(|(_, g)| g)
             .collect();
-        let deadline = Instant::now() + Duration::from_millis(LEAVE_FLUSH_TIMEOUT_MS);
-        for g in &groups {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if let Err(e) = g.flush_timeout(left) {
-                tracing::warn!(group = %g.name(), error = %e, "shutting down with unstable sends");
+        // Leave every group at once (each bounded by LEAVE_FLUSH_TIMEOUT_MS in the poller).
+        let waiting: Vec<_> = groups
+            .iter()
+            .filter_map(|g| self.ask_leave(g).ok().map(|w| (g, w)))
+            .collect();
+        for (g, w) in waiting {
+            if let Err(e) = Self::await_leave(g, w) {
+                tracing::warn!(group = %g.name(), error = %e, "shutting down without a clean leave");
             }
         }
         let _ = self.control.send(Control::Shutdown);
@@ -726,13 +909,13 @@ impl Drop for Node {
 struct SendSide {
     requests: Sender<Request>,
     next_seq: u64,
+    /// The member's incarnation `next_seq` counts in (numbering restarts after a block).
+    incarnation: u64,
 }
 
 struct GroupInner {
     name: String,
     id: u32,
-    members: Vec<SocketAddr>,
-    rank: u16,
     payload_bytes_max: usize,
     counters: Arc<GroupCounters>,
     sender: Mutex<SendSide>,
@@ -759,6 +942,12 @@ pub struct GroupStats {
     pub delivered: u64,
     /// Sends that found the member's window full.
     pub window_stalls: u64,
+    /// Views installed here.
+    pub views: u64,
+    /// Times this member blocked (minority partition, or excluded) and rejoined.
+    pub blocks: u64,
+    /// Sends accepted by the handle but dropped: queued before a block, or after a leave.
+    pub sends_dropped: u64,
 }
 
 impl Group {
@@ -766,15 +955,30 @@ impl Group {
         &self.inner.name
     }
 
-    pub fn members(&self) -> &[SocketAddr] {
-        &self.inner.members
+    /// The view installed here now; `None` while joining or blocked.
+    pub fn view(&self) -> Option<View> {
+        self.inner
+            .counters
+            .view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .view
+            .clone()
     }
 
-    pub fn rank(&self) -> u16 {
-        self.inner.rank
+    /// The current view's members by rank (empty while joining or blocked).
+    pub fn members(&self) -> Vec<SocketAddr> {
+        self.view().map(|v| v.members).unwrap_or_default()
     }
 
-    /// Largest payload [`Group::send`] accepts.
+    /// This member's rank in the current view (`None` while joining or blocked).
+    pub fn rank(&self) -> Option<u16> {
+        self.view().map(|v| v.rank)
+    }
+
+    /// Largest payload [`Group::send`] accepts: what a datagram holds beside the headers of
+    /// a view of [`NodeBuilder::group_members_max`] members, so that it holds in every view
+    /// the group may go through.
     pub fn payload_bytes_max(&self) -> usize {
         self.inner.payload_bytes_max
     }
@@ -785,6 +989,9 @@ impl Group {
             sent: c.sent.load(Ordering::Relaxed),
             delivered: c.delivered.load(Ordering::Relaxed),
             window_stalls: c.window_stalls.load(Ordering::Relaxed),
+            views: c.views.load(Ordering::Relaxed),
+            blocks: c.blocks.load(Ordering::Relaxed),
+            sends_dropped: c.sends_dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -828,9 +1035,25 @@ impl Group {
         Ok(buf)
     }
 
+    /// A send request numbered in the member's current incarnation.
+    fn request(&self, side: &mut SendSide, order: Order, safe: bool, payload: Vec<u8>) -> Request {
+        let incarnation = self.inner.counters.incarnation.load(Ordering::Relaxed);
+        if incarnation != side.incarnation {
+            side.incarnation = incarnation;
+            side.next_seq = 1;
+        }
+        Request::Send {
+            order,
+            safe,
+            payload,
+            incarnation,
+        }
+    }
+
     /// Queues a send request for the poller without waiting.
-    fn enqueue(&self, request: Request) -> Result<Seq, SendError> {
+    fn enqueue(&self, order: Order, safe: bool, payload: Vec<u8>) -> Result<Seq, SendError> {
         let mut side = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
+        let request = self.request(&mut side, order, safe, payload);
         match side.requests.try_send(request) {
             Ok(()) => {
                 let seq = Seq(side.next_seq);
@@ -852,8 +1075,14 @@ impl Group {
     }
 
     /// Queues a send request for the poller, waiting for room.
-    fn enqueue_blocking(&self, mut request: Request) -> Result<Seq, SendError> {
+    fn enqueue_blocking(
+        &self,
+        order: Order,
+        safe: bool,
+        payload: Vec<u8>,
+    ) -> Result<Seq, SendError> {
         let mut side = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
+        let mut request = self.request(&mut side, order, safe, payload);
         loop {
             self.inner.poller.unpark();
             match side
@@ -882,21 +1111,13 @@ impl Group {
     /// that copy.
     pub fn send(&self, order: Order, safe: bool, bytes: &[u8]) -> Result<Seq, SendError> {
         let payload = self.payload_buffer(bytes)?;
-        self.enqueue(Request::Send {
-            order,
-            safe,
-            payload,
-        })
+        self.enqueue(order, safe, payload)
     }
 
     /// Like [`Group::send`], but waits for room in the window.
     pub fn send_blocking(&self, order: Order, safe: bool, bytes: &[u8]) -> Result<Seq, SendError> {
         let payload = self.payload_buffer(bytes)?;
-        self.enqueue_blocking(Request::Send {
-            order,
-            safe,
-            payload,
-        })
+        self.enqueue_blocking(order, safe, payload)
     }
 
     /// Claims a message of exactly `len` bytes to write in place (zero-copy send, Aeron's
@@ -953,7 +1174,8 @@ impl Group {
         self.inner.poller.unpark();
         let left = timeout.saturating_sub(start.elapsed());
         match done_rx.recv_timeout(left) {
-            Ok(()) => Ok(()),
+            Ok(FlushOutcome::Done) => Ok(()),
+            Ok(FlushOutcome::Blocked) => Err(FlushError::Blocked),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 Err(FlushError::TimedOut { waited: timeout })
             }
@@ -980,21 +1202,13 @@ impl Claim<'_> {
     /// claim is gone; use [`Claim::commit_blocking`] where that race matters.
     pub fn commit(mut self) -> Result<Seq, SendError> {
         let payload = std::mem::take(&mut self.payload);
-        self.group.enqueue(Request::Send {
-            order: self.order,
-            safe: self.safe,
-            payload,
-        })
+        self.group.enqueue(self.order, self.safe, payload)
     }
 
     /// Sends the message, waiting for room in the window if need be.
     pub fn commit_blocking(mut self) -> Result<Seq, SendError> {
         let payload = std::mem::take(&mut self.payload);
-        self.group.enqueue_blocking(Request::Send {
-            order: self.order,
-            safe: self.safe,
-            payload,
-        })
+        self.group.enqueue_blocking(self.order, self.safe, payload)
     }
 }
 

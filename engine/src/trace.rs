@@ -49,6 +49,13 @@ pub enum TraceEvent {
         group: String,
         view: u64,
     },
+    /// The member asked to leave gracefully while in `view`: the view that excludes it is
+    /// a departure, not a partition (the primary-component check counts it as taking part).
+    Leave {
+        node: String,
+        group: String,
+        view: u64,
+    },
 }
 
 impl TraceEvent {
@@ -57,7 +64,8 @@ impl TraceEvent {
             TraceEvent::View { node, .. }
             | TraceEvent::Send { node, .. }
             | TraceEvent::Deliver { node, .. }
-            | TraceEvent::Block { node, .. } => node,
+            | TraceEvent::Block { node, .. }
+            | TraceEvent::Leave { node, .. } => node,
         }
     }
 
@@ -66,7 +74,8 @@ impl TraceEvent {
             TraceEvent::View { group, .. }
             | TraceEvent::Send { group, .. }
             | TraceEvent::Deliver { group, .. }
-            | TraceEvent::Block { group, .. } => group,
+            | TraceEvent::Block { group, .. }
+            | TraceEvent::Leave { group, .. } => group,
         }
     }
 }

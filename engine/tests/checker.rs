@@ -121,6 +121,19 @@ impl Run {
         self
     }
 
+    fn leave(&mut self, node: &str) -> &mut Self {
+        let view = self.view_of(node);
+        self.push(
+            node,
+            TraceEvent::Leave {
+                node: node.into(),
+                group: GROUP.into(),
+                view,
+            },
+        );
+        self
+    }
+
     fn traces(&self) -> Vec<MemberTrace> {
         self.files
             .iter()
@@ -630,6 +643,24 @@ fn catches_a_minority_installing_the_next_view() {
     assert!(report.violations[0]
         .detail
         .contains("holds 1 of the 3 members"));
+}
+
+#[test]
+fn members_leaving_gracefully_may_leave_a_minority_in_the_next_view() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b", "c"]);
+    r.leave("a").leave("b");
+    r.view("c", 2, &["c"]);
+    assert_clean(&r.check());
+}
+
+#[test]
+fn catches_a_minority_view_when_only_some_absent_members_left() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b", "c", "d", "e"]);
+    r.leave("a");
+    r.install(2, &["e"]); // a left, b, c and d did not: 2 of 5 took part, no majority
+    assert_only(&r.check(), Property::PrimaryComponent);
 }
 
 #[test]

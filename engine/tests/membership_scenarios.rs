@@ -217,6 +217,28 @@ fn leave_while_sending_delivers_the_leavers_messages_first() {
 }
 
 #[test]
+fn a_majority_leaving_at_once_leaves_and_the_last_member_goes_on_alone() {
+    // Seeds where a commit to the last member is lost (the leavers must repeat it) included.
+    for seed in 0..16 {
+        let o = run(scenario(
+            seed,
+            3,
+            vec![(9 * MS, Fault::Leave(0)), (9 * MS, Fault::Leave(1))],
+        ));
+        assert_clean(&o);
+        // Leavers take part in the change that removes them: no majority has to stay.
+        assert_eq!(final_members(&o), ["m2"], "seed {seed}");
+        for m in ["m0", "m1"] {
+            assert!(!blocked(&o, m), "seed {seed}: {m} left, it did not block");
+            assert_eq!(
+                o.final_states["m2"][m], o.accepted[m],
+                "seed {seed}: {m}'s sends"
+            );
+        }
+    }
+}
+
+#[test]
 fn two_concurrent_failures_are_handled_in_one_or_two_changes() {
     for seed in 0..4 {
         let o = run(scenario(

@@ -40,7 +40,8 @@
 //!   member id (10: it must rejoin as a new member). So every member going on from v goes to
 //!   the same next view, and the 7 check above compares all of them.
 //! * **10 primary component (majority)**: whenever a member goes from u to w, w contains a
-//!   strict majority of u's members. Reported once per (u, w).
+//!   strict majority of u's members, counting those that left gracefully (a `leave` event in
+//!   u or before) as taking part. Reported once per (u, w).
 //! * **completeness** (only when asked): every member that installed a view delivered every
 //!   message sent in it. Reported per (member, view), listing the missing messages.
 
@@ -348,7 +349,13 @@ pub(crate) fn check_views(g: &Group, d: &Delivered, config: &CheckConfig, v: &mu
             continue;
         };
         let kept = new.iter().filter(|m| prev.binary_search(m).is_ok()).count();
-        if kept * 2 <= prev.len() {
+        // Members that left gracefully took part in the change that removed them.
+        let left = prev
+            .iter()
+            .filter(|&&m| new.binary_search(&m).is_err())
+            .filter(|&&m| g.members[m as usize].left_in.is_some_and(|l| l <= view))
+            .count();
+        if (kept + left) * 2 <= prev.len() {
             let who = list(classes[&(view, next)].iter().map(|&r| g.member(r)));
             v.add(Property::PrimaryComponent, || {
                 format!(

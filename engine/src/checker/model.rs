@@ -51,6 +51,8 @@ pub(crate) struct Member {
     pub events: Vec<Ev>,
     /// View ids in installation order.
     pub installs: Vec<u64>,
+    /// The first view in which the member asked to leave (a graceful departure).
+    pub left_in: Option<u64>,
 }
 
 pub(crate) struct SendInfo {
@@ -179,6 +181,7 @@ impl GroupBuilder {
             name: name.to_owned(),
             events: Vec::new(),
             installs: Vec::new(),
+            left_in: None,
         });
         self.replay.push(Replay::default());
         self.member_ix.insert(name.to_owned(), m);
@@ -272,6 +275,11 @@ pub(crate) fn build(traces: &[MemberTrace], v: &mut Violations) -> Built {
                 } => {
                     deliveries += 1;
                     on_deliver(b, node, *view, msg, *order, v)
+                }
+                TraceEvent::Leave { node, view, .. } => {
+                    let r = b.node(node);
+                    let left = &mut b.group.members[r as usize].left_in;
+                    *left = Some(left.map_or(*view, |l| l.min(*view)));
                 }
                 TraceEvent::Block { node, .. } => {
                     let r = b.node(node);

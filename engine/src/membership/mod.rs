@@ -42,7 +42,9 @@
 //! (the Paxos rule: any two majorities of the old view intersect).
 //!
 //! # Primary component
-//! A view change needs a strict majority of the ending view alive and staying: a member that
+//! A view change needs a strict majority of the ending view alive and taking part (members
+//! that leave gracefully take part in the change that removes them, so any number may
+//! leave, down to the last one, who leaves alone): a member that
 //! suspects half or more of its view *blocks* ([`GroupEvent::Blocked`], a `block` trace
 //! event), delivers and sends nothing more under its id, and after
 //! [`EndpointConfig::rejoin_delay_ns`] asks to join again as a new incarnation (seeds: the
@@ -69,7 +71,8 @@
 //! * A joiner holds back the new view's messages in its bounded logs while its state
 //!   arrives: senders can run one log length ahead of it, then their windows wait for it.
 //! * Messages held during a change are bounded by the send window; payloads held across a
-//!   change are limited to what a view of [`MEMBERS_MAX`] members accepts.
+//!   change are limited to what a view of [`EndpointConfig::members_max`] members accepts
+//!   (the group's size limit: a leader admits no joiner past it).
 
 pub mod control;
 pub mod state;
@@ -116,6 +119,10 @@ pub struct EndpointConfig {
     pub state_chunk_bytes: usize,
     pub state_window_bytes: u64,
     pub state_bytes_max: u64,
+    /// The most members a view may have (at most [`MEMBERS_MAX`]): a leader admits no
+    /// joiner past it, and payloads are limited to what a view of this size accepts (held
+    /// sends go out in a view not known yet).
+    pub members_max: usize,
     /// Record trace events.
     pub trace: bool,
 }
@@ -135,6 +142,7 @@ impl EndpointConfig {
             state_chunk_bytes: 1200,
             state_window_bytes: 256 << 10,
             state_bytes_max: 256 << 20,
+            members_max: MEMBERS_MAX,
             trace: false,
             member,
         }
@@ -229,6 +237,11 @@ enum Phase {
     InView,
     /// Stopped in a minority; rejoining after the delay.
     Blocked,
+    /// Left the view (its cut delivered); repeating the commit to the members that stay
+    /// until each confirms it installed the next view (a commit lost on the way to them
+    /// could otherwise only come from us: we may have been its leader, or the last other
+    /// member of the view).
+    Lingering,
     Left,
 }
 
@@ -293,6 +306,11 @@ pub struct Endpoint {
     leave_requests: u64,
     /// The last view we ended: its id, our rank in it, and its commit (for stragglers).
     last_commit: Option<(u64, u16, Cut)>,
+    /// Lingering after a leave: the members of the next view that have not confirmed it yet,
+    /// when to repeat the commit to them, and when to stop anyway.
+    linger: Vec<String>,
+    linger_next: Time,
+    linger_until: Time,
     next_join: Time,
     held: VecDeque<(Order, bool, Vec<u8>)>,
     held_blocked: bool,
@@ -367,6 +385,9 @@ impl Endpoint {
             join_requests: Vec::new(),
             leave_requests: 0,
             last_commit: None,
+            linger: Vec::new(),
+            linger_next: now,
+            linger_until: now,
             next_join: now,
             held: VecDeque::new(),
             held_blocked: false,
@@ -449,7 +470,7 @@ impl Endpoint {
     /// Largest payload that fits any view (held messages go out in a view not known yet).
     fn held_payload_bytes_max(&self) -> usize {
         let mut mc = self.cfg.member.clone();
-        mc.members = vec![String::new(); MEMBERS_MAX];
+        mc.members = vec![String::new(); self.cfg.members_max];
         mc.payload_bytes_max()
     }
 
@@ -490,6 +511,43 @@ impl Endpoint {
         safe: bool,
         payload: &[u8],
     ) -> Result<Seq, GroupSendError> {
+        self.send_with(
+            now,
+            payload.len(),
+            |m| m.send(now, order, safe, payload),
+            || (order, safe, payload.to_vec()),
+        )
+    }
+
+    /// [`Endpoint::send`] taking the payload buffer: it *moves* into the member's log (or
+    /// the held queue) and `payload` is replaced by a buffer to reuse (the log slot's
+    /// previous one, or an empty one). On an error `payload` is left as it was.
+    pub fn send_owned(
+        &mut self,
+        now: Time,
+        order: Order,
+        safe: bool,
+        payload: &mut Vec<u8>,
+    ) -> Result<Seq, GroupSendError> {
+        let len = payload.len();
+        // Two closures need the buffer, only one runs: hand it over through a cell.
+        let cell = std::cell::RefCell::new(payload);
+        self.send_with(
+            now,
+            len,
+            |m| m.send_owned(now, order, safe, &mut cell.borrow_mut()),
+            || (order, safe, std::mem::take(&mut **cell.borrow_mut())),
+        )
+    }
+
+    /// The send path: straight into the member when the view runs, else held.
+    fn send_with(
+        &mut self,
+        now: Time,
+        len: usize,
+        direct: impl FnOnce(&mut Member) -> Result<Seq, SendError>,
+        hold: impl FnOnce() -> (Order, bool, Vec<u8>),
+    ) -> Result<Seq, GroupSendError> {
         self.now = self.now.max(now);
         if self.leaving || self.phase == Phase::Left {
             return Err(GroupSendError::Leaving);
@@ -499,7 +557,7 @@ impl Endpoint {
         }
         let member = self.member.as_mut().expect("installed with a member");
         if !member.is_stopped() && self.held.is_empty() {
-            return match member.send(now, order, safe, payload) {
+            return match direct(member) {
                 Ok(seq) => {
                     self.last_seq = seq.0;
                     Ok(seq)
@@ -510,25 +568,60 @@ impl Endpoint {
             };
         }
         let max = self.held_payload_bytes_max();
-        if payload.len() > max {
-            return Err(GroupSendError::TooLarge {
-                len: payload.len(),
-                max,
-            });
+        if len > max {
+            return Err(GroupSendError::TooLarge { len, max });
         }
         if self.held.len() >= self.cfg.member.window_messages_max {
             self.held_blocked = true;
             return Err(GroupSendError::WouldBlock);
         }
         self.last_seq += 1;
-        self.held.push_back((order, safe, payload.to_vec()));
+        self.held.push_back(hold());
         Ok(Seq(self.last_seq))
+    }
+
+    /// Where a flush of this member's sends so far ends: `(view, record)` once every send
+    /// is in the current view's member (none held for the next view, no change under way);
+    /// `None` meanwhile. See [`Endpoint::is_flushed`].
+    pub fn flush_point(&self) -> Option<(u64, u64)> {
+        let m = self.member.as_ref()?;
+        if !self.is_installed() || self.is_changing() || !self.held.is_empty() || m.is_stopped() {
+            return None;
+        }
+        Some((self.view, m.own_appended_through()))
+    }
+
+    /// Whether every send up to a [`Endpoint::flush_point`] is done: stable in its view, or
+    /// that view ended (a view ends only after its cut, which holds all of a surviving
+    /// member's messages, was delivered).
+    pub fn is_flushed(&self, (view, record): (u64, u64)) -> bool {
+        if !self.is_installed() {
+            return false;
+        }
+        self.view > view
+            || (self.view == view
+                && self
+                    .member
+                    .as_ref()
+                    .is_some_and(|m| m.own_stable_through() >= record))
+    }
+
+    /// Largest payload accepted in any view (what a held send may carry).
+    pub fn payload_bytes_max_any_view(&self) -> usize {
+        self.held_payload_bytes_max()
     }
 
     /// Leaves the group gracefully: this member's messages are delivered in its last view,
     /// then [`GroupEvent::Left`].
     pub fn leave(&mut self, now: Time) {
         self.now = self.now.max(now);
+        if self.cfg.trace && self.is_installed() && !self.leaving {
+            self.trace.push(TraceEvent::Leave {
+                node: self.me.clone(),
+                group: self.cfg.group_name.clone(),
+                view: self.view,
+            });
+        }
         match self.phase {
             Phase::InView if self.members.len() > 1 => {
                 self.leaving = true;
@@ -746,6 +839,7 @@ impl Endpoint {
         let retry = self.now.plus_nanos(self.cfg.control_retry_ns);
         match self.phase {
             Phase::Joining | Phase::Blocked => t = t.min(self.next_join),
+            Phase::Lingering => t = t.min(self.linger_next).min(self.linger_until),
             Phase::Left => return None,
             Phase::InView => {
                 if let Some(m) = &self.member {
@@ -818,6 +912,18 @@ impl Endpoint {
     fn advance(&mut self) {
         match self.phase {
             Phase::Left => {}
+            Phase::Lingering => {
+                if self.linger.is_empty() || self.now >= self.linger_until {
+                    self.become_left();
+                } else if self.now >= self.linger_next {
+                    self.linger_next = self.now.plus_nanos(self.cfg.control_retry_ns.max(1));
+                    if let Some((v, rank, c)) = self.last_commit.clone() {
+                        for to in self.linger.clone() {
+                            self.send_commit(to, v, rank, &c);
+                        }
+                    }
+                }
+            }
             Phase::Joining | Phase::Blocked => {
                 if self.now >= self.next_join {
                     if self.phase == Phase::Blocked {
@@ -1021,6 +1127,10 @@ impl Endpoint {
             }
             return;
         }
+        if self.leaving && n == 1 {
+            self.become_left(); // the last member: nothing to flush to anyone
+            return;
+        }
         let needed = self.suspected.iter().any(|&s| s)
             || self.leave_requests != 0
             || self.leaving
@@ -1039,21 +1149,23 @@ impl Endpoint {
             self.block();
             return;
         }
-        // Leavers go as long as a majority of the view stays.
+        // Leavers go as long as one member stays (a leaver takes part in the change, so
+        // the majority that decides it is of members alive, leavers included; the last one
+        // leaves alone, see `lead`).
         let mut keep: u64 = alive.iter().map(|&r| bit(r)).sum();
         let mut leaves = self.leave_requests;
         if self.leaving {
             leaves |= bit(me);
         }
         for r in 0..n {
-            if leaves & bit(r) != 0
-                && keep & bit(r) != 0
-                && (keep.count_ones() as usize - 1) * 2 > n
-            {
+            if leaves & bit(r) != 0 && keep & bit(r) != 0 && keep.count_ones() > 1 {
                 keep &= !bit(r);
             }
         }
-        let room = MEMBERS_MAX - keep.count_ones() as usize;
+        let room = self
+            .cfg
+            .members_max
+            .saturating_sub(keep.count_ones() as usize);
         let joiners: Vec<String> = self
             .join_requests
             .iter()
@@ -1254,14 +1366,18 @@ impl Endpoint {
     }
 
     /// Whether a cut (from a leader or a straggler's answer) is well-formed for this view:
-    /// it keeps a strict majority of it, and its joiners are new.
+    /// it keeps a strict majority of it — or, when members leave (the majority that decided
+    /// it is of the members that reported, leavers included), keeps someone under a ballot
+    /// this member accepted — and its joiners are new.
     fn cut_is_valid(&self, c: &Cut) -> bool {
         let n = self.members.len();
         let all = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let kept = c.proposal.keep.count_ones() as usize;
+        let quorum = kept * 2 > n || (kept > 0 && self.promised == c.proposal.ballot);
         c.cut.len() == n
             && c.holders.iter().all(|&h| (h as usize) < n)
             && c.proposal.keep & !all == 0
-            && c.proposal.keep.count_ones() as usize * 2 > n
+            && quorum
             && c.proposal.joiners.iter().all(|j| !self.members.contains(j))
             && c.proposal.keep.count_ones() as usize + c.proposal.joiners.len() <= MEMBERS_MAX
     }
@@ -1308,7 +1424,14 @@ impl Endpoint {
         let Some(rank) = members.iter().position(|m| *m == self.me) else {
             // Not in the next view: left, or excluded.
             if self.leaving {
-                self.become_left();
+                self.linger = members;
+                self.linger_next = self.now;
+                self.linger_until = self.now.plus_nanos(self.cfg.change_timeout_ns);
+                self.collect_member_trace();
+                self.member = None;
+                self.installed = false;
+                self.phase = Phase::Lingering;
+                self.advance();
             } else {
                 self.block();
             }
@@ -1453,6 +1576,22 @@ impl Endpoint {
         self.next_join = self.now.plus_nanos(self.cfg.rejoin_delay_ns);
     }
 
+    /// Sends `c`, the commit of view `v` in which we had `rank`, to `to`.
+    fn send_commit(&mut self, to: String, v: u64, rank: u16, c: &Cut) {
+        let reply = Envelope {
+            group: self.cfg.group,
+            view: v,
+            from_rank: rank,
+            from: self.me.clone(),
+            msg: Msg::Commit(c.clone()),
+        };
+        if self.outbox.len() < OUTBOX_MESSAGES_MAX {
+            self.outbox.push_back((to, reply));
+        } else {
+            self.stats.outbox_full += 1;
+        }
+    }
+
     fn become_left(&mut self) {
         self.collect_member_trace();
         self.member = None;
@@ -1488,24 +1627,34 @@ impl Endpoint {
             self.on_join(env.from);
             return;
         }
-        if self.phase != Phase::InView || env.group != self.cfg.group {
+        let lingering = self.phase == Phase::Lingering;
+        if !(self.phase == Phase::InView || lingering) || env.group != self.cfg.group {
             self.stats.control_dropped += 1;
             return;
         }
-        // A straggler of the view we committed asks for the commit: answer as the member of
-        // that view we were.
         if let (Msg::Fetched { ballot }, Some((v, rank, c))) = (&env.msg, &self.last_commit) {
-            if env.view == *v && *ballot == c.proposal.ballot && env.view < self.view {
-                let reply = Envelope {
-                    group: self.cfg.group,
-                    view: *v,
-                    from_rank: *rank,
-                    from: self.me.clone(),
-                    msg: Msg::Commit(c.clone()),
-                };
-                if self.outbox.len() < OUTBOX_MESSAGES_MAX {
-                    self.outbox.push_back((env.from, reply));
+            if *ballot == c.proposal.ballot && (env.view < self.view || lingering) {
+                if env.view == *v {
+                    // A straggler of the view we committed asks for the commit: answer as
+                    // the member of that view we were.
+                    let (v, rank, c) = (*v, *rank, c.clone());
+                    self.send_commit(env.from, v, rank, &c);
+                } else if lingering && env.view > *v {
+                    // A member of the next view confirms it installed it.
+                    self.linger.retain(|m| *m != env.from);
                 }
+                return;
+            }
+        }
+        if lingering {
+            self.stats.control_dropped += 1;
+            return;
+        }
+        if let (Msg::Commit(c), Some((v, _, mine))) = (&env.msg, &self.last_commit) {
+            if env.view == *v && env.view < self.view && c.proposal.ballot == mine.proposal.ballot {
+                // A leaver repeats the commit we already installed: confirm, from this view.
+                let ballot = c.proposal.ballot;
+                self.send_to(&env.from, Msg::Fetched { ballot });
                 return;
             }
         }

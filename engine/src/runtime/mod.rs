@@ -1,4 +1,5 @@
-//! The runtime: threads and I/O around the sans-IO [`Member`](crate::protocol::Member).
+//! The runtime: threads and I/O around the sans-IO membership [`Endpoint`](crate::membership::Endpoint)
+//! (one per group joined on the node; it drives a [`Member`](crate::protocol::Member) per view).
 //!
 //! One **data-plane poller** thread per node owns the node's [`Transport`](cohort_transport::Transport)
 //! and every group joined on the node (a group is state, not a thread). Each turn of its loop:
@@ -33,9 +34,12 @@
 //! and writes the file's heartbeat at most once per `HEARTBEAT_INTERVAL_MS_RECOMMENDED`
 //! using the clock the turn already read. The file goes when the poller stops.
 //!
-//! Not built yet (later issues): a control thread (failure detection, view changes, joins,
-//! state transfer — views are static here), several pollers per node and requests with
-//! replies.
+//! Membership runs on the poller too (failure detection, view changes, state transfer are
+//! driven by the endpoint's timers and datagrams in the same loop): view changes are rare
+//! and short, so a separate control thread was not worth its hand-offs yet. Events come
+//! before deliveries in each turn (`on_view` before the view's messages; `snapshot` and
+//! `restore` at view boundaries). Not built yet: a control thread, several pollers per node,
+//! requests with replies.
 
 pub(crate) mod poller;
 pub mod trace_writer;

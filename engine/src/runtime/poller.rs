@@ -2,8 +2,9 @@
 
 use super::{Clock, Idle, BACKOFF_PARK_NS_MAX, BACKOFF_PARK_NS_MIN, BACKOFF_SPINS_MAX};
 use super::{BACKOFF_YIELDS_MAX, BLOCKING_WAIT_NS_MAX};
+use crate::membership::{self, node_of, Endpoint, GroupEvent, GroupSendError, ViewInfo};
 use crate::node::{Delivery, Handler, View};
-use crate::protocol::{self, Member, MemberStats, SendError as MemberSendError, Time};
+use crate::protocol::{MemberStats, Time};
 use crate::stats::{GroupMetric, GroupStats, PollerDrop, PollerStats};
 use crate::trace::TraceEvent;
 use crate::wire::{FrameHeader, FRAME_HEADER_BYTES};
@@ -14,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Datagrams taken per receive call.
@@ -34,9 +35,31 @@ pub(crate) enum Request {
         order: Order,
         safe: bool,
         payload: Vec<u8>,
+        /// The incarnation the application numbered it in (see [`GroupCounters::incarnation`]):
+        /// a send numbered before this member blocked is dropped, never sent under the next
+        /// incarnation's numbers.
+        incarnation: u64,
     },
-    /// Answer on `done` once every record appended before this request is stable.
-    Flush { done: Sender<()> },
+    /// Answer on `done` once every message sent before this request is stable.
+    Flush { done: Sender<FlushOutcome> },
+}
+
+/// How a flush ended, as the poller reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FlushOutcome {
+    Done,
+    /// The member blocked (minority): its sends of the view may be lost.
+    Blocked,
+}
+
+/// How a leave ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LeaveOutcome {
+    /// The others installed a view without this member, its messages delivered.
+    Left,
+    /// Not done within the bound: the group was dropped here anyway.
+    TimedOut,
+    NotJoined,
 }
 
 /// What the node asks of its poller.
@@ -47,12 +70,19 @@ pub(crate) enum Control {
     },
     Leave {
         group: u32,
-        done: Sender<bool>,
+        timeout_ns: u64,
+        done: Sender<LeaveOutcome>,
     },
     Shutdown,
 }
 
-/// Counters and flags of one group, written by the poller, read by anyone.
+/// The view as the application handles see it (updated by the poller at each view).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ViewShared {
+    pub view: Option<View>,
+}
+
+/// Counters, flags and the current view of one group, written by the poller, read by anyone.
 #[derive(Debug, Default)]
 pub(crate) struct GroupCounters {
     /// Application messages the member accepted.
@@ -61,8 +91,19 @@ pub(crate) struct GroupCounters {
     pub delivered: AtomicU64,
     /// Times the member refused a send for a full window.
     pub window_stalls: AtomicU64,
+    /// Views installed here.
+    pub views: AtomicU64,
+    /// Times this member blocked (minority or excluded).
+    pub blocks: AtomicU64,
+    /// Sends dropped because the member blocked or was leaving after they were queued.
+    pub sends_dropped: AtomicU64,
+    /// Bumped when the member blocks: sends numbered before are dropped, numbering restarts
+    /// at 1 in the next incarnation.
+    pub incarnation: AtomicU64,
     /// Everything known is stable and delivered, nothing waits to go out (updated when idle).
     pub settled: AtomicBool,
+    /// The last installed view (none while joining or blocked).
+    pub view: Mutex<ViewShared>,
 }
 
 /// Counters of one poller.
@@ -78,37 +119,57 @@ pub(crate) struct PollerCounters {
     pub dropped_unknown_group: AtomicU64,
     /// Datagrams the transport refused with an error (dropped, counted).
     pub dropped_send_error: AtomicU64,
+    /// Datagrams to a member id that is not an address (a hostile or broken joiner's id).
+    pub dropped_bad_dest: AtomicU64,
 }
+
+/// A flush waiting: the point its sends reach (once known, see
+/// [`Endpoint::flush_point`]) and the answer channel.
+type FlushWaiter = (Option<(u64, u64)>, Sender<FlushOutcome>);
 
 /// One group on a poller.
 pub(crate) struct GroupSlot {
     pub id: u32,
     pub name: String,
-    pub member: Member,
+    pub endpoint: Endpoint,
     pub handler: Box<dyn Handler>,
-    pub members: Vec<SocketAddr>,
     pub requests: Receiver<Request>,
     pub recycle: Sender<Vec<u8>>,
     pub counters: Arc<GroupCounters>,
-    /// The member's largest payload: the capacity a recycled buffer must have.
+    /// Answered at the first installed view (a joiner waits for it).
+    pub installed: Option<Sender<()>>,
+    /// The largest payload of any view: the capacity a recycled buffer must have.
     payload_bytes_max: usize,
-    /// A send the member refused (window full), retried when the window opens.
+    /// A send the endpoint refused (window full, not installed yet), retried each turn.
     pending: Option<Request>,
-    flush_waiters: Vec<(u64, Sender<()>)>,
+    /// Flushes waiting: the point their sends reach once known, and the answer channel.
+    flush_waiters: Vec<FlushWaiter>,
     events: u64,
-    /// The handler panicked: the group is removed at the end of the turn.
-    handler_panicked: bool,
+    /// The current view's member addresses by rank (the senders of deliveries).
+    addrs: Vec<SocketAddr>,
+    /// The view changed: the node's fan-out peer list must be rebuilt.
+    peers_changed: bool,
+    /// A leave in progress: its deadline and who waits.
+    leaving: Option<(Time, Sender<LeaveOutcome>)>,
+    /// The group is done here (left, or its handler panicked): removed at the end of the turn.
+    gone: bool,
     /// In fan-out mode: this group's peers are exactly the transport's peer list (so one
     /// `Dest::Group` datagram reaches them); otherwise one copy per peer is queued.
     fanout_exact: bool,
     /// The group's counters in the node's counters file (when it has one).
     stats: Option<GroupStats>,
-    /// What of the member's counters and the runtime's own has been added to `stats`.
+    /// What of the current view's member counters has been added to `stats`, and its view.
     published: MemberStats,
+    published_view: u64,
     window_stalls_published: u64,
     /// Payload bytes accepted / delivered since the last publication.
     bytes_sent_unpublished: u64,
     bytes_delivered_unpublished: u64,
+}
+
+/// The address of a member id (`host:port` or `host:port#incarnation`).
+fn addr_of(id: &str) -> Option<SocketAddr> {
+    node_of(id).parse().ok()
 }
 
 impl GroupSlot {
@@ -116,34 +177,43 @@ impl GroupSlot {
     pub fn new(
         id: u32,
         name: String,
-        member: Member,
+        endpoint: Endpoint,
         handler: Box<dyn Handler>,
-        members: Vec<SocketAddr>,
         requests: Receiver<Request>,
         recycle: Sender<Vec<u8>>,
         counters: Arc<GroupCounters>,
+        installed: Option<Sender<()>>,
     ) -> Self {
         GroupSlot {
-            payload_bytes_max: member.config().payload_bytes_max(),
+            payload_bytes_max: endpoint.payload_bytes_max_any_view(),
             id,
             name,
-            member,
+            endpoint,
             handler,
-            members,
             requests,
             recycle,
             counters,
+            installed,
             pending: None,
             flush_waiters: Vec::new(),
             events: 0,
-            handler_panicked: false,
+            addrs: Vec::new(),
+            peers_changed: false,
+            leaving: None,
+            gone: false,
             fanout_exact: true,
             stats: None,
             published: MemberStats::default(),
+            published_view: 0,
             window_stalls_published: 0,
             bytes_sent_unpublished: 0,
             bytes_delivered_unpublished: 0,
         }
+    }
+
+    /// The current view's members other than this one (the fan-out destinations).
+    fn peers(&self, local: SocketAddr) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.addrs.iter().copied().filter(move |a| *a != local)
     }
 
     /// Adds what the member and this slot counted since the last call to the group's
@@ -153,7 +223,16 @@ impl GroupSlot {
         let Some(stats) = &self.stats else {
             return 0;
         };
-        let now = self.member.stats();
+        let Some(member) = self.endpoint.member() else {
+            return 0;
+        };
+        if self.endpoint.view_id() != self.published_view {
+            // A new view's member counts from zero (what the last one counted after the
+            // previous publication, within one turn, is not added).
+            self.published_view = self.endpoint.view_id();
+            self.published = MemberStats::default();
+        }
+        let now = member.stats();
         let was = self.published;
         if now == was && self.bytes_sent_unpublished == 0 && self.bytes_delivered_unpublished == 0 {
             return 0;
@@ -213,9 +292,10 @@ impl GroupSlot {
         now.dropped_malformed - was.dropped_malformed
     }
 
-    /// Feeds queued requests to the member; true if any was taken.
+    /// Feeds queued requests to the endpoint; true if any was taken.
     fn take_requests(&mut self, now: Time) -> bool {
         let mut work = false;
+        let incarnation = self.counters.incarnation.load(Ordering::Relaxed);
         for _ in 0..REQUESTS_PER_GROUP_PER_TURN_MAX {
             let (request, retry) = match self.pending.take() {
                 Some(r) => (r, true),
@@ -226,12 +306,22 @@ impl GroupSlot {
             };
             match request {
                 Request::Send {
+                    incarnation: numbered,
+                    payload,
+                    ..
+                } if numbered != incarnation => {
+                    work = true;
+                    self.counters.sends_dropped.fetch_add(1, Ordering::Relaxed);
+                    self.recycle_buffer(payload);
+                }
+                Request::Send {
                     order,
                     safe,
                     mut payload,
+                    incarnation,
                 } => match (
                     payload.len() as u64,
-                    self.member.send_owned(now, order, safe, &mut payload),
+                    self.endpoint.send_owned(now, order, safe, &mut payload),
                 ) {
                     (len, Ok(_)) => {
                         // The payload moved into the member's log; `payload` is now the log
@@ -241,7 +331,7 @@ impl GroupSlot {
                         self.bytes_sent_unpublished += len;
                         self.recycle_buffer(payload);
                     }
-                    (_, Err(MemberSendError::WouldBlock | MemberSendError::ViewEnding)) => {
+                    (_, Err(GroupSendError::WouldBlock | GroupSendError::NotInstalled)) => {
                         if !retry {
                             self.counters.window_stalls.fetch_add(1, Ordering::Relaxed);
                         }
@@ -249,10 +339,16 @@ impl GroupSlot {
                             order,
                             safe,
                             payload,
+                            incarnation,
                         });
                         break;
                     }
-                    (_, Err(MemberSendError::TooLarge { len, max })) => {
+                    (_, Err(GroupSendError::Leaving)) => {
+                        work = true;
+                        self.counters.sends_dropped.fetch_add(1, Ordering::Relaxed);
+                        self.recycle_buffer(payload);
+                    }
+                    (_, Err(GroupSendError::TooLarge { len, max })) => {
                         // The group handle checks the size first; this is a programming error
                         // in the runtime, not input. Dropped (and the sequence would skip).
                         debug_assert!(false, "payload of {len} B past {max} B reached the member");
@@ -264,8 +360,7 @@ impl GroupSlot {
                     if self.flush_waiters.len() >= FLUSH_WAITERS_PER_GROUP_MAX {
                         drop(done); // the waiter sees a disconnect: refused
                     } else {
-                        let target = self.member.own_appended_through();
-                        self.flush_waiters.push((target, done));
+                        self.flush_waiters.push((self.endpoint.flush_point(), done));
                     }
                 }
             }
@@ -288,65 +383,170 @@ impl GroupSlot {
         if self.flush_waiters.is_empty() {
             return;
         }
-        let stable = self.member.own_stable_through();
-        self.flush_waiters.retain(|(target, done)| {
-            if *target <= stable {
-                let _ = done.try_send(());
-                false
-            } else {
-                true
+        let ep = &self.endpoint;
+        self.flush_waiters.retain_mut(|(point, done)| {
+            if point.is_none() {
+                *point = ep.flush_point(); // known once held sends are in a view
+            }
+            match point {
+                Some(p) if ep.is_flushed(*p) => {
+                    let _ = done.try_send(FlushOutcome::Done);
+                    false
+                }
+                _ => true,
             }
         });
     }
 
-    /// Hands every deliverable message to the handler; true if any.
-    fn deliver(&mut self) -> bool {
-        let mut count = 0u64;
-        while let Some(d) = self.member.poll_deliver() {
-            self.events += 1;
-            count += 1;
-            self.bytes_delivered_unpublished += d.payload.len() as u64;
-            let delivery = Delivery {
-                group: &self.name,
-                view: d.view,
-                sender: d.sender,
-                sender_addr: self.members[d.sender as usize],
-                seq: d.seq,
-                order: d.order,
-                safe: d.safe,
-                event: self.events,
-                payload: d.payload,
-            };
-            let handler = &mut self.handler;
-            let upcall = std::panic::AssertUnwindSafe(|| handler.on_deliver(&delivery));
-            if std::panic::catch_unwind(upcall).is_err() {
-                // A panicking handler takes its group down, not the poller's other groups.
-                tracing::error!(group = %self.name, "the handler panicked; leaving the group");
-                self.handler_panicked = true;
-                break;
-            }
+    fn answer_all_flushes(&mut self, outcome: FlushOutcome) {
+        for (_, done) in self.flush_waiters.drain(..) {
+            let _ = done.try_send(outcome);
         }
-        while let Some(ev) = self.member.poll_event() {
-            match ev {
-                protocol::Event::SendWindowOpen => {} // the pending request is retried each turn
-            }
-        }
-        if count > 0 {
-            self.counters.delivered.fetch_add(count, Ordering::Relaxed);
-        }
-        count > 0
     }
 
-    fn announce_view(&mut self) {
+    /// Runs one upcall, catching a panic: a panicking handler takes its group down, not
+    /// the poller's other groups. False if it panicked.
+    fn upcall(&mut self, f: impl FnOnce(&mut dyn Handler)) -> bool {
+        let handler = &mut *self.handler;
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(handler))).is_err() {
+            tracing::error!(group = %self.name, "the handler panicked; leaving the group");
+            self.gone = true;
+            return false;
+        }
+        true
+    }
+
+    /// Hands events and deliveries to the handler (events first: a view's deliveries come
+    /// after its announcement); true if any.
+    fn deliver(&mut self) -> bool {
+        let mut work = false;
+        loop {
+            let mut progress = false;
+            while !self.gone {
+                let Some(ev) = self.endpoint.poll_event() else {
+                    break;
+                };
+                progress = true;
+                self.on_event(ev);
+            }
+            let mut count = 0u64;
+            while !self.gone {
+                let Some(d) = self.endpoint.poll_deliver() else {
+                    break;
+                };
+                self.events += 1;
+                count += 1;
+                self.bytes_delivered_unpublished += d.payload.len() as u64;
+                let delivery = Delivery {
+                    group: &self.name,
+                    view: d.view,
+                    sender: d.sender,
+                    sender_addr: self
+                        .addrs
+                        .get(d.sender as usize)
+                        .copied()
+                        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                    seq: d.seq,
+                    order: d.order,
+                    safe: d.safe,
+                    event: self.events,
+                    payload: d.payload,
+                };
+                let handler = &mut self.handler;
+                let upcall = std::panic::AssertUnwindSafe(|| handler.on_deliver(&delivery));
+                if std::panic::catch_unwind(upcall).is_err() {
+                    tracing::error!(group = %self.name, "the handler panicked; leaving the group");
+                    self.gone = true;
+                }
+            }
+            if count > 0 {
+                progress = true;
+                self.counters.delivered.fetch_add(count, Ordering::Relaxed);
+            }
+            work |= progress;
+            if !progress || self.gone {
+                return work;
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: GroupEvent) {
+        match ev {
+            GroupEvent::View(info) => self.announce_view(info),
+            GroupEvent::Snapshot => {
+                let mut state = Vec::new();
+                if self.upcall(|h| state = h.snapshot()) {
+                    self.endpoint.provide_snapshot(&state);
+                }
+            }
+            GroupEvent::Restore(state) => {
+                self.upcall(|h| h.restore(&state));
+            }
+            GroupEvent::Blocked => {
+                self.counters.blocks.fetch_add(1, Ordering::Relaxed);
+                self.counters.incarnation.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .view
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .view = None;
+                self.answer_all_flushes(FlushOutcome::Blocked);
+                self.addrs.clear();
+                self.upcall(|h| h.on_block());
+            }
+            GroupEvent::Left => {
+                self.answer_all_flushes(FlushOutcome::Done);
+                if let Some((_, done)) = self.leaving.take() {
+                    let _ = done.try_send(LeaveOutcome::Left);
+                }
+                self.gone = true;
+            }
+            GroupEvent::SendWindowOpen => {} // the pending request is retried each turn
+        }
+    }
+
+    fn announce_view(&mut self, info: ViewInfo) {
         self.events += 1;
+        let members: Vec<SocketAddr> = info
+            .members
+            .iter()
+            .map(|id| addr_of(id).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))))
+            .collect();
+        self.addrs = members.clone();
+        self.peers_changed = true;
         let view = View {
             group: self.name.clone(),
-            id: self.member.config().view,
-            members: self.members.clone(),
-            rank: self.member.rank(),
+            id: info.id,
+            members,
+            member_ids: info.members,
+            rank: info.rank,
             event: self.events,
         };
-        self.handler.on_view(&view);
+        self.counters.views.fetch_add(1, Ordering::Relaxed);
+        if let Some(stats) = &self.stats {
+            stats.add(GroupMetric::ViewChanges, 1);
+        }
+        self.counters
+            .view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .view = Some(view.clone());
+        if let Some(tx) = self.installed.take() {
+            let _ = tx.try_send(());
+        }
+        self.upcall(|h| h.on_view(&view));
+    }
+
+    /// A leave whose bound passed: the group goes anyway.
+    fn check_leave_deadline(&mut self, now: Time) {
+        if let Some((deadline, _)) = &self.leaving {
+            if now >= *deadline {
+                if let Some((_, done)) = self.leaving.take() {
+                    let _ = done.try_send(LeaveOutcome::TimedOut);
+                }
+                self.gone = true;
+            }
+        }
     }
 }
 
@@ -463,10 +663,23 @@ impl Poller {
                     let result = self.join(*slot);
                     let _ = done.try_send(result);
                 }
-                Ok(Control::Leave { group, done }) => {
+                Ok(Control::Leave {
+                    group,
+                    timeout_ns,
+                    done,
+                }) => {
                     work = true;
-                    let found = self.leave(group);
-                    let _ = done.try_send(found);
+                    let now = self.clock.now();
+                    match self.index.get(&group) {
+                        Some(&i) => {
+                            let g = &mut self.groups[i];
+                            g.endpoint.leave(now);
+                            g.leaving = Some((now.plus_nanos(timeout_ns), done));
+                        }
+                        None => {
+                            let _ = done.try_send(LeaveOutcome::NotJoined);
+                        }
+                    }
                 }
                 Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => return (work, true),
                 Err(TryRecvError::Empty) => return (work, false),
@@ -483,16 +696,12 @@ impl Poller {
         }
         if let Some(file) = &self.counters_file {
             match GroupStats::register(file, &slot.name) {
-                Ok(stats) => {
-                    stats.add(GroupMetric::ViewChanges, 1); // view 1 installed
-                    slot.stats = Some(stats);
-                }
+                Ok(stats) => slot.stats = Some(stats),
                 Err(e) => {
                     tracing::warn!(group = %slot.name, error = %e, "group joined without counters")
                 }
             }
         }
-        slot.announce_view();
         self.groups.push(slot);
         self.reindex();
         let i = self.groups.len() - 1;
@@ -500,20 +709,27 @@ impl Poller {
         Ok(())
     }
 
-    fn leave(&mut self, group: u32) -> bool {
-        let Some(&i) = self.index.get(&group) else {
-            return false;
-        };
+    /// Removes the groups that are done here (left, leave timed out, handler panicked).
+    fn remove_gone(&mut self) {
+        if !self.groups.iter().any(|g| g.gone) {
+            return;
+        }
         self.flush_batch_best_effort();
-        self.forward_trace(i);
-        self.groups.remove(i);
+        for i in 0..self.groups.len() {
+            if self.groups[i].gone {
+                self.forward_trace(i);
+            }
+        }
+        self.groups.retain(|g| !g.gone);
         self.reindex();
-        true
     }
 
     /// Rebuilds the group index and, in fan-out mode, the transport's peer list (the union of
-    /// every group's members but this node).
+    /// every group's current view members but this node).
     fn reindex(&mut self) {
+        for g in &mut self.groups {
+            g.peers_changed = false;
+        }
         self.index = self
             .groups
             .iter()
@@ -523,23 +739,15 @@ impl Poller {
         if self.multicast {
             return;
         }
-        let mut union: Vec<SocketAddr> = self
-            .groups
-            .iter()
-            .flat_map(|g| g.members.iter().copied())
-            .filter(|a| *a != self.local)
-            .collect();
+        let local = self.local;
+        let mut union: Vec<SocketAddr> = self.groups.iter().flat_map(|g| g.peers(local)).collect();
         union.sort();
         union.dedup();
         self.transport.set_peers(&union);
         for g in &mut self.groups {
-            let mut mine: Vec<SocketAddr> = g
-                .members
-                .iter()
-                .copied()
-                .filter(|a| *a != self.local)
-                .collect();
+            let mut mine: Vec<SocketAddr> = g.peers(local).collect();
             mine.sort();
+            mine.dedup();
             g.fanout_exact = mine == union;
         }
     }
@@ -555,11 +763,12 @@ impl Poller {
         let now = self.clock.now();
         for i in 0..self.groups.len() {
             let g = &mut self.groups[i];
-            if g.member.poll_timeout().is_some_and(|t| t <= now) {
-                g.member.handle_timeout(now);
+            if g.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                g.endpoint.handle_timeout(now);
             }
             work |= g.deliver();
             g.answer_flushes();
+            g.check_leave_deadline(now);
             let malformed = g.publish_stats();
             if malformed > 0 {
                 if let Some(stats) = &self.stats {
@@ -568,16 +777,16 @@ impl Poller {
             }
             self.forward_trace(i);
         }
-        work |= self.transmit(now);
-        if self.groups.iter().any(|g| g.handler_panicked) {
-            self.groups.retain(|g| !g.handler_panicked);
+        if self.groups.iter().any(|g| g.peers_changed) {
             self.reindex();
         }
+        work |= self.transmit(now);
+        self.remove_gone();
         if !work {
             for g in &self.groups {
                 g.counters
                     .settled
-                    .store(g.member.is_settled(), Ordering::Relaxed);
+                    .store(g.endpoint.is_settled(), Ordering::Relaxed);
             }
         }
         work
@@ -611,7 +820,7 @@ impl Poller {
                 return;
             };
             match index.get(&header.group()) {
-                Some(&i) => groups[i].member.handle_datagram(now, bytes),
+                Some(&i) => groups[i].endpoint.handle_datagram(now, bytes),
                 None => {
                     counters
                         .dropped_unknown_group
@@ -651,17 +860,18 @@ impl Poller {
             }
         }
         let mut filled = false;
+        let local = self.local;
         'groups: for g in &mut self.groups {
             let copies = if self.multicast || g.fanout_exact {
                 1
             } else {
-                g.members.len().saturating_sub(1).max(1)
+                g.addrs.len().saturating_sub(1).max(1)
             };
             loop {
                 if SEND_BATCH_DATAGRAMS_MAX - self.batch.len() < copies {
                     break 'groups;
                 }
-                // The member writes straight into the batch; the destination is known after.
+                // The endpoint writes straight into the batch; the destination is known after.
                 let max = self.scratch.len();
                 let buf = match self.batch.alloc(Dest::Group, max) {
                     Ok(buf) => buf,
@@ -671,14 +881,14 @@ impl Poller {
                         break 'groups;
                     }
                 };
-                let Some(t) = g.member.poll_transmit(now, buf) else {
+                let Some(t) = g.endpoint.poll_transmit(now, buf) else {
                     self.batch.pop_last();
                     break;
                 };
                 self.batch.truncate_last(t.len);
                 match t.dest {
-                    protocol::Dest::Group if copies == 1 => {}
-                    protocol::Dest::Group => {
+                    membership::Dest::View if copies == 1 => {}
+                    membership::Dest::View => {
                         // Fan-out to a member set other than the transport's: one copy per
                         // peer (rare: groups on one node with different member lists).
                         let last = self.batch.len() - 1;
@@ -686,18 +896,23 @@ impl Poller {
                         self.batch.pop_last();
                         let bytes = &self.scratch[..t.len];
                         let pushed = g
-                            .members
+                            .addrs
                             .iter()
-                            .filter(|a| **a != self.local)
+                            .filter(|a| **a != local)
                             .try_for_each(|a| self.batch.push(Dest::Addr(*a), bytes));
                         if let Err(e) = pushed {
                             debug_assert!(false, "send batch refused a datagram: {e}");
                             tracing::error!(error = %e, "send batch refused a datagram");
                         }
                     }
-                    protocol::Dest::Member(rank) => match g.members.get(rank as usize) {
-                        Some(a) => self.batch.set_last_dest(Dest::Addr(*a)),
-                        None => self.batch.pop_last(),
+                    membership::Dest::Node(id) => match addr_of(id) {
+                        Some(a) => self.batch.set_last_dest(Dest::Addr(a)),
+                        None => {
+                            self.counters
+                                .dropped_bad_dest
+                                .fetch_add(1, Ordering::Relaxed);
+                            self.batch.pop_last();
+                        }
                     },
                 }
                 filled = true;
@@ -750,7 +965,7 @@ impl Poller {
 
     fn forward_trace(&mut self, i: usize) {
         if let Some(tx) = &self.trace {
-            let events = self.groups[i].member.take_trace();
+            let events = self.groups[i].endpoint.take_trace();
             if !events.is_empty() && tx.send(events).is_err() {
                 tracing::error!("trace writer stopped; trace events lost");
                 self.trace = None;
@@ -764,7 +979,7 @@ impl Poller {
         let deadline = self
             .groups
             .iter()
-            .filter_map(|g| g.member.poll_timeout())
+            .filter_map(|g| g.endpoint.poll_timeout())
             .min();
         let until = |cap_ns: u64| {
             let cap = Duration::from_nanos(cap_ns);
