@@ -201,6 +201,9 @@ struct NetnsArgs {
     /// Run time of each raw ceiling, in seconds.
     #[arg(long, default_value_t = 1.0)]
     ceiling_seconds: f64,
+    /// Runs per point (loss-free and lossy alternating); the median steady rate is reported.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// The `cohort` binary [default: next to cohort-bench, or $COHORT_BIN].
     #[arg(long)]
     cohort: Option<PathBuf>,
@@ -335,6 +338,12 @@ fn netns_plan(a: &NetnsArgs) -> anyhow::Result<Plan> {
     if a.driver == DriverName::Memory {
         bail!("--driver: netns runs the kernel drivers (uring, mmsg)");
     }
+    if a.repeat == 0 || a.repeat > cohort_bench::ceiling::REPEAT_MAX {
+        bail!(
+            "--repeat must be in 1..={}",
+            cohort_bench::ceiling::REPEAT_MAX
+        );
+    }
     if let Some(l) = a.loss.iter().find(|&&l| l > 100) {
         bail!("--loss: {l} is not a percentage (0..=100)");
     }
@@ -352,6 +361,7 @@ fn netns_plan(a: &NetnsArgs) -> anyhow::Result<Plan> {
             messages: a.messages,
             loss_percents: a.loss.clone(),
             seconds_max: a.seconds,
+            repeat: a.repeat,
             ceiling_seconds: a.ceiling_seconds,
             cohort: a.cohort.clone(),
         }),

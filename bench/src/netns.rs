@@ -105,6 +105,8 @@ pub struct NetnsPlan {
     pub loss_percents: Vec<u8>,
     /// Each member's `--duration` (the bound of a point), in seconds.
     pub seconds_max: f64,
+    /// Runs per point; the one with the median steady rate is reported.
+    pub repeat: usize,
     pub ceiling_seconds: f64,
     /// The `cohort` binary (None: next to this executable, or `COHORT_BIN`).
     pub cohort: Option<PathBuf>,
@@ -121,6 +123,7 @@ impl Default for NetnsPlan {
             messages: 400_000,
             loss_percents: vec![0, 1],
             seconds_max: 30.0,
+            repeat: 1,
             ceiling_seconds: 1.0,
             cohort: None,
         }
@@ -128,9 +131,9 @@ impl Default for NetnsPlan {
 }
 
 impl NetnsPlan {
-    /// Progress steps: per sender count one ceiling and one run per order and loss rate.
+    /// Progress steps: per sender count one ceiling and `repeat` runs per order and loss rate.
     pub fn steps(&self) -> usize {
-        self.senders.len() * (1 + self.orders.len() * self.loss_percents.len())
+        self.senders.len() * (1 + self.orders.len() * self.loss_percents.len() * self.repeat)
     }
 }
 
@@ -1085,6 +1088,16 @@ pub fn run_ceiling(
     )
 }
 
+/// The run with the median steady rate (the lower middle one of an even count).
+pub fn median_run(mut runs: Vec<NetnsResult>) -> Option<NetnsResult> {
+    if runs.is_empty() {
+        return None;
+    }
+    runs.sort_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
+    let mid = (runs.len() - 1) / 2;
+    Some(runs.swap_remove(mid))
+}
+
 /// Runs the plan: hosts, per sender count the ceiling and every (order, loss) point; records
 /// go to `emit` as they come. Returns the lines of what was skipped (and why) and notes.
 pub fn run_plan(
@@ -1153,47 +1166,65 @@ pub fn run_plan(
         }
         let ceiling = ceiling.with_context(|| format!("{what}: raw ceiling"))?;
         let ceiling_rate = ceiling.msgs_per_s(HOSTS);
-        let mut loss_free: std::collections::BTreeMap<&'static str, f64> = Default::default();
         for &order in &plan.orders {
-            for &loss in &plan.loss_percents {
-                progress.next(&format!("{what}: {} at {loss} % loss", order.label()));
-                if !losses.contains(&loss) {
+            // Loss-free and lossy runs alternate, so that a drifting machine moves both.
+            let mut runs: Vec<Vec<NetnsResult>> = vec![Vec::new(); plan.loss_percents.len()];
+            for rep in 0..plan.repeat {
+                for (k, &loss) in plan.loss_percents.iter().enumerate() {
+                    progress.next(&format!(
+                        "{what}: {} at {loss} % loss (run {}/{})",
+                        order.label(),
+                        rep + 1,
+                        plan.repeat
+                    ));
+                    if !losses.contains(&loss) {
+                        continue;
+                    }
+                    let point = NetnsPoint {
+                        driver: plan.driver,
+                        addressing,
+                        senders,
+                        order,
+                        size: plan.size,
+                        messages: plan.messages,
+                        loss_percent: loss,
+                        seconds_max: plan.seconds_max,
+                    };
+                    match run_point(&hosts, &cohort, point) {
+                        Ok(r) => runs[k].push(r),
+                        Err(e) => skipped
+                            .push(format!("{what}: {} at {loss} % loss: {e:#}", order.label())),
+                    }
+                }
+            }
+            let mut loss_free: Option<f64> = None;
+            for (k, &loss) in plan.loss_percents.iter().enumerate() {
+                let all_rates: Vec<f64> = runs[k].iter().map(|r| r.msgs_per_s).collect();
+                let Some(r) = median_run(std::mem::take(&mut runs[k])) else {
                     continue;
-                }
-                let point = NetnsPoint {
-                    driver: plan.driver,
-                    addressing,
-                    senders,
-                    order,
-                    size: plan.size,
-                    messages: plan.messages,
-                    loss_percent: loss,
-                    seconds_max: plan.seconds_max,
                 };
-                match run_point(&hosts, &cohort, point) {
-                    Ok(r) => {
-                        let mut rec = r.record(ceiling_rate, &hosts);
-                        rec.extra
-                            .insert("ceiling_gso".into(), ceiling.gso_effective.into());
-                        rec.extra.insert(
-                            "ceiling_msgs_per_datagram".into(),
-                            ceiling.msgs_per_datagram.into(),
-                        );
-                        if loss == 0 {
-                            loss_free.insert(order.label(), r.msgs_per_s);
-                        } else if let Some(&free) = loss_free.get(order.label()) {
-                            rec.extra.insert("loss_free_msgs_per_s".into(), free.into());
-                            rec.extra.insert(
-                                "loss_ratio".into(),
-                                if free > 0.0 { r.msgs_per_s / free } else { 0.0 }.into(),
-                            );
-                        }
-                        emit(rec)?;
-                    }
-                    Err(e) => {
-                        skipped.push(format!("{what}: {} at {loss} % loss: {e:#}", order.label()))
-                    }
+                let mut rec = r.record(ceiling_rate, &hosts);
+                rec.extra
+                    .insert("ceiling_gso".into(), ceiling.gso_effective.into());
+                rec.extra.insert(
+                    "ceiling_msgs_per_datagram".into(),
+                    ceiling.msgs_per_datagram.into(),
+                );
+                rec.extra.insert("runs".into(), all_rates.len().into());
+                rec.extra.insert(
+                    "run_rates_msgs_per_s".into(),
+                    serde_json::Value::Array(all_rates.iter().map(|&v| v.into()).collect()),
+                );
+                if loss == 0 {
+                    loss_free = Some(r.msgs_per_s);
+                } else if let Some(free) = loss_free {
+                    rec.extra.insert("loss_free_msgs_per_s".into(), free.into());
+                    rec.extra.insert(
+                        "loss_ratio".into(),
+                        if free > 0.0 { r.msgs_per_s / free } else { 0.0 }.into(),
+                    );
                 }
+                emit(rec)?;
             }
         }
     }
