@@ -242,8 +242,16 @@ pub fn locate_cohort(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 // ---------------------------------------------------------------------------------------------
 // Hosts
 
+/// Whether `pid` is a live process (a zombie — killed, not yet reaped — counts as dead).
 fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 /// Names from `ip netns list` ("name" or "name (id: N)").
@@ -1274,6 +1282,15 @@ mod tests {
         assert_eq!(owner_pid("cbn-1234-0-h1"), Some(1234));
         assert_eq!(owner_pid("cohort-t-1234-0-1"), None);
         assert_eq!(owner_pid("cbn-x-0-br"), None);
+    }
+
+    #[test]
+    fn pid_alive_sees_this_process_and_not_a_reaped_child() {
+        assert!(pid_alive(std::process::id()));
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!pid_alive(pid));
     }
 
     #[test]

@@ -102,8 +102,24 @@ pub fn quick() -> Plan {
             orders: vec![BenchOrder::Fifo],
             seconds: 1.0,
         }),
-        netns: None,
+        netns: quick_netns(),
     }
+}
+
+/// The `--quick` plan's netns part: one point (fifo, 1 sender, 64 B) loss-free and at 1 %
+/// loss, only where it can run at once — as root, with the `cohort` binary built (a fresh
+/// clone has not built it; `cohort-bench netns` says how).
+pub fn quick_netns() -> Option<NetnsPlan> {
+    if netns::unavailable().is_some() || netns::locate_cohort(None).is_err() {
+        return None;
+    }
+    Some(NetnsPlan {
+        senders: vec![Senders::One],
+        orders: vec![BenchOrder::Fifo],
+        messages: 300_000,
+        ceiling_seconds: 0.5,
+        ..NetnsPlan::default()
+    })
 }
 
 /// The full matrix.
@@ -778,8 +794,13 @@ mod tests {
         assert!(i.members.contains(&3) && i.members.contains(&64));
         let t = q.latency.as_ref().unwrap();
         assert!(t.rates.contains(&10_000) && t.idles.contains(&IdleName::BusySpin));
-        // 3 x 2 inproc + (1 ceiling + 4 orders) loopback + 2 latency
-        assert_eq!(plan_steps(&q), 6 + 5 + 2);
+        // 3 x 2 inproc + (1 ceiling + 4 orders) loopback + 2 latency (+ netns where root)
+        let netns = q.netns.as_ref().map_or(0, NetnsPlan::steps);
+        assert_eq!(plan_steps(&q), 6 + 5 + 2 + netns);
+        if let Some(n) = &q.netns {
+            assert_eq!(n.loss_percents, vec![0, 1]);
+            assert_eq!(n.size, 64);
+        }
     }
 
     #[test]
