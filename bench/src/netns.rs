@@ -84,6 +84,11 @@ pub const MESSAGES_MAX: u64 = 100_000_000;
 /// How long the bench waits for the sender's first progress line before starting the
 /// receivers of a one-sender point, in milliseconds.
 pub const SENDER_START_WAIT_MS: u64 = 5_000;
+/// How long after the first receiver of a one-sender point left the others may still run
+/// before everyone is stopped, in milliseconds.
+pub const RECEIVER_EXIT_SPREAD_MS: u64 = 3_000;
+/// Attempts per point run before an incomplete run is reported as such.
+pub const ATTEMPTS_MAX: usize = 3;
 /// How often the bench looks at its members while they run, in milliseconds.
 const POLL_MS: u64 = 10;
 
@@ -761,6 +766,8 @@ pub struct NetnsResult {
     pub loss_drops: u64,
     pub wall_seconds: f64,
     pub killed_at_bound: bool,
+    /// Attempts it took (see [`run_point_retrying`]).
+    pub attempts: usize,
 }
 
 impl NetnsResult {
@@ -807,6 +814,7 @@ impl NetnsResult {
                 .into(),
         );
         extra.insert("killed_at_bound".into(), self.killed_at_bound.into());
+        extra.insert("attempts".into(), self.attempts.into());
         extra.insert("wire_segmented".into(), hosts.wire_segmented.into());
         extra.insert(
             "members_are".into(),
@@ -976,10 +984,30 @@ fn run_members(
         if all {
             break;
         }
-        if one_sender && !termed && procs[1..].iter_mut().all(|m| m.poll_exit(t0)) {
-            // The sender expects deliveries from everyone; with the receivers done, stop it.
-            procs[0].signal("TERM");
-            termed = true;
+        if one_sender && !termed {
+            let first_gone = procs[1..]
+                .iter()
+                .filter_map(|m| m.exited_at)
+                .reduce(f64::min);
+            let all_gone = procs[1..].iter_mut().all(|m| m.poll_exit(t0));
+            if all_gone {
+                // The sender expects deliveries from everyone; with the receivers done, stop
+                // it.
+                procs[0].signal("TERM");
+                termed = true;
+            } else if first_gone.is_some_and(|t| {
+                t0.elapsed().as_secs_f64() - t > RECEIVER_EXIT_SPREAD_MS as f64 / 1e3
+            }) {
+                // A receiver left and the others did not follow: it left mid-stream (see
+                // `run_point_retrying`), the sender's messages can no longer become stable
+                // and the rest would wait for their bound. Stop everyone still running.
+                for m in procs.iter_mut() {
+                    if !m.poll_exit(t0) {
+                        m.signal("TERM");
+                    }
+                }
+                termed = true;
+            }
         }
         if t0.elapsed() >= bound {
             killed_at_bound = true;
@@ -1058,6 +1086,7 @@ fn run_members(
         loss_drops: 0,
         wall_seconds,
         killed_at_bound,
+        attempts: 1,
     })
 }
 
@@ -1094,6 +1123,35 @@ pub fn run_ceiling(
         &places,
         SocketAddr::from((hosts.multicast_group, CEILING_GROUP_PORT)),
     )
+}
+
+/// Runs a point until it is complete, at most [`ATTEMPTS_MAX`] times. A receiver of a
+/// one-sender point runs `cohort member --count 0`, which leaves once it has been settled for
+/// 200 ms: when the sender's stream pauses that long (a descheduled sender on a loaded
+/// machine), the receivers leave mid-stream and the run is incomplete. Returns the last
+/// attempt, with a note per incomplete attempt before it (also recorded as `attempts`).
+pub fn run_point_retrying(
+    hosts: &Hosts,
+    cohort: &Path,
+    p: NetnsPoint,
+) -> anyhow::Result<(NetnsResult, Vec<String>)> {
+    let mut notes = Vec::new();
+    let mut attempt = 1;
+    loop {
+        let mut r = run_point(hosts, cohort, p)?;
+        if r.complete() || attempt >= ATTEMPTS_MAX {
+            r.attempts = attempt;
+            return Ok((r, notes));
+        }
+        notes.push(format!(
+            "attempt {attempt} incomplete ({} of {} deliveries, {} sent; summaries: {}), run again",
+            r.delivered_total,
+            r.expected_total,
+            r.msgs_sent,
+            r.summary_lines.join(" | ")
+        ));
+        attempt += 1;
+    }
 }
 
 /// The run with the median steady rate (the lower middle one of an even count).
@@ -1198,8 +1256,16 @@ pub fn run_plan(
                         loss_percent: loss,
                         seconds_max: plan.seconds_max,
                     };
-                    match run_point(&hosts, &cohort, point) {
-                        Ok(r) => runs[k].push(r),
+                    match run_point_retrying(&hosts, &cohort, point) {
+                        Ok((r, notes)) => {
+                            for n in notes {
+                                skipped.push(format!(
+                                    "{what}: {} at {loss} % loss: {n}",
+                                    order.label()
+                                ));
+                            }
+                            runs[k].push(r)
+                        }
                         Err(e) => skipped
                             .push(format!("{what}: {} at {loss} % loss: {e:#}", order.label())),
                     }
@@ -1217,6 +1283,14 @@ pub fn run_plan(
                 rec.extra.insert(
                     "ceiling_msgs_per_datagram".into(),
                     ceiling.msgs_per_datagram.into(),
+                );
+                // The ceiling has no flow control: what its receivers' sockets could not take
+                // is lost, and its rate counts only what arrived.
+                rec.extra
+                    .insert("ceiling_msgs_sent".into(), ceiling.msgs_sent.into());
+                rec.extra.insert(
+                    "ceiling_msgs_received_from_others".into(),
+                    ceiling.msgs_received.into(),
                 );
                 rec.extra.insert("runs".into(), all_rates.len().into());
                 rec.extra.insert(

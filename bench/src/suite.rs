@@ -816,5 +816,58 @@ mod tests {
             inproc::GROUP_SIZES.to_vec()
         );
         assert_eq!(f.latency.as_ref().unwrap().rates, latency::RATES.to_vec());
+        let n = f.netns.as_ref().unwrap();
+        assert_eq!(n.senders, vec![Senders::One, Senders::All]);
+        assert_eq!(n.orders, vec![BenchOrder::Fifo, BenchOrder::Total]);
+        assert_eq!(n.loss_percents, vec![0, 1]);
+        assert_eq!(n.size, 64);
+    }
+
+    fn netns_record(loss: u64, ratio: Option<f64>) -> ResultRecord {
+        let mut extra = serde_json::Map::new();
+        extra.insert("loss_percent".into(), loss.into());
+        extra.insert("complete".into(), true.into());
+        if let Some(r) = ratio {
+            extra.insert("loss_ratio".into(), r.into());
+            extra.insert("loss_free_msgs_per_s".into(), 1000.0.into());
+        }
+        ResultRecord {
+            scenario: "netns".into(),
+            transport: "io_uring/multicast".into(),
+            order: "fifo".into(),
+            size: 64,
+            members: 3,
+            senders: 1,
+            msgs_per_s: 1000.0 * ratio.unwrap_or(1.0),
+            mb_per_s: 0.0,
+            p50_us: None,
+            p99_us: None,
+            p999_us: None,
+            ceiling_msgs_per_s: 5000.0,
+            ratio: 0.2,
+            extra,
+        }
+    }
+
+    #[test]
+    fn loss_target_is_judged_from_each_lossy_netns_record() {
+        let loss_rows = |records: &[ResultRecord]| -> Vec<(Option<bool>, Option<f64>)> {
+            targets(records)
+                .into_iter()
+                .filter(|v| v.target.contains("1 % loss"))
+                .map(|v| (v.met, v.figure))
+                .collect()
+        };
+        assert_eq!(loss_rows(&[]), vec![(None, None)]);
+        assert_eq!(
+            loss_rows(&[netns_record(0, None), netns_record(1, Some(0.6))]),
+            vec![(Some(true), Some(0.6))]
+        );
+        assert_eq!(
+            loss_rows(&[netns_record(0, None), netns_record(1, Some(0.4))]),
+            vec![(Some(false), Some(0.4))]
+        );
+        let table = tables(&[netns_record(1, Some(0.4))]);
+        assert!(table.iter().any(|(title, _)| title.starts_with("netns")));
     }
 }
