@@ -1,10 +1,13 @@
-//! A *plan* of points across the scenarios (`inproc`, `loopback`, `latency`), its run with a
-//! progress display, the tables, the issue-8 targets and the output files. `--quick` and
-//! `all` are two plans; the scenario subcommands build one-scenario plans from their flags.
+//! A *plan* of points across the scenarios (`inproc`, `loopback`, `latency`, `netns`), its
+//! run with a progress display, the tables, the issue-8 targets and the output files.
+//! `--quick` and `all` are two plans; the scenario subcommands build one-scenario plans from their flags.
 //!
 //! Loopback: the raw ceiling of a path (driver, addressing, members, senders, payload) is
 //! measured once, right before the orders that share it are run (the orders do not change the
 //! path), so a drifting machine moves both sides of each ratio together.
+//!
+//! netns (root only; [`crate::netns`]): the same rule per sender count, and the loss-free and
+//! lossy runs of each order alternate; the loss target is judged from the lossy records.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
