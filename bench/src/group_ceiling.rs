@@ -17,6 +17,7 @@
 //! drain) and after at most [`DATAGRAMS_PER_SECOND_MAX`] x seconds datagrams per sender.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -126,10 +127,70 @@ struct MemberTally {
     unpack_errors: u64,
 }
 
-/// Runs one group ceiling point (threads: one per member, the calling thread waits).
+/// Where one member of a group ceiling opens its socket.
+#[derive(Clone, Debug)]
+pub struct MemberPlace {
+    /// A named network namespace (`/run/netns/NAME`) to open the socket in; `None`: this
+    /// process's own.
+    pub netns: Option<PathBuf>,
+    pub bind: SocketAddr,
+    /// Interface address for multicast (IP_MULTICAST_IF and the group membership).
+    pub iface: Ipv4Addr,
+}
+
+/// Runs one group ceiling point on loopback (threads: one per member, the calling thread
+/// waits): every member binds `127.0.0.1:0`; multicast goes to a group private to the call.
 pub fn run_group_point(p: GroupPoint) -> anyhow::Result<GroupCeiling> {
+    let places: Vec<MemberPlace> = (0..p.members)
+        .map(|_| MemberPlace {
+            netns: None,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            iface: Ipv4Addr::LOCALHOST,
+        })
+        .collect();
+    run_group_point_placed(p, &places, private_multicast_group())
+}
+
+/// Runs `f` on a thread of its own that first moves into the network namespace at `netns`:
+/// sockets it opens belong to that namespace (and stay there when used from other threads).
+pub fn in_netns<T: Send + 'static>(
+    netns: &Path,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let ns = std::fs::File::open(netns)
+        .with_context(|| format!("opening network namespace {}", netns.display()))?;
+    let name = netns.display().to_string();
+    std::thread::Builder::new()
+        .name("in-netns".into())
+        .spawn(move || -> anyhow::Result<T> {
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&ns),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .with_context(|| format!("entering network namespace {name} (setns)"))?;
+            f()
+        })
+        .context("spawning a thread to enter a namespace")?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread that entered a namespace panicked"))?
+}
+
+/// Runs one group ceiling point with each member's socket where `places` says (one place per
+/// member, in rank order; bind addresses with a port, or port 0), multicast to `group`.
+pub fn run_group_point_placed(
+    p: GroupPoint,
+    places: &[MemberPlace],
+    group: SocketAddr,
+) -> anyhow::Result<GroupCeiling> {
     if p.members < 2 || p.members > MEMBERS_MAX {
         bail!("group ceiling: members must be in 2..={MEMBERS_MAX}");
+    }
+    if places.len() != p.members {
+        bail!(
+            "group ceiling: {} member places for {} members",
+            places.len(),
+            p.members
+        );
     }
     if p.senders == 0 || p.senders > p.members {
         bail!("group ceiling: senders must be in 1..=members");
@@ -143,23 +204,27 @@ pub fn run_group_point(p: GroupPoint) -> anyhow::Result<GroupCeiling> {
         );
     }
     let datagram_len = datagram_bytes_for(per_datagram, p.size);
-    let mut cfg = SocketConfig::unicast(SocketAddr::from(([127, 0, 0, 1], 0)));
-    cfg.datagram_bytes_max = p.datagram_bytes;
-    cfg.batch_datagrams_max = p.batch;
-    cfg.gso = p.gso;
-    cfg.gro = p.gso;
-    if p.addressing == Addressing::Multicast {
-        cfg.group = GroupMode::Multicast {
-            group: private_multicast_group(),
-            iface: Ipv4Addr::LOCALHOST,
-            ttl: 1,
-            loopback: true,
-        };
-    }
     let mut transports = Vec::with_capacity(p.members);
     let mut gso_effective = true;
-    for _ in 0..p.members {
-        let (t, on) = open_member(p.driver, &cfg)?;
+    for place in places {
+        let mut cfg = SocketConfig::unicast(place.bind);
+        cfg.datagram_bytes_max = p.datagram_bytes;
+        cfg.batch_datagrams_max = p.batch;
+        cfg.gso = p.gso;
+        cfg.gro = p.gso;
+        if p.addressing == Addressing::Multicast {
+            cfg.group = GroupMode::Multicast {
+                group,
+                iface: place.iface,
+                ttl: 1,
+                loopback: true,
+            };
+        }
+        let driver = p.driver;
+        let (t, on) = match &place.netns {
+            None => open_member(driver, &cfg)?,
+            Some(ns) => in_netns(ns, move || open_member(driver, &cfg))?,
+        };
         gso_effective &= on;
         transports.push(t);
     }

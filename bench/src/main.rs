@@ -3,7 +3,8 @@
 //! * `cohort-bench --quick` — a representative subset (under a minute) with ratios and the
 //!   issue-8 targets;
 //! * `cohort-bench all --json FILE --plots DIR` — the full matrix, JSON lines and plots;
-//! * `cohort-bench inproc|loopback|latency ...` — one scenario with its own axes;
+//! * `cohort-bench inproc|loopback|latency|netns ...` — one scenario with its own axes
+//!   (`netns` needs root: 3 namespace hosts on a bridge, `cohort member` processes);
 //! * `cohort-bench ceiling ...` — the raw ceiling alone (1 sender, 1 receiver, per driver);
 //! * `cohort-bench plot --json FILE --out DIR` — plots from an earlier run.
 
@@ -16,6 +17,7 @@ use cohort_bench::axes::{BenchOrder, Senders};
 use cohort_bench::ceiling::{self, DriverName};
 use cohort_bench::group_ceiling::Addressing;
 use cohort_bench::latency::IdleName;
+use cohort_bench::netns::NetnsPlan;
 use cohort_bench::suite::{self, InprocPlan, LatencyPlan, LoopbackPlan, Outputs, Plan};
 
 /// Longest run accepted for one point, in seconds.
@@ -27,7 +29,7 @@ const INPROC_MESSAGES_MAX: u64 = 100_000_000;
 #[command(
     name = "cohort-bench",
     version,
-    about = "Cohort benchmark harness: inproc, loopback and latency scenarios against the raw ceiling",
+    about = "Cohort benchmark harness: inproc, loopback, latency and netns scenarios against the raw ceiling",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -75,6 +77,9 @@ enum Command {
     Loopback(LoopbackArgs),
     /// One-way latency at fixed offered rates (2 members, loopback).
     Latency(LatencyArgs),
+    /// 3 hosts in network namespaces on a bridge (root): `cohort member` processes, IP
+    /// multicast, with and without random loss, against the raw ceiling of the same path.
+    Netns(NetnsArgs),
     /// Raw ceiling: packed messages over plain UDP (or memory), no protocol, per driver and size.
     Ceiling(ceiling::Args),
     /// Plots from a JSON lines file of an earlier run.
@@ -166,6 +171,42 @@ struct LatencyArgs {
     /// Schedule length of each point, in seconds.
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct NetnsArgs {
+    #[arg(long, value_enum, default_value = "uring")]
+    driver: DriverName,
+    /// Preferred addressing (multicast falls back to fan-out, saying so, when it fails).
+    #[arg(long, value_enum, default_value = "multicast")]
+    addressing: Addressing,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "one,all")]
+    senders: Vec<Senders>,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "fifo,total")]
+    orders: Vec<BenchOrder>,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Messages per point, split over the senders.
+    #[arg(long, default_value_t = 400_000)]
+    messages: u64,
+    /// Random loss rates in percent, comma-separated (0 = loss-free; the loss ratio needs 0).
+    #[arg(long, value_delimiter = ',', default_value = "0,1")]
+    loss: Vec<u8>,
+    /// Bound of each point (the members' --duration), in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    seconds: f64,
+    /// Run time of each raw ceiling, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    ceiling_seconds: f64,
+    /// Runs per point (loss-free and lossy alternating); the median steady rate is reported.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// The `cohort` binary [default: next to cohort-bench, or $COHORT_BIN].
+    #[arg(long)]
+    cohort: Option<PathBuf>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -287,6 +328,47 @@ fn latency_plan(a: &LatencyArgs) -> anyhow::Result<Plan> {
     })
 }
 
+fn netns_plan(a: &NetnsArgs) -> anyhow::Result<Plan> {
+    check_seconds("seconds", a.seconds)?;
+    check_seconds("ceiling-seconds", a.ceiling_seconds)?;
+    check_sizes(std::slice::from_ref(&a.size))?;
+    check_nonempty("senders", &a.senders)?;
+    check_nonempty("orders", &a.orders)?;
+    check_nonempty("loss", &a.loss)?;
+    if a.driver == DriverName::Memory {
+        bail!("--driver: netns runs the kernel drivers (uring, mmsg)");
+    }
+    if a.repeat == 0 || a.repeat > cohort_bench::ceiling::REPEAT_MAX {
+        bail!(
+            "--repeat must be in 1..={}",
+            cohort_bench::ceiling::REPEAT_MAX
+        );
+    }
+    if let Some(l) = a.loss.iter().find(|&&l| l > 100) {
+        bail!("--loss: {l} is not a percentage (0..=100)");
+    }
+    let max = cohort_bench::netns::MESSAGES_MAX;
+    if a.messages == 0 || a.messages > max {
+        bail!("--messages must be in 1..={max}");
+    }
+    Ok(Plan {
+        netns: Some(NetnsPlan {
+            driver: a.driver,
+            addressing: a.addressing,
+            senders: a.senders.clone(),
+            orders: a.orders.clone(),
+            size: a.size,
+            messages: a.messages,
+            loss_percents: a.loss.clone(),
+            seconds_max: a.seconds,
+            repeat: a.repeat,
+            ceiling_seconds: a.ceiling_seconds,
+            cohort: a.cohort.clone(),
+        }),
+        ..Plan::default()
+    })
+}
+
 fn run_and_print(plan: &Plan, outputs: &Outputs) -> anyhow::Result<ExitCode> {
     let start = std::time::Instant::now();
     let outcome = suite::run_plan(plan, outputs)?;
@@ -298,10 +380,14 @@ fn run_and_print(plan: &Plan, outputs: &Outputs) -> anyhow::Result<ExitCode> {
         "\n{} results in {:.1} s{}",
         outcome.records.len(),
         start.elapsed().as_secs_f64(),
-        if plan.loopback.is_some() || plan.latency.is_some() {
-            " (loopback and latency members are threads with one Node each, in this process)"
-        } else {
-            ""
+        match (
+            plan.loopback.is_some() || plan.latency.is_some(),
+            plan.netns.is_some(),
+        ) {
+            (true, true) => " (loopback and latency members are threads with one Node each, in this process; netns members are `cohort member` processes)",
+            (true, false) => " (loopback and latency members are threads with one Node each, in this process)",
+            (false, true) => " (netns members are `cohort member` processes, one per namespace)",
+            (false, false) => "",
         }
     );
     Ok(ExitCode::SUCCESS)
@@ -317,13 +403,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
         ),
         None => bail!(
-            "nothing to run: pass --quick, or a subcommand (quick, all, inproc, loopback, latency, ceiling, plot); see --help"
+            "nothing to run: pass --quick, or a subcommand (quick, all, inproc, loopback, latency, netns, ceiling, plot); see --help"
         ),
         Some(Command::Quick(o)) => run_and_print(&suite::quick(), &o.outputs()),
         Some(Command::All(o)) => run_and_print(&suite::full(), &o.outputs()),
         Some(Command::Inproc(a)) => run_and_print(&inproc_plan(&a)?, &a.out.outputs()),
         Some(Command::Loopback(a)) => run_and_print(&loopback_plan(&a)?, &a.out.outputs()),
         Some(Command::Latency(a)) => run_and_print(&latency_plan(&a)?, &a.out.outputs()),
+        Some(Command::Netns(a)) => run_and_print(&netns_plan(&a)?, &a.out.outputs()),
         Some(Command::Ceiling(args)) => ceiling::run(args),
         Some(Command::Plot(a)) => {
             let report = suite::plot_file(&a.json, &a.out)?;
