@@ -1,22 +1,29 @@
-//! `cohort member`: one member process of a group with a static member list.
+//! `cohort member`: one member process of a group.
 //!
-//! It joins `--group` with `--members` (every member, this one included, by the address it
-//! binds, in rank order; `--seeds` is accepted as an alias — with static views the full list
-//! is needed, discovery from a few seeds comes with membership), sends its `--count`
-//! messages (at `--rate` per second, or as fast as the window allows), delivers everyone's,
-//! and exits when it has delivered `count × members` messages (every member is assumed to
-//! send the same `--count`) and its own sends are stable, lingering up to `--linger-ms` so
-//! the others can finish too (it answers their NAKs and sends status meanwhile). Everything
-//! is bounded by `--duration`. Unless `--no-counters`, it publishes its counters for
-//! `cohort stat` (in `--counters-dir`, else the default directory); the file goes at exit. SIGTERM/SIGINT stop it early; the trace is flushed either way.
+//! It founds `--group` with `--members` (every founding member, this one included, by the
+//! address it binds, in rank order, identical at every founder) or joins a running group
+//! through `--seeds` (any of its members; the group's state — what was delivered so far, per
+//! sender — arrives by state transfer). It sends its `--count` messages (at `--rate` per
+//! second, or as fast as the window allows), delivers everyone's, and is *complete* once
+//! every member of its current view has delivered `--count` messages here (every member is
+//! assumed to send the same `--count`; members that failed or left drop out of the view and
+//! out of the condition), its own sends are stable, and — with `--expect-members N` — a view
+//! of at least N members was installed (so that founders wait for a joiner). Then it lingers
+//! up to `--linger-ms` so the others can finish too, and leaves the group gracefully. Everything
+//! is bounded by `--duration`. Failure detection: a heartbeat every `--heartbeat-ms`, a member
+//! silent for `--suspect-ms` is excluded. Unless `--no-counters`, it publishes its counters for
+//! `cohort stat` (in `--counters-dir`, else the default directory); the file goes at exit.
+//! SIGTERM/SIGINT stop it early (it still leaves gracefully); the trace is flushed either way.
+//! Each installed view prints a line `view id=V members=A,B,C`.
 //!
 //! Payloads of `--size` ≥ 16 bytes carry the send time (ns since the Unix epoch, host clock)
 //! and the sequence number, so receivers on the same host measure delivery latency and check
 //! integrity. The last line on stdout is the summary:
 //! `summary member=A group=G sent=N delivered=D expected=E complete=B elapsed_s=T msgs_per_s=R
 //! p50_us=X p99_us=Y max_us=Z errors=K driver=D mode=M datagrams_sent=S datagrams_received=R
-//! window_stalls=W` (`window_stalls`: sends that found the window full — flow control at
-//! work). With `--progress-ms`, lines `progress sent=N delivered=D expected=E window_stalls=W`
+//! window_stalls=W views=V restored=M` (`expected`: `--count` × the largest view installed;
+//! `window_stalls`: sends that found the window full — flow control at work; `restored`:
+//! messages the state transfer accounted for, delivered before this member joined). With `--progress-ms`, lines `progress sent=N delivered=D expected=E window_stalls=W`
 //! come every that many milliseconds.
 //!
 //! Node settings can come from a TOML file (`--config FILE`, the [`NodeConfig`] format:
@@ -35,10 +42,12 @@
 //! a signal, 2 bad arguments or start failure.
 
 use anyhow::{bail, Context};
-use cohort::node::{CountersLocation, Delivery, NodeConfig, SendError};
+use cohort::node::{CountersLocation, Delivery, Handler, NodeConfig, SendError, View};
 use cohort::{Driver, Idle, Node, Order};
 use cohort_transport::FaultConfig;
 use hdrhistogram::Histogram;
+use std::collections::HashMap;
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -154,9 +163,27 @@ pub struct Args {
     /// --config file gives `bind`.
     #[arg(long, required_unless_present = "config")]
     pub bind: Option<SocketAddr>,
-    /// Every member's address, this one included, in rank order (identical at every member).
-    #[arg(long, alias = "seeds", value_delimiter = ',', required = true)]
+    /// Found the group: every founding member's address, this one included, in rank order
+    /// (identical at every founder).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "seeds",
+        conflicts_with = "seeds"
+    )]
     pub members: Vec<SocketAddr>,
+    /// Join a running group through these members' addresses (state transfer included).
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<SocketAddr>,
+    /// Not complete before a view of at least this many members was installed.
+    #[arg(long, default_value_t = 0)]
+    pub expect_members: usize,
+    /// Heartbeat period in milliseconds [default: the library's].
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// Exclude a member silent for this many milliseconds [default: 10 heartbeats].
+    #[arg(long)]
+    pub suspect_ms: Option<u64>,
     /// Reach the group by IP multicast to this ADDR:PORT (else unicast fan-out).
     #[arg(long)]
     pub multicast: Option<SocketAddr>,
@@ -221,12 +248,113 @@ const EXIT_SIGNAL: u8 = 130;
 #[derive(Default)]
 struct Received {
     delivered: u64,
-    /// Per sender rank: the next sequence number due.
-    next_seq: Vec<u64>,
+    /// Per sender (member id: address, `#N` for a later incarnation): the next sequence
+    /// number due. Restored from the state transfer at a joiner.
+    next_seq: HashMap<String, u64>,
+    /// Messages the restored state accounted for.
+    restored: u64,
+    /// The current view's member ids (empty while joining or blocked), the largest view
+    /// size installed, and views installed.
+    view: Vec<String>,
+    largest_view: usize,
+    views: u64,
     errors: u64,
     first_error: Option<String>,
     last_delivery: Option<Instant>,
     latency_us: Option<Histogram<u64>>,
+}
+
+impl Received {
+    /// Whether every member of the current view has delivered `count` messages here.
+    fn has_all(&self, count: u64) -> bool {
+        !self.view.is_empty()
+            && self
+                .view
+                .iter()
+                .all(|m| self.next_seq.get(m).copied().unwrap_or(1) > count)
+    }
+
+    fn problem(&mut self, p: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(p);
+    }
+
+    /// The state a joiner receives: `id=next_seq` lines.
+    fn snapshot(&self) -> Vec<u8> {
+        let mut out = String::new();
+        for (id, next) in &self.next_seq {
+            out.push_str(&format!("{id}={next}\n"));
+        }
+        out.into_bytes()
+    }
+
+    fn restore(&mut self, state: &[u8]) {
+        let text = String::from_utf8_lossy(state);
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            match line
+                .rsplit_once('=')
+                .and_then(|(id, n)| Some((id, n.parse::<u64>().ok()?)))
+            {
+                Some((id, next)) => {
+                    self.restored += next.saturating_sub(1);
+                    self.next_seq.insert(id.to_owned(), next);
+                }
+                None => self.problem(format!("restored state has a bad line {line:?}")),
+            }
+        }
+    }
+}
+
+/// The member's handler: deliveries, views and the state.
+struct App {
+    received: Arc<Mutex<Received>>,
+    me: SocketAddr,
+}
+
+impl App {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Received> {
+        self.received.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Handler for App {
+    fn on_deliver(&mut self, d: &Delivery<'_>) {
+        on_deliver(&self.received, self.me, d)
+    }
+
+    fn on_view(&mut self, view: &View) {
+        let ids: Vec<String> = view.member_ids.clone();
+        // A closed stdout must not take the handler down: the line is best effort.
+        let _ = writeln!(
+            std::io::stdout(),
+            "view id={} members={}",
+            view.id,
+            ids.join(",")
+        );
+        let mut r = self.lock();
+        r.largest_view = r.largest_view.max(ids.len());
+        r.views += 1;
+        r.view = ids;
+    }
+
+    fn on_block(&mut self) {
+        let _ = writeln!(
+            std::io::stdout(),
+            "blocked (minority or excluded): rejoining as a new member"
+        );
+        let mut r = self.lock();
+        r.view.clear();
+        r.next_seq.clear(); // the restore brings the group's state
+        r.restored = 0;
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        self.lock().snapshot()
+    }
+
+    fn restore(&mut self, state: &[u8]) {
+        self.lock().restore(state)
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -249,21 +377,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, false) => CountersLocation::Default,
     });
     let node = builder.start().context("starting the node")?;
-    let n = args.members.len() as u64;
-    let expected = args.count * n;
     let received = Arc::new(Mutex::new(Received {
-        next_seq: vec![1; args.members.len()],
         latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).ok(),
         ..Received::default()
     }));
-    let handler = {
-        let received = received.clone();
-        let me = node.local_addr();
-        move |d: &Delivery<'_>| on_deliver(&received, me, d)
+    let handler = App {
+        received: received.clone(),
+        me: node.local_addr(),
     };
-    let group = node
-        .join(&args.group, &args.members, handler)
-        .context("joining the group")?;
+    let group = if args.seeds.is_empty() {
+        node.join(&args.group, &args.members, handler)
+    } else {
+        node.join_with_seeds(&args.group, &args.seeds, handler)
+    }
+    .context("joining the group")?;
     if args.size > group.payload_bytes_max() {
         bail!(
             "--size {} exceeds the largest payload of {} B",
@@ -273,14 +400,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let progress = args.progress_ms.map(Duration::from_millis);
     let mut last_progress = Instant::now();
-    let delivered = |r: &Mutex<Received>| r.lock().unwrap_or_else(|e| e.into_inner()).delivered;
+    let lock = |r: &Mutex<Received>| {
+        let r = r.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            r.delivered,
+            args.count * r.largest_view as u64,
+            r.has_all(args.count),
+            r.largest_view,
+        )
+    };
     let mut report_progress = |sent: u64| {
         if let Some(every) = progress {
             if last_progress.elapsed() >= every {
                 last_progress = Instant::now();
+                let (delivered, expected, _, _) = lock(&received);
                 println!(
-                    "progress sent={sent} delivered={} expected={expected} window_stalls={}",
-                    delivered(&received),
+                    "progress sent={sent} delivered={delivered} expected={expected} window_stalls={}",
                     group.stats().window_stalls
                 );
             }
@@ -320,11 +455,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         report_progress(sent);
     }
 
-    // Deliver everyone's, then make ours stable.
-    while delivered(&received) < expected
-        && !stop.load(Ordering::Relaxed)
-        && Instant::now() < deadline
-    {
+    // Deliver everyone's (of the members in the view, with enough members seen), then make
+    // ours stable.
+    let done = |r: &Mutex<Received>| {
+        let (_, _, all, largest) = lock(r);
+        all && largest >= args.expect_members
+    };
+    while !done(&received) && !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
         report_progress(sent);
     }
@@ -355,10 +492,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let driver = node.driver_name();
     let node_stats = node.stats();
     let window_stalls = group.stats().window_stalls;
+    let complete_before_leaving = done(&received);
     node.shutdown().context("writing the trace")?;
 
     let r = received.lock().unwrap_or_else(|e| e.into_inner());
-    let complete = r.delivered == expected && sent == args.count && flushed && r.errors == 0;
+    let expected = args.count * r.largest_view as u64;
+    let complete = complete_before_leaving && sent == args.count && flushed && r.errors == 0;
     let elapsed = r
         .last_delivery
         .map_or(Duration::ZERO, |t| t.saturating_duration_since(send_start));
@@ -385,13 +524,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "summary member={member} group={} sent={sent} delivered={} expected={expected} \
          complete={complete} elapsed_s={:.3} msgs_per_s={rate:.0} p50_us={p50} p99_us={p99} \
          max_us={max} errors={} driver={driver} mode={mode} datagrams_sent={} \
-         datagrams_received={} window_stalls={window_stalls}",
+         datagrams_received={} window_stalls={window_stalls} views={} restored={}",
         args.group,
         r.delivered,
         elapsed.as_secs_f64(),
         r.errors,
         node_stats.datagrams_sent,
         node_stats.datagrams_received,
+        r.views,
+        r.restored,
     );
     Ok(if signalled {
         ExitCode::from(EXIT_SIGNAL)
@@ -436,6 +577,12 @@ fn node_builder(args: &Args) -> anyhow::Result<(cohort::NodeBuilder, &'static st
     if let Some(window) = args.window {
         builder = builder.window_messages_max(window);
     }
+    if let Some(ms) = args.heartbeat_ms {
+        builder = builder.heartbeat(Duration::from_millis(ms));
+    }
+    if let Some(ms) = args.suspect_ms {
+        builder = builder.suspect_timeout(Duration::from_millis(ms));
+    }
     let file_multicast = file.as_ref().and_then(|f| f.multicast.as_ref());
     let multicast = args.multicast.or(file_multicast.map(|m| m.group));
     let mode = match multicast {
@@ -479,25 +626,26 @@ fn on_deliver(received: &Mutex<Received>, me: SocketAddr, d: &Delivery<'_>) {
     let mut r = received.lock().unwrap_or_else(|e| e.into_inner());
     r.delivered += 1;
     r.last_delivery = Some(Instant::now());
-    let sender = d.sender as usize;
-    let mut problem = None;
-    match r.next_seq.get_mut(sender) {
-        Some(next) => {
-            if d.seq.0 != *next {
-                problem = Some(format!(
-                    "from {} got #{} where #{} was due",
-                    d.sender_addr, d.seq.0, next
-                ));
-            }
-            *next = d.seq.0 + 1;
-        }
-        None => problem = Some(format!("unknown sender rank {sender}")),
+    let Some(sender) = r.view.get(d.sender as usize).cloned() else {
+        r.problem(format!("sender rank {} outside the view", d.sender));
+        return;
+    };
+    let next = r.next_seq.entry(sender).or_insert(1);
+    let problem = (d.seq.0 != *next).then(|| {
+        format!(
+            "from {} got #{} where #{} was due",
+            d.sender_addr, d.seq.0, next
+        )
+    });
+    *next = d.seq.0 + 1;
+    if let Some(p) = problem {
+        r.problem(p);
     }
     if d.payload.len() >= PAYLOAD_HEADER_BYTES {
         let stamp = u64::from_le_bytes(d.payload[..8].try_into().unwrap_or([0; 8]));
         let seq = u64::from_le_bytes(d.payload[8..16].try_into().unwrap_or([0; 8]));
         if seq != d.seq.0 {
-            problem = Some(format!(
+            r.problem(format!(
                 "from {} #{} carries sequence number {seq}",
                 d.sender_addr, d.seq.0
             ));
@@ -508,10 +656,6 @@ fn on_deliver(received: &Mutex<Received>, me: SocketAddr, d: &Delivery<'_>) {
                 let _ = h.record(us.clamp(1, LATENCY_US_MAX));
             }
         }
-    }
-    if let Some(p) = problem {
-        r.errors += 1;
-        r.first_error.get_or_insert(p);
     }
 }
 

@@ -241,6 +241,12 @@ fn sigterm_stops_a_member_with_its_trace_flushed() {
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(
+        line.starts_with("view id=1 "),
+        "the view comes first: {line}"
+    );
+    line.clear();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     assert!(line.starts_with("progress "), "{line}");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
