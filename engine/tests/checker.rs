@@ -357,6 +357,46 @@ fn catches_a_delivery_of_a_message_never_sent() {
     assert!(report.violations[0].detail.contains("no member sent"));
 }
 
+fn check_with_crashed(r: &Run, crashed: &[&str]) -> Report {
+    check(
+        &r.traces(),
+        &CheckConfig {
+            crashed: crashed.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn a_killed_members_message_without_its_send_event_is_taken_as_sent_when_listed() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b", "c"]);
+    // c's trace was lost with the process (kill -9): only its messages' deliveries remain.
+    r.deliver_as("a", 1, "c/1", Order::Total);
+    r.deliver_as("b", 1, "c/1", Order::Total);
+    r.install(2, &["a", "b"]);
+    assert_clean(&check_with_crashed(&r, &["c"]));
+    // Listing someone else gives c no allowance.
+    assert_only(&check_with_crashed(&r, &["a"]), Property::Integrity);
+}
+
+#[test]
+fn a_killed_members_assumed_sends_are_still_checked() {
+    let mut r = Run::default();
+    r.install(1, &["a", "b", "c"]);
+    r.deliver_as("a", 1, "c/1", Order::Total);
+    r.deliver_as("a", 1, "c/1", Order::Total);
+    r.deliver_as("b", 1, "c/1", Order::Fifo); // another order than a saw
+    let report = check_with_crashed(&r, &["c"]);
+    let props: Vec<Property> = report.violations.iter().map(|v| v.property).collect();
+    assert!(
+        props.contains(&Property::NoDuplication),
+        "{}",
+        show(&report)
+    );
+    assert!(props.contains(&Property::Integrity), "{}", show(&report));
+}
+
 #[test]
 fn catches_a_delivery_with_another_order_than_sent() {
     let mut r = Run::default();

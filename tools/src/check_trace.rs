@@ -16,8 +16,16 @@ pub struct Args {
     pub dir: PathBuf,
     /// Also demand completeness: every member delivers every message sent in every view it
     /// installed (for fault-free runs whose traces end after traffic settled).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "survivors_complete")]
     pub complete: bool,
+    /// Demand completeness among survivors only (runs with failures): the members in the
+    /// group's latest view delivered every message a survivor sent in views they installed.
+    #[arg(long)]
+    pub survivors_complete: bool,
+    /// Members killed without warning (kill -9), by member id: their traces may be cut short,
+    /// so their messages that others delivered are taken as sent.
+    #[arg(long, value_delimiter = ',', value_name = "ID,..")]
+    pub crashed: Vec<String>,
     /// Print the report as one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -45,7 +53,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &traces,
         &CheckConfig {
             require_complete: args.complete,
-            ..Default::default()
+            require_survivor_complete: args.survivors_complete,
+            crashed: args.crashed.clone(),
         },
     );
     if args.json {

@@ -162,6 +162,12 @@ pub struct CheckConfig {
     /// survivor sent in a view they installed — no message lost from a sender that stayed in
     /// the group.
     pub require_survivor_complete: bool,
+    /// Members killed without warning (`kill -9`): their trace files may end early or be
+    /// missing, so a message of theirs that others delivered may have no `send` event. Such
+    /// a message is taken as sent in the view and with the order it was first delivered
+    /// with (not safe); every other check still applies to it. Members not listed get no
+    /// such allowance (integrity, 4).
+    pub crashed: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -311,7 +317,12 @@ pub(crate) type FastSet<K> = std::collections::HashSet<K, std::hash::BuildHasher
 /// Checks the traces of one run (all groups they mention).
 pub fn check(traces: &[MemberTrace], config: &CheckConfig) -> Report {
     let mut violations = Violations::default();
-    let built = model::build(traces, &mut violations);
+    let mut built = model::build(traces, &mut violations);
+    if !config.crashed.is_empty() {
+        for group in &mut built.groups {
+            model::assume_sends_of_crashed(group, &config.crashed);
+        }
+    }
     for group in &built.groups {
         let delivered = deliveries::check_deliveries(group, &mut violations);
         deliveries::check_views(group, &delivered, config, &mut violations);

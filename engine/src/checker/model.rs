@@ -102,6 +102,39 @@ impl Group {
     }
 }
 
+/// Gives each message of a `crashed` member that has no send event (its trace was cut
+/// short) the send its first delivery implies: that view and order, not safe, placed after
+/// the member's last recorded event (so its causal past is taken as what the trace shows —
+/// a lower bound of the true one: the causal checks stay sound, only less strict).
+pub(crate) fn assume_sends_of_crashed(g: &mut Group, crashed: &[String]) {
+    let mut assumed: Vec<MsgIx> = Vec::new();
+    let is_crashed: Vec<bool> = g
+        .members
+        .iter()
+        .map(|m| crashed.contains(&m.name))
+        .collect();
+    for r in 0..g.members.len() {
+        for i in 0..g.members[r].events.len() {
+            if let Ev::Deliver { msg, view, order } = g.members[r].events[i] {
+                let m = &mut g.msgs[msg as usize];
+                if m.send.is_none() && is_crashed[m.sender as usize] {
+                    m.send = Some(SendInfo {
+                        view,
+                        order,
+                        safe: false,
+                    });
+                    assumed.push(msg);
+                }
+            }
+        }
+    }
+    assumed.sort_by_key(|&m| (g.msgs[m as usize].sender, g.msgs[m as usize].seq));
+    for msg in assumed {
+        let sender = g.msgs[msg as usize].sender as usize;
+        g.members[sender].events.push(Ev::Send { msg });
+    }
+}
+
 pub(crate) struct Built {
     pub groups: Vec<Group>,
     pub members: usize,
