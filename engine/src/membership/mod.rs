@@ -437,6 +437,11 @@ impl Endpoint {
         self.phase == Phase::Blocked
     }
 
+    /// Whether [`Endpoint::leave`] was called (or the member left).
+    pub fn is_leaving(&self) -> bool {
+        self.leaving || matches!(self.phase, Phase::Lingering | Phase::Left)
+    }
+
     pub fn has_left(&self) -> bool {
         self.phase == Phase::Left
     }

@@ -537,9 +537,15 @@ impl GroupSlot {
         self.upcall(|h| h.on_view(&view));
     }
 
-    /// A leave whose bound passed: the group goes anyway.
-    fn check_leave_deadline(&mut self, now: Time) {
+    /// A leave: asked of the endpoint once every send queued before it was taken (they go
+    /// out in the last view); past its bound the group goes anyway.
+    fn check_leave(&mut self, now: Time) {
         if let Some((deadline, _)) = &self.leaving {
+            let sends_in = self.pending.is_none() && self.requests.is_empty();
+            // Not in a view (joining, blocked): queued sends have nowhere to go.
+            if (sends_in || !self.endpoint.is_installed()) && !self.endpoint.is_leaving() {
+                self.endpoint.leave(now);
+            }
             if now >= *deadline {
                 if let Some((_, done)) = self.leaving.take() {
                     let _ = done.try_send(LeaveOutcome::TimedOut);
@@ -672,9 +678,8 @@ impl Poller {
                     let now = self.clock.now();
                     match self.index.get(&group) {
                         Some(&i) => {
-                            let g = &mut self.groups[i];
-                            g.endpoint.leave(now);
-                            g.leaving = Some((now.plus_nanos(timeout_ns), done));
+                            // The endpoint is told once the sends queued before are in.
+                            self.groups[i].leaving = Some((now.plus_nanos(timeout_ns), done));
                         }
                         None => {
                             let _ = done.try_send(LeaveOutcome::NotJoined);
@@ -768,7 +773,7 @@ impl Poller {
             }
             work |= g.deliver();
             g.answer_flushes();
-            g.check_leave_deadline(now);
+            g.check_leave(now);
             let malformed = g.publish_stats();
             if malformed > 0 {
                 if let Some(stats) = &self.stats {
