@@ -43,9 +43,11 @@
 
 use crate::membership::{Endpoint, EndpointConfig};
 use crate::protocol::{Seq, Time, CONTROL_RECORDS_RESERVE, MEMBERS_MAX};
+use crate::runtime::framing::{self, Want};
+pub use crate::runtime::poller::REQUESTS_OUTSTANDING_MAX;
 use crate::runtime::poller::{
     Control, FlushOutcome, GroupCounters, GroupSlot, LeaveOutcome, Poller, PollerCounters, Request,
-    RECYCLED_BUFFERS_PER_GROUP_MAX,
+    Waiter, RECYCLED_BUFFERS_PER_GROUP_MAX,
 };
 use crate::runtime::{group_id, trace_writer, Clock, Idle};
 use crate::Order;
@@ -141,6 +143,69 @@ pub trait Handler: Send + 'static {
     /// state just before the view announced next.
     fn restore(&mut self, state: &[u8]) {
         let _ = state;
+    }
+    /// A request ([`Group::request`]) delivered here, in its order like any message: the
+    /// reply to send back, or `None` for a null reply (the requester counts it as answered,
+    /// without a payload). Requests do not reach [`Handler::on_deliver`].
+    fn on_request(&mut self, request: &Delivery<'_>) -> Option<Vec<u8>> {
+        let _ = request;
+        None
+    }
+}
+
+/// How many replies [`Group::request`] waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replies {
+    /// None: answered as soon as the request is sent.
+    None,
+    /// The first non-null reply (or every member's null reply).
+    First,
+    /// `k` non-null replies (or every member answered, null or failed, first).
+    Count(u16),
+    /// A reply from every member of the view the request was delivered in; a member that
+    /// fails or leaves before replying counts as a null reply.
+    All,
+}
+
+/// One member's answer to a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The member id (address, `#N` for a later incarnation).
+    pub from: String,
+    pub addr: SocketAddr,
+    /// `None`: a null reply (its handler declined, or the member failed before replying).
+    pub payload: Option<Vec<u8>>,
+}
+
+#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("no replies within {waited:?}")]
+    TimedOut { waited: Duration },
+    #[error("this member blocked (minority partition) before the replies came")]
+    Blocked,
+    #[error("the group was left or the node shut down")]
+    Closed,
+}
+
+/// Replies to a request, to wait for ([`Group::request`]).
+#[derive(Debug)]
+pub struct PendingReplies {
+    replies: Receiver<Result<Vec<Reply>, RequestError>>,
+}
+
+impl PendingReplies {
+    /// Waits for the replies the request asked for, at most `timeout`.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Vec<Reply>, RequestError> {
+        match self.replies.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(RequestError::TimedOut { waited: timeout }),
+            Err(RecvTimeoutError::Disconnected) => Err(RequestError::Closed),
+        }
+    }
+
+    /// The replies if they are all in, without waiting.
+    pub fn try_get(&self) -> Option<Result<Vec<Reply>, RequestError>> {
+        self.replies.try_recv().ok()
     }
 }
 
@@ -766,7 +831,9 @@ impl Node {
         // A one-member view carries the largest payload: every view's window holds it.
         m.window_bytes_max = m.window_bytes_max.max(m.payload_bytes_max());
         let endpoint = make(cfg, self.clock.now());
-        let payload_bytes_max = endpoint.payload_bytes_max_any_view();
+        let payload_bytes_max = endpoint
+            .payload_bytes_max_any_view()
+            .saturating_sub(framing::PLAIN_HEADER_BYTES);
         let (req_tx, req_rx) = bounded(SEND_QUEUE_MESSAGES_MAX);
         let (recycle_tx, recycle_rx) = bounded(RECYCLED_BUFFERS_PER_GROUP_MAX);
         let (installed_tx, installed_rx) = bounded(1);
@@ -809,6 +876,7 @@ impl Node {
                 recycled: recycle_rx,
                 recycle: recycle_tx,
                 poller: self.poller_thread.clone(),
+                next_request: std::sync::atomic::AtomicU64::new(1),
             }),
         };
         groups.insert(name.to_owned(), group.clone());
@@ -925,6 +993,8 @@ struct GroupInner {
     recycled: Receiver<Vec<u8>>,
     recycle: Sender<Vec<u8>>,
     poller: Thread,
+    /// The next request id.
+    next_request: std::sync::atomic::AtomicU64,
 }
 
 /// A handle on a group joined on a node; cheap to clone, usable from any thread.
@@ -1031,12 +1101,79 @@ impl Group {
     fn payload_buffer(&self, bytes: &[u8]) -> Result<Vec<u8>, SendError> {
         self.check_len(bytes.len())?;
         let mut buf = self.take_buffer();
+        framing::start_plain(&mut buf);
         buf.extend_from_slice(bytes);
         Ok(buf)
     }
 
+    /// Multicasts a request with `order` (like [`Group::send`]); each member's
+    /// [`Handler::on_request`] answers it, and the returned [`PendingReplies`] gets the
+    /// replies `replies` asks for. A member that fails before replying counts as a null
+    /// reply; if this member blocks, the request fails (`Blocked`). Replies travel as FIFO
+    /// messages of the group (every member receives them; only the requester keeps them).
+    /// `WouldBlock` when the send queue is full or [`REQUESTS_OUTSTANDING_MAX`] requests
+    /// wait already.
+    pub fn request(
+        &self,
+        order: Order,
+        bytes: &[u8],
+        replies: Replies,
+    ) -> Result<PendingReplies, SendError> {
+        let max = self.inner.payload_bytes_max + framing::PLAIN_HEADER_BYTES
+            - framing::REQUEST_HEADER_BYTES;
+        if bytes.len() > max {
+            return Err(SendError::TooLarge {
+                len: bytes.len(),
+                max,
+            });
+        }
+        let c = &self.inner.counters;
+        if c.requests_outstanding.fetch_add(1, Ordering::Relaxed) >= REQUESTS_OUTSTANDING_MAX {
+            c.requests_outstanding.fetch_sub(1, Ordering::Relaxed);
+            return Err(SendError::WouldBlock);
+        }
+        let id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
+        let want = match replies {
+            Replies::None => Want::None,
+            Replies::First => Want::First,
+            Replies::Count(k) => Want::Count(k),
+            Replies::All => Want::All,
+        };
+        let mut payload = self.take_buffer();
+        framing::start_request(&mut payload, id, want);
+        payload.extend_from_slice(bytes);
+        let (done, rx) = bounded(1);
+        let mut side = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
+        let mut request = self.numbered_send(&mut side, order, false, payload);
+        if let Request::Send { waiter, .. } = &mut request {
+            *waiter = Some(Waiter { id, want, done });
+        }
+        match side.requests.try_send(request) {
+            Ok(()) => {
+                side.next_seq += 1;
+                drop(side);
+                self.inner.poller.unpark();
+                Ok(PendingReplies { replies: rx })
+            }
+            Err(e) => {
+                drop(side);
+                c.requests_outstanding.fetch_sub(1, Ordering::Relaxed);
+                if let Request::Send { payload, .. } = e.into_inner() {
+                    self.recycle(payload);
+                }
+                Err(SendError::WouldBlock)
+            }
+        }
+    }
+
     /// A send request numbered in the member's current incarnation.
-    fn request(&self, side: &mut SendSide, order: Order, safe: bool, payload: Vec<u8>) -> Request {
+    fn numbered_send(
+        &self,
+        side: &mut SendSide,
+        order: Order,
+        safe: bool,
+        payload: Vec<u8>,
+    ) -> Request {
         let incarnation = self.inner.counters.incarnation.load(Ordering::Relaxed);
         if incarnation != side.incarnation {
             side.incarnation = incarnation;
@@ -1047,13 +1184,14 @@ impl Group {
             safe,
             payload,
             incarnation,
+            waiter: None,
         }
     }
 
     /// Queues a send request for the poller without waiting.
     fn enqueue(&self, order: Order, safe: bool, payload: Vec<u8>) -> Result<Seq, SendError> {
         let mut side = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
-        let request = self.request(&mut side, order, safe, payload);
+        let request = self.numbered_send(&mut side, order, safe, payload);
         match side.requests.try_send(request) {
             Ok(()) => {
                 let seq = Seq(side.next_seq);
@@ -1082,7 +1220,7 @@ impl Group {
         payload: Vec<u8>,
     ) -> Result<Seq, SendError> {
         let mut side = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
-        let mut request = self.request(&mut side, order, safe, payload);
+        let mut request = self.numbered_send(&mut side, order, safe, payload);
         loop {
             self.inner.poller.unpark();
             match side
@@ -1136,7 +1274,8 @@ impl Group {
             return Err(SendError::WouldBlock);
         }
         let mut payload = self.take_buffer();
-        payload.resize(len, 0);
+        framing::start_plain(&mut payload);
+        payload.resize(framing::PLAIN_HEADER_BYTES + len, 0);
         Ok(Claim {
             group: self,
             order,
@@ -1215,13 +1354,13 @@ impl Claim<'_> {
 impl std::ops::Deref for Claim<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.payload
+        &self.payload[framing::PLAIN_HEADER_BYTES..]
     }
 }
 
 impl std::ops::DerefMut for Claim<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.payload
+        &mut self.payload[framing::PLAIN_HEADER_BYTES..]
     }
 }
 
@@ -1231,7 +1370,7 @@ impl std::fmt::Debug for Claim<'_> {
             .field("group", &self.group.name())
             .field("order", &self.order)
             .field("safe", &self.safe)
-            .field("len", &self.payload.len())
+            .field("len", &self.len())
             .finish()
     }
 }

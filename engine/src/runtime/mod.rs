@@ -41,6 +41,7 @@
 //! `restore` at view boundaries). Not built yet: a control thread, several pollers per node,
 //! requests with replies.
 
+pub(crate) mod framing;
 pub(crate) mod poller;
 pub mod trace_writer;
 

@@ -3,8 +3,9 @@
 use super::{Clock, Idle, BACKOFF_PARK_NS_MAX, BACKOFF_PARK_NS_MIN, BACKOFF_SPINS_MAX};
 use super::{BACKOFF_YIELDS_MAX, BLOCKING_WAIT_NS_MAX};
 use crate::membership::{self, node_of, Endpoint, GroupEvent, GroupSendError, ViewInfo};
-use crate::node::{Delivery, Handler, View};
+use crate::node::{Delivery, Handler, Reply, RequestError, View};
 use crate::protocol::{MemberStats, Time};
+use crate::runtime::framing::{self, Want};
 use crate::stats::{GroupMetric, GroupStats, PollerDrop, PollerStats};
 use crate::trace::TraceEvent;
 use crate::wire::{FrameHeader, FRAME_HEADER_BYTES};
@@ -39,10 +40,50 @@ pub(crate) enum Request {
         /// a send numbered before this member blocked is dropped, never sent under the next
         /// incarnation's numbers.
         incarnation: u64,
+        /// A request: who waits for its replies.
+        waiter: Option<Waiter>,
     },
     /// Answer on `done` once every message sent before this request is stable.
     Flush { done: Sender<FlushOutcome> },
 }
+
+/// A request's waiting side: its id, what it waits for, where the replies go.
+pub(crate) struct Waiter {
+    pub id: u64,
+    pub want: Want,
+    pub done: Sender<Result<Vec<Reply>, RequestError>>,
+}
+
+/// A request of this member waiting for replies.
+struct Outstanding {
+    want: Want,
+    /// The members asked (the view the request was delivered in), once known.
+    expected: Option<Vec<String>>,
+    replies: Vec<Reply>,
+    done: Sender<Result<Vec<Reply>, RequestError>>,
+}
+
+impl Outstanding {
+    fn is_complete(&self) -> bool {
+        let answered = |m: &String| self.replies.iter().any(|r| r.from == *m);
+        let all = self
+            .expected
+            .as_ref()
+            .is_some_and(|e| e.iter().all(answered));
+        let useful = self.replies.iter().filter(|r| r.payload.is_some()).count();
+        match self.want {
+            Want::None => true,
+            Want::First => useful >= 1 || all,
+            Want::Count(k) => useful >= k as usize || all,
+            Want::All => all,
+        }
+    }
+}
+
+/// Replies this member owes, queued while its window is full.
+pub const REPLIES_QUEUED_MAX: usize = 1024;
+/// Requests of one group waiting for replies at once; more are refused (`WouldBlock`).
+pub const REQUESTS_OUTSTANDING_MAX: usize = 1024;
 
 /// How a flush ended, as the poller reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +138,10 @@ pub(crate) struct GroupCounters {
     pub blocks: AtomicU64,
     /// Sends dropped because the member blocked or was leaving after they were queued.
     pub sends_dropped: AtomicU64,
+    /// Replies this member could not send (leaving, too large, or the reply queue full).
+    pub replies_dropped: AtomicU64,
+    /// This member's requests waiting for replies (bounded by [`REQUESTS_OUTSTANDING_MAX`]).
+    pub requests_outstanding: std::sync::atomic::AtomicUsize,
     /// Bumped when the member blocks: sends numbered before are dropped, numbering restarts
     /// at 1 in the next incarnation.
     pub incarnation: AtomicU64,
@@ -142,6 +187,13 @@ pub(crate) struct GroupSlot {
     payload_bytes_max: usize,
     /// A send the endpoint refused (window full, not installed yet), retried each turn.
     pending: Option<Request>,
+    /// This member's requests waiting for replies, by id.
+    outstanding: HashMap<u64, Outstanding>,
+    /// Replies owed, waiting for room in the window.
+    replies_out: std::collections::VecDeque<Vec<u8>>,
+    /// The current view's member ids by rank, and this member's id.
+    ids: Vec<String>,
+    my_id: String,
     /// Flushes waiting: the point their sends reach once known, and the answer channel.
     flush_waiters: Vec<FlushWaiter>,
     events: u64,
@@ -195,6 +247,10 @@ impl GroupSlot {
             counters,
             installed,
             pending: None,
+            outstanding: HashMap::new(),
+            replies_out: std::collections::VecDeque::new(),
+            ids: Vec::new(),
+            my_id: String::new(),
             flush_waiters: Vec::new(),
             events: 0,
             addrs: Vec::new(),
@@ -292,9 +348,83 @@ impl GroupSlot {
         now.dropped_malformed - was.dropped_malformed
     }
 
+    /// A request that will not go out: its waiter hears why.
+    fn refuse(&self, waiter: Option<Waiter>, why: RequestError) {
+        if let Some(w) = waiter {
+            let _ = w.done.try_send(Err(why));
+            self.counters
+                .requests_outstanding
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A request went out: wait for its replies (none wanted: answered at once).
+    fn await_replies(&mut self, w: Waiter) {
+        let o = Outstanding {
+            want: w.want,
+            expected: None,
+            replies: Vec::new(),
+            done: w.done,
+        };
+        if w.want == Want::None {
+            let _ = o.done.try_send(Ok(Vec::new()));
+            self.counters
+                .requests_outstanding
+                .fetch_sub(1, Ordering::Relaxed);
+        } else {
+            self.outstanding.insert(w.id, o);
+        }
+    }
+
+    /// Answers the requests that have what they wait for.
+    fn complete_requests(&mut self) {
+        let counters = &self.counters;
+        self.outstanding.retain(|_, o| {
+            if !o.is_complete() {
+                return true;
+            }
+            let _ = o.done.try_send(Ok(std::mem::take(&mut o.replies)));
+            counters
+                .requests_outstanding
+                .fetch_sub(1, Ordering::Relaxed);
+            false
+        });
+    }
+
+    /// Every request waiting fails with `why` (the member blocked or left).
+    fn fail_requests(&mut self, why: RequestError) {
+        for (_, o) in self.outstanding.drain() {
+            let _ = o.done.try_send(Err(why));
+            self.counters
+                .requests_outstanding
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends the replies owed, while the window has room.
+    fn send_replies(&mut self, now: Time) -> bool {
+        let mut work = false;
+        while let Some(r) = self.replies_out.front() {
+            match self.endpoint.send(now, Order::Fifo, false, r) {
+                Ok(_) => {
+                    work = true;
+                    self.replies_out.pop_front();
+                }
+                Err(GroupSendError::WouldBlock | GroupSendError::NotInstalled) => break,
+                Err(GroupSendError::Leaving | GroupSendError::TooLarge { .. }) => {
+                    self.counters
+                        .replies_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.replies_out.pop_front();
+                }
+            }
+        }
+        work
+    }
+
     /// Feeds queued requests to the endpoint; true if any was taken.
     fn take_requests(&mut self, now: Time) -> bool {
-        let mut work = false;
+        let mut work = self.send_replies(now);
         let incarnation = self.counters.incarnation.load(Ordering::Relaxed);
         for _ in 0..REQUESTS_PER_GROUP_PER_TURN_MAX {
             let (request, retry) = match self.pending.take() {
@@ -308,19 +438,23 @@ impl GroupSlot {
                 Request::Send {
                     incarnation: numbered,
                     payload,
+                    waiter,
                     ..
                 } if numbered != incarnation => {
                     work = true;
                     self.counters.sends_dropped.fetch_add(1, Ordering::Relaxed);
                     self.recycle_buffer(payload);
+                    self.refuse(waiter, RequestError::Blocked);
                 }
                 Request::Send {
                     order,
                     safe,
                     mut payload,
                     incarnation,
+                    waiter,
                 } => match (
-                    payload.len() as u64,
+                    // Application bytes: without the runtime's framing.
+                    payload.len().saturating_sub(framing::PLAIN_HEADER_BYTES) as u64,
                     self.endpoint.send_owned(now, order, safe, &mut payload),
                 ) {
                     (len, Ok(_)) => {
@@ -330,6 +464,9 @@ impl GroupSlot {
                         self.counters.sent.fetch_add(1, Ordering::Relaxed);
                         self.bytes_sent_unpublished += len;
                         self.recycle_buffer(payload);
+                        if let Some(w) = waiter {
+                            self.await_replies(w);
+                        }
                     }
                     (_, Err(GroupSendError::WouldBlock | GroupSendError::NotInstalled)) => {
                         if !retry {
@@ -340,6 +477,7 @@ impl GroupSlot {
                             safe,
                             payload,
                             incarnation,
+                            waiter,
                         });
                         break;
                     }
@@ -347,6 +485,7 @@ impl GroupSlot {
                         work = true;
                         self.counters.sends_dropped.fetch_add(1, Ordering::Relaxed);
                         self.recycle_buffer(payload);
+                        self.refuse(waiter, RequestError::Closed);
                     }
                     (_, Err(GroupSendError::TooLarge { len, max })) => {
                         // The group handle checks the size first; this is a programming error
@@ -434,9 +573,29 @@ impl GroupSlot {
                 let Some(d) = self.endpoint.poll_deliver() else {
                     break;
                 };
-                self.events += 1;
                 count += 1;
-                self.bytes_delivered_unpublished += d.payload.len() as u64;
+                let (body, request) = match framing::parse(d.payload) {
+                    framing::Framed::Plain(body) => (body, None),
+                    framing::Framed::Request { id, want, body } => (body, Some((id, want))),
+                    framing::Framed::Reply { id, null, to, body } => {
+                        // For the requester only; no upcall.
+                        if to == self.my_id.as_bytes() {
+                            if let (Some(o), Some(from)) = (
+                                self.outstanding.get_mut(&id),
+                                self.ids.get(d.sender as usize),
+                            ) {
+                                o.replies.push(Reply {
+                                    from: from.clone(),
+                                    addr: self.addrs[d.sender as usize],
+                                    payload: (!null).then(|| body.to_vec()),
+                                });
+                            }
+                        }
+                        continue;
+                    }
+                };
+                self.events += 1;
+                self.bytes_delivered_unpublished += body.len() as u64;
                 let delivery = Delivery {
                     group: &self.name,
                     view: d.view,
@@ -450,18 +609,47 @@ impl GroupSlot {
                     order: d.order,
                     safe: d.safe,
                     event: self.events,
-                    payload: d.payload,
+                    payload: body,
                 };
                 let handler = &mut self.handler;
-                let upcall = std::panic::AssertUnwindSafe(|| handler.on_deliver(&delivery));
+                let mut answer = None;
+                let upcall = std::panic::AssertUnwindSafe(|| match request {
+                    None => handler.on_deliver(&delivery),
+                    Some(_) => answer = Some(handler.on_request(&delivery)),
+                });
                 if std::panic::catch_unwind(upcall).is_err() {
                     tracing::error!(group = %self.name, "the handler panicked; leaving the group");
                     self.gone = true;
+                }
+                let Some((id, want)) = request else { continue };
+                if d.sender as usize
+                    == self
+                        .ids
+                        .iter()
+                        .position(|m| *m == self.my_id)
+                        .unwrap_or(usize::MAX)
+                {
+                    // Our own request: those asked are this view's members.
+                    if let Some(o) = self.outstanding.get_mut(&id) {
+                        o.expected.get_or_insert_with(|| self.ids.clone());
+                    }
+                }
+                if want != Want::None {
+                    let to = self.ids.get(d.sender as usize).map_or("", String::as_str);
+                    let reply = framing::reply(id, to, answer.flatten().as_deref());
+                    if self.replies_out.len() < REPLIES_QUEUED_MAX {
+                        self.replies_out.push_back(reply);
+                    } else {
+                        self.counters
+                            .replies_dropped
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             if count > 0 {
                 progress = true;
                 self.counters.delivered.fetch_add(count, Ordering::Relaxed);
+                self.complete_requests();
             }
             work |= progress;
             if !progress || self.gone {
@@ -491,15 +679,16 @@ impl GroupSlot {
                     .unwrap_or_else(|e| e.into_inner())
                     .view = None;
                 self.answer_all_flushes(FlushOutcome::Blocked);
+                self.fail_requests(RequestError::Blocked);
+                self.replies_out.clear();
                 self.addrs.clear();
+                self.ids.clear();
                 self.upcall(|h| h.on_block());
             }
             GroupEvent::Left => {
                 self.answer_all_flushes(FlushOutcome::Done);
-                if let Some((_, done)) = self.leaving.take() {
-                    let _ = done.try_send(LeaveOutcome::Left);
-                }
-                self.gone = true;
+                self.fail_requests(RequestError::Closed);
+                self.gone = true; // the leave is answered once the group is removed
             }
             GroupEvent::SendWindowOpen => {} // the pending request is retried each turn
         }
@@ -513,7 +702,29 @@ impl GroupSlot {
             .map(|id| addr_of(id).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))))
             .collect();
         self.addrs = members.clone();
+        self.ids = info.members.clone();
+        self.my_id = info
+            .members
+            .get(info.rank as usize)
+            .cloned()
+            .unwrap_or_default();
         self.peers_changed = true;
+        // Members asked by a request of ours that are gone without answering: null replies.
+        for o in self.outstanding.values_mut() {
+            let Some(expected) = &o.expected else {
+                continue;
+            };
+            for m in expected {
+                if !info.members.contains(m) && !o.replies.iter().any(|r| r.from == *m) {
+                    o.replies.push(Reply {
+                        from: m.clone(),
+                        addr: addr_of(m).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                        payload: None,
+                    });
+                }
+            }
+        }
+        self.complete_requests();
         let view = View {
             group: self.name.clone(),
             id: info.id,
@@ -725,8 +936,18 @@ impl Poller {
                 self.forward_trace(i);
             }
         }
-        self.groups.retain(|g| !g.gone);
+        let mut left = Vec::new();
+        self.groups.retain_mut(|g| {
+            if g.gone {
+                left.extend(g.leaving.take().map(|(_, done)| done));
+            }
+            !g.gone
+        });
         self.reindex();
+        // Answered after the group's state (its counters included) is gone.
+        for done in left {
+            let _ = done.try_send(LeaveOutcome::Left);
+        }
     }
 
     /// Rebuilds the group index and, in fan-out mode, the transport's peer list (the union of
