@@ -261,12 +261,29 @@ fn replay_only(spec: &str) {
         .get(3)
         .map_or(RECEIVE_MESSAGES, |m| m.parse().expect("messages"));
     let input = record_receiver_input(n, messages, order, safe, spacing);
+    // What the receiver is fed: status frames (no records), full and sparse vectors.
+    let (mut status, mut full, mut sparse, mut entries) = (0, 0, 0, 0);
+    for (_, d) in &input {
+        let f = cohort::wire::Frame::parse(d).expect("recorded frames parse");
+        status += usize::from(f.header.record_count() == 0);
+        if !f.acks.is_empty() {
+            if f.header.flags() & cohort::wire::FRAME_FLAG_SPARSE_ACKS != 0 {
+                sparse += 1;
+                entries += f.acks.len() / 2;
+            } else {
+                full += 1;
+                entries += f.acks.len();
+            }
+        }
+    }
     let mut m = Member::new(config(n, 2), Time::ZERO);
     let mut buf = vec![0u8; 1472];
     let delivered = replay(&mut m, &input, &mut buf);
     assert_eq!(delivered, messages * PAYLOAD.len());
     println!(
-        "members {n} order {} spacing {spacing} ns: {messages} messages, {} datagrams, stats {:?}",
+        "members {n} order {} spacing {spacing} ns: {messages} messages, {} datagrams \
+         ({status} without records; vectors: {full} full, {sparse} sparse, {entries} entries), \
+         stats {:?}",
         parts[1],
         input.len(),
         m.stats()

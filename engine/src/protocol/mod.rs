@@ -43,10 +43,22 @@
 //!   a gbcast report, and at least every [`MemberConfig::status_full_ns`] while frames go out
 //!   because acknowledgements keep changing — which bounds the repair of a lost *full* vector
 //!   when nobody retries (every member's acknowledgements change, so nobody is in retry mode).
+//!   A full vector too goes out as pairs when that is smaller: its *non-zero* entries (an
+//!   entry left out is 0, which every receiver already holds, since acknowledgements start at
+//!   0 and only rise), so with few active senders even the periodic full vectors, retries and
+//!   heartbeats of a large group are a few pairs, not `members` entries. Only a frame with a
+//!   gbcast report or decision carries the plain vector (the wire sizes those by it).
 //! * **Incremental stability.** Per sender, the member counts the members holding the
 //!   minimum acknowledgement (`stable_holders`); a raised entry that held it decrements the
 //!   count and only the last one rescans the group. Lockstep acknowledgements cost O(1) per
-//!   entry, amortised, instead of a scan per entry (O(members²) per status round).
+//!   entry, amortised, instead of a scan per entry (O(members²) per status round). The
+//!   majority point of stream 0 (`order_through`, for order records) is kept the same way:
+//!   `order_above` counts the members holding more than it, and only the holding that makes
+//!   that count a majority reselects the point (before, each raised stream-0 entry below the
+//!   majority ran a selection over the group: half the receive cost of total order at 64
+//!   members). The streams not yet stable are a bitmask, so the status timer does not scan
+//!   the group after every datagram, and a receiver with nothing due leaves
+//!   [`Member::poll_transmit`] at its first check.
 //! * **Ask only when stalled.** A retry (a member that is unsettled but whose own
 //!   acknowledgements did not change) sets `FRAME_FLAG_WANT_STATUS` only if some stream's
 //!   stability did not move since its last status frame. A sender under steady traffic is
@@ -2376,28 +2388,39 @@ impl Member {
             || self.now >= self.last_full_status.plus_nanos(self.cfg.status_full_ns)
     }
 
-    /// Pushes our acknowledgement vector: in full if `full` or if the changed entries would
-    /// take more room than the full vector, else as (rank, seq) pairs of the entries that
-    /// changed since our last full vector. `Some(was_full)`, or `None` if it did not fit.
-    fn push_acks(&self, p: &mut FramePacker<'_>, full: bool) -> Option<bool> {
+    /// Pushes our acknowledgement vector. With `full`, the whole vector: every entry, or —
+    /// when that is smaller and `plain` is false — every *non-zero* entry as (rank, seq) pairs
+    /// (an entry left out is 0, which every receiver already has: acknowledgements start at
+    /// 0 and only rise, so the pairs say all the plain vector says; with one active sender in
+    /// a large group that is two or three pairs instead of `members` entries). Without
+    /// `full`, the entries that changed since our last full vector, as pairs, or the plain
+    /// vector when that is smaller. `plain` (a gbcast report or decision follows: the wire
+    /// sizes those by the vector) forces the plain vector. `Some(was_full)`, or `None` if it
+    /// did not fit.
+    fn push_acks(&self, p: &mut FramePacker<'_>, full: bool, plain: bool) -> Option<bool> {
         let n = self.n;
-        if full {
+        if plain {
             return p.push_acks((0..n).map(|s| self.own_ack(s))).then_some(true);
         }
-        // One pass: the ranks whose entry changed since the last full vector.
-        let mut changed = [0u8; MEMBERS_MAX];
+        // One pass: the ranks to list (non-zero, or changed since the last full vector).
+        let mut listed = [0u8; MEMBERS_MAX];
         let mut count = 0;
         for s in 0..n {
-            changed[count] = s as u8;
-            count += usize::from(self.own_ack(s) != self.acks_full_sent[s]);
+            let a = self.own_ack(s);
+            listed[count] = s as u8;
+            count += usize::from(if full {
+                a != 0
+            } else {
+                a != self.acks_full_sent[s]
+            });
         }
         if 2 * count >= n {
             return p.push_acks((0..n).map(|s| self.own_ack(s))).then_some(true);
         }
-        let pairs = changed[..count]
+        let pairs = listed[..count]
             .iter()
             .map(|&s| (u16::from(s), self.own_ack(s as usize)));
-        p.push_sparse_acks(pairs).then_some(false)
+        p.push_sparse_acks(pairs).then_some(full)
     }
 
     fn status_sent(&mut self, full: bool) {
@@ -2418,6 +2441,22 @@ impl Member {
     /// out packed together (smart batching).
     pub fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
         self.now = self.now.max(now);
+        // The common case after a received datagram: a receiver with nothing due. The rest of
+        // this function would find the same (no NAK due, no retransmission, no new record,
+        // no status frame due); returning here keeps its set-up off the per-datagram path.
+        if !self.is_sequencer()
+            && self.now < self.nak_next
+            && self.retransmits.is_empty()
+            && self.tx_through == self.streams[self.me].contiguous
+            && self.now < self.status_due().0
+        {
+            return None;
+        }
+        self.poll_transmit_due(buf)
+    }
+
+    #[inline(never)]
+    fn poll_transmit_due(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         let limit = buf.len().min(self.cfg.datagram_bytes_max);
         let buf = &mut buf[..limit];
         if self.now >= self.nak_next {
@@ -2453,7 +2492,7 @@ impl Member {
             let fields = self.frame_fields(FrameKind::Data, flags, first);
             let mut p = FramePacker::new(buf, fields)?;
             let acks_full = if status_now {
-                self.push_acks(&mut p, self.status_full_due(false))
+                self.push_acks(&mut p, self.status_full_due(false), false)
             } else {
                 None
             };
@@ -2490,10 +2529,8 @@ impl Member {
             let fields = self.frame_fields(FrameKind::Data, flags, self.tx_through + 1);
             let mut p = FramePacker::new(buf, fields)?;
             // Reports and decisions are sized by the ack vector: they go with a full one.
-            let full = self.push_acks(
-                &mut p,
-                self.status_full_due(report.is_some() || decision.is_some()),
-            )?;
+            let plain = report.is_some() || decision.is_some();
+            let full = self.push_acks(&mut p, self.status_full_due(plain), plain)?;
             if let Some(round) = report {
                 let counts = self.streams.iter().map(|s| s.delivered_app);
                 if !p.push_report(round, counts) {

@@ -175,3 +175,71 @@ fn majority_point_moves_only_when_a_majority_holds_more() {
     assert_eq!((m.order_through, m.order_above), (10, 0));
     assert_bookkeeping(&m, "sequencer of 5, all raised");
 }
+
+/// A group of `n` where `senders` each sent `count` fifo messages that reached everyone.
+fn group_after_traffic(n: usize, senders: &[usize], count: usize) -> Vec<Member> {
+    let mut members: Vec<Member> = (0..n)
+        .map(|r| Member::new(config(n, r), Time::ZERO))
+        .collect();
+    let mut buf = vec![0u8; 1472];
+    for &s in senders {
+        for _ in 0..count {
+            members[s].send(Time(1), Order::Fifo, false, b"m").unwrap();
+        }
+        while let Some(tx) = members[s].poll_transmit(Time(1), &mut buf) {
+            assert_eq!(tx.dest, Dest::Group);
+            for (j, m) in members.iter_mut().enumerate() {
+                if j != s {
+                    m.handle_datagram(Time(1), &buf[..tx.len]);
+                }
+            }
+        }
+    }
+    members
+}
+
+/// Member `from`'s status frame with its full vector, `plain` or not.
+fn full_status(m: &Member, plain: bool) -> Vec<u8> {
+    let mut buf = vec![0u8; 1472];
+    let fields = m.frame_fields(FrameKind::Data, 0, m.tx_through + 1);
+    let mut p = FramePacker::new(&mut buf, fields).unwrap();
+    assert_eq!(m.push_acks(&mut p, true, plain), Some(true));
+    let len = p.finish();
+    buf.truncate(len);
+    buf
+}
+
+#[test]
+fn full_vector_as_pairs_lists_every_nonzero_entry_and_says_what_the_plain_one_says() {
+    // One sender among 16: member 5 holds stream 1 through 3; every other entry is 0.
+    let members = group_after_traffic(16, &[1], 3);
+    let pairs = full_status(&members[5], false);
+    let f = Frame::parse(&pairs).unwrap();
+    assert_ne!(f.header.flags() & wire::FRAME_FLAG_SPARSE_ACKS, 0);
+    let entries: Vec<u64> = f.acks.iter().map(entry).collect();
+    assert_eq!(entries, vec![1, 3], "one pair: stream 1 through 3");
+    let plain = full_status(&members[5], true);
+    let f = Frame::parse(&plain).unwrap();
+    assert_eq!(f.header.flags() & wire::FRAME_FLAG_SPARSE_ACKS, 0);
+    assert_eq!(f.acks.len(), 16);
+    // Two receivers in the same state, one fed each form, end with the same column.
+    let mut a = group_after_traffic(16, &[1], 3).swap_remove(7);
+    let mut b = group_after_traffic(16, &[1], 3).swap_remove(7);
+    a.handle_datagram(Time(2), &pairs);
+    b.handle_datagram(Time(2), &plain);
+    for s in 0..16 {
+        assert_eq!(a.acks[s * 16 + 5], b.acks[s * 16 + 5], "stream {s}");
+    }
+    assert_eq!(a.acks[16 + 5], 3);
+    assert_bookkeeping(&a, "pairs");
+    assert_bookkeeping(&b, "plain");
+    // With most entries non-zero, the plain vector is the smaller form.
+    let members = group_after_traffic(4, &[0, 1, 3], 2);
+    let f_bytes = full_status(&members[2], false);
+    let f = Frame::parse(&f_bytes).unwrap();
+    assert_eq!(f.header.flags() & wire::FRAME_FLAG_SPARSE_ACKS, 0);
+    assert_eq!(
+        f.acks.iter().map(entry).collect::<Vec<_>>(),
+        vec![2, 2, 0, 2]
+    );
+}
