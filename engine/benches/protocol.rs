@@ -244,8 +244,9 @@ fn replay(m: &mut Member, input: &[(Time, Vec<u8>)], buf: &mut [u8]) -> usize {
     delivered
 }
 
-/// `COHORT_REPLAY=<members>,<order>,<burst spacing ns>[,<messages>]` runs one recording and
-/// one replay of it instead of criterion, for profiles of the receive path alone:
+/// `COHORT_REPLAY=<members>,<order>,<burst spacing ns>[,<messages>[,<repetitions>]]` runs
+/// one recording and one replay of it instead of criterion, for profiles of the receive path
+/// alone (with repetitions, it also times that many replays, each on a fresh receiver):
 /// `COHORT_REPLAY=64,total,640000 valgrind --tool=callgrind --toggle-collect='*replay*'
 /// target/release/deps/protocol-<hash>` gives the receiver's instructions per delivered
 /// message (Ir of `replay` / messages). Orders: fifo, causal, total, safe_fifo.
@@ -280,6 +281,29 @@ fn replay_only(spec: &str) {
     let mut buf = vec![0u8; 1472];
     let delivered = replay(&mut m, &input, &mut buf);
     assert_eq!(delivered, messages * PAYLOAD.len());
+    // Optional timing: the replay `reps` times on fresh receivers; the least time is the one
+    // least disturbed by other work on a shared machine (preemption only adds time).
+    if let Some(reps) = parts.get(4) {
+        let reps: usize = reps.parse().expect("repetitions");
+        let mut ns: Vec<f64> = (0..reps.max(1))
+            .map(|_| {
+                let mut m = Member::new(config(n, 2), Time::ZERO);
+                let t0 = std::time::Instant::now();
+                let delivered = replay(&mut m, &input, &mut buf);
+                let t = t0.elapsed().as_nanos() as f64 / messages as f64;
+                assert_eq!(delivered, messages * PAYLOAD.len());
+                std::hint::black_box(m);
+                t
+            })
+            .collect();
+        ns.sort_by(f64::total_cmp);
+        println!(
+            "time per delivered message over {} replays: min {:.1} ns, median {:.1} ns",
+            ns.len(),
+            ns[0],
+            ns[ns.len() / 2]
+        );
+    }
     println!(
         "members {n} order {} spacing {spacing} ns: {messages} messages, {} datagrams \
          ({status} without records; vectors: {full} full, {sparse} sparse, {entries} entries), \

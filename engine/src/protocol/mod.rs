@@ -68,15 +68,16 @@
 //!   so the number of status frames a member receives per second stays about constant from 8
 //!   members on; with O(1) frames that makes the status cost per second constant too.
 //!
-//! Measured (`engine/benches/protocol.rs`, one sender at 100 k msg/s, BENCHMARKS.md "Receive
-//! cost vs group size"): at 64 members the receiver's instructions per delivered message fell
-//! from 7–8× to 2.0× those at 3 members (callgrind), its time from 9–14× to 2.2–4.5× (a noisy
-//! shared machine: 94–216 ns against 36–61 ns per message, from 385–542 ns). What is
-//! left is the fixed cost of the frames themselves — 63 status frames per 800 µs, 0.77 per
-//! delivered message at this rate (parse, dispatch, the `poll_transmit`/`poll_deliver` calls
-//! that follow each datagram, a cache miss on each), against 0.02 at 3 members: issue 8's
-//! ≤ 1.5× is not met at this rate (it is approached as the message rate grows: the status
-//! cost per second is fixed). Fewer frames is the next lever, not cheaper entries.
+//! Measured (`engine/benches/protocol.rs`, one sender, BENCHMARKS.md "Receive cost vs group
+//! size"; instructions per delivered message from callgrind, which the shared machine's load
+//! does not move): 64 members against 3, at 100 k msg/s 1.63–1.72× (before these measures
+//! 7–8×, before the majority count and pairs for full vectors 1.86–1.89×, total order
+//! 3.5×), at 1 M msg/s (the `inproc` scenario's offered rate) 1.04–1.05×. What is left at
+//! 100 k msg/s is the fixed cost of the frames themselves — 63 status frames per 800 µs, 0.77
+//! per delivered message at this rate (parse, dispatch, one sparse pair, the
+//! `poll_transmit`/`poll_deliver` calls that follow each datagram: ~430 instructions), against
+//! 0.02 at 3 members; the status cost per second is fixed, so the ratio falls as the message
+//! rate rises. Fewer frames is the next lever, not cheaper entries.
 //!
 //! Considered and not taken (yet): status spacing proportional to traffic (acknowledge every N
 //! messages, as Totem/JGroups STABLE do) cannot cut enough here — each member still receives
