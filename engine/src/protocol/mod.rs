@@ -245,6 +245,8 @@ use stream::{RecordPayload, Stream};
 /// Largest group: a status frame with a gbcast report (two vectors of this size) must fit a
 /// 1472 B datagram.
 pub const MEMBERS_MAX: usize = 64;
+// The unsettled streams are one bit each of a u64 (`Member::unsettled_mask`).
+const _: () = assert!(MEMBERS_MAX <= u64::BITS as usize);
 /// While a stream's gap does not shrink, each NAK round doubles the retry spacing, at most
 /// this many times (2 ms → 64 ms with the defaults).
 pub const NAK_BACKOFF_DOUBLINGS_MAX: u32 = 5;
