@@ -36,7 +36,7 @@
 use cohort::node::{Delivery, SendError};
 use cohort::protocol::{Dest, Member, MemberConfig, Time};
 use cohort::{Driver, MemoryNetwork, Node, Order};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use std::collections::VecDeque;
 
 const PAYLOAD: [u8; 64] = [7u8; 64];
@@ -147,6 +147,7 @@ fn record_receiver_input(
     messages: usize,
     order: Order,
     safe: bool,
+    burst_spacing_ns: u64,
 ) -> Vec<(Time, Vec<u8>)> {
     let mut members: Vec<Member> = (0..n)
         .map(|r| Member::new(config(n, r as u16), Time::ZERO))
@@ -161,7 +162,7 @@ fn record_receiver_input(
     while delivered_at_receiver < messages {
         now += STEP_NS;
         if now >= next_burst {
-            next_burst += BURST_SPACING_NS;
+            next_burst += burst_spacing_ns;
             let burst_end = (sent + BURST_MESSAGES).min(messages);
             while sent < burst_end && members[1].send(Time(now), order, safe, &PAYLOAD).is_ok() {
                 sent += 1;
@@ -207,23 +208,13 @@ fn receive_deliver_in_group(c: &mut Criterion, group: &str, n: usize, messages: 
     g.throughput(Throughput::Elements(messages as u64));
     g.sample_size(20);
     for (name, order, safe) in orders() {
-        let input = record_receiver_input(n, messages, order, safe);
+        let input = record_receiver_input(n, messages, order, safe, BURST_SPACING_NS);
         let mut buf = vec![0u8; 1472];
         g.bench_function(name, |b| {
             b.iter_batched(
                 || Member::new(config(n, 2), Time::ZERO),
                 |mut m| {
-                    let mut delivered = 0usize;
-                    for (now, d) in &input {
-                        let now = *now;
-                        m.handle_datagram(now, d);
-                        while let Some(d) = m.poll_deliver() {
-                            delivered += d.payload.len();
-                        }
-                        while let Some(t) = m.poll_transmit(now, &mut buf) {
-                            std::hint::black_box(t.len);
-                        }
-                    }
+                    let delivered = replay(&mut m, &input, &mut buf);
                     assert_eq!(delivered, messages * PAYLOAD.len());
                     m
                 },
@@ -232,6 +223,95 @@ fn receive_deliver_in_group(c: &mut Criterion, group: &str, n: usize, messages: 
         });
     }
     g.finish();
+}
+
+/// Feeds a recorded input to a receiver as a runtime would; returns the payload bytes
+/// delivered. Not inlined, so that callgrind can collect this function alone
+/// (`--toggle-collect='*replay*'`, see [`replay_only`]).
+#[inline(never)]
+fn replay(m: &mut Member, input: &[(Time, Vec<u8>)], buf: &mut [u8]) -> usize {
+    let mut delivered = 0usize;
+    for (now, d) in input {
+        let now = *now;
+        m.handle_datagram(now, d);
+        while let Some(d) = m.poll_deliver() {
+            delivered += d.payload.len();
+        }
+        while let Some(t) = m.poll_transmit(now, buf) {
+            std::hint::black_box(t.len);
+        }
+    }
+    delivered
+}
+
+/// `COHORT_REPLAY=<members>,<order>,<burst spacing ns>[,<messages>[,<repetitions>]]` runs
+/// one recording and one replay of it instead of criterion, for profiles of the receive path
+/// alone (with repetitions, it also times that many replays, each on a fresh receiver):
+/// `COHORT_REPLAY=64,total,640000 valgrind --tool=callgrind --toggle-collect='*replay*'
+/// target/release/deps/protocol-<hash>` gives the receiver's instructions per delivered
+/// message (Ir of `replay` / messages). Orders: fifo, causal, total, safe_fifo.
+fn replay_only(spec: &str) {
+    let parts: Vec<&str> = spec.split(',').collect();
+    let n: usize = parts[0].parse().expect("members");
+    let (_, order, safe) = orders()
+        .into_iter()
+        .find(|(name, ..)| *name == parts[1])
+        .expect("order: fifo, causal, total or safe_fifo");
+    let spacing: u64 = parts[2].parse().expect("burst spacing ns");
+    let messages: usize = parts
+        .get(3)
+        .map_or(RECEIVE_MESSAGES, |m| m.parse().expect("messages"));
+    let input = record_receiver_input(n, messages, order, safe, spacing);
+    // What the receiver is fed: status frames (no records), full and sparse vectors.
+    let (mut status, mut full, mut sparse, mut entries) = (0, 0, 0, 0);
+    for (_, d) in &input {
+        let f = cohort::wire::Frame::parse(d).expect("recorded frames parse");
+        status += usize::from(f.header.record_count() == 0);
+        if !f.acks.is_empty() {
+            if f.header.flags() & cohort::wire::FRAME_FLAG_SPARSE_ACKS != 0 {
+                sparse += 1;
+                entries += f.acks.len() / 2;
+            } else {
+                full += 1;
+                entries += f.acks.len();
+            }
+        }
+    }
+    let mut m = Member::new(config(n, 2), Time::ZERO);
+    let mut buf = vec![0u8; 1472];
+    let delivered = replay(&mut m, &input, &mut buf);
+    assert_eq!(delivered, messages * PAYLOAD.len());
+    // Optional timing: the replay `reps` times on fresh receivers; the least time is the one
+    // least disturbed by other work on a shared machine (preemption only adds time).
+    if let Some(reps) = parts.get(4) {
+        let reps: usize = reps.parse().expect("repetitions");
+        let mut ns: Vec<f64> = (0..reps.max(1))
+            .map(|_| {
+                let mut m = Member::new(config(n, 2), Time::ZERO);
+                let t0 = std::time::Instant::now();
+                let delivered = replay(&mut m, &input, &mut buf);
+                let t = t0.elapsed().as_nanos() as f64 / messages as f64;
+                assert_eq!(delivered, messages * PAYLOAD.len());
+                std::hint::black_box(m);
+                t
+            })
+            .collect();
+        ns.sort_by(f64::total_cmp);
+        println!(
+            "time per delivered message over {} replays: min {:.1} ns, median {:.1} ns",
+            ns.len(),
+            ns[0],
+            ns[ns.len() / 2]
+        );
+    }
+    println!(
+        "members {n} order {} spacing {spacing} ns: {messages} messages, {} datagrams \
+         ({status} without records; vectors: {full} full, {sparse} sparse, {entries} entries), \
+         stats {:?}",
+        parts[1],
+        input.len(),
+        m.stats()
+    );
 }
 
 fn node_send(c: &mut Criterion) {
@@ -283,4 +363,11 @@ criterion_group!(
     receive_deliver,
     node_send
 );
-criterion_main!(benches);
+fn main() {
+    if let Ok(spec) = std::env::var("COHORT_REPLAY") {
+        replay_only(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -374,7 +374,8 @@ fn status_frames_between_full_vectors_carry_only_the_changed_entries() {
         (true, vec![1, 1]),
         "one (rank, seq) pair: stream 1 through seq 1"
     );
-    // Once the last full vector is status_full_ns old, the next status frame is full again.
+    // Once the last full vector is status_full_ns old, the next status frame is full again:
+    // every non-zero entry (an entry left out is 0), here as one pair.
     net.advance_ms(10);
     net.members[1]
         .send(Time(net.now), Order::Fifo, false, b"b")
@@ -383,10 +384,23 @@ fn status_frames_between_full_vectors_carry_only_the_changed_entries() {
     net.receive_all(&data);
     net.advance_ms(1);
     let status = net.transmit(5);
+    assert_eq!(acks_of(&status[0]), (true, vec![1, 2]));
+    // With more non-zero entries than fit in half the vector, it is the plain vector.
+    for i in 0..16 {
+        if i != 5 {
+            net.members[i]
+                .send(Time(net.now), Order::Fifo, false, b"c")
+                .unwrap();
+            let data = net.transmit(i);
+            net.receive_all(&data);
+        }
+    }
+    net.advance_ms(11);
+    let status = net.transmit(5);
     let (sparse, entries) = acks_of(&status[0]);
     assert!(!sparse);
     assert_eq!(entries.len(), 16);
-    assert_eq!(entries[1], 2);
+    assert_eq!(entries[1], 3);
 }
 
 #[test]

@@ -43,10 +43,22 @@
 //!   a gbcast report, and at least every [`MemberConfig::status_full_ns`] while frames go out
 //!   because acknowledgements keep changing — which bounds the repair of a lost *full* vector
 //!   when nobody retries (every member's acknowledgements change, so nobody is in retry mode).
+//!   A full vector too goes out as pairs when that is smaller: its *non-zero* entries (an
+//!   entry left out is 0, which every receiver already holds, since acknowledgements start at
+//!   0 and only rise), so with few active senders even the periodic full vectors, retries and
+//!   heartbeats of a large group are a few pairs, not `members` entries. Only a frame with a
+//!   gbcast report or decision carries the plain vector (the wire sizes those by it).
 //! * **Incremental stability.** Per sender, the member counts the members holding the
 //!   minimum acknowledgement (`stable_holders`); a raised entry that held it decrements the
 //!   count and only the last one rescans the group. Lockstep acknowledgements cost O(1) per
-//!   entry, amortised, instead of a scan per entry (O(members²) per status round).
+//!   entry, amortised, instead of a scan per entry (O(members²) per status round). The
+//!   majority point of stream 0 (`order_through`, for order records) is kept the same way:
+//!   `order_above` counts the members holding more than it, and only the holding that makes
+//!   that count a majority reselects the point (before, each raised stream-0 entry below the
+//!   majority ran a selection over the group: half the receive cost of total order at 64
+//!   members). The streams not yet stable are a bitmask, so the status timer does not scan
+//!   the group after every datagram, and a receiver with nothing due leaves
+//!   [`Member::poll_transmit`] at its first check.
 //! * **Ask only when stalled.** A retry (a member that is unsettled but whose own
 //!   acknowledgements did not change) sets `FRAME_FLAG_WANT_STATUS` only if some stream's
 //!   stability did not move since its last status frame. A sender under steady traffic is
@@ -56,15 +68,16 @@
 //!   so the number of status frames a member receives per second stays about constant from 8
 //!   members on; with O(1) frames that makes the status cost per second constant too.
 //!
-//! Measured (`engine/benches/protocol.rs`, one sender at 100 k msg/s, BENCHMARKS.md "Receive
-//! cost vs group size"): at 64 members the receiver's instructions per delivered message fell
-//! from 7–8× to 2.0× those at 3 members (callgrind), its time from 9–14× to 2.2–4.5× (a noisy
-//! shared machine: 94–216 ns against 36–61 ns per message, from 385–542 ns). What is
-//! left is the fixed cost of the frames themselves — 63 status frames per 800 µs, 0.77 per
-//! delivered message at this rate (parse, dispatch, the `poll_transmit`/`poll_deliver` calls
-//! that follow each datagram, a cache miss on each), against 0.02 at 3 members: issue 8's
-//! ≤ 1.5× is not met at this rate (it is approached as the message rate grows: the status
-//! cost per second is fixed). Fewer frames is the next lever, not cheaper entries.
+//! Measured (`engine/benches/protocol.rs`, one sender, BENCHMARKS.md "Receive cost vs group
+//! size"; instructions per delivered message from callgrind, which the shared machine's load
+//! does not move): 64 members against 3, at 100 k msg/s 1.63–1.72× (before these measures
+//! 7–8×, before the majority count and pairs for full vectors 1.86–1.89×, total order
+//! 3.5×), at 1 M msg/s (the `inproc` scenario's offered rate) 1.04–1.05×. What is left at
+//! 100 k msg/s is the fixed cost of the frames themselves — 63 status frames per 800 µs, 0.77
+//! per delivered message at this rate (parse, dispatch, one sparse pair, the
+//! `poll_transmit`/`poll_deliver` calls that follow each datagram: ~430 instructions), against
+//! 0.02 at 3 members; the status cost per second is fixed, so the ratio falls as the message
+//! rate rises. Fewer frames is the next lever, not cheaper entries.
 //!
 //! Considered and not taken (yet): status spacing proportional to traffic (acknowledge every N
 //! messages, as Totem/JGroups STABLE do) cannot cut enough here — each member still receives
@@ -215,6 +228,8 @@
 //! (within bounds they can check).
 
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use crate::trace::{msg_id, TraceEvent};
 use crate::wire::{
@@ -230,6 +245,8 @@ use stream::{RecordPayload, Stream};
 /// Largest group: a status frame with a gbcast report (two vectors of this size) must fit a
 /// 1472 B datagram.
 pub const MEMBERS_MAX: usize = 64;
+// The unsettled streams are one bit each of a u64 (`Member::unsettled_mask`).
+const _: () = assert!(MEMBERS_MAX <= u64::BITS as usize);
 /// While a stream's gap does not shrink, each NAK round doubles the retry spacing, at most
 /// this many times (2 ms → 64 ms with the defaults).
 pub const NAK_BACKOFF_DOUBLINGS_MAX: u32 = 5;
@@ -534,9 +551,10 @@ pub struct Member {
     me: usize,
     now: Time,
     streams: Vec<Stream>,
-    /// `acks[m][s]`: member m holds s's stream contiguously through this seq (row `me` unused:
-    /// our own row is `streams[s].contiguous`).
-    acks: Vec<Vec<u64>>,
+    /// `acks[s * n + m]`: member m holds s's stream contiguously through this seq (entry `me`
+    /// unused: our own is `streams[s].contiguous`). Stored per stream, so that stability and
+    /// the majority point scan one contiguous column.
+    acks: Vec<u64>,
     /// Per sender: seqs through this are held by every member.
     stable: Vec<u64>,
     /// Per sender s: how many members m ≠ us have `acks[m][s] == stable[s]` (the holders of
@@ -572,6 +590,11 @@ pub struct Member {
     /// Retransmission requests: (to, stream, first seq, count).
     retransmits: VecDeque<(u16, u16, u64, u64)>,
     acks_dirty: bool,
+    /// Bit s: stream s is not stable through its highest known seq (our own: through our
+    /// last appended record) — what `unsettled` and `stability_stalled` look at, kept by
+    /// `note_settled` wherever `stable`, a stream's `high` or our own `contiguous` moves, so
+    /// that the status timer does not scan the group on every call.
+    unsettled_mask: u64,
     status_requested: bool,
     last_status: Time,
     /// `stable` when our last status frame went out (see `stability_stalled`).
@@ -602,6 +625,12 @@ pub struct Member {
     /// Stream 0 (the sequencer's) is held through this seq by a majority of the view: order
     /// records and gbcast decisions take effect only there (see "Ending a view").
     order_through: u64,
+    /// How many members (us included) hold stream 0 beyond `order_through`: always fewer
+    /// than a majority, since the majority point would be further otherwise. A holding that
+    /// passes `order_through` counts one; only the one that makes a majority recomputes the
+    /// point (O(members)), so lockstep acknowledgements cost O(1) per entry, amortised,
+    /// instead of a selection per raised entry.
+    order_above: u32,
     order_scratch: Vec<u64>,
     /// Sequencer: per stream, the causal-past vector in force at its `ordered_through`
     /// record, when known (so `order_ahead` resumes without rescanning the stream).
@@ -691,7 +720,7 @@ impl Member {
             me,
             now,
             streams: (0..n).map(|_| Stream::new(cfg.log_messages_max)).collect(),
-            acks: vec![vec![0; n]; n],
+            acks: vec![0; n * n],
             stable: vec![0; n],
             stable_holders: vec![n as u32 - 1; n],
             tx_through: 0,
@@ -710,6 +739,7 @@ impl Member {
             order_blocked: false,
             retransmits: VecDeque::with_capacity(64),
             acks_dirty: false,
+            unsettled_mask: 0,
             status_requested: false,
             last_status: now,
             stable_at_last_status: vec![0; n],
@@ -729,6 +759,7 @@ impl Member {
             trace,
             stats: MemberStats::default(),
             order_through: 0,
+            order_above: 0,
             order_scratch: Vec::with_capacity(n),
             ahead_vectors: vec![Vec::new(); n],
             ahead_known: vec![false; n],
@@ -939,11 +970,10 @@ impl Member {
         own.high = seq;
         own.control_done = seq;
         self.mark_dirty(me);
-        if me == 0 && self.n == 1 {
-            // Our holding of stream 0 is its largest, so it decides the majority point only
-            // when we alone are a majority.
-            self.recompute_order_through();
+        if me == 0 {
+            self.order_holding_raised(seq - 1, seq);
         }
+        self.note_settled(me);
         if self.n == 1 {
             // Alone, a record is stable once held (others' acks are clamped to what we sent).
             self.recompute_stable(me);
@@ -1013,11 +1043,12 @@ impl Member {
 
     fn on_acks(&mut self, from: usize, acks: &[[u8; 8]]) {
         // Most entries of a full vector did not move: find those that did in one tight pass.
+        let n = self.n;
         let mut raised = [0u8; MEMBERS_MAX];
         let mut count = 0;
-        for (s, (a, &old)) in acks.iter().zip(&self.acks[from]).enumerate() {
+        for (s, a) in acks.iter().enumerate() {
             raised[count] = s as u8;
-            count += usize::from(entry(a) > old);
+            count += usize::from(entry(a) > self.acks[s * n + from]);
         }
         for &s in &raised[..count] {
             let s = s as usize;
@@ -1053,17 +1084,19 @@ impl Member {
     /// Raises `acks[m][s]` to `v`, updating what is known to exist and stability.
     #[inline]
     fn raise_ack(&mut self, m: usize, s: usize, v: u64) {
-        let old = self.acks[m][s];
+        let i = s * self.n + m;
+        let old = self.acks[i];
         if v <= old {
             return;
         }
-        self.acks[m][s] = v;
+        self.acks[i] = v;
         if s != self.me && v > self.streams[s].high {
             self.streams[s].high = v;
             self.schedule_nak(s);
+            self.note_settled(s);
         }
-        if s == 0 && v > self.order_through {
-            self.recompute_order_through();
+        if s == 0 {
+            self.order_holding_raised(old, v);
         }
         if old == self.stable[s] {
             // m held the minimum; it moves only once no other member does.
@@ -1078,21 +1111,40 @@ impl Member {
         }
     }
 
-    /// Recomputes how far a majority holds stream 0 (our own holding counts too).
+    /// A member's holding of stream 0 (ours too) rose from `old` to `new`: counts it in
+    /// `order_above` if it passed the majority point, and moves the point once a majority
+    /// holds more.
+    #[inline]
+    fn order_holding_raised(&mut self, old: u64, new: u64) {
+        if old <= self.order_through && new > self.order_through {
+            self.order_above += 1;
+            if self.order_above as usize > self.n / 2 {
+                self.recompute_order_through();
+            }
+        }
+    }
+
+    /// Member m's holding of stream 0 (ours: what we hold contiguously).
+    fn order_holding(&self, m: usize) -> u64 {
+        if m == self.me {
+            self.streams[0].contiguous
+        } else {
+            self.acks[m] // stream 0's column
+        }
+    }
+
+    /// Recomputes how far a majority holds stream 0 (our own holding counts too) and how
+    /// many hold more (`order_above`).
     fn recompute_order_through(&mut self) {
         let mut h = std::mem::take(&mut self.order_scratch);
         h.clear();
-        for m in 0..self.n {
-            h.push(if m == self.me {
-                self.streams[0].contiguous
-            } else {
-                self.acks[m][0]
-            });
-        }
+        h.extend((0..self.n).map(|m| self.order_holding(m)));
         // The (n/2 + 1)-th largest: held by a strict majority.
         let k = self.n / 2;
         let (_, &mut v, _) = h.select_nth_unstable_by(k, |a, b| b.cmp(a));
         self.order_scratch = h;
+        // At most k hold more than the (k + 1)-th largest.
+        self.order_above = (0..self.n).filter(|&m| self.order_holding(m) > v).count() as u32;
         if v > self.order_through {
             self.order_through = v;
             if let Some(f) = self.total_order.front() {
@@ -1109,24 +1161,32 @@ impl Member {
 
     /// Recomputes stream `s`'s stability (the minimum of every member's row) and its holders.
     fn recompute_stable(&mut self, s: usize) {
-        let mut min = self.streams[s].contiguous;
-        for m in 0..self.n {
-            if m != self.me {
-                min = min.min(self.acks[m][s]);
+        let n = self.n;
+        let own = self.streams[s].contiguous;
+        // One pass over the stream's column: the minimum of the others and how many hold it.
+        let mut min = u64::MAX;
+        let mut holders = 0u32;
+        for (m, &a) in self.acks[s * n..(s + 1) * n].iter().enumerate() {
+            if m == self.me {
+                continue;
             }
-        }
-        debug_assert!(min >= self.stable[s], "stability of stream {s} went back");
-        let mut holders = 0;
-        for m in 0..self.n {
-            if m != self.me && self.acks[m][s] == min {
+            if a < min {
+                min = a;
+                holders = 1;
+            } else if a == min {
                 holders += 1;
             }
         }
+        // When our own holding is lower than every other (or we are alone), no other member
+        // holds the minimum: only our own advance moves it (`on_contiguous_advanced`).
+        let (min, holders) = if own < min { (own, 0) } else { (min, holders) };
+        debug_assert!(min >= self.stable[s], "stability of stream {s} went back");
         self.stable_holders[s] = holders;
         if min > self.stable[s] {
             self.stable[s] = min;
             self.mark_dirty(s);
             self.free_delivered(s);
+            self.note_settled(s);
         }
     }
 
@@ -1185,6 +1245,7 @@ impl Member {
         }
         let before = st.contiguous;
         let advanced = st.advance_contiguous();
+        self.note_settled(from);
         if highest > 0 {
             // The sender holds everything it sent.
             self.raise_ack(from, from, highest);
@@ -1199,8 +1260,8 @@ impl Member {
 
     /// After `streams[s].contiguous` moved: process control records, update stability.
     fn on_contiguous_advanced(&mut self, s: usize, before: u64) {
-        if s == 0 && self.streams[0].contiguous > self.order_through {
-            self.recompute_order_through();
+        if s == 0 {
+            self.order_holding_raised(before, self.streams[0].contiguous);
         }
         self.process_control_records(s);
         if self.is_sequencer() {
@@ -2061,6 +2122,7 @@ impl Member {
             };
             if s != self.me && cut[s] > self.streams[s].high {
                 self.streams[s].high = cut[s];
+                self.note_settled(s);
             }
             self.mark_dirty(s);
         }
@@ -2233,15 +2295,37 @@ impl Member {
         }
     }
 
+    /// Whether some stream is not stable through its highest known seq (`unsettled_mask`).
     fn unsettled(&self) -> bool {
-        (0..self.n).any(|s| {
-            let high = if s == self.me {
-                self.streams[s].contiguous
-            } else {
-                self.streams[s].high
-            };
-            self.stable[s] < high
-        })
+        debug_assert_eq!(
+            self.unsettled_mask,
+            (0..self.n).fold(0u64, |m, s| m | (u64::from(self.stream_unsettled(s)) << s)),
+            "unsettled streams miscounted"
+        );
+        self.unsettled_mask != 0
+    }
+
+    /// Whether stream `s` is not stable through its highest known seq (ours: through our
+    /// last appended record).
+    fn stream_unsettled(&self, s: usize) -> bool {
+        let high = if s == self.me {
+            self.streams[s].contiguous
+        } else {
+            self.streams[s].high
+        };
+        self.stable[s] < high
+    }
+
+    /// Updates stream `s`'s bit of `unsettled_mask` after its stability, its `high` or (ours)
+    /// its `contiguous` moved.
+    #[inline]
+    fn note_settled(&mut self, s: usize) {
+        let bit = 1u64 << s;
+        if self.stream_unsettled(s) {
+            self.unsettled_mask |= bit;
+        } else {
+            self.unsettled_mask &= !bit;
+        }
     }
 
     /// Whether some stream is unsettled and its stability did not move since our last status
@@ -2250,14 +2334,15 @@ impl Member {
     /// stability keeps moving; asking then would only make every member repeat its full vector
     /// every retry interval.
     fn stability_stalled(&self) -> bool {
-        (0..self.n).any(|s| {
-            let high = if s == self.me {
-                self.streams[s].contiguous
-            } else {
-                self.streams[s].high
-            };
-            self.stable[s] < high && self.stable[s] <= self.stable_at_last_status[s]
-        })
+        let mut mask = self.unsettled_mask;
+        while mask != 0 {
+            let s = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if self.stable[s] <= self.stable_at_last_status[s] {
+                return true;
+            }
+        }
+        false
     }
 
     /// When the next status frame is due, and whether it is a retry (asks for replies if
@@ -2306,22 +2391,39 @@ impl Member {
             || self.now >= self.last_full_status.plus_nanos(self.cfg.status_full_ns)
     }
 
-    /// Pushes our acknowledgement vector: in full if `full` or if the changed entries would
-    /// take more room than the full vector, else as (rank, seq) pairs of the entries that
-    /// changed since our last full vector. `Some(was_full)`, or `None` if it did not fit.
-    fn push_acks(&self, p: &mut FramePacker<'_>, full: bool) -> Option<bool> {
+    /// Pushes our acknowledgement vector. With `full`, the whole vector: every entry, or —
+    /// when that is smaller and `plain` is false — every *non-zero* entry as (rank, seq) pairs
+    /// (an entry left out is 0, which every receiver already has: acknowledgements start at
+    /// 0 and only rise, so the pairs say all the plain vector says; with one active sender in
+    /// a large group that is two or three pairs instead of `members` entries). Without
+    /// `full`, the entries that changed since our last full vector, as pairs, or the plain
+    /// vector when that is smaller. `plain` (a gbcast report or decision follows: the wire
+    /// sizes those by the vector) forces the plain vector. `Some(was_full)`, or `None` if it
+    /// did not fit.
+    fn push_acks(&self, p: &mut FramePacker<'_>, full: bool, plain: bool) -> Option<bool> {
         let n = self.n;
-        let changed = (0..n)
-            .filter(|&s| self.own_ack(s) != self.acks_full_sent[s])
-            .count();
-        if full || 2 * changed >= n {
+        if plain {
             return p.push_acks((0..n).map(|s| self.own_ack(s))).then_some(true);
         }
-        let pairs = (0..n)
-            .filter(|&s| self.own_ack(s) != self.acks_full_sent[s])
-            .map(|s| (s as u16, self.own_ack(s)));
-        p.push_sparse_acks(ExactLen(pairs, changed))
-            .then_some(false)
+        // One pass: the ranks to list (non-zero, or changed since the last full vector).
+        let mut listed = [0u8; MEMBERS_MAX];
+        let mut count = 0;
+        for s in 0..n {
+            let a = self.own_ack(s);
+            listed[count] = s as u8;
+            count += usize::from(if full {
+                a != 0
+            } else {
+                a != self.acks_full_sent[s]
+            });
+        }
+        if 2 * count >= n {
+            return p.push_acks((0..n).map(|s| self.own_ack(s))).then_some(true);
+        }
+        let pairs = listed[..count]
+            .iter()
+            .map(|&s| (u16::from(s), self.own_ack(s as usize)));
+        p.push_sparse_acks(pairs).then_some(full)
     }
 
     fn status_sent(&mut self, full: bool) {
@@ -2342,6 +2444,22 @@ impl Member {
     /// out packed together (smart batching).
     pub fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
         self.now = self.now.max(now);
+        // The common case after a received datagram: a receiver with nothing due. The rest of
+        // this function would find the same (no NAK due, no retransmission, no new record,
+        // no status frame due); returning here keeps its set-up off the per-datagram path.
+        if !self.is_sequencer()
+            && self.now < self.nak_next
+            && self.retransmits.is_empty()
+            && self.tx_through == self.streams[self.me].contiguous
+            && self.now < self.status_due().0
+        {
+            return None;
+        }
+        self.poll_transmit_due(buf)
+    }
+
+    #[inline(never)]
+    fn poll_transmit_due(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         let limit = buf.len().min(self.cfg.datagram_bytes_max);
         let buf = &mut buf[..limit];
         if self.now >= self.nak_next {
@@ -2377,7 +2495,7 @@ impl Member {
             let fields = self.frame_fields(FrameKind::Data, flags, first);
             let mut p = FramePacker::new(buf, fields)?;
             let acks_full = if status_now {
-                self.push_acks(&mut p, self.status_full_due(false))
+                self.push_acks(&mut p, self.status_full_due(false), false)
             } else {
                 None
             };
@@ -2414,10 +2532,8 @@ impl Member {
             let fields = self.frame_fields(FrameKind::Data, flags, self.tx_through + 1);
             let mut p = FramePacker::new(buf, fields)?;
             // Reports and decisions are sized by the ack vector: they go with a full one.
-            let full = self.push_acks(
-                &mut p,
-                self.status_full_due(report.is_some() || decision.is_some()),
-            )?;
+            let plain = report.is_some() || decision.is_some();
+            let full = self.push_acks(&mut p, self.status_full_due(plain), plain)?;
             if let Some(round) = report {
                 let counts = self.streams.iter().map(|s| s.delivered_app);
                 if !p.push_report(round, counts) {
@@ -2581,20 +2697,3 @@ impl Member {
         }
     }
 }
-
-/// An iterator of known length (the sparse acknowledgement entries, counted beforehand).
-struct ExactLen<I>(I, usize);
-
-impl<I: Iterator> Iterator for ExactLen<I> {
-    type Item = I::Item;
-    fn next(&mut self) -> Option<I::Item> {
-        let item = self.0.next()?;
-        self.1 -= 1;
-        Some(item)
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.1, Some(self.1))
-    }
-}
-
-impl<I: Iterator> ExactSizeIterator for ExactLen<I> {}
