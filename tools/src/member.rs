@@ -425,8 +425,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Send our share.
     let mut payload = vec![0u8; args.size];
     let mut sent = 0u64;
+    let mut blocks = 0u64;
     let send_start = Instant::now();
     while sent < args.count && !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        let now_blocks = group.stats().blocks;
+        if now_blocks != blocks {
+            // Blocked (minority): the next incarnation numbers from 1 and, as a new member,
+            // owes the others its whole share again.
+            blocks = now_blocks;
+            sent = 0;
+        }
         if args.rate > 0 {
             let due = send_start + Duration::from_secs_f64(sent as f64 / args.rate as f64);
             let now = Instant::now();
@@ -443,10 +451,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         let order = args.order[(sent % args.order.len() as u64) as usize];
         match group.send(order, args.safe, &payload) {
-            Ok(s) => {
-                debug_assert_eq!(s.0, seq);
-                sent += 1;
-            }
+            // The group's numbering rules (a send that raced with a block is numbered in
+            // the next incarnation; its payload then says otherwise, which receivers report).
+            Ok(s) => sent = s.0,
             Err(SendError::WouldBlock) => {
                 std::thread::sleep(Duration::from_micros(WOULD_BLOCK_PAUSE_US));
             }
