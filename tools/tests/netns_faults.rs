@@ -562,3 +562,72 @@ fn a_partitioned_minority_blocks_the_majority_goes_on_and_after_healing_the_mino
 fn a_minority_cut_off_while_still_sending_rejoins_after_healing() {
     partition_and_heal("m-part5s", &[3, 4], false);
 }
+
+/// The harness's reading of a killed member's cut trace (no root needed): sends others
+/// delivered are reconstructed for the killed id only, after its own view; a delivery of a
+/// message that a *live* member never traced stays an integrity violation.
+#[test]
+fn reconstructing_a_killed_members_sends_covers_only_that_member() {
+    use cohort::checker::{check, CheckConfig};
+    use cohort::trace::MemberTrace;
+    use cohort::Order;
+    use netns::membership::restore_killed_sends;
+    let g = "g".to_string();
+    let view_n = |node: &str, n: u64, members: &[&str]| TraceEvent::View {
+        node: node.into(),
+        group: g.clone(),
+        view: n,
+        members: members.iter().map(|m| m.to_string()).collect(),
+    };
+    let view = |node: &str, members: &[&str]| view_n(node, 1, members);
+    let send = |node: &str, seq: u64| TraceEvent::Send {
+        node: node.into(),
+        group: g.clone(),
+        view: 1,
+        msg: format!("{node}/{seq}"),
+        order: Order::Fifo,
+        safe: false,
+    };
+    let deliver = |node: &str, msg: &str| TraceEvent::Deliver {
+        node: node.into(),
+        group: g.clone(),
+        view: 1,
+        msg: msg.into(),
+        order: Order::Fifo,
+    };
+    let all = ["a", "b", "k"];
+    let survivor = |me: &str, other: &str| MemberTrace {
+        source: me.into(),
+        events: vec![
+            view(me, &all),
+            send(me, 1),
+            deliver(me, &format!("{me}/1")),
+            deliver(me, &format!("{other}/1")),
+            deliver(me, "k/1"),
+            deliver(me, "k/2"),
+            view_n(me, 2, &["a", "b"]),
+        ],
+    };
+    let traces = vec![survivor("a", "b"), survivor("b", "a")];
+    let config = CheckConfig {
+        require_survivor_complete: true,
+        ..Default::default()
+    };
+    let cut = check(&traces, &config);
+    assert!(cut.violated().contains(&Property::Integrity), "{cut}");
+
+    let mut rebuilt = traces.clone();
+    let added = restore_killed_sends(&mut rebuilt, &["k".to_string()], false);
+    assert_eq!(added.get("k"), Some(&2));
+    let k = rebuilt.last().expect("a trace for k");
+    assert_eq!(k.events, vec![view("k", &all), send("k", 1), send("k", 2)]);
+    let fixed = check(&rebuilt, &config);
+    assert!(fixed.is_ok(), "{fixed}");
+
+    // b's send of b/1 is not traced and b was not killed: still an integrity violation.
+    let mut untraced = traces.clone();
+    untraced[1].events.retain(|e| *e != send("b", 1));
+    restore_killed_sends(&mut untraced, &["k".to_string()], false);
+    let report = check(&untraced, &config);
+    assert!(report.violated().contains(&Property::Integrity), "{report}");
+}

@@ -355,10 +355,13 @@ pub fn run_membership<T>(
     let elapsed = start.elapsed();
     let mut summaries = Vec::new();
     let mut lines = Vec::new();
+    // Per started host: its view and blocked lines, timed from the start (for the log).
+    let mut views: Vec<Vec<String>> = Vec::new();
     for (m, status) in live.members.iter_mut().zip(&statuses) {
         let (Some(m), Some(status)) = (m, status) else {
             summaries.push("-".to_owned());
             lines.push(Vec::new());
+            views.push(Vec::new());
             continue;
         };
         // The reader thread ends at end of file, which comes with the exit.
@@ -374,6 +377,16 @@ pub fn run_membership<T>(
             .unwrap_or_else(|| "(no summary)".to_owned());
         summaries.push(format!("{status}: {summary}"));
         lines.push(m.lines());
+        views.push(
+            m.timed_lines()
+                .into_iter()
+                .filter(|(_, l)| l.starts_with("view ") || l.starts_with("blocked"))
+                .map(|(t, l)| {
+                    let at = t.saturating_duration_since(start).as_secs_f64();
+                    format!("+{at:.3} s {l}")
+                })
+                .collect::<Vec<_>>(),
+        );
     }
     let killed = live.killed.clone();
     drop(live);
@@ -411,8 +424,11 @@ pub fn run_membership<T>(
         report.deliveries,
         report.violation_count()
     );
-    for sm in &summaries {
-        eprintln!("  {sm}");
+    for (h, (sm, vs)) in summaries.iter().zip(&views).enumerate() {
+        eprintln!("  host {h}: {sm}");
+        for v in vs {
+            eprintln!("    {v}");
+        }
     }
     assert!(report.is_ok(), "{group}: {report}");
     for &h in survivors {
