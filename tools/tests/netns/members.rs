@@ -35,7 +35,7 @@ const OUTPUT_POLL_MS: u64 = 10;
 /// bounded shutdown (own sends flushed for at most the library's leave bound) and start-up.
 pub const EXIT_GRACE: Duration = Duration::from_secs(8);
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+pub static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mode {
@@ -74,6 +74,8 @@ pub struct Scenario {
     pub count: u64,
     /// `--rate` of each member (0: as fast as the window allows).
     pub rate: u64,
+    /// `(host, rate)`: a different `--rate` for these hosts.
+    pub rate_overrides: Vec<(usize, u64)>,
     /// `--duration` of each member, in seconds.
     pub duration_secs: u64,
     /// `--window` of each member (None: the library's default).
@@ -90,6 +92,14 @@ pub struct Scenario {
     pub progress_ms: Option<u64>,
     /// Assert a clean, complete run: checker verdict, exit statuses, no message lost.
     pub expect_clean: bool,
+    /// `--heartbeat-ms`, `--suspect-ms` and `--expect-members` of every founder (None: the
+    /// member's defaults). Membership runs ([`run_membership`]) set the first two short.
+    pub heartbeat_ms: Option<u64>,
+    pub suspect_ms: Option<u64>,
+    pub expect_members: Option<usize>,
+    /// Hosts `0..founders` found the group in [`run_membership`]; the others are started by
+    /// the test as joiners ([`Live::join`]). [`run`] starts every host as a founder.
+    pub founders: usize,
 }
 
 impl Scenario {
@@ -104,6 +114,7 @@ impl Scenario {
             size: 32,
             count: 500,
             rate: 0,
+            rate_overrides: Vec::new(),
             duration_secs: 30,
             window: None,
             link_faults: Vec::new(),
@@ -112,15 +123,29 @@ impl Scenario {
             stopped_at_start: None,
             progress_ms: None,
             expect_clean: true,
+            heartbeat_ms: None,
+            suspect_ms: None,
+            expect_members: None,
+            founders: hosts,
         }
     }
+}
+
+/// How a member enters the group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `--members` of these hosts (in rank order: the first is the leader).
+    Found(Vec<usize>),
+    /// `--seeds` of these hosts.
+    Join(Vec<usize>),
 }
 
 /// One running member: its process and what it printed so far.
 pub struct Member<'c> {
     pub host: usize,
     pub proc_: Proc<'c>,
-    output: Arc<Mutex<VecDeque<String>>>,
+    /// Every line with the time the harness read it.
+    output: Arc<Mutex<VecDeque<(Instant, String)>>>,
 }
 
 impl Member<'_> {
@@ -134,8 +159,45 @@ impl Member<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    /// Lines printed so far with the time each was read (at most [`OUTPUT_LINES_MAX`]).
+    pub fn timed_lines(&self) -> Vec<(Instant, String)> {
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
             .cloned()
             .collect()
+    }
+
+    /// Waits until a line read at or after `since` satisfies `pred`, at most `limit`; the
+    /// time it was read, or `None`.
+    pub fn wait_line_since(
+        &self,
+        since: Instant,
+        pred: impl Fn(&str) -> bool,
+        limit: Duration,
+    ) -> Option<Instant> {
+        let end = Instant::now() + limit;
+        loop {
+            let hit = self
+                .output
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find(|(t, l)| *t >= since && pred(l))
+                .map(|(t, _)| *t);
+            if hit.is_some() {
+                return hit;
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(OUTPUT_POLL_MS));
+        }
     }
 
     /// Waits until a printed line satisfies `pred`, at most `limit`; false if none did.
@@ -147,7 +209,7 @@ impl Member<'_> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()
-                .any(|l| pred(l))
+                .any(|(_, l)| pred(l))
             {
                 return true;
             }
@@ -223,7 +285,7 @@ pub fn run(s: &Scenario, during: impl FnOnce(&Cluster, &[Member<'_>])) -> Option
     }
     let mut spawned: Vec<Member<'_>> = Vec::new();
     for i in order {
-        let m = spawn_member(&c, s, i, &group, &dir);
+        let m = spawn_member(&c, s, i, &group, &dir, &Role::Found((0..s.hosts).collect()));
         if s.stopped_at_start == Some(i) {
             m.signal("STOP");
         }
@@ -333,15 +395,21 @@ pub fn run(s: &Scenario, during: impl FnOnce(&Cluster, &[Member<'_>])) -> Option
     })
 }
 
-fn spawn_member<'c>(
+pub fn spawn_member<'c>(
     c: &'c Cluster,
     s: &Scenario,
     i: usize,
     group: &str,
     trace_dir: &std::path::Path,
+    role: &Role,
 ) -> Member<'c> {
-    let list = (0..s.hosts)
-        .map(|h| format!("{}:{MEMBER_PORT}", c.addr(h)))
+    let (flag, hosts) = match role {
+        Role::Found(h) => ("--members", h),
+        Role::Join(h) => ("--seeds", h),
+    };
+    let list = hosts
+        .iter()
+        .map(|&h| member_id(c, h))
         .collect::<Vec<_>>()
         .join(",");
     let mut args: Vec<String> = [
@@ -350,7 +418,7 @@ fn spawn_member<'c>(
         group,
         "--bind",
         &format!("{}:{MEMBER_PORT}", c.addr(i)),
-        "--members",
+        flag,
         &list,
         "--order",
         &s.order,
@@ -361,7 +429,11 @@ fn spawn_member<'c>(
         "--duration",
         &s.duration_secs.to_string(),
         "--rate",
-        &s.rate.to_string(),
+        &s.rate_overrides
+            .iter()
+            .find(|(h, _)| *h == i)
+            .map_or(s.rate, |&(_, r)| r)
+            .to_string(),
         "--trace",
         trace_dir.to_str().expect("utf-8 trace dir"),
         "--no-counters",
@@ -396,6 +468,15 @@ fn spawn_member<'c>(
     if let Some(ms) = s.progress_ms {
         args.extend(["--progress-ms".into(), ms.to_string()]);
     }
+    if let Some(ms) = s.heartbeat_ms {
+        args.extend(["--heartbeat-ms".into(), ms.to_string()]);
+    }
+    if let Some(ms) = s.suspect_ms {
+        args.extend(["--suspect-ms".into(), ms.to_string()]);
+    }
+    if let (Some(n), Role::Found(_)) = (s.expect_members, role) {
+        args.extend(["--expect-members".into(), n.to_string()]);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut cmd = c.command(i, env!("CARGO_BIN_EXE_cohort"), &args);
     cmd.env("RUST_LOG", "error")
@@ -412,7 +493,7 @@ fn spawn_member<'c>(
             if out.len() == OUTPUT_LINES_MAX {
                 out.pop_front();
             }
-            out.push_back(line);
+            out.push_back((Instant::now(), line));
         }
     });
     Member {
@@ -420,4 +501,9 @@ fn spawn_member<'c>(
         proc_,
         output,
     }
+}
+
+/// A member's id in views and traces on its first incarnation: the address it binds.
+pub fn member_id(c: &Cluster, host: usize) -> String {
+    format!("{}:{MEMBER_PORT}", c.addr(host))
 }

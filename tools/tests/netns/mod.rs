@@ -23,6 +23,7 @@
 #![allow(dead_code)]
 
 pub mod members;
+pub mod membership;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
