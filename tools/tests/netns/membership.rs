@@ -8,15 +8,11 @@
 //! survivor (read from the traces, not from the members' own accounts).
 //!
 //! A killed member's trace file is cut where SIGKILL found its buffered writer (256 KiB,
-//! so usually it is empty), possibly inside a line: the harness drops the torn last line and
-//! then *reconstructs the killed member's untraced sends* from what the others delivered
-//! ([`restore_killed_sends`]): for each message of the killed id that some member delivered
-//! and the trace does not send, a `send` event (view and order of the first delivery seen,
-//! `safe` as the scenario) is appended, preceded by the `view` event of that view as the
-//! others traced it when the killed trace lacks it. Without this every delivery of its
-//! messages would be an integrity violation of the harness's making. What this gives up: the
-//! killed member's own integrity (that it sent what was delivered) beyond its traced prefix;
-//! agreement, virtual synchrony, orders, survivor completeness are still checked in full.
+//! so usually it is empty), possibly inside a line: the harness drops the torn last line,
+//! and the checker is told who was killed (`CheckConfig::crashed`): a killed member's
+//! messages that others delivered are taken as sent. What this gives up: the killed member's
+//! own integrity (that it sent what was delivered) beyond its traced prefix; agreement,
+//! virtual synchrony, orders, survivor completeness are still checked in full.
 //!
 //! Timing never decides a verdict: view-change times are measured and printed by the tests;
 //! waits are bounded only to turn a hang into a failure.
@@ -172,107 +168,6 @@ fn drop_torn_tail(dir: &Path, id: &str) {
     }
 }
 
-/// Appends to the trace of each killed id the sends others delivered but it did not trace
-/// (see the module documentation); returns how many were reconstructed per id.
-pub fn restore_killed_sends(
-    traces: &mut Vec<MemberTrace>,
-    killed: &[String],
-    safe: bool,
-) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for id in killed {
-        // (seq) -> (group, view, msg, order) of the first delivery anywhere.
-        let mut delivered: BTreeMap<u64, (String, u64, String, cohort::Order)> = BTreeMap::new();
-        let mut views: BTreeMap<(String, u64), Vec<String>> = BTreeMap::new();
-        for t in traces.iter() {
-            for e in &t.events {
-                match e {
-                    TraceEvent::Deliver {
-                        group,
-                        view,
-                        msg,
-                        order,
-                        ..
-                    } => {
-                        if let Some((sender, seq)) = parse_msg_id(msg) {
-                            if sender == id {
-                                delivered
-                                    .entry(seq)
-                                    .or_insert_with(|| (group.clone(), *view, msg.clone(), *order));
-                            }
-                        }
-                    }
-                    TraceEvent::View {
-                        group,
-                        view,
-                        members,
-                        ..
-                    } if members.contains(id) => {
-                        views.insert((group.clone(), *view), members.clone());
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let slot = match traces.iter().position(|t| ids_of(t).contains(id.as_str())) {
-            Some(i) => i,
-            None => {
-                traces.push(MemberTrace {
-                    source: format!("(reconstructed for killed {id})"),
-                    events: Vec::new(),
-                });
-                traces.len() - 1
-            }
-        };
-        let t = &mut traces[slot];
-        let sent: BTreeSet<String> = t
-            .events
-            .iter()
-            .filter_map(|e| match e {
-                TraceEvent::Send { msg, .. } => Some(msg.clone()),
-                _ => None,
-            })
-            .collect();
-        let mut installed: BTreeSet<(String, u64)> = t
-            .events
-            .iter()
-            .filter_map(|e| match e {
-                TraceEvent::View { group, view, .. } => Some((group.clone(), *view)),
-                _ => None,
-            })
-            .collect();
-        let mut added = 0;
-        for (group, view, msg, order) in delivered.into_values() {
-            if sent.contains(&msg) {
-                continue;
-            }
-            let key = (group.clone(), view);
-            if !installed.contains(&key) {
-                if let Some(members) = views.get(&key) {
-                    t.events.push(TraceEvent::View {
-                        node: id.clone(),
-                        group: group.clone(),
-                        view,
-                        members: members.clone(),
-                    });
-                }
-                installed.insert(key);
-            }
-            t.events.push(TraceEvent::Send {
-                node: id.clone(),
-                group,
-                view,
-                msg,
-                order,
-                safe,
-            });
-            added += 1;
-        }
-        out.insert(id.clone(), added);
-    }
-    out
-}
-
 /// Per trace: the member ids it traces (one process may trace several incarnations).
 fn ids_of(t: &MemberTrace) -> BTreeSet<&str> {
     t.events.iter().map(TraceEvent::node).collect()
@@ -393,17 +288,14 @@ pub fn run_membership<T>(
     for &h in &killed {
         drop_torn_tail(&dir, &member_id(&c, h));
     }
-    let mut traces = read_trace_dir(&dir).expect("traces readable");
+    let traces = read_trace_dir(&dir).expect("traces readable");
     let _ = std::fs::remove_dir_all(&dir);
     let killed_ids: Vec<String> = killed.iter().map(|&h| member_id(&c, h)).collect();
-    let rebuilt = restore_killed_sends(&mut traces, &killed_ids, s.safe);
-    if !rebuilt.is_empty() {
-        eprintln!("  sends of killed members reconstructed from deliveries: {rebuilt:?}");
-    }
     let report = check(
         &traces,
         &CheckConfig {
             require_survivor_complete: true,
+            crashed: killed_ids,
             ..Default::default()
         },
     );
