@@ -22,7 +22,8 @@
 //!
 //! **Demo** (`main`): three founding nodes on loopback UDP (one process, one socket and poller
 //! thread per node) apply [`WRITES_BEFORE_JOIN_PER_NODE`] random writes each, concurrently; a
-//! fourth node joins with [`Node::join_with_seeds`] and receives the map; then all four write
+//! fourth node joins with [`Node::join_with_seeds`] while the founders write
+//! [`WRITES_DURING_JOIN_PER_NODE`] more each, and receives the map; then all four write
 //! [`WRITES_AFTER_JOIN_PER_NODE`] more each. The program waits (at most [`CONVERGE_TIMEOUT_MS`])
 //! until every member has applied every command, prints each map's digest and exits non-zero
 //! unless all four maps are identical.
@@ -56,6 +57,8 @@ const SNAPSHOT_HEADER_BYTES: usize = 1 + 8 + 8 + 8 + 4;
 const FOUNDERS: usize = 3;
 /// Random writes each founder makes before the fourth node joins.
 const WRITES_BEFORE_JOIN_PER_NODE: u64 = 1_500;
+/// Random writes each founder makes while the fourth node joins.
+const WRITES_DURING_JOIN_PER_NODE: u64 = 500;
 /// Random writes each of the four members makes after the join.
 const WRITES_AFTER_JOIN_PER_NODE: u64 = 500;
 /// Distinct keys the random writes draw from.
@@ -588,22 +591,51 @@ fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
         phase1.elapsed()
     );
 
-    // The fourth node joins through one seed and receives the map by state transfer.
+    // The fourth node joins through one seed while the founders go on writing, and receives
+    // the map by state transfer: the snapshot cuts the stream of writes somewhere in this burst.
     let joiner = start_node()?;
-    let joined = Instant::now();
     let replica = KvReplica::new("node 3 (joiner)", true);
-    groups.push(joiner.join_with_seeds("kv", &members[1..2], replica.clone())?);
+    let joining = Instant::now();
+    let (joined, admitted_in) = std::thread::scope(|s| {
+        let writers: Vec<_> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let seed = 0x2545_f491_4f6c_dd1d ^ i as u64;
+                s.spawn(move || {
+                    write_random(
+                        g,
+                        seed,
+                        WRITES_DURING_JOIN_PER_NODE,
+                        DEMO_KEYS,
+                        DEMO_VALUE_BYTES_MAX,
+                    )
+                })
+            })
+            .collect();
+        let joined = joiner.join_with_seeds("kv", &members[1..2], replica.clone());
+        let admitted_in = joining.elapsed();
+        for w in writers {
+            w.join().expect("a writer thread")?;
+        }
+        Ok::<_, Box<dyn std::error::Error>>((joined?, admitted_in))
+    })?;
+    groups.push(joined);
     replicas.push(replica);
-    println!("join: admitted in {:.2?}", joined.elapsed());
+    println!(
+        "join: admitted in {admitted_in:.2?} while the founders wrote {} more",
+        FOUNDERS as u64 * WRITES_DURING_JOIN_PER_NODE
+    );
 
     // Phase 2: all four write.
     let phase2 = Instant::now();
     write_all(&groups, 2, WRITES_AFTER_JOIN_PER_NODE)?;
-    let total = before_join + groups.len() as u64 * WRITES_AFTER_JOIN_PER_NODE;
+    let during_join = FOUNDERS as u64 * WRITES_DURING_JOIN_PER_NODE;
+    let total = before_join + during_join + groups.len() as u64 * WRITES_AFTER_JOIN_PER_NODE;
     let converged = wait_delivered(&replicas, total, timeout);
     println!(
         "phase 2: 4 members wrote {} more in {:.2?}",
-        total - before_join,
+        total - before_join - during_join,
         phase2.elapsed()
     );
 

@@ -188,6 +188,67 @@ fn three_founders_and_a_joiner_hold_the_map_the_total_order_builds() {
     drop(groups);
 }
 
+#[test]
+fn a_joiner_admitted_during_a_burst_of_writes_restores_a_prefix_and_delivers_the_rest() {
+    let net = MemoryNetwork::new(62);
+    let founders: Vec<Node> = ["127.0.0.1:9611", "127.0.0.1:9612", "127.0.0.1:9613"]
+        .iter()
+        .map(|a| node(&net, a))
+        .collect();
+    let members: Vec<SocketAddr> = founders.iter().map(Node::local_addr).collect();
+    let mut apps: Vec<Recorded> = (0..3).map(|_| Recorded::new()).collect();
+    let mut groups: Vec<Group> = founders
+        .iter()
+        .zip(&apps)
+        .map(|(n, app)| n.join("kv", &members, app.clone()).unwrap())
+        .collect();
+    write_concurrently(&groups, 2_500, 100);
+    wait_delivered(&apps, 300);
+    let joiner = node(&net, "127.0.0.1:9614");
+    let app = Recorded::new();
+    // The founders write while the fourth node joins: the snapshot cuts the stream somewhere
+    // after the 300 delivered everywhere before the join started.
+    let joined = std::thread::scope(|s| {
+        for (i, g) in groups.iter().enumerate() {
+            s.spawn(move || kv::write_random(g, 3_000 + i as u64, 300, 64, 24).expect("writes"));
+        }
+        joiner
+            .join_with_seeds("kv", &members[..1], app.clone())
+            .expect("admitted")
+    });
+    groups.push(joined);
+    apps.push(app);
+    write_concurrently(&groups, 4_000, 50);
+    wait_delivered(&apps, 1_400);
+
+    let order = apps[0].log();
+    assert_eq!(order.len(), 1_400);
+    for app in &apps[1..3] {
+        assert!(app.log() == order, "founders delivered in one total order");
+    }
+    let restored_at = apps[3]
+        .restored_delivered
+        .lock()
+        .unwrap()
+        .expect("the joiner restored") as usize;
+    assert!(
+        restored_at >= 300,
+        "the snapshot holds what preceded the join"
+    );
+    assert!(
+        apps[3].log() == order[restored_at..],
+        "the joiner delivered exactly the commands after its snapshot (at {restored_at})"
+    );
+    let model = reference_model(&order);
+    for (i, app) in apps.iter().enumerate() {
+        assert!(
+            *app.map().entries() == model,
+            "member {i} holds the reference model's map"
+        );
+    }
+    drop(groups);
+}
+
 // ---------------------------------------------------------------- the command codec
 
 fn sample_commands() -> Vec<Command> {
