@@ -83,6 +83,39 @@ fn five_hundred_seeds_with_every_fault_kind_hold_properties_one_to_ten() {
     assert_eq!(runs, 500);
 }
 
+/// Regression: a gbcast decision known from the sequencer's status frame, with its record
+/// beyond the view's cut (the sequencer crashed mid-change; no survivor held the record),
+/// was applied by one survivor while another ended the round by the final rule (property 6).
+#[test]
+fn a_gbcast_decision_beyond_the_view_cut_is_not_applied_by_one_survivor_only() {
+    let runs = sweep_checked(
+        &[
+            "--seeds",
+            "540..560",
+            "--members",
+            "3",
+            "--loss",
+            "0.1",
+            "--dup",
+            "0.05",
+            "--reorder",
+            "0.2",
+            "--burst",
+            "0.05",
+            "--messages",
+            "40",
+            "--orders",
+            "fifo,causal,total,gbcast,safe",
+            "--faults",
+            "all",
+            "--faults-max",
+            "4",
+        ],
+        false,
+    );
+    assert_eq!(runs, 20);
+}
+
 #[test]
 fn small_logs_and_large_states_survive_partitions_and_leader_crashes() {
     let runs = sweep_checked(

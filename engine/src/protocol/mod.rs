@@ -157,7 +157,11 @@
 //!   its record. The sequencer also repeats the decision in its status frames while the round
 //!   is under way and whenever a member still reports for it: a member frozen far behind
 //!   cannot always store the decision record (its hold-back log is full of records it may not
-//!   deliver yet), but it can always read a status frame. A view change ends any round (see
+//!   deliver yet), but it can always read a status frame. When a view ends, a decision known
+//!   only from a status frame whose record lies beyond the view's cut is dropped: no survivor
+//!   holds the record, so no majority did and nobody delivered by it; the round ends by the
+//!   final rule everywhere (the simulator found one survivor applying it while another did
+//!   not: `tools/tests/sim_ci.rs`, the gbcast regression). A view change ends any round (see
 //!   "Ending a view").
 //!
 //! # Ending a view
@@ -1562,6 +1566,9 @@ impl Member {
         if !matches!(&self.freeze, Some(Freeze { round, cut: None }) if *round == d.round) {
             return; // not frozen in that round (done, or a later one)
         }
+        if self.limit.as_ref().is_some_and(|l| d.record > l[0]) {
+            return; // its record is beyond the view's cut: it does not apply (see `set_cut`)
+        }
         let counts: Vec<u64> = d.counts.iter().map(entry).collect();
         let sender = d.sender as usize;
         self.install_cut(Cut {
@@ -2127,6 +2134,15 @@ impl Member {
             self.mark_dirty(s);
         }
         self.limit = Some(cut.to_vec());
+        // A gbcast decision known from a status frame whose record is beyond the cut never
+        // took effect anywhere that matters: no survivor holds its record, so no majority did
+        // (a majority always includes a survivor). The round ends by the final rule instead,
+        // as at every other member.
+        if let Some(f) = &mut self.freeze {
+            if f.cut.as_ref().is_some_and(|c| c.record > cut[0]) {
+                f.cut = None;
+            }
+        }
         for s in 0..self.n {
             if s != self.me {
                 self.schedule_nak(s);
