@@ -84,6 +84,9 @@ struct ChildState {
     /// `(when read, view id, member ids)` per `view` line, at most
     /// [`VIEW_LINES_PER_MEMBER_MAX`].
     views: Vec<(Instant, String, Vec<String>)>,
+    /// `blocked ...` lines the member printed and the demo has not shown yet (at most
+    /// [`VIEW_LINES_PER_MEMBER_MAX`]).
+    blocked: Vec<String>,
     summary: Option<HashMap<String, String>>,
 }
 
@@ -257,6 +260,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             break;
         }
         let now = Instant::now();
+        for m in &members {
+            for line in std::mem::take(&mut m.state().blocked) {
+                say(
+                    tty,
+                    &format!(
+                        "  [{:5.2} s] {}: {line}",
+                        start.elapsed().as_secs_f64(),
+                        m.addr
+                    ),
+                );
+            }
+        }
         // New views, each printed once, with what changed.
         let mut fresh: Vec<(Instant, SocketAddr, String, Vec<String>)> = Vec::new();
         for m in &members {
@@ -677,6 +692,9 @@ fn read_member_output(stdout: std::process::ChildStdout, state: &Mutex<ChildStat
                     .map(|m| m.split(',').map(str::to_owned).collect())
                     .unwrap_or_default();
                 s.views.push((Instant::now(), id, ids));
+            }
+            Some("blocked") if s.blocked.len() < VIEW_LINES_PER_MEMBER_MAX => {
+                s.blocked.push(line.clone());
             }
             Some("summary") => {
                 s.delivered = num("delivered").unwrap_or(s.delivered);
