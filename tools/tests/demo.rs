@@ -24,7 +24,13 @@ fn run_demo(dir_tag: &str, extra: &[&str]) -> (bool, String) {
         .expect("cohort demo runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{stdout}");
-    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "stderr of the demo and its members:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } // else the traces stay for a look
     (out.status.success(), stdout)
 }
 
