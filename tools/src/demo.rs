@@ -14,8 +14,9 @@
 //! percentiles per member and the trace checker's verdict (properties 1-10, and completeness
 //! among the survivors: no message lost from a sender that stayed in the group).
 //!
-//! The killed member's trace is a prefix of its run; a kill -9 may cut its last line in half,
-//! and the demo drops such a torn last line before checking.
+//! The killed member's trace is a prefix of its run (its buffered tail is lost with the
+//! process); a kill -9 may cut its last line in half, and the demo drops such a torn last line
+//! before checking and tells the checker which member was killed (`CheckConfig::crashed`).
 //!
 //! Bounded: the members get `--duration` seconds, the demo kills its own children if they
 //! overrun. Exit status: 0 only if the kill and the join happened, every surviving member and
@@ -503,14 +504,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let mut traces = read_trace_dir(&dir).context("reading the traces")?;
+    let traces = read_trace_dir(&dir).context("reading the traces")?;
     let mut flush_ok = true;
     if killed {
         let survivors: Vec<String> = members[..victim]
             .iter()
             .map(|m| m.addr.to_string())
             .collect();
-        let f = separate_lost_sends(&mut traces, &victim_id, &survivors);
+        let f = compare_flush(&traces, &victim_id, &survivors);
         flush_ok = f.same_at_every_survivor && f.lost_contiguous;
         println!(
             "  flush: the survivors delivered {} of the killed member's messages — {}",
@@ -527,7 +528,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         if f.lost_sends > 0 {
             println!(
-                "  its trace records sends up to #{}; #{}..#{} were still in its trace buffer when it was killed, so the checker cannot see them sent: the demo takes their deliveries out of the survivors' traces before checking, and checked them above (same at every survivor{})",
+                "  its trace records sends up to #{}; #{}..#{} were still in its trace buffer when it was killed: the checker is told it was killed and takes those as sent, checking everything else about them (and above: the same at every survivor{})",
                 f.last_traced_send,
                 f.last_traced_send + 1,
                 f.last_traced_send + f.lost_sends,
@@ -543,6 +544,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &traces,
         &CheckConfig {
             require_survivor_complete: true,
+            crashed: if killed {
+                vec![victim_id.clone()]
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         },
     );
@@ -603,11 +609,10 @@ struct Flush {
     lost_contiguous: bool,
 }
 
-/// Compares the survivors' deliveries of the killed member's messages, and takes out of the
-/// survivors' traces the deliveries of messages whose send the killed member's trace lost
-/// (kill -9 ends a buffered trace early; without this the checker would report those
-/// deliveries as messages no member sent).
-fn separate_lost_sends(traces: &mut [MemberTrace], victim: &str, survivors: &[String]) -> Flush {
+/// Compares the survivors' deliveries of the killed member's messages, and counts those
+/// whose send the killed member's trace lost (kill -9 ends a buffered trace early; the
+/// checker is told who was killed, `CheckConfig::crashed`).
+fn compare_flush(traces: &[MemberTrace], victim: &str, survivors: &[String]) -> Flush {
     let node_of = |t: &MemberTrace| t.events.first().map(|e| e.node().to_owned());
     let last_traced_send = traces
         .iter()
@@ -622,27 +627,24 @@ fn separate_lost_sends(traces: &mut [MemberTrace], victim: &str, survivors: &[St
     let mut seen: Vec<BTreeSet<(u64, u64)>> = Vec::new();
     let mut delivered_from_victim = Vec::new();
     let mut lost: BTreeSet<u64> = BTreeSet::new();
-    for t in traces.iter_mut() {
+    for t in traces {
         let Some(node) = node_of(t) else { continue };
         if !survivors.contains(&node) {
             continue;
         }
         let mut mine = BTreeSet::new();
-        t.events.retain(|e| match e {
-            TraceEvent::Deliver { msg, view, .. } => match parse_msg_id(msg) {
-                Some((s, seq)) if s == victim => {
-                    mine.insert((seq, *view));
-                    if seq > last_traced_send {
-                        lost.insert(seq);
-                        false
-                    } else {
-                        true
+        for e in &t.events {
+            if let TraceEvent::Deliver { msg, view, .. } = e {
+                if let Some((s, seq)) = parse_msg_id(msg) {
+                    if s == victim {
+                        mine.insert((seq, *view));
+                        if seq > last_traced_send {
+                            lost.insert(seq);
+                        }
                     }
                 }
-                _ => true,
-            },
-            _ => true,
-        });
+            }
+        }
         delivered_from_victim.push((node, mine.len()));
         seen.push(mine);
     }
