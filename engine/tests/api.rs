@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Longest any test waits for traffic to settle before it declares a hang.
+/// Long enough that no member is ever suspected here (failure detection is tested in
+/// membership_api.rs).
+const NO_SUSPICION: Duration = Duration::from_secs(120);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// (group, sender rank, seq, payload) per delivery, in delivery order.
@@ -25,6 +28,7 @@ fn node(net: &MemoryNetwork, addr: &str) -> Node {
     Node::builder()
         .bind(addr.parse().unwrap())
         .driver(Driver::Memory(net.clone()))
+        .suspect_timeout(NO_SUSPICION) // these tests start members late or never
         .start()
         .expect("node starts")
 }

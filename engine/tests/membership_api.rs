@@ -86,7 +86,7 @@ fn node(net: &MemoryNetwork, addr: &str) -> Node {
         .bind(addr.parse().unwrap())
         .driver(Driver::Memory(net.clone()))
         .heartbeat(Duration::from_millis(10))
-        .suspect_timeout(Duration::from_millis(300))
+        .suspect_timeout(Duration::from_millis(1000))
         .start()
         .expect("node starts")
 }

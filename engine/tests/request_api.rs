@@ -56,7 +56,7 @@ fn trio(seed: u64, base: u16, third_declines: bool) -> Trio {
                 .bind(*a)
                 .driver(Driver::Memory(net.clone()))
                 .heartbeat(Duration::from_millis(10))
-                .suspect_timeout(Duration::from_millis(300))
+                .suspect_timeout(Duration::from_millis(1000))
                 .start()
                 .unwrap()
         })

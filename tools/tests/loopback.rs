@@ -298,7 +298,7 @@ impl Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
             .args(["member", "--group", group, "--bind", &bind.to_string()])
             .args(["--size", "32", "--progress-ms", "20"])
-            .args(["--heartbeat-ms", "20", "--suspect-ms", "400"])
+            .args(["--heartbeat-ms", "20", "--suspect-ms", "1000"])
             .args(["--duration", &MEMBER_DURATION_S.to_string()])
             .args(args)
             .arg("--trace")
