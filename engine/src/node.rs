@@ -1082,13 +1082,13 @@ impl Group {
     }
 
     /// An empty payload buffer: one the poller handed back (after warm-up, always), else a
-    /// new one that can hold any payload.
+    /// new one that can hold any payload with its framing (the poller recycles only buffers
+    /// of that capacity: a smaller one would be freed after every send).
     #[inline]
     fn take_buffer(&self) -> Vec<u8> {
-        self.inner
-            .recycled
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(self.inner.payload_bytes_max))
+        self.inner.recycled.try_recv().unwrap_or_else(|_| {
+            Vec::with_capacity(self.inner.payload_bytes_max + framing::PLAIN_HEADER_BYTES)
+        })
     }
 
     /// Gives an unused payload buffer back for the next send (dropped if the queue is full).
