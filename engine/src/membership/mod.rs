@@ -311,6 +311,8 @@ pub struct Endpoint {
     linger: Vec<String>,
     linger_next: Time,
     linger_until: Time,
+    /// No member can be suspected before this time (see `advance_in_view`).
+    suspect_check_at: Time,
     next_join: Time,
     held: VecDeque<(Order, bool, Vec<u8>)>,
     held_blocked: bool,
@@ -388,6 +390,7 @@ impl Endpoint {
             linger: Vec::new(),
             linger_next: now,
             linger_until: now,
+            suspect_check_at: now,
             next_join: now,
             held: VecDeque::new(),
             held_blocked: false,
@@ -953,19 +956,24 @@ impl Endpoint {
         for out in &mut self.state_out {
             out.on_timer(now, retry);
         }
-        // Failure detection.
-        if let Some(m) = &self.member {
+        // Failure detection, skipped until the earliest deadline it found last time (a
+        // member heard from since has a later one, never an earlier one).
+        if let Some(m) = self.member.as_ref().filter(|_| self.now >= self.suspect_check_at) {
+            let mut next = u64::MAX;
             for r in 0..n {
-                if r != me
-                    && !self.suspected[r]
-                    && self.now.as_nanos()
-                        > m.last_heard(r as u16).as_nanos() + self.cfg.suspect_timeout_ns
-                {
+                if r == me || self.suspected[r] {
+                    continue;
+                }
+                let deadline = m.last_heard(r as u16).as_nanos() + self.cfg.suspect_timeout_ns;
+                if self.now.as_nanos() > deadline {
                     self.suspected[r] = true;
                     self.stats.suspicions += 1;
                     self.next_notice = self.now;
+                } else {
+                    next = next.min(deadline);
                 }
             }
+            self.suspect_check_at = Time(next);
         }
         let alive = self.suspected.iter().filter(|&&s| !s).count();
         if alive * 2 <= n && self.committing.is_none() {
@@ -1498,6 +1506,7 @@ impl Endpoint {
         self.rank = rank;
         self.installed = installed;
         self.suspected = vec![false; n];
+        self.suspect_check_at = self.now;
         self.promised = 0;
         self.accepted = None;
         self.taking = None;
