@@ -958,7 +958,11 @@ impl Endpoint {
         }
         // Failure detection, skipped until the earliest deadline it found last time (a
         // member heard from since has a later one, never an earlier one).
-        if let Some(m) = self.member.as_ref().filter(|_| self.now >= self.suspect_check_at) {
+        if let Some(m) = self
+            .member
+            .as_ref()
+            .filter(|_| self.now >= self.suspect_check_at)
+        {
             let mut next = u64::MAX;
             for r in 0..n {
                 if r == me || self.suspected[r] {

@@ -569,11 +569,12 @@ impl GroupSlot {
                 self.on_event(ev);
             }
             let mut count = 0u64;
+            let mut polled = false;
             while !self.gone {
                 let Some(d) = self.endpoint.poll_deliver() else {
                     break;
                 };
-                count += 1;
+                polled = true;
                 let (body, request) = match framing::parse(d.payload) {
                     framing::Framed::Plain(body) => (body, None),
                     framing::Framed::Request { id, want, body } => (body, Some((id, want))),
@@ -586,7 +587,8 @@ impl GroupSlot {
                             ) {
                                 o.replies.push(Reply {
                                     from: from.clone(),
-                                    addr: self.addrs[d.sender as usize],
+                                    addr: addr_of(from)
+                                        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
                                     payload: (!null).then(|| body.to_vec()),
                                 });
                             }
@@ -595,6 +597,7 @@ impl GroupSlot {
                     }
                 };
                 self.events += 1;
+                count += 1;
                 self.bytes_delivered_unpublished += body.len() as u64;
                 let delivery = Delivery {
                     group: &self.name,
@@ -646,7 +649,7 @@ impl GroupSlot {
                     }
                 }
             }
-            if count > 0 {
+            if polled {
                 progress = true;
                 self.counters.delivered.fetch_add(count, Ordering::Relaxed);
                 self.complete_requests();
@@ -742,10 +745,11 @@ impl GroupSlot {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .view = Some(view.clone());
+        self.upcall(|h| h.on_view(&view));
+        // After the upcall: a joiner's `join_with_seeds` returns with `on_view` already run.
         if let Some(tx) = self.installed.take() {
             let _ = tx.try_send(());
         }
-        self.upcall(|h| h.on_view(&view));
     }
 
     /// A leave: asked of the endpoint once every send queued before it was taken (they go
