@@ -1441,7 +1441,9 @@ impl Endpoint {
         let Some(rank) = members.iter().position(|m| *m == self.me) else {
             // Not in the next view: left, or excluded.
             if self.leaving {
-                self.linger = members;
+                // Only members of the ending view can confirm (joiners never saw it).
+                let old = &self.members;
+                self.linger = members.into_iter().filter(|m| old.contains(m)).collect();
                 self.linger_next = self.now;
                 self.linger_until = self.now.plus_nanos(self.cfg.change_timeout_ns);
                 self.collect_member_trace();
