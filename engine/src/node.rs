@@ -1167,6 +1167,62 @@ impl Group {
     }
 
     /// A send request numbered in the member's current incarnation.
+    /// The member's current incarnation; numbering restarts at 1 when it changed (a block).
+    fn renumber(&self, side: &mut SendSide) -> u64 {
+        let incarnation = self.inner.counters.incarnation.load(Ordering::Relaxed);
+        if incarnation != side.incarnation {
+            side.incarnation = incarnation;
+            side.next_seq = 1;
+        }
+        incarnation
+    }
+
+    /// Sends a message of `len` bytes that `write` fills in place *knowing its sequence
+    /// number* (for payloads that carry it): the number and the queueing are one step, so
+    /// they agree even when this member blocks and its numbering restarts meanwhile.
+    /// `WouldBlock` (checked before `write` runs) when the send window and the queue in
+    /// front of it are full.
+    pub fn send_numbered(
+        &self,
+        order: Order,
+        safe: bool,
+        len: usize,
+        write: impl FnOnce(Seq, &mut [u8]),
+    ) -> Result<Seq, SendError> {
+        self.check_len(len)?;
+        let mut payload = self.take_buffer();
+        framing::start_plain(&mut payload);
+        payload.resize(framing::PLAIN_HEADER_BYTES + len, 0);
+        let mut side = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
+        if side.requests.is_full() {
+            drop(side);
+            self.inner.poller.unpark();
+            self.recycle(payload);
+            return Err(SendError::WouldBlock);
+        }
+        let incarnation = self.renumber(&mut side);
+        let seq = Seq(side.next_seq);
+        write(seq, &mut payload[framing::PLAIN_HEADER_BYTES..]);
+        let request = Request::Send {
+            order,
+            safe,
+            payload,
+            incarnation,
+            waiter: None,
+        };
+        match side.requests.try_send(request) {
+            Ok(()) => {
+                side.next_seq += 1;
+                drop(side);
+                self.inner.poller.unpark();
+                Ok(seq)
+            }
+            // Only this thread sends under the lock, and the queue had room.
+            Err(TrySendError::Full(_)) => Err(SendError::WouldBlock),
+            Err(TrySendError::Disconnected(_)) => Err(SendError::Closed),
+        }
+    }
+
     fn numbered_send(
         &self,
         side: &mut SendSide,
@@ -1174,11 +1230,7 @@ impl Group {
         safe: bool,
         payload: Vec<u8>,
     ) -> Request {
-        let incarnation = self.inner.counters.incarnation.load(Ordering::Relaxed);
-        if incarnation != side.incarnation {
-            side.incarnation = incarnation;
-            side.next_seq = 1;
-        }
+        let incarnation = self.renumber(side);
         Request::Send {
             order,
             safe,

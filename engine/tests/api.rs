@@ -510,3 +510,29 @@ fn send_owned_moves_the_buffer_into_the_log_and_hands_back_the_slots_old_one() {
         .is_err());
     assert_eq!(too_large.len(), member.config().payload_bytes_max() + 1);
 }
+
+#[test]
+fn send_numbered_writes_the_sequence_number_the_message_is_delivered_with() {
+    let net = MemoryNetwork::new(17);
+    let (a, b) = (node(&net, "127.0.0.1:8171"), node(&net, "127.0.0.1:8172"));
+    let members = [a.local_addr(), b.local_addr()];
+    let log: Log = Arc::default();
+    let ga = a.join("num", &members, recorder(&log)).unwrap();
+    let _gb = b.join("num", &members, |_: &Delivery<'_>| {}).unwrap();
+    let mut numbers = Vec::new();
+    while numbers.len() < 300 {
+        match ga.send_numbered(Order::Total, false, 8, |seq, buf| {
+            buf.copy_from_slice(&seq.0.to_le_bytes())
+        }) {
+            Ok(seq) => numbers.push(seq.0),
+            Err(SendError::WouldBlock) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(numbers, (1..=300).collect::<Vec<_>>());
+    ga.flush().unwrap();
+    wait_until("300 delivered", || log.lock().unwrap().len() == 300);
+    for (_, _, seq, payload) in log.lock().unwrap().iter() {
+        assert_eq!(payload, &seq.to_le_bytes(), "payload carries its own number");
+    }
+}

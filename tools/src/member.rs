@@ -423,7 +423,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
 
     // Send our share.
-    let mut payload = vec![0u8; args.size];
     let mut sent = 0u64;
     let mut blocks = 0u64;
     let send_start = Instant::now();
@@ -444,15 +443,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 continue;
             }
         }
-        let seq = sent + 1;
-        if payload.len() >= PAYLOAD_HEADER_BYTES {
-            payload[..8].copy_from_slice(&wall_ns().to_le_bytes());
-            payload[8..16].copy_from_slice(&seq.to_le_bytes());
-        }
         let order = args.order[(sent % args.order.len() as u64) as usize];
-        match group.send(order, args.safe, &payload) {
-            // The group's numbering rules (a send that raced with a block is numbered in
-            // the next incarnation; its payload then says otherwise, which receivers report).
+        // The payload carries the sequence number the group gives it (numbering restarts
+        // after a block), written in the same step as the numbering.
+        let stamp = |seq: cohort::protocol::Seq, buf: &mut [u8]| {
+            if buf.len() >= PAYLOAD_HEADER_BYTES {
+                buf[..8].copy_from_slice(&wall_ns().to_le_bytes());
+                buf[8..16].copy_from_slice(&seq.0.to_le_bytes());
+            }
+        };
+        match group.send_numbered(order, args.safe, args.size, stamp) {
             Ok(s) => sent = s.0,
             Err(SendError::WouldBlock) => {
                 std::thread::sleep(Duration::from_micros(WOULD_BLOCK_PAUSE_US));
