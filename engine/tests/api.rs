@@ -533,6 +533,10 @@ fn send_numbered_writes_the_sequence_number_the_message_is_delivered_with() {
     ga.flush().unwrap();
     wait_until("300 delivered", || log.lock().unwrap().len() == 300);
     for (_, _, seq, payload) in log.lock().unwrap().iter() {
-        assert_eq!(payload, &seq.to_le_bytes(), "payload carries its own number");
+        assert_eq!(
+            payload,
+            &seq.to_le_bytes(),
+            "payload carries its own number"
+        );
     }
 }
