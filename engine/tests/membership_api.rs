@@ -147,20 +147,44 @@ fn a_joiner_restores_the_groups_state_before_its_first_view_and_then_keeps_up() 
     });
 }
 
-#[test]
-fn a_minority_partition_blocks_and_rejoins_as_a_new_incarnation_with_the_state() {
-    let net = MemoryNetwork::new(22);
-    let nodes: Vec<Node> = ["127.0.0.1:9111", "127.0.0.1:9112", "127.0.0.1:9113"]
-        .iter()
-        .map(|a| node(&net, a))
-        .collect();
+/// Three nodes on `net` at `addrs`, each with an `App`, founding group `name`.
+struct Trio {
+    nodes: Vec<Node>,
+    members: Vec<SocketAddr>,
+    apps: Vec<App>,
+    groups: Vec<Group>,
+}
+
+fn trio(net: &MemoryNetwork, addrs: [&str; 3], name: &str) -> Trio {
+    let nodes: Vec<Node> = addrs.iter().map(|a| node(net, a)).collect();
     let members: Vec<SocketAddr> = nodes.iter().map(Node::local_addr).collect();
     let apps: Vec<App> = (0..3).map(|_| App::default()).collect();
     let groups: Vec<Group> = nodes
         .iter()
         .zip(&apps)
-        .map(|(n, app)| n.join("p", &members, app.clone()).unwrap())
+        .map(|(n, app)| n.join(name, &members, app.clone()).unwrap())
         .collect();
+    Trio {
+        nodes,
+        members,
+        apps,
+        groups,
+    }
+}
+
+#[test]
+fn a_minority_partition_blocks_and_rejoins_as_a_new_incarnation_with_the_state() {
+    let net = MemoryNetwork::new(22);
+    let Trio {
+        nodes: _nodes,
+        members,
+        apps,
+        groups,
+    } = trio(
+        &net,
+        ["127.0.0.1:9111", "127.0.0.1:9112", "127.0.0.1:9113"],
+        "p",
+    );
     send_n(&groups[0], 20, 1);
     wait_until("20 everywhere", || apps.iter().all(|a| a.delivered() == 20));
     net.partition(&[&members[..2], &members[2..]]).unwrap();
@@ -203,17 +227,16 @@ fn a_minority_partition_blocks_and_rejoins_as_a_new_incarnation_with_the_state()
 #[test]
 fn dropping_a_node_leaves_gracefully_with_its_messages_delivered() {
     let net = MemoryNetwork::new(23);
-    let nodes: Vec<Node> = ["127.0.0.1:9121", "127.0.0.1:9122", "127.0.0.1:9123"]
-        .iter()
-        .map(|a| node(&net, a))
-        .collect();
-    let members: Vec<SocketAddr> = nodes.iter().map(Node::local_addr).collect();
-    let apps: Vec<App> = (0..3).map(|_| App::default()).collect();
-    let groups: Vec<Group> = nodes
-        .iter()
-        .zip(&apps)
-        .map(|(n, app)| n.join("l", &members, app.clone()).unwrap())
-        .collect();
+    let Trio {
+        nodes,
+        members,
+        apps,
+        groups,
+    } = trio(
+        &net,
+        ["127.0.0.1:9121", "127.0.0.1:9122", "127.0.0.1:9123"],
+        "l",
+    );
     send_n(&groups[2], 40, 7);
     let mut nodes = nodes;
     let leaver = nodes.pop().unwrap();

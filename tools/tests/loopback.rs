@@ -48,6 +48,14 @@ fn run_group(name: &str, members: usize, mode: Mode, order: &str, safe: bool) ->
     run_group_staggered(name, members, mode, order, safe, Duration::ZERO)
 }
 
+/// A group name unique to this test process and an empty trace directory for it.
+fn fresh_run(name: &str) -> (String, PathBuf) {
+    let group = format!("{name}-{}", std::process::id());
+    let dir: PathBuf = std::env::temp_dir().join(format!("cohort-loopback-{group}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    (group, dir)
+}
+
 /// Starts the members `stagger` apart (the first ones send before the last one is up).
 fn run_group_staggered(
     name: &str,
@@ -58,9 +66,7 @@ fn run_group_staggered(
     stagger: Duration,
 ) -> Run {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let group = format!("{name}-{}", std::process::id());
-    let dir: PathBuf = std::env::temp_dir().join(format!("cohort-loopback-{group}"));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (group, dir) = fresh_run(name);
     let ports = free_ports(members + 1);
     let addrs: Vec<SocketAddr> = ports[..members]
         .iter()
@@ -441,9 +447,7 @@ fn summary_field(summary: &str, key: &str) -> u64 {
 /// survivor, the traces clean.
 fn kill_dash_nine(name: &str, victim: usize, order: &str) {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let group = format!("{name}-{}", std::process::id());
-    let dir: PathBuf = std::env::temp_dir().join(format!("cohort-loopback-{group}"));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (group, dir) = fresh_run(name);
     let a = addrs(4);
     let args = strings(&[
         "--members",
@@ -513,9 +517,7 @@ fn kill_dash_nine_of_the_leader_and_sequencer_mid_burst_loses_no_survivors_messa
 #[test]
 fn a_member_joins_mid_burst_with_state_transfer_and_everyone_completes() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let group = format!("join-{}", std::process::id());
-    let dir: PathBuf = std::env::temp_dir().join(format!("cohort-loopback-{group}"));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (group, dir) = fresh_run("join");
     let a = addrs(4);
     let founders = &a[..3];
     let common = [
@@ -571,9 +573,7 @@ fn a_member_joins_mid_burst_with_state_transfer_and_everyone_completes() {
 #[test]
 fn a_member_leaving_gracefully_has_its_messages_delivered_and_the_rest_go_on() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let group = format!("leave-{}", std::process::id());
-    let dir: PathBuf = std::env::temp_dir().join(format!("cohort-loopback-{group}"));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (group, dir) = fresh_run("leave");
     let a = addrs(3);
     let args = strings(&[
         "--members",

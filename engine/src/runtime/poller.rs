@@ -191,9 +191,10 @@ pub(crate) struct GroupSlot {
     outstanding: HashMap<u64, Outstanding>,
     /// Replies owed, waiting for room in the window.
     replies_out: std::collections::VecDeque<Vec<u8>>,
-    /// The current view's member ids by rank, and this member's id.
+    /// The current view's member ids by rank, this member's id and rank.
     ids: Vec<String>,
     my_id: String,
+    my_rank: u16,
     /// Flushes waiting: the point their sends reach once known, and the answer channel.
     flush_waiters: Vec<FlushWaiter>,
     events: u64,
@@ -251,6 +252,7 @@ impl GroupSlot {
             replies_out: std::collections::VecDeque::new(),
             ids: Vec::new(),
             my_id: String::new(),
+            my_rank: u16::MAX,
             flush_waiters: Vec::new(),
             events: 0,
             addrs: Vec::new(),
@@ -625,13 +627,7 @@ impl GroupSlot {
                     self.gone = true;
                 }
                 let Some((id, want)) = request else { continue };
-                if d.sender as usize
-                    == self
-                        .ids
-                        .iter()
-                        .position(|m| *m == self.my_id)
-                        .unwrap_or(usize::MAX)
-                {
+                if d.sender == self.my_rank {
                     // Our own request: those asked are this view's members.
                     if let Some(o) = self.outstanding.get_mut(&id) {
                         o.expected.get_or_insert_with(|| self.ids.clone());
@@ -686,6 +682,7 @@ impl GroupSlot {
                 self.replies_out.clear();
                 self.addrs.clear();
                 self.ids.clear();
+                self.my_rank = u16::MAX;
                 self.upcall(|h| h.on_block());
             }
             GroupEvent::Left => {
@@ -706,6 +703,7 @@ impl GroupSlot {
             .collect();
         self.addrs = members.clone();
         self.ids = info.members.clone();
+        self.my_rank = info.rank;
         self.my_id = info
             .members
             .get(info.rank as usize)
