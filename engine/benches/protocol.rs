@@ -24,8 +24,8 @@
 //!
 //! * `node_send/<api>`: the whole application-to-log path of a [`Node`]: a node alone in its
 //!   group on the memory transport, an application thread sending bursts of 64 B fifo messages
-//!   with the blocking call (`send`: the bytes are copied into a recycled buffer; `claim`: they
-//!   are written into the claimed buffer in place) while the poller thread moves them into the
+//!   with the blocking call (`send`: the bytes are copied into the group's send stage; `claim`:
+//!   they are written there in place) while the poller thread moves them into the
 //!   member's log, packs, and delivers them to the node's own handler. The figure is the
 //!   slower of the two threads per message (they overlap), measured across threads, so it is
 //!   noisier than the single-threaded cases.

@@ -3,8 +3,8 @@
 //! members of group `prices` (unicast fan-out, causal order).
 //!
 //! Ticks are fixed-size records ([`Tick`], [`TICK_BYTES`] little-endian bytes) written field by
-//! field straight into a claimed send buffer ([`cohort::Group::claim`]) and committed: no
-//! intermediate buffer, no copy, no allocation once the buffers circulate. The publisher paces
+//! field straight into the group's send stage ([`cohort::Group::claim`]) and committed: no
+//! intermediate buffer, no allocation once the stage has grown. The publisher paces
 //! [`TICKS`] ticks at [`RATE_PER_S`] and stamps each with its send time; every subscriber (same
 //! process, same clock) records publish-to-delivery latency in an HdrHistogram and keeps the
 //! last price of each instrument. Bounded: the run ends after the ticks, or after

@@ -10,7 +10,7 @@
 //!     println!("{} from {} #{}", d.payload.len(), d.sender_addr, d.seq.0);
 //! })?;
 //! group.send(Order::Causal, false, b"tick")?;
-//! let mut claim = group.claim(Order::Total, false, 16)?; // written in place, no copy
+//! let mut claim = group.claim(Order::Total, false, 16)?; // written in place
 //! claim[..8].copy_from_slice(&42u64.to_le_bytes());
 //! claim.commit()?;
 //! group.flush()?;
@@ -32,23 +32,29 @@
 //! **Threads.** The handler runs on the node's poller thread with payloads borrowed from the
 //! member's log: it must not block for long, and copies what it keeps. A handler that panics
 //! takes only its own group down (its handles then return `Closed`). Sends from any thread
-//! go through a bounded queue per group; `WouldBlock` means the member's send window *and* the
-//! queue in front of it are full.
+//! go through a bounded byte stage per group ([`crate::runtime::stage`]); `WouldBlock` means
+//! the member's send window *and* the stage in front of it are full.
 //!
-//! **Payload buffers.** A send travels to the poller as a `Vec<u8>` taken from the group's
-//! recycle queue ([`Group::send`] copies the bytes into it; [`Group::claim`] lets the
-//! application write them in place) and *moves* into the member's log, which hands back the
-//! log slot's previous buffer for the next send: after warm-up (about one log length of
-//! messages) the send path neither allocates nor copies payload bytes before packing.
+//! **Payload bytes.** [`Group::send`] copies the bytes once, into the group's send stage
+//! ([`Group::claim`] lets the application write them there in place); the poller takes the
+//! whole stage once per turn and copies each payload into the member's log, the buffer the
+//! datagrams are packed from. Neither side allocates once the stage and the log have grown.
 
 use crate::membership::{Endpoint, EndpointConfig};
 use crate::protocol::{Seq, Time, CONTROL_RECORDS_RESERVE, MEMBERS_MAX};
 use crate::runtime::framing::{self, Want};
 pub use crate::runtime::poller::REQUESTS_OUTSTANDING_MAX;
 use crate::runtime::poller::{
-    Control, FlushOutcome, GroupCounters, GroupSlot, LeaveOutcome, Poller, PollerCounters, Request,
-    Waiter, RECYCLED_BUFFERS_PER_GROUP_MAX,
+    Control, FlushOutcome, GroupCounters, GroupSlot, LeaveOutcome, Poller, PollerCounters, Waiter,
 };
+pub use crate::runtime::stage::SEND_STAGE_BYTES_MAX;
+use crate::runtime::stage::{Kind, Stage, Staged, FLUSHES_STAGED_MAX, RECORD_HEADER_BYTES};
+
+/// Bytes the send stage takes per message beside its payload (record header and framing):
+/// a group stages at most [`SEND_STAGE_BYTES_MAX`] / (this + payload) messages (at least one)
+/// in front of the member, and the poller holds at most as many again, taken.
+pub const SEND_STAGE_BYTES_PER_MESSAGE: usize = RECORD_HEADER_BYTES + framing::PLAIN_HEADER_BYTES;
+use crate::runtime::Doorbell;
 use crate::runtime::{group_id, trace_writer, Clock, Idle};
 use crate::Order;
 use cohort_transport::counters::{file_path_in, CountersConfig, CountersFile};
@@ -56,17 +62,15 @@ use cohort_transport::{
     DriverChoice, FaultConfig, FaultyTransport, GroupMode, MemoryNetwork, SocketConfig, Transport,
     TransportError,
 };
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::thread::{JoinHandle, Thread};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Send requests queued per group in front of the member's window.
-pub const SEND_QUEUE_MESSAGES_MAX: usize = 64;
 /// Control commands queued for the poller.
 pub const CONTROL_QUEUE_COMMANDS_MAX: usize = 64;
 /// How long [`Group::flush`] waits by default.
@@ -613,6 +617,7 @@ impl NodeBuilder {
         let (control_tx, control_rx) = bounded(CONTROL_QUEUE_COMMANDS_MAX);
         let clock = Clock::new();
         let counters = Arc::new(PollerCounters::default());
+        let doorbell = Arc::new(Doorbell::default());
         let poller = Poller::new(
             transport,
             control_rx,
@@ -622,10 +627,12 @@ impl NodeBuilder {
             counters.clone(),
             multicast,
             counters_file,
+            doorbell.clone(),
         )
         .map_err(StartError::Counters)?;
         let thread = std::thread::Builder::new()
-            .name("cohort-poller-0".into())
+            // The port tells pollers apart in `top -H` and profiles (15 bytes at most).
+            .name(format!("cohort-p{}", local.port()))
             .spawn(move || {
                 if let Some(core) = core {
                     if !core_affinity::set_for_current(core) {
@@ -635,7 +642,7 @@ impl NodeBuilder {
                 poller.run()
             })
             .map_err(StartError::Thread)?;
-        let poller_thread = thread.thread().clone();
+        doorbell.set_thread(thread.thread().clone());
         Ok(Node {
             local,
             driver_name,
@@ -651,7 +658,7 @@ impl NodeBuilder {
             counters_path,
             clock,
             control: control_tx,
-            poller_thread,
+            doorbell,
             poller: Some(thread),
             trace_thread,
             counters,
@@ -678,7 +685,7 @@ pub struct Node {
     counters_path: Option<PathBuf>,
     clock: Clock,
     control: Sender<Control>,
-    poller_thread: Thread,
+    doorbell: Arc<Doorbell>,
     poller: Option<JoinHandle<()>>,
     trace_thread: Option<JoinHandle<std::io::Result<()>>>,
     counters: Arc<PollerCounters>,
@@ -834,8 +841,7 @@ impl Node {
         let payload_bytes_max = endpoint
             .payload_bytes_max_any_view()
             .saturating_sub(framing::PLAIN_HEADER_BYTES);
-        let (req_tx, req_rx) = bounded(SEND_QUEUE_MESSAGES_MAX);
-        let (recycle_tx, recycle_rx) = bounded(RECYCLED_BUFFERS_PER_GROUP_MAX);
+        let stage = Arc::new(Stage::new());
         let (installed_tx, installed_rx) = bounded(1);
         let counters = Arc::new(GroupCounters::default());
         let slot = GroupSlot::new(
@@ -843,8 +849,7 @@ impl Node {
             name.to_owned(),
             endpoint,
             Box::new(handler),
-            req_rx,
-            recycle_tx.clone(),
+            stage.clone(),
             counters.clone(),
             Some(installed_tx),
         );
@@ -855,7 +860,7 @@ impl Node {
                 done: done_tx,
             })
             .map_err(|_| JoinError::Closed)?;
-        self.poller_thread.unpark();
+        self.doorbell.ring();
         match done_rx.recv_timeout(Duration::from_millis(CONTROL_REPLY_TIMEOUT_MS)) {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => return Err(JoinError::Refused(reason)),
@@ -867,15 +872,8 @@ impl Node {
                 id,
                 payload_bytes_max,
                 counters,
-                requests_probe: req_tx.clone(),
-                sender: Mutex::new(SendSide {
-                    requests: req_tx,
-                    next_seq: 1,
-                    incarnation: 0,
-                }),
-                recycled: recycle_rx,
-                recycle: recycle_tx,
-                poller: self.poller_thread.clone(),
+                stage,
+                doorbell: self.doorbell.clone(),
                 next_request: std::sync::atomic::AtomicU64::new(1),
             }),
         };
@@ -908,7 +906,7 @@ impl Node {
                 done: done_tx,
             })
             .map_err(|_| LeaveError::Closed)?;
-        self.poller_thread.unpark();
+        self.doorbell.ring();
         Ok(done_rx)
     }
 
@@ -953,7 +951,7 @@ impl Node {
             }
         }
         let _ = self.control.send(Control::Shutdown);
-        self.poller_thread.unpark();
+        self.doorbell.ring();
         if poller.join().is_err() {
             tracing::error!("the poller thread panicked");
         }
@@ -974,25 +972,14 @@ impl Drop for Node {
     }
 }
 
-struct SendSide {
-    requests: Sender<Request>,
-    next_seq: u64,
-    /// The member's incarnation `next_seq` counts in (numbering restarts after a block).
-    incarnation: u64,
-}
-
 struct GroupInner {
     name: String,
     id: u32,
     payload_bytes_max: usize,
     counters: Arc<GroupCounters>,
-    sender: Mutex<SendSide>,
-    /// A clone of the request queue's sender, outside the lock, to check for room.
-    requests_probe: Sender<Request>,
-    /// Payload buffers the poller hands back, and the way to hand back unused ones.
-    recycled: Receiver<Vec<u8>>,
-    recycle: Sender<Vec<u8>>,
-    poller: Thread,
+    /// Where sends, requests and flushes wait for the poller (see [`crate::runtime::stage`]).
+    stage: Arc<Stage>,
+    doorbell: Arc<Doorbell>,
     /// The next request id.
     next_request: std::sync::atomic::AtomicU64,
 }
@@ -1019,6 +1006,10 @@ pub struct GroupStats {
     /// Sends accepted by the handle but dropped: queued before a block, or after a leave.
     pub sends_dropped: u64,
 }
+
+/// How long one sleep of a blocking send or flush lasts before it checks again (the poller
+/// signals room sooner).
+const ROOM_WAIT_SLICE_US: u64 = 200;
 
 impl Group {
     pub fn name(&self) -> &str {
@@ -1081,29 +1072,92 @@ impl Group {
         Ok(())
     }
 
-    /// An empty payload buffer: one the poller handed back (after warm-up, always), else a
-    /// new one that can hold any payload with its framing (the poller recycles only buffers
-    /// of that capacity: a smaller one would be freed after every send).
-    #[inline]
-    fn take_buffer(&self) -> Vec<u8> {
-        self.inner.recycled.try_recv().unwrap_or_else(|_| {
-            Vec::with_capacity(self.inner.payload_bytes_max + framing::PLAIN_HEADER_BYTES)
-        })
+    /// The stage, locked, once it has room for a record of `len` bytes: `WouldBlock` at once
+    /// without `wait`, else sleeping for room until `wait`'s deadline (none: forever).
+    fn stage_with_room(
+        &self,
+        len: usize,
+        wait: Option<Option<Instant>>,
+        flush: bool,
+    ) -> Result<MutexGuard<'_, Staged>, SendError> {
+        let stage = &self.inner.stage;
+        let mut s = stage.lock();
+        loop {
+            if s.closed {
+                return Err(SendError::Closed);
+            }
+            if s.has_room(len) && (!flush || s.flushes.len() < FLUSHES_STAGED_MAX) {
+                return Ok(s);
+            }
+            self.inner.doorbell.ring();
+            let slice = Duration::from_micros(ROOM_WAIT_SLICE_US);
+            match wait {
+                None => return Err(SendError::WouldBlock),
+                Some(None) => s = stage.wait_room(s, slice),
+                Some(Some(deadline)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(SendError::WouldBlock);
+                    }
+                    s = stage.wait_room(s, left.min(slice));
+                }
+            }
+        }
     }
 
-    /// Gives an unused payload buffer back for the next send (dropped if the queue is full).
-    #[inline]
-    fn recycle(&self, mut buffer: Vec<u8>) {
-        buffer.clear();
-        let _ = self.inner.recycle.try_send(buffer);
+    /// Starts a numbered record in the stage (locked, with room): its framing is written,
+    /// `len` body bytes follow, zeroed; commit or drop the returned claim.
+    #[allow(clippy::too_many_arguments)]
+    fn open_record<'g>(
+        &'g self,
+        mut s: MutexGuard<'g, Staged>,
+        kind: Kind,
+        order: Order,
+        safe: bool,
+        framing_len: usize,
+        write_framing: impl FnOnce(&mut Vec<u8>),
+        len: usize,
+    ) -> Claim<'g> {
+        // The member's current incarnation; numbering restarts at 1 when it changed (a block).
+        let incarnation = self.inner.counters.incarnation.load(Ordering::Relaxed);
+        if incarnation != s.incarnation {
+            s.incarnation = incarnation;
+            s.next_seq = 1;
+        }
+        let start = s.bytes.len();
+        s.begin(kind, order, safe, framing_len + len);
+        write_framing(&mut s.bytes);
+        let body = s.bytes.len();
+        debug_assert_eq!(body - start, RECORD_HEADER_BYTES + framing_len);
+        s.bytes.resize(body + len, 0);
+        Claim {
+            group: self,
+            staged: s,
+            start,
+            body,
+            committed: false,
+        }
     }
 
-    fn payload_buffer(&self, bytes: &[u8]) -> Result<Vec<u8>, SendError> {
-        self.check_len(bytes.len())?;
-        let mut buf = self.take_buffer();
-        framing::start_plain(&mut buf);
-        buf.extend_from_slice(bytes);
-        Ok(buf)
+    /// A plain send's record with `len` body bytes (see [`Group::open_record`]).
+    fn open_plain(
+        &self,
+        order: Order,
+        safe: bool,
+        len: usize,
+        wait: Option<Option<Instant>>,
+    ) -> Result<Claim<'_>, SendError> {
+        self.check_len(len)?;
+        let s = self.stage_with_room(framing::PLAIN_HEADER_BYTES + len, wait, false)?;
+        Ok(self.open_record(
+            s,
+            Kind::Send,
+            order,
+            safe,
+            framing::PLAIN_HEADER_BYTES,
+            framing::push_plain,
+            len,
+        ))
     }
 
     /// Multicasts a request with `order` (like [`Group::send`]); each member's
@@ -1111,7 +1165,7 @@ impl Group {
     /// replies `replies` asks for. A member that fails before replying counts as a null
     /// reply; if this member blocks, the request fails (`Blocked`). Replies travel as FIFO
     /// messages of the group (every member receives them; only the requester keeps them).
-    /// `WouldBlock` when the send queue is full or [`REQUESTS_OUTSTANDING_MAX`] requests
+    /// `WouldBlock` when the send stage is full or [`REQUESTS_OUTSTANDING_MAX`] requests
     /// wait already.
     pub fn request(
         &self,
@@ -1132,6 +1186,14 @@ impl Group {
             c.requests_outstanding.fetch_sub(1, Ordering::Relaxed);
             return Err(SendError::WouldBlock);
         }
+        let s = match self.stage_with_room(framing::REQUEST_HEADER_BYTES + bytes.len(), None, false)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                c.requests_outstanding.fetch_sub(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
         let id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
         let want = match replies {
             Replies::None => Want::None,
@@ -1139,49 +1201,29 @@ impl Group {
             Replies::Count(k) => Want::Count(k),
             Replies::All => Want::All,
         };
-        let mut payload = self.take_buffer();
-        framing::start_request(&mut payload, id, want);
-        payload.extend_from_slice(bytes);
         let (done, rx) = bounded(1);
-        let mut side = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
-        let mut request = self.numbered_send(&mut side, order, false, payload);
-        if let Request::Send { waiter, .. } = &mut request {
-            *waiter = Some(Waiter { id, want, done });
-        }
-        match side.requests.try_send(request) {
-            Ok(()) => {
-                side.next_seq += 1;
-                drop(side);
-                self.inner.poller.unpark();
-                Ok(PendingReplies { replies: rx })
-            }
-            Err(e) => {
-                drop(side);
-                c.requests_outstanding.fetch_sub(1, Ordering::Relaxed);
-                if let Request::Send { payload, .. } = e.into_inner() {
-                    self.recycle(payload);
-                }
-                Err(SendError::WouldBlock)
-            }
-        }
-    }
-
-    /// A send request numbered in the member's current incarnation.
-    /// The member's current incarnation; numbering restarts at 1 when it changed (a block).
-    fn renumber(&self, side: &mut SendSide) -> u64 {
-        let incarnation = self.inner.counters.incarnation.load(Ordering::Relaxed);
-        if incarnation != side.incarnation {
-            side.incarnation = incarnation;
-            side.next_seq = 1;
-        }
-        incarnation
+        let mut claim = self.open_record(
+            s,
+            Kind::Request,
+            order,
+            false,
+            framing::REQUEST_HEADER_BYTES,
+            |buf| framing::push_request(buf, id, want),
+            bytes.len(),
+        );
+        claim.copy_from_slice(bytes);
+        // Its place among the records: the poller takes waiters in record order.
+        claim.staged.waiters.push_back(Waiter { id, want, done });
+        claim.commit()?;
+        Ok(PendingReplies { replies: rx })
     }
 
     /// Sends a message of `len` bytes that `write` fills in place *knowing its sequence
     /// number* (for payloads that carry it): the number and the queueing are one step, so
     /// they agree even when this member blocks and its numbering restarts meanwhile.
-    /// `WouldBlock` (checked before `write` runs) when the send window and the queue in
-    /// front of it are full.
+    /// `WouldBlock` (checked before `write` runs) when the send window and the stage in
+    /// front of it are full. `write` runs with the group's send stage locked: it must not
+    /// send on this group itself.
     pub fn send_numbered(
         &self,
         order: Order,
@@ -1189,151 +1231,40 @@ impl Group {
         len: usize,
         write: impl FnOnce(Seq, &mut [u8]),
     ) -> Result<Seq, SendError> {
-        self.check_len(len)?;
-        let mut payload = self.take_buffer();
-        framing::start_plain(&mut payload);
-        payload.resize(framing::PLAIN_HEADER_BYTES + len, 0);
-        let mut side = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
-        if side.requests.is_full() {
-            drop(side);
-            self.inner.poller.unpark();
-            self.recycle(payload);
-            return Err(SendError::WouldBlock);
-        }
-        let incarnation = self.renumber(&mut side);
-        let seq = Seq(side.next_seq);
-        write(seq, &mut payload[framing::PLAIN_HEADER_BYTES..]);
-        let request = Request::Send {
-            order,
-            safe,
-            payload,
-            incarnation,
-            waiter: None,
-        };
-        match side.requests.try_send(request) {
-            Ok(()) => {
-                side.next_seq += 1;
-                drop(side);
-                self.inner.poller.unpark();
-                Ok(seq)
-            }
-            // Only this thread sends under the lock, and the queue had room.
-            Err(TrySendError::Full(_)) => Err(SendError::WouldBlock),
-            Err(TrySendError::Disconnected(_)) => Err(SendError::Closed),
-        }
-    }
-
-    fn numbered_send(
-        &self,
-        side: &mut SendSide,
-        order: Order,
-        safe: bool,
-        payload: Vec<u8>,
-    ) -> Request {
-        let incarnation = self.renumber(side);
-        Request::Send {
-            order,
-            safe,
-            payload,
-            incarnation,
-            waiter: None,
-        }
-    }
-
-    /// Queues a send request for the poller without waiting.
-    fn enqueue(&self, order: Order, safe: bool, payload: Vec<u8>) -> Result<Seq, SendError> {
-        let mut side = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
-        let request = self.numbered_send(&mut side, order, safe, payload);
-        match side.requests.try_send(request) {
-            Ok(()) => {
-                let seq = Seq(side.next_seq);
-                side.next_seq += 1;
-                drop(side);
-                self.inner.poller.unpark();
-                Ok(seq)
-            }
-            Err(TrySendError::Full(request)) => {
-                drop(side);
-                self.inner.poller.unpark();
-                if let Request::Send { payload, .. } = request {
-                    self.recycle(payload);
-                }
-                Err(SendError::WouldBlock)
-            }
-            Err(TrySendError::Disconnected(_)) => Err(SendError::Closed),
-        }
-    }
-
-    /// Queues a send request for the poller, waiting for room.
-    fn enqueue_blocking(
-        &self,
-        order: Order,
-        safe: bool,
-        payload: Vec<u8>,
-    ) -> Result<Seq, SendError> {
-        let mut side = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
-        let mut request = self.numbered_send(&mut side, order, safe, payload);
-        loop {
-            self.inner.poller.unpark();
-            match side
-                .requests
-                .send_timeout(request, Duration::from_micros(200))
-            {
-                Ok(()) => {
-                    let seq = Seq(side.next_seq);
-                    side.next_seq += 1;
-                    drop(side);
-                    self.inner.poller.unpark();
-                    return Ok(seq);
-                }
-                Err(crossbeam_channel::SendTimeoutError::Timeout(r)) => request = r,
-                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
-                    return Err(SendError::Closed)
-                }
-            }
-        }
+        let mut claim = self.open_plain(order, safe, len, None)?;
+        let seq = claim.seq();
+        write(seq, &mut claim[..]);
+        claim.commit()
     }
 
     /// Multicasts `bytes` with `order` (and safe delivery if `safe`) without waiting; the
     /// message is delivered here too. Returns its sequence number, or `WouldBlock` when the
-    /// send window and the queue in front of it are full. The bytes are copied once, into a
-    /// recycled buffer that then moves into the member's log; [`Group::claim`] avoids even
-    /// that copy.
+    /// send window and the stage in front of it are full. The bytes are copied into the
+    /// group's send stage (no allocation); the poller copies them into the member's log.
     pub fn send(&self, order: Order, safe: bool, bytes: &[u8]) -> Result<Seq, SendError> {
-        let payload = self.payload_buffer(bytes)?;
-        self.enqueue(order, safe, payload)
+        let mut claim = self.open_plain(order, safe, bytes.len(), None)?;
+        claim.copy_from_slice(bytes);
+        claim.commit()
     }
 
     /// Like [`Group::send`], but waits for room in the window.
     pub fn send_blocking(&self, order: Order, safe: bool, bytes: &[u8]) -> Result<Seq, SendError> {
-        let payload = self.payload_buffer(bytes)?;
-        self.enqueue_blocking(order, safe, payload)
+        let mut claim = self.open_plain(order, safe, bytes.len(), Some(None))?;
+        claim.copy_from_slice(bytes);
+        claim.commit()
     }
 
-    /// Claims a message of exactly `len` bytes to write in place (zero-copy send, Aeron's
-    /// `tryClaim`): the returned [`Claim`] derefs to `&mut [u8]` of `len` zeroed bytes inside
-    /// a recycled buffer that, on [`Claim::commit`], moves as it is into the member's log (the
-    /// retransmission buffer the datagrams are packed from): no allocation once buffers
-    /// circulate, no copy from an application buffer. Dropping the claim sends nothing.
+    /// Claims a message of exactly `len` bytes to write in place (Aeron's `tryClaim`): the
+    /// returned [`Claim`] derefs to `&mut [u8]` of `len` zeroed bytes inside the group's send
+    /// stage; [`Claim::commit`] sends it, dropping the claim sends nothing. The claim holds
+    /// the group's send stage: other sends on this group (from any thread) wait until it is
+    /// committed or dropped, so write and commit promptly.
     ///
     /// Errors: `TooLarge` past [`Group::payload_bytes_max`]; `WouldBlock` when the send
-    /// window and the queue in front of it are full *now* (checked first, so that nothing is
+    /// window and the stage in front of it are full *now* (checked first, so that nothing is
     /// written in vain; retry later); `Closed`.
     pub fn claim(&self, order: Order, safe: bool, len: usize) -> Result<Claim<'_>, SendError> {
-        self.check_len(len)?;
-        if self.inner.requests_probe.is_full() {
-            self.inner.poller.unpark();
-            return Err(SendError::WouldBlock);
-        }
-        let mut payload = self.take_buffer();
-        framing::start_plain(&mut payload);
-        payload.resize(framing::PLAIN_HEADER_BYTES + len, 0);
-        Ok(Claim {
-            group: self,
-            order,
-            safe,
-            payload,
-        })
+        self.open_plain(order, safe, len, None)
     }
 
     /// Returns once every message this member sent in this group before the call is stable
@@ -1347,22 +1278,15 @@ impl Group {
         let start = Instant::now();
         let (done_tx, done_rx) = bounded(1);
         {
-            let side = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
-            self.inner.poller.unpark();
-            match side
-                .requests
-                .send_timeout(Request::Flush { done: done_tx }, timeout)
-            {
-                Ok(()) => {}
-                Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
-                    return Err(FlushError::TimedOut { waited: timeout })
-                }
-                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
-                    return Err(FlushError::Closed)
-                }
-            }
+            let mut s = match self.stage_with_room(0, Some(Some(start + timeout)), true) {
+                Ok(s) => s,
+                Err(SendError::Closed) => return Err(FlushError::Closed),
+                Err(_) => return Err(FlushError::TimedOut { waited: timeout }),
+            };
+            s.begin(Kind::Flush, Order::Fifo, false, 0);
+            s.flushes.push_back(done_tx);
         }
-        self.inner.poller.unpark();
+        self.inner.doorbell.ring();
         let left = timeout.saturating_sub(start.elapsed());
         match done_rx.recv_timeout(left) {
             Ok(FlushOutcome::Done) => Ok(()),
@@ -1376,43 +1300,52 @@ impl Group {
 }
 
 /// A message being written in place, from [`Group::claim`]: derefs to the payload bytes
-/// (`&mut [u8]` of the claimed length). [`Claim::commit`] sends it; dropping it sends nothing
-/// and recycles the buffer.
+/// (`&mut [u8]` of the claimed length) inside the group's send stage, which it holds until
+/// [`Claim::commit`] sends it or dropping it takes it back (nothing sent).
 pub struct Claim<'g> {
     group: &'g Group,
-    order: Order,
-    safe: bool,
-    /// The claimed bytes; empty (and without capacity) once committed.
-    payload: Vec<u8>,
+    staged: MutexGuard<'g, Staged>,
+    /// Where the record starts in the stage, and its body (after the framing).
+    start: usize,
+    body: usize,
+    committed: bool,
 }
 
 impl Claim<'_> {
-    /// Sends the message without waiting: its sequence number, or `WouldBlock` if another
-    /// thread filled the queue since the claim (only possible with several threads sending
-    /// on this group: [`Group::claim`] checked for room) — then nothing is sent and the
-    /// claim is gone; use [`Claim::commit_blocking`] where that race matters.
-    pub fn commit(mut self) -> Result<Seq, SendError> {
-        let payload = std::mem::take(&mut self.payload);
-        self.group.enqueue(self.order, self.safe, payload)
+    /// The sequence number this message will carry.
+    fn seq(&self) -> Seq {
+        Seq(self.staged.next_seq)
     }
 
-    /// Sends the message, waiting for room in the window if need be.
-    pub fn commit_blocking(mut self) -> Result<Seq, SendError> {
-        let payload = std::mem::take(&mut self.payload);
-        self.group.enqueue_blocking(self.order, self.safe, payload)
+    /// Sends the message: its sequence number. A claim is granted only with room for it, so
+    /// this does not fail unless the group is gone (`Closed`).
+    pub fn commit(mut self) -> Result<Seq, SendError> {
+        let seq = self.seq();
+        self.staged.next_seq += 1;
+        self.committed = true;
+        let doorbell = self.group.inner.doorbell.clone();
+        drop(self);
+        doorbell.ring();
+        Ok(seq)
+    }
+
+    /// Sends the message; the same as [`Claim::commit`] (the room was taken at the claim).
+    pub fn commit_blocking(self) -> Result<Seq, SendError> {
+        self.commit()
     }
 }
 
 impl std::ops::Deref for Claim<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.payload[framing::PLAIN_HEADER_BYTES..]
+        &self.staged.bytes[self.body..]
     }
 }
 
 impl std::ops::DerefMut for Claim<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.payload[framing::PLAIN_HEADER_BYTES..]
+        let body = self.body;
+        &mut self.staged.bytes[body..]
     }
 }
 
@@ -1420,8 +1353,6 @@ impl std::fmt::Debug for Claim<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Claim")
             .field("group", &self.group.name())
-            .field("order", &self.order)
-            .field("safe", &self.safe)
             .field("len", &self.len())
             .finish()
     }
@@ -1429,8 +1360,9 @@ impl std::fmt::Debug for Claim<'_> {
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        if self.payload.capacity() > 0 {
-            self.group.recycle(std::mem::take(&mut self.payload));
+        if !self.committed {
+            let start = self.start;
+            self.staged.bytes.truncate(start);
         }
     }
 }

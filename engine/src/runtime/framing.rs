@@ -52,15 +52,13 @@ pub enum Framed<'a> {
     },
 }
 
-/// Starts a plain message in `buf` (cleared): the payload follows.
-pub fn start_plain(buf: &mut Vec<u8>) {
-    buf.clear();
+/// Appends a plain message's framing to `buf`: the payload follows.
+pub fn push_plain(buf: &mut Vec<u8>) {
     buf.push(KIND_PLAIN);
 }
 
-/// Starts a request in `buf` (cleared): the payload follows.
-pub fn start_request(buf: &mut Vec<u8>, id: u64, want: Want) {
-    buf.clear();
+/// Appends a request's framing to `buf`: the payload follows.
+pub fn push_request(buf: &mut Vec<u8>, id: u64, want: Want) {
     buf.push(KIND_REQUEST);
     buf.extend_from_slice(&id.to_le_bytes());
     let (w, count) = match want {
@@ -134,11 +132,12 @@ mod tests {
     #[test]
     fn each_kind_round_trips() {
         let mut b = Vec::new();
-        start_plain(&mut b);
+        push_plain(&mut b);
         b.extend_from_slice(b"tick");
         assert_eq!(parse(&b), Framed::Plain(b"tick"));
         for want in [Want::None, Want::First, Want::Count(7), Want::All] {
-            start_request(&mut b, 42, want);
+            b.clear();
+            push_request(&mut b, 42, want);
             b.extend_from_slice(b"q?");
             assert_eq!(
                 parse(&b),

@@ -43,8 +43,12 @@
 
 pub(crate) mod framing;
 pub(crate) mod poller;
+pub(crate) mod stage;
 pub mod trace_writer;
 
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use crate::protocol::Time;
@@ -75,6 +79,54 @@ pub const BACKOFF_PARK_NS_MIN: u64 = 1_000;
 pub const BACKOFF_PARK_NS_MAX: u64 = 250_000;
 /// Longest wait of [`Idle::Blocking`] in the transport.
 pub const BLOCKING_WAIT_NS_MAX: u64 = 1_000_000;
+
+/// How application threads wake an idle poller without a system call per send.
+///
+/// The poller raises `sleeping` before it waits (in the transport or parked), then looks at
+/// every group's send stage once more, and waits only if all are empty; an application
+/// thread stages its record, then reads `sleeping` and wakes the poller only when it is
+/// raised. Both sides put a sequentially consistent fence between their write and their
+/// read, so at least one of them sees the other's write: a staged record is never left
+/// waiting for the poller's timeout, and a busy poller costs a sender one load.
+#[derive(Debug, Default)]
+pub(crate) struct Doorbell {
+    sleeping: AtomicBool,
+    thread: OnceLock<Thread>,
+}
+
+impl Doorbell {
+    /// The poller thread to wake (set once it runs).
+    pub fn set_thread(&self, thread: Thread) {
+        let _ = self.thread.set(thread);
+    }
+
+    /// After staging something: wakes the poller if it may be waiting.
+    #[inline]
+    pub fn ring(&self) {
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    #[cold]
+    fn wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// The poller, before it waits: raises the flag (the caller then checks for work).
+    pub fn sleep(&self) {
+        self.sleeping.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// The poller, after its wait (or when it found work after [`Doorbell::sleep`]).
+    pub fn wake_up(&self) {
+        self.sleeping.store(false, Ordering::Relaxed);
+    }
+}
 
 /// The node's monotonic clock: nanoseconds since the node started.
 #[derive(Clone, Copy, Debug)]

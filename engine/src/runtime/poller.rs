@@ -1,5 +1,7 @@
 //! The data-plane poller loop (see the module documentation of [`crate::runtime`]).
 
+use super::stage::{Kind, Stage, Taken};
+use super::Doorbell;
 use super::{Clock, Idle, BACKOFF_PARK_NS_MAX, BACKOFF_PARK_NS_MIN, BACKOFF_SPINS_MAX};
 use super::{BACKOFF_YIELDS_MAX, BLOCKING_WAIT_NS_MAX};
 use crate::membership::{self, node_of, Endpoint, GroupEvent, GroupSendError, ViewInfo};
@@ -23,29 +25,11 @@ use std::time::Duration;
 pub const RECV_BATCH_DATAGRAMS_MAX: usize = 64;
 /// Datagrams per send batch (one send call).
 pub const SEND_BATCH_DATAGRAMS_MAX: usize = 64;
-/// Requests taken from one group's queue per turn (so one busy group cannot starve the rest).
-pub const REQUESTS_PER_GROUP_PER_TURN_MAX: usize = 256;
+/// Staged records fed to one group's member per turn (so one busy group cannot starve the
+/// rest, and a turn's receive and transmit come round often).
+pub const STAGED_RECORDS_PER_GROUP_PER_TURN_MAX: usize = 1024;
 /// Flushes waiting per group; more are refused at once.
 pub const FLUSH_WAITERS_PER_GROUP_MAX: usize = 64;
-/// Recycled payload buffers handed back to the applications per group.
-pub const RECYCLED_BUFFERS_PER_GROUP_MAX: usize = 256;
-
-/// What an application asks of its group.
-pub(crate) enum Request {
-    Send {
-        order: Order,
-        safe: bool,
-        payload: Vec<u8>,
-        /// The incarnation the application numbered it in (see [`GroupCounters::incarnation`]):
-        /// a send numbered before this member blocked is dropped, never sent under the next
-        /// incarnation's numbers.
-        incarnation: u64,
-        /// A request: who waits for its replies.
-        waiter: Option<Waiter>,
-    },
-    /// Answer on `done` once every message sent before this request is stable.
-    Flush { done: Sender<FlushOutcome> },
-}
 
 /// A request's waiting side: its id, what it waits for, where the replies go.
 pub(crate) struct Waiter {
@@ -178,15 +162,15 @@ pub(crate) struct GroupSlot {
     pub name: String,
     pub endpoint: Endpoint,
     pub handler: Box<dyn Handler>,
-    pub requests: Receiver<Request>,
-    pub recycle: Sender<Vec<u8>>,
+    /// Sends, requests and flushes from the application (see [`super::stage`]).
+    stage: Arc<Stage>,
+    /// The records taken from the stage, fed to the endpoint in order.
+    taken: Taken,
+    /// The endpoint refused the next record (window full, not installed): counted once.
+    stalled: bool,
     pub counters: Arc<GroupCounters>,
     /// Answered at the first installed view (a joiner waits for it).
     pub installed: Option<Sender<()>>,
-    /// The largest payload of any view: the capacity a recycled buffer must have.
-    payload_bytes_max: usize,
-    /// A send the endpoint refused (window full, not installed yet), retried each turn.
-    pending: Option<Request>,
     /// This member's requests waiting for replies, by id.
     outstanding: HashMap<u64, Outstanding>,
     /// Replies owed, waiting for room in the window.
@@ -220,6 +204,13 @@ pub(crate) struct GroupSlot {
     bytes_delivered_unpublished: u64,
 }
 
+impl Drop for GroupSlot {
+    /// The group is gone from the poller: its handles see `Closed` from now on.
+    fn drop(&mut self) {
+        self.stage.close();
+    }
+}
+
 /// The address of a member id (`host:port` or `host:port#incarnation`).
 fn addr_of(id: &str) -> Option<SocketAddr> {
     node_of(id).parse().ok()
@@ -232,22 +223,20 @@ impl GroupSlot {
         name: String,
         endpoint: Endpoint,
         handler: Box<dyn Handler>,
-        requests: Receiver<Request>,
-        recycle: Sender<Vec<u8>>,
+        stage: Arc<Stage>,
         counters: Arc<GroupCounters>,
         installed: Option<Sender<()>>,
     ) -> Self {
         GroupSlot {
-            payload_bytes_max: endpoint.payload_bytes_max_any_view(),
             id,
             name,
             endpoint,
             handler,
-            requests,
-            recycle,
+            stage,
+            taken: Taken::default(),
+            stalled: false,
             counters,
             installed,
-            pending: None,
             outstanding: HashMap::new(),
             replies_out: std::collections::VecDeque::new(),
             ids: Vec::new(),
@@ -424,100 +413,102 @@ impl GroupSlot {
         work
     }
 
-    /// Feeds queued requests to the endpoint; true if any was taken.
+    /// Feeds staged records to the endpoint; true if any was taken.
     fn take_requests(&mut self, now: Time) -> bool {
         let mut work = self.send_replies(now);
         let incarnation = self.counters.incarnation.load(Ordering::Relaxed);
-        for _ in 0..REQUESTS_PER_GROUP_PER_TURN_MAX {
-            let (request, retry) = match self.pending.take() {
-                Some(r) => (r, true),
-                None => match self.requests.try_recv() {
-                    Ok(r) => (r, false),
-                    Err(_) => break,
-                },
+        let (mut sent, mut dropped) = (0u64, 0u64);
+        for _ in 0..STAGED_RECORDS_PER_GROUP_PER_TURN_MAX {
+            if !self.taken.refill(&self.stage) {
+                break;
+            }
+            let Some(r) = self.taken.peek() else {
+                // Unreachable (the handles write whole records): drop the rest, not stall.
+                debug_assert!(false, "a torn record in the send stage");
+                self.taken.clear();
+                break;
             };
-            match request {
-                Request::Send {
-                    incarnation: numbered,
-                    payload,
-                    waiter,
-                    ..
-                } if numbered != incarnation => {
-                    work = true;
-                    self.counters.sends_dropped.fetch_add(1, Ordering::Relaxed);
-                    self.recycle_buffer(payload);
-                    self.refuse(waiter, RequestError::Blocked);
+            let (kind, numbered) = (r.kind, r.incarnation);
+            if kind == Kind::Flush {
+                work = true;
+                let done = self.taken.flushes.pop_front();
+                self.taken.advance();
+                match done {
+                    // Refused past the bound: the waiter sees a disconnect.
+                    Some(_) if self.flush_waiters.len() >= FLUSH_WAITERS_PER_GROUP_MAX => {}
+                    Some(done) => self.flush_waiters.push((self.endpoint.flush_point(), done)),
+                    None => {}
                 }
-                Request::Send {
-                    order,
-                    safe,
-                    mut payload,
-                    incarnation,
-                    waiter,
-                } => match (
-                    // Application bytes: without the runtime's framing.
-                    payload.len().saturating_sub(framing::PLAIN_HEADER_BYTES) as u64,
-                    self.endpoint.send_owned(now, order, safe, &mut payload),
-                ) {
-                    (len, Ok(_)) => {
-                        // The payload moved into the member's log; `payload` is now the log
-                        // slot's previous buffer, handed back to the application for reuse.
-                        work = true;
-                        self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                        self.bytes_sent_unpublished += len;
-                        self.recycle_buffer(payload);
-                        if let Some(w) = waiter {
-                            self.await_replies(w);
-                        }
+                continue;
+            }
+            let result = if numbered != incarnation {
+                // Numbered before this member blocked: never sent under the next
+                // incarnation's numbers.
+                Err(RequestError::Blocked)
+            } else {
+                match self.endpoint.send(now, r.order, r.safe, r.payload) {
+                    Ok(_) => {
+                        // Application bytes: without the runtime's framing.
+                        let body = r.payload.len().saturating_sub(framing::PLAIN_HEADER_BYTES);
+                        self.bytes_sent_unpublished += body as u64;
+                        Ok(())
                     }
-                    (_, Err(GroupSendError::WouldBlock | GroupSendError::NotInstalled)) => {
-                        if !retry {
+                    Err(GroupSendError::WouldBlock | GroupSendError::NotInstalled) => {
+                        if !self.stalled {
+                            self.stalled = true;
                             self.counters.window_stalls.fetch_add(1, Ordering::Relaxed);
                         }
-                        self.pending = Some(Request::Send {
-                            order,
-                            safe,
-                            payload,
-                            incarnation,
-                            waiter,
-                        });
                         break;
                     }
-                    (_, Err(GroupSendError::Leaving)) => {
-                        work = true;
-                        self.counters.sends_dropped.fetch_add(1, Ordering::Relaxed);
-                        self.recycle_buffer(payload);
-                        self.refuse(waiter, RequestError::Closed);
-                    }
-                    (_, Err(GroupSendError::TooLarge { len, max })) => {
-                        // The group handle checks the size first; this is a programming error
-                        // in the runtime, not input. Dropped (and the sequence would skip).
+                    Err(GroupSendError::Leaving) => Err(RequestError::Closed),
+                    Err(GroupSendError::TooLarge { len, max }) => {
+                        // The group handle checks the size first; this is a programming
+                        // error in the runtime, not input. Dropped.
                         debug_assert!(false, "payload of {len} B past {max} B reached the member");
                         tracing::error!(len, max, "oversized payload reached the member");
-                    }
-                },
-                Request::Flush { done } => {
-                    work = true;
-                    if self.flush_waiters.len() >= FLUSH_WAITERS_PER_GROUP_MAX {
-                        drop(done); // the waiter sees a disconnect: refused
-                    } else {
-                        self.flush_waiters.push((self.endpoint.flush_point(), done));
+                        Err(RequestError::Closed)
                     }
                 }
+            };
+            work = true;
+            self.stalled = false;
+            let waiter = match kind {
+                Kind::Request => self.taken.waiters.pop_front(),
+                _ => None,
+            };
+            self.taken.advance();
+            match result {
+                Ok(()) => {
+                    sent += 1;
+                    if let Some(w) = waiter {
+                        self.await_replies(w);
+                    }
+                }
+                Err(why) => {
+                    dropped += 1;
+                    self.refuse(waiter, why);
+                }
             }
+        }
+        if sent > 0 {
+            self.counters.sent.fetch_add(sent, Ordering::Relaxed);
+        }
+        if dropped > 0 {
+            self.counters
+                .sends_dropped
+                .fetch_add(dropped, Ordering::Relaxed);
         }
         work
     }
 
-    /// Offers a log slot's old buffer to the application's recycle queue: only buffers that
-    /// hold any payload without growing (a fresh slot's empty buffer, or one grown only to a
-    /// small control record, is dropped instead), and only while the queue has room.
-    #[inline]
-    fn recycle_buffer(&self, mut buffer: Vec<u8>) {
-        if buffer.capacity() >= self.payload_bytes_max {
-            buffer.clear();
-            let _ = self.recycle.try_send(buffer);
-        }
+    /// Whether every record staged so far was fed to the endpoint.
+    fn sends_in(&self) -> bool {
+        self.taken.is_done() && self.stage.lock().bytes.is_empty()
+    }
+
+    /// Whether the application staged something the poller has not taken.
+    pub fn has_staged(&self) -> bool {
+        self.taken.is_done() && !self.stage.lock().bytes.is_empty()
     }
 
     fn answer_flushes(&mut self) {
@@ -690,7 +681,7 @@ impl GroupSlot {
                 self.fail_requests(RequestError::Closed);
                 self.gone = true; // the leave is answered once the group is removed
             }
-            GroupEvent::SendWindowOpen => {} // the pending request is retried each turn
+            GroupEvent::SendWindowOpen => {} // the stalled record is retried each turn
         }
     }
 
@@ -754,7 +745,7 @@ impl GroupSlot {
     /// out in the last view); past its bound the group goes anyway.
     fn check_leave(&mut self, now: Time) {
         if let Some((deadline, _)) = &self.leaving {
-            let sends_in = self.pending.is_none() && self.requests.is_empty();
+            let sends_in = self.sends_in();
             // Not in a view (joining, blocked): queued sends have nowhere to go.
             if (sends_in || !self.endpoint.is_installed()) && !self.endpoint.is_leaving() {
                 self.endpoint.leave(now);
@@ -777,6 +768,7 @@ pub(crate) struct Poller {
     pub trace: Option<Sender<Vec<TraceEvent>>>,
     pub counters: Arc<PollerCounters>,
     pub multicast: bool,
+    doorbell: Arc<Doorbell>,
     groups: Vec<GroupSlot>,
     index: HashMap<u32, usize>,
     batch: SendBatch,
@@ -807,6 +799,7 @@ impl Poller {
         counters: Arc<PollerCounters>,
         multicast: bool,
         counters_file: Option<CountersFile>,
+        doorbell: Arc<Doorbell>,
     ) -> Result<Self, CountersError> {
         let datagram_bytes_max = transport.datagram_bytes_max();
         let local = transport.local_addr();
@@ -826,6 +819,7 @@ impl Poller {
             trace,
             counters,
             multicast,
+            doorbell,
             groups: Vec::new(),
             index: HashMap::new(),
             batch: SendBatch::new(SEND_BATCH_DATAGRAMS_MAX, datagram_bytes_max),
@@ -1223,27 +1217,34 @@ impl Poller {
                 } else if self.idle_turns <= BACKOFF_SPINS_MAX + BACKOFF_YIELDS_MAX {
                     std::thread::yield_now();
                 } else {
-                    let wait = until(self.park_ns);
-                    if !wait.is_zero() {
-                        if let Err(e) = self.transport.wait_readable(wait) {
-                            tracing::warn!(error = %e, "wait_readable failed");
-                            std::thread::park_timeout(wait);
-                        }
-                    }
+                    self.sleep(until(self.park_ns));
                     self.park_ns = (self.park_ns * 2).min(BACKOFF_PARK_NS_MAX);
                 }
             }
             Idle::Blocking => {
-                let wait = until(BLOCKING_WAIT_NS_MAX);
                 if backlog {
                     std::thread::yield_now();
-                } else if !wait.is_zero() {
-                    if let Err(e) = self.transport.wait_readable(wait) {
-                        tracing::warn!(error = %e, "wait_readable failed");
-                        std::thread::sleep(wait);
-                    }
+                } else {
+                    self.sleep(until(BLOCKING_WAIT_NS_MAX));
                 }
             }
         }
+    }
+
+    /// Waits in the transport for a datagram, an application's doorbell or `wait`, whichever
+    /// comes first (see [`Doorbell`]).
+    fn sleep(&mut self, wait: Duration) {
+        if wait.is_zero() {
+            return;
+        }
+        self.doorbell.sleep();
+        let work = !self.control.is_empty() || self.groups.iter().any(GroupSlot::has_staged);
+        if !work {
+            if let Err(e) = self.transport.wait_readable(wait) {
+                tracing::warn!(error = %e, "wait_readable failed");
+                std::thread::park_timeout(wait);
+            }
+        }
+        self.doorbell.wake_up();
     }
 }
