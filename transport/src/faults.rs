@@ -17,6 +17,10 @@
 //!   up for it). At most [`DELAYED_DATAGRAMS_MAX`] wait; beyond that a delayed datagram is
 //!   dropped and counted in [`FaultStats::delay_overflow`].
 //!
+//! `waker()` hands out the inner transport's doorbell; a wake ends the layer's
+//! `wait_readable` (which waits in slices to release delayed datagrams) as it ends the inner
+//! one.
+//!
 //! Datagrams the layer has accepted are its responsibility: when the inner transport pushes
 //! back, they wait in the layer's own bounded batch and go out at the next call; meanwhile
 //! `send` accepts nothing new (returns 0), which is the back pressure the caller sees.

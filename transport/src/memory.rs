@@ -37,7 +37,9 @@
 //! [`MemoryNetwork::heal`] restores everything. A crash is dropping the endpoint.
 //!
 //! Threads: endpoints may be used from different threads; determinism holds for a given order
-//! of calls (one thread, or a simulator that serialises them).
+//! of calls (one thread, or a simulator that serialises them). An endpoint's [`Waker`] sets a
+//! flag under its queue lock and notifies its condition variable; `wait_readable` consumes the
+//! flag.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};

@@ -1,4 +1,4 @@
-//! A doorbell that ends a transport's [`Transport::wait_readable`](crate::Transport) early,
+//! A doorbell that ends a transport's [`Transport::wait_readable`](crate::Transport::wait_readable) early,
 //! rung from any thread: an application thread that queues a send wakes the poller thread
 //! instead of waiting out its poll timeout.
 //!
