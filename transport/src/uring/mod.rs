@@ -1217,6 +1217,40 @@ mod tests {
     }
 
     #[test]
+    fn a_wake_completion_reaped_by_recv_disarms_the_poll_and_stays_pending_for_the_next_wait() {
+        let Some((_a, mut b)) = pair(false) else {
+            return;
+        };
+        let waker = b.waker().unwrap();
+        assert!(!b.wait_readable(Duration::from_millis(1)).unwrap());
+        assert!(b.wake_armed, "the wait armed the poll on the eventfd");
+        waker.wake();
+        // Deferred mode: recv enters the kernel, which runs the poll's completion work there.
+        let mut reaped = false;
+        for _ in 0..1000 {
+            b.recv(8, &mut |_, _| panic!("no datagram was sent"))
+                .unwrap();
+            if !b.wake_armed {
+                reaped = true;
+                break;
+            }
+            std::thread::yield_now();
+        }
+        assert!(reaped, "recv reaped the wake completion");
+        assert!(b.wake_pending, "the wake waits for the next wait_readable");
+        assert!(!waker.drain(), "the eventfd was drained");
+        let start = std::time::Instant::now();
+        assert!(!b.wait_readable(Duration::from_secs(30)).unwrap());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the pending wake ended the wait"
+        );
+        assert!(!b.wake_pending, "that wait consumed it");
+        assert!(!b.wait_readable(Duration::from_millis(1)).unwrap());
+        assert!(b.wake_armed, "the next wait re-armed the poll");
+    }
+
+    #[test]
     fn parses_ipv4_and_ipv6_source_addresses_and_rejects_other_families() {
         let v4: SocketAddr = "10.1.2.3:4567".parse().unwrap();
         let s = SockAddr::from(v4);
