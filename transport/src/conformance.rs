@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{Dest, GroupMode, SendBatch, SocketConfig, Transport, TransportError};
 
@@ -24,6 +24,15 @@ pub const WAIT_SLICE_MS: u64 = 50;
 pub const WAIT_ROUNDS_WITHOUT_PROGRESS_MAX: u32 = 200;
 /// Most rounds `send_all` tries to push a batch through back pressure.
 pub const SEND_ROUNDS_MAX: u32 = 10_000;
+/// Timeout of a wait that a wake must end: far longer than [`WAKE_RETURN_BOUND_S`], so that a
+/// wake which does not end it is seen.
+pub const WAKE_WAIT_TIMEOUT_S: u64 = 30;
+/// A wait a wake ends ("at once") must return within this generous bound.
+pub const WAKE_RETURN_BOUND_S: u64 = 10;
+/// Timeout of a wait no wake may end: it must return false, and not before its timeout.
+pub const UNWOKEN_WAIT_MS: u64 = 20;
+/// Wakes rung in a row by the coalescing check.
+pub const COALESCED_WAKES: u32 = 1000;
 
 /// Runs every generic check against the driver built by `make`.
 pub fn run_all(make: MakeTransport<'_>, template: &SocketConfig) {
@@ -34,6 +43,11 @@ pub fn run_all(make: MakeTransport<'_>, template: &SocketConfig) {
     oversize_datagram_is_refused_with_an_error(make, template);
     recv_lends_at_most_datagrams_max_per_call(make, template);
     wait_readable_is_false_when_idle_and_true_once_data_arrives(make, template);
+    wake_from_another_thread_ends_a_long_wait(make, template);
+    wake_before_the_wait_ends_the_next_wait_only(make, template);
+    many_wakes_before_the_wait_are_one_wake_up(make, template);
+    a_datagram_makes_wait_readable_true_while_a_waker_exists(make, template);
+    a_wake_reaped_by_recv_is_not_lost_and_the_doorbell_still_works(make, template);
 }
 
 /// The payload of datagram `index` of `len` bytes: a pattern that differs per index and size.
@@ -574,4 +588,181 @@ pub fn wait_readable_is_false_when_idle_and_true_once_data_arrives(
     );
     let got = recv_from(receiver.as_mut(), sender.local_addr(), 1);
     assert_eq!(got, vec![b"wake".to_vec()]);
+}
+
+/// Waits with a long timeout that a wake (rung before or during the wait) must end: asserts it
+/// returns false (nothing was sent) well before the timeout.
+fn assert_wait_ended_by_wake(t: &mut dyn Transport, what: &str) {
+    let start = Instant::now();
+    let readable = t
+        .wait_readable(Duration::from_secs(WAKE_WAIT_TIMEOUT_S))
+        .expect("wait_readable succeeds");
+    let waited = start.elapsed();
+    assert!(
+        !readable,
+        "{:?} {what}: a wake alone returns false (no datagram was sent)",
+        t.driver()
+    );
+    assert!(
+        waited < Duration::from_secs(WAKE_RETURN_BOUND_S),
+        "{:?} {what}: the wake did not end the wait (returned after {waited:?} of a \
+         {WAKE_WAIT_TIMEOUT_S} s timeout)",
+        t.driver()
+    );
+}
+
+/// A short wait no wake may end: asserts it returns false and only once its timeout passed.
+fn assert_wait_not_woken(t: &mut dyn Transport, what: &str) {
+    let timeout = Duration::from_millis(UNWOKEN_WAIT_MS);
+    let start = Instant::now();
+    let readable = t.wait_readable(timeout).expect("wait_readable succeeds");
+    let waited = start.elapsed();
+    assert!(!readable, "{:?} {what}: nothing was sent", t.driver());
+    assert!(
+        waited >= timeout,
+        "{:?} {what}: returned after {waited:?}, before its {timeout:?} timeout: a consumed \
+         wake ended it again",
+        t.driver()
+    );
+}
+
+/// A wake from another thread ends a `wait_readable` long before its timeout.
+pub fn wake_from_another_thread_ends_a_long_wait(make: MakeTransport<'_>, template: &SocketConfig) {
+    let mut t = make(unicast_template(template)).expect("transport opens");
+    let waker = t.waker().expect("waker");
+    let ringer = std::thread::spawn(move || {
+        // Most likely while the wait below sleeps; before it is fine too (never lost).
+        std::thread::sleep(Duration::from_millis(20));
+        waker.wake();
+    });
+    assert_wait_ended_by_wake(t.as_mut(), "wake from another thread");
+    ringer.join().expect("waking thread ends");
+    assert_wait_not_woken(t.as_mut(), "wait after the woken one");
+}
+
+/// A wake while nobody waits ends the next wait at once; that consumes it, and the wait after
+/// blocks until its timeout.
+pub fn wake_before_the_wait_ends_the_next_wait_only(
+    make: MakeTransport<'_>,
+    template: &SocketConfig,
+) {
+    let mut t = make(unicast_template(template)).expect("transport opens");
+    let waker = t.waker().expect("waker");
+    assert_wait_not_woken(t.as_mut(), "wait before any wake");
+    waker.wake();
+    assert_wait_ended_by_wake(t.as_mut(), "wait after a wake rung while nobody waited");
+    assert_wait_not_woken(t.as_mut(), "wait after the wake was consumed");
+    // And again: consuming a wake resets the doorbell, it does not break it.
+    waker.wake();
+    assert_wait_ended_by_wake(t.as_mut(), "second wake");
+    assert_wait_not_woken(t.as_mut(), "wait after the second wake was consumed");
+}
+
+/// Many wakes (through two handles of the same doorbell) before the waiter runs are one
+/// wake-up: one wait returns at once, the next one times out.
+pub fn many_wakes_before_the_wait_are_one_wake_up(
+    make: MakeTransport<'_>,
+    template: &SocketConfig,
+) {
+    let mut t = make(unicast_template(template)).expect("transport opens");
+    let first = t.waker().expect("waker");
+    let second = t.waker().expect("second handle");
+    for i in 0..COALESCED_WAKES {
+        if i % 2 == 0 {
+            first.wake();
+        } else {
+            second.wake();
+        }
+    }
+    assert_eq!(
+        first.wakes(),
+        COALESCED_WAKES as u64,
+        "both handles ring one doorbell"
+    );
+    assert_wait_ended_by_wake(t.as_mut(), "wait after many wakes");
+    assert_wait_not_woken(t.as_mut(), "wait after many wakes were consumed as one");
+    // A handle may outlive its transport: waking it then does nothing harmful.
+    drop(t);
+    second.wake();
+    assert_eq!(first.wake_errors(), 0, "the doorbell stayed open");
+}
+
+/// With a waker in existence (and rung), a datagram still makes `wait_readable` true.
+pub fn a_datagram_makes_wait_readable_true_while_a_waker_exists(
+    make: MakeTransport<'_>,
+    template: &SocketConfig,
+) {
+    let cfg = unicast_template(template);
+    let mut receiver = make(cfg.clone()).expect("receiver opens");
+    let mut sender = make(cfg.clone()).expect("sender opens");
+    let waker = receiver.waker().expect("waker");
+    assert_wait_not_woken(receiver.as_mut(), "wait before anything was sent");
+    let mut batch = SendBatch::new(1, cfg.datagram_bytes_max);
+    batch
+        .push(Dest::Addr(receiver.local_addr()), b"data")
+        .expect("fits");
+    send_all(sender.as_mut(), &mut batch);
+    // A long timeout only ends a test that would otherwise hang.
+    assert!(
+        receiver
+            .wait_readable(Duration::from_secs(WAKE_WAIT_TIMEOUT_S))
+            .expect("wait_readable succeeds"),
+        "{:?}: a datagram waits, with a waker in existence",
+        receiver.driver()
+    );
+    let got = recv_from(receiver.as_mut(), sender.local_addr(), 1);
+    assert_eq!(got, vec![b"data".to_vec()]);
+    // A wake and a datagram together: a wait sees the datagram (true) or, at worst, the wake
+    // first; within a few waits the datagram is reported.
+    batch
+        .push(Dest::Addr(receiver.local_addr()), b"more")
+        .expect("fits");
+    send_all(sender.as_mut(), &mut batch);
+    waker.wake();
+    let mut readable = false;
+    for _ in 0..3 {
+        readable |= receiver
+            .wait_readable(Duration::from_secs(WAKE_WAIT_TIMEOUT_S))
+            .expect("wait_readable succeeds");
+        if readable {
+            break;
+        }
+    }
+    assert!(
+        readable,
+        "{:?}: a datagram sent with a wake is reported readable",
+        receiver.driver()
+    );
+    let got = recv_from(receiver.as_mut(), sender.local_addr(), 1);
+    assert_eq!(got, vec![b"more".to_vec()]);
+}
+
+/// A wake the transport notices inside `recv` (io_uring reaps the wake's completion there) is
+/// not lost, and the doorbell is re-armed: a later wake from another thread still ends a long
+/// wait, and the wait after that blocks again.
+pub fn a_wake_reaped_by_recv_is_not_lost_and_the_doorbell_still_works(
+    make: MakeTransport<'_>,
+    template: &SocketConfig,
+) {
+    let mut t = make(unicast_template(template)).expect("transport opens");
+    let waker = t.waker().expect("waker");
+    // Arms the doorbell (io_uring: the poll on the eventfd is submitted with the wait).
+    assert_wait_not_woken(t.as_mut(), "first wait");
+    waker.wake();
+    let n = t
+        .recv(8, &mut |_, _| panic!("no datagram was sent"))
+        .expect("recv succeeds");
+    assert_eq!(n, 0);
+    assert_wait_ended_by_wake(t.as_mut(), "wait after a wake that recv saw");
+    assert_wait_not_woken(t.as_mut(), "wait after that wake was consumed");
+    let ringer = {
+        let waker = t.waker().expect("waker");
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            waker.wake();
+        })
+    };
+    assert_wait_ended_by_wake(t.as_mut(), "wake after one that recv saw");
+    ringer.join().expect("waking thread ends");
+    assert_wait_not_woken(t.as_mut(), "wait after the last wake");
 }

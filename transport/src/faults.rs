@@ -17,6 +17,10 @@
 //!   up for it). At most [`DELAYED_DATAGRAMS_MAX`] wait; beyond that a delayed datagram is
 //!   dropped and counted in [`FaultStats::delay_overflow`].
 //!
+//! `waker()` hands out the inner transport's doorbell; a wake ends the layer's
+//! `wait_readable` (which waits in slices to release delayed datagrams) as it ends the inner
+//! one.
+//!
 //! Datagrams the layer has accepted are its responsibility: when the inner transport pushes
 //! back, they wait in the layer's own bounded batch and go out at the next call; meanwhile
 //! `send` accepts nothing new (returns 0), which is the back pressure the caller sees.
@@ -30,7 +34,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::memory::FaultConfig;
-use crate::{Dest, DriverKind, SendBatch, Transport, TransportError, TransportStats};
+use crate::{Dest, DriverKind, SendBatch, Transport, TransportError, TransportStats, Waker};
 
 /// Most datagrams waiting out an injected delay.
 pub const DELAYED_DATAGRAMS_MAX: usize = 4096;
@@ -86,6 +90,11 @@ pub struct FaultyTransport {
     delay_seq: u64,
     /// Recycled buffers of delayed or held datagrams.
     pool: Vec<Vec<u8>>,
+    /// The inner transport's doorbell, once `waker()` was called, and its wake count when a
+    /// `wait_readable` last returned: a wake ends the layer's wait (whose slices would
+    /// otherwise take an inner `Ok(false)` for a timeout).
+    waker: Option<Waker>,
+    wakes_seen: u64,
 }
 
 impl FaultyTransport {
@@ -110,6 +119,8 @@ impl FaultyTransport {
             delayed: BinaryHeap::new(),
             delay_seq: 0,
             pool: Vec::new(),
+            waker: None,
+            wakes_seen: 0,
         })
     }
 
@@ -156,6 +167,17 @@ impl FaultyTransport {
             self.out.consume(n);
         }
         Ok(self.out.is_empty())
+    }
+
+    /// Whether the doorbell rang since the last call (and notes that it was seen).
+    fn woken_since_last_seen(&mut self) -> bool {
+        let Some(w) = &self.waker else {
+            return false;
+        };
+        let wakes = w.wakes();
+        let woken = wakes != self.wakes_seen;
+        self.wakes_seen = wakes;
+        woken
     }
 
     fn next_due(&self) -> Option<Instant> {
@@ -279,13 +301,28 @@ impl Transport for FaultyTransport {
                 .max(Duration::from_millis(1))
                 .min(deadline.saturating_duration_since(now));
             if self.inner.wait_readable(slice)? {
+                self.woken_since_last_seen();
                 return Ok(true);
+            }
+            if self.woken_since_last_seen() {
+                return Ok(false);
             }
             self.flush()?;
             if Instant::now() >= deadline {
                 return Ok(false);
             }
         }
+    }
+
+    fn waker(&mut self) -> Result<Waker, TransportError> {
+        if let Some(w) = &self.waker {
+            return Ok(w.clone());
+        }
+        // `wakes_seen` stays 0: a wake rung on the inner transport before it was wrapped ends
+        // the first wait (at worst one early return, never a lost wake).
+        let w = self.inner.waker()?;
+        self.waker = Some(w.clone());
+        Ok(w)
     }
 
     fn set_peers(&mut self, peers: &[SocketAddr]) {

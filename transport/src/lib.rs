@@ -27,6 +27,8 @@
 //!   `gro_segment_size`, `deliver_received`.
 //! * [`FaultyTransport`] — a test-only, seeded fault layer around any transport (loss,
 //!   duplication, reordering, delay on the send side) for multi-process tests on real sockets.
+//! * [`Waker`] — a doorbell another thread rings to end a transport's `wait_readable` early
+//!   ([`Transport::waker`]).
 //! * [`conformance`] — the checks every driver must pass (`run_all`).
 //!
 //! ## Multicast mode uses two sockets
@@ -48,11 +50,13 @@ pub mod faults;
 pub mod memory;
 pub mod mmsg;
 pub mod socket;
+pub mod waker;
 
 pub use faults::{FaultStats, FaultyTransport};
 pub use memory::{FaultConfig, MemoryNetwork, MemoryTransport, NetworkStats};
 pub use mmsg::MmsgTransport;
 pub use socket::{open_udp_socket, GroupTargets, OpenedSocket};
+pub use waker::Waker;
 
 /// Where one datagram of a batch goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -349,8 +353,18 @@ pub trait Transport: Send {
         on_datagram: &mut dyn FnMut(SocketAddr, &[u8]),
     ) -> Result<usize, TransportError>;
 
-    /// Waits until a datagram may be read or `timeout` passes; true if readable.
+    /// Waits until a datagram may be read, the transport's [`Waker`] was woken (since the
+    /// previous wait consumed a wake), or `timeout` passes. Returns true if a datagram may be
+    /// read; a wake alone returns `Ok(false)` at once and is consumed (the next wait blocks
+    /// again). A wake that came while nobody waited makes this return at once: a wake is never
+    /// lost. An early `Ok(false)` is possible after a wake that the transport noticed while
+    /// busy (never more than one per wake).
     fn wait_readable(&mut self, timeout: Duration) -> Result<bool, TransportError>;
+
+    /// A handle on this transport's doorbell (the same one on every call): another thread's
+    /// [`Waker::wake`] ends the current or next [`Transport::wait_readable`]. The kernel
+    /// drivers open their eventfd on the first call (the error is that of `eventfd`).
+    fn waker(&mut self) -> Result<Waker, TransportError>;
 
     /// Replaces the fan-out peer list (unicast fan-out mode; ignored for multicast).
     fn set_peers(&mut self, peers: &[SocketAddr]);

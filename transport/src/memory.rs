@@ -37,7 +37,9 @@
 //! [`MemoryNetwork::heal`] restores everything. A crash is dropping the endpoint.
 //!
 //! Threads: endpoints may be used from different threads; determinism holds for a given order
-//! of calls (one thread, or a simulator that serialises them).
+//! of calls (one thread, or a simulator that serialises them). An endpoint's [`Waker`] sets a
+//! flag under its queue lock and notifies its condition variable; `wait_readable` consumes the
+//! flag.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -51,7 +53,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::socket::{validate_config, GroupTargets};
 use crate::{
-    Dest, DriverKind, GroupMode, SendBatch, SocketConfig, Transport, TransportError, TransportStats,
+    Dest, DriverKind, GroupMode, SendBatch, SocketConfig, Transport, TransportError,
+    TransportStats, Waker,
 };
 
 /// Hard cap on one endpoint's queue, whatever its configured receive buffer.
@@ -179,9 +182,13 @@ struct EndpointQueue {
     dropped: u64,
     /// Threads blocked in `wait_readable` (senders notify only when there is one).
     waiters: u32,
+    /// The endpoint's [`Waker`] rang since a `wait_readable` last consumed it.
+    woken: bool,
 }
 
-struct Endpoint {
+/// One endpoint of the network: its receive queue, shared with senders and with its
+/// [`Waker`]s.
+pub(crate) struct Endpoint {
     queue: Mutex<EndpointQueue>,
     readable: Condvar,
     datagram_bytes_max: usize,
@@ -192,6 +199,18 @@ impl Endpoint {
     fn lock(&self) -> MutexGuard<'_, EndpointQueue> {
         // A panic in another thread while holding the lock leaves plain data behind; go on.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Rings the endpoint's doorbell: the flag is set under the queue lock, so a
+    /// `wait_readable` either sees it before sleeping or is notified.
+    pub(crate) fn ring_doorbell(&self) {
+        let mut q = self.lock();
+        q.woken = true;
+        let wake = q.waiters > 0;
+        drop(q);
+        if wake {
+            self.readable.notify_all();
+        }
     }
 
     fn queued(q: &EndpointQueue) -> usize {
@@ -451,6 +470,7 @@ impl MemoryNetwork {
                 buffers_allocated: 0,
                 dropped: 0,
                 waiters: 0,
+                woken: false,
             }),
             readable: Condvar::new(),
             datagram_bytes_max: cfg.datagram_bytes_max,
@@ -479,6 +499,7 @@ impl MemoryNetwork {
             stats: TransportStats::default(),
             scratch: Vec::with_capacity(batch),
             resolved: Vec::with_capacity(batch.max(crate::socket::FAN_OUT_PEERS_MAX)),
+            waker: None,
         })
     }
 }
@@ -496,6 +517,8 @@ pub struct MemoryTransport {
     scratch: Vec<Datagram>,
     /// Endpoints one entry goes to (reused).
     resolved: Vec<Arc<Endpoint>>,
+    /// The doorbell handed out by `waker()` (created on the first call).
+    waker: Option<Waker>,
 }
 
 impl MemoryTransport {
@@ -683,8 +706,12 @@ impl Transport for MemoryTransport {
         loop {
             let now_ns = clock.now_ns();
             Endpoint::promote(&mut q, now_ns);
+            let woken = std::mem::take(&mut q.woken);
             if !q.ready.is_empty() {
                 return Ok(true);
+            }
+            if woken {
+                return Ok(false);
             }
             let wall_now = Instant::now();
             if wall_now >= wall_deadline {
@@ -705,6 +732,14 @@ impl Transport for MemoryTransport {
                 .0;
             q.waiters -= 1;
         }
+    }
+
+    fn waker(&mut self) -> Result<Waker, TransportError> {
+        let endpoint = &self.endpoint;
+        Ok(self
+            .waker
+            .get_or_insert_with(|| Waker::memory(endpoint.clone()))
+            .clone())
     }
 
     fn set_peers(&mut self, peers: &[SocketAddr]) {

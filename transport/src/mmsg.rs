@@ -31,7 +31,10 @@ use crate::socket::{
     deliver_received, gro_segment_size, gso_run_len, open_udp_socket, write_gso_cmsg, CmsgSpace,
     GroupTargets, OpenedSocket, RawSockAddr, GRO_BUFFER_BYTES,
 };
-use crate::{DriverKind, SendBatch, SocketConfig, Transport, TransportError, TransportStats};
+use crate::waker::waker_of;
+use crate::{
+    DriverKind, SendBatch, SocketConfig, Transport, TransportError, TransportStats, Waker,
+};
 
 /// Most messages passed to one `sendmmsg` (the kernel's `UIO_MAXIOV`). A fan-out entry's copies
 /// always fit in one call, since the peer list is bounded by the same number.
@@ -84,6 +87,8 @@ pub struct MmsgTransport {
     recv_offset: usize,
     /// Which socket `recv` reads first (alternates in multicast mode for fairness).
     recv_group_first: bool,
+    /// The doorbell handed out by `waker()` (its eventfd is opened on the first call).
+    waker: Option<Waker>,
 }
 
 // SAFETY: the raw pointers inside the mmsghdr/iovec arrays point only into heap buffers owned by
@@ -149,6 +154,7 @@ impl MmsgTransport {
             recv_next_slot: 0,
             recv_offset: 0,
             recv_group_first: false,
+            waker: None,
         };
         t.link_recv_slots();
         t
@@ -496,7 +502,11 @@ impl Transport for MmsgTransport {
         if self.has_undelivered() {
             return Ok(true);
         }
-        wait_readable_fds(&self.opened, timeout)
+        wait_readable_fds(&self.opened, self.waker.as_ref(), timeout)
+    }
+
+    fn waker(&mut self) -> Result<Waker, TransportError> {
+        waker_of(&mut self.waker)
     }
 
     fn set_peers(&mut self, peers: &[SocketAddr]) {
@@ -508,17 +518,27 @@ impl Transport for MmsgTransport {
     }
 }
 
-/// `poll()` on every receive socket of `opened` until one is readable or `timeout` passes.
-/// Shared by the kernel drivers.
-pub fn wait_readable_fds(opened: &OpenedSocket, timeout: Duration) -> Result<bool, TransportError> {
+/// `poll()` on every receive socket of `opened`, and on the eventfd of `waker` if any, until a
+/// socket is readable, the waker rang or `timeout` passes; true if a socket is readable. A rung
+/// waker is drained (the wake consumed) before returning.
+pub fn wait_readable_fds(
+    opened: &OpenedSocket,
+    waker: Option<&Waker>,
+    timeout: Duration,
+) -> Result<bool, TransportError> {
     let mut fds = [libc::pollfd {
         fd: -1,
         events: libc::POLLIN,
         revents: 0,
-    }; 2];
+    }; 3];
     let mut n = 0;
     for s in opened.recv_sockets() {
         fds[n].fd = s.as_raw_fd();
+        n += 1;
+    }
+    let sockets = n;
+    if let Some(fd) = waker.and_then(Waker::eventfd_raw) {
+        fds[n].fd = fd;
         n += 1;
     }
     // Round up so that a sub-millisecond timeout still waits.
@@ -532,5 +552,10 @@ pub fn wait_readable_fds(opened: &OpenedSocket, timeout: Duration) -> Result<boo
         }
         return Err(TransportError::io("poll", err));
     }
-    Ok(rc > 0)
+    if n > sockets && fds[sockets].revents != 0 {
+        if let Some(w) = waker {
+            w.drain();
+        }
+    }
+    Ok(fds[..sockets].iter().any(|f| f.revents != 0))
 }

@@ -23,6 +23,14 @@
 //! Older kernels use `COOP_TASKRUN` (an idle `recv` enters the kernel only when the ring flags
 //! pending work) or plain rings.
 //!
+//! Waker ([`Transport::waker`]): an eventfd, polled by a one-shot `PollAdd` on the receive
+//! ring. Only the thread that waits may submit (`SINGLE_ISSUER`), so `wait_readable` arms the
+//! poll (when a waker exists and the poll is not armed) and submits it with the wait. Its
+//! completion, whether reaped by `wait_readable` or by `recv`, disarms the poll and drains the
+//! eventfd; one reaped by `recv` leaves the wake pending, so the next `wait_readable` returns at
+//! once (a wake is never lost) and the wait after it re-arms. At drop the poll is cancelled; it
+//! references only the fd, which the waker's `Arc` keeps open as long as the transport.
+//!
 //! Requirements, checked at [`UringTransport::with_socket`]: `io_uring_setup` works (not
 //! disabled by `kernel.io_uring_disabled`, seccomp or the memlock limit), the opcodes
 //! `SENDMSG`, `RECVMSG` and `ASYNC_CANCEL` are supported (probed), a buffer ring can be
@@ -47,7 +55,10 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use socket2::Socket;
 
 use crate::socket::{open_udp_socket, GroupTargets, OpenedSocket, GRO_BUFFER_BYTES, UDP_GRO};
-use crate::{DriverKind, SendBatch, SocketConfig, Transport, TransportError, TransportStats};
+use crate::waker::waker_of;
+use crate::{
+    DriverKind, SendBatch, SocketConfig, Transport, TransportError, TransportStats, Waker,
+};
 use buf_ring::ProvidedBufferRing;
 use send::{PlanCursor, SendSlots};
 
@@ -57,9 +68,16 @@ const RECV_BUFFER_GROUP: u16 = 0;
 /// mode when the unicast socket does not bind the group port.
 const RECV_SOCKETS_MAX: usize = 2;
 /// user_data of the multishot receive on receive socket `i` is `RECV_USER_DATA_BASE + i`;
-/// cancellations at drop use `CANCEL_USER_DATA`. Send SQEs use their slot index (small).
+/// cancellations at drop use `CANCEL_USER_DATA`; the waker's one-shot poll on its eventfd uses
+/// `WAKE_USER_DATA`. Send SQEs use their slot index (small).
 const RECV_USER_DATA_BASE: u64 = 1 << 62;
 const CANCEL_USER_DATA: u64 = 1 << 61;
+const WAKE_USER_DATA: u64 = 1 << 60;
+const _: () = assert!(
+    WAKE_USER_DATA < CANCEL_USER_DATA
+        && CANCEL_USER_DATA < RECV_USER_DATA_BASE
+        && WAKE_USER_DATA > SEND_SQES_MAX as u64
+);
 /// Upper bound on the memory of the receive buffers of one transport.
 const RECV_BUFFERS_BYTES_MAX: usize = 4 << 20;
 /// Bounds on the number of receive buffers (power of two).
@@ -187,6 +205,16 @@ pub struct UringTransport {
     /// Whether the multishot receive of each receive socket is armed.
     recv_armed: [bool; RECV_SOCKETS_MAX],
     pending: Option<PendingTrain>,
+    /// A receive completion `wait_readable` took off the queue while looking for the waker's
+    /// completion behind it; `reap_recv` handles it first.
+    held: Option<cqueue::Entry>,
+    /// The doorbell handed out by `waker()` (its eventfd is opened on the first call).
+    waker: Option<Waker>,
+    /// Whether the one-shot `PollAdd` on the waker's eventfd is pushed and not completed.
+    wake_armed: bool,
+    /// A wake completion was reaped outside `wait_readable` (by `recv`); the next wait
+    /// returns at once.
+    wake_pending: bool,
     /// Sends everything and receives unicast (and the group when it binds the group port).
     socket: Socket,
     /// Multicast mode with a separate group-port socket: receives the group.
@@ -468,6 +496,10 @@ impl UringTransport {
             recv_msghdr,
             recv_armed: [false; RECV_SOCKETS_MAX],
             pending: None,
+            held: None,
+            waker: None,
+            wake_armed: false,
+            wake_pending: false,
             socket,
             group_socket,
             local,
@@ -512,6 +544,66 @@ impl UringTransport {
                 self.recv_armed[i] = false;
             }
         }
+    }
+
+    /// Handles the completion of the waker's poll, if `cqe` is one (returns whether): the poll
+    /// is disarmed, the eventfd drained, and the wake left pending for `wait_readable`.
+    /// A failed poll (not our own cancel) is an error: re-arming it would fail the same way.
+    fn note_wake(&mut self, cqe: &cqueue::Entry) -> Result<bool, TransportError> {
+        if cqe.user_data() != WAKE_USER_DATA {
+            return Ok(false);
+        }
+        self.wake_armed = false;
+        if let Some(w) = &self.waker {
+            w.drain();
+        }
+        let res = cqe.result();
+        if res >= 0 {
+            self.wake_pending = true;
+        } else if res != -libc::ECANCELED {
+            return Err(TransportError::io(
+                "io_uring PollAdd (waker eventfd)",
+                io::Error::from_raw_os_error(-res),
+            ));
+        }
+        Ok(true)
+    }
+
+    /// Takes completions off the head of the receive queue while they are the waker's (or
+    /// stray cancellations); the first receive completion goes to `held`.
+    fn take_wake_completions(&mut self) -> Result<(), TransportError> {
+        while self.held.is_none() {
+            let Some(cqe) = self.recv_ring.completion().next() else {
+                break;
+            };
+            if self.note_wake(&cqe)? {
+                continue;
+            }
+            if recv_socket_index(cqe.user_data()).is_some() {
+                self.held = Some(cqe);
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes the waker's one-shot poll if a waker exists and the poll is not armed; the
+    /// caller submits it (with its wait).
+    fn arm_wake(&mut self) -> Result<(), TransportError> {
+        let Some(fd) = self.waker.as_ref().and_then(Waker::eventfd_raw) else {
+            return Ok(());
+        };
+        if self.wake_armed {
+            return Ok(());
+        }
+        let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .build()
+            .user_data(WAKE_USER_DATA);
+        // SAFETY: the SQE references no memory, only the eventfd, which the waker's Arc (held
+        // by `self.waker`) keeps open at least as long as the transport and its rings.
+        unsafe { self.recv_ring.submission().push(&sqe) }
+            .map_err(|_| TransportError::Config("receive submission queue full".into()))?;
+        self.wake_armed = true;
+        Ok(())
     }
 
     /// Pushes (and submits) the multishot receive of every receive socket not armed.
@@ -633,9 +725,21 @@ impl UringTransport {
         }
         let mut error = None;
         while delivered < budget {
-            let Some(cqe) = self.recv_ring.completion().next() else {
+            let next = self
+                .held
+                .take()
+                .or_else(|| self.recv_ring.completion().next());
+            let Some(cqe) = next else {
                 break;
             };
+            match self.note_wake(&cqe) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
             if recv_socket_index(cqe.user_data()).is_none() {
                 continue;
             }
@@ -645,7 +749,10 @@ impl UringTransport {
                 // ENOBUFS: every buffer lent out; the datagrams stay in the socket and the
                 // receive is re-armed once buffers are back. ECANCELED: our own cancel.
                 if res != -libc::ENOBUFS && res != -libc::ECANCELED {
-                    error = Some(io::Error::from_raw_os_error(-res));
+                    error = Some(TransportError::io(
+                        "io_uring multishot RecvMsg",
+                        io::Error::from_raw_os_error(-res),
+                    ));
                     break;
                 }
                 continue;
@@ -670,7 +777,7 @@ impl UringTransport {
         }
         self.buffers.publish();
         match error {
-            Some(e) => Err(TransportError::io("io_uring multishot RecvMsg", e)),
+            Some(e) => Err(e),
             None => Ok(delivered),
         }
     }
@@ -888,10 +995,17 @@ impl Transport for UringTransport {
     }
 
     fn wait_readable(&mut self, timeout: Duration) -> Result<bool, TransportError> {
-        if self.pending.is_some() || !self.recv_ring.completion().is_empty() {
+        // Completions already here (a datagram, or a wake) end the wait at once.
+        self.take_wake_completions()?;
+        let woken = std::mem::take(&mut self.wake_pending);
+        if self.pending.is_some() || self.held.is_some() {
             return Ok(true);
         }
+        if woken {
+            return Ok(false);
+        }
         self.arm_recv()?;
+        self.arm_wake()?;
         let ts = types::Timespec::from(timeout);
         let args = types::SubmitArgs::new().timespec(&ts);
         match self.recv_ring.submitter().submit_with_args(1, &args) {
@@ -899,7 +1013,14 @@ impl Transport for UringTransport {
             Err(e) if e.raw_os_error() == Some(libc::ETIME) || is_transient_enter_error(&e) => {}
             Err(e) => return Err(TransportError::io("io_uring_enter (wait)", e)),
         }
-        Ok(!self.recv_ring.completion().is_empty())
+        self.take_wake_completions()?;
+        // A wake completion seen here is consumed by this return.
+        self.wake_pending = false;
+        Ok(self.held.is_some())
+    }
+
+    fn waker(&mut self) -> Result<Waker, TransportError> {
+        waker_of(&mut self.waker)
     }
 
     fn set_peers(&mut self, peers: &[SocketAddr]) {
@@ -917,6 +1038,9 @@ impl Drop for UringTransport {
         // writes into the buffer ring when it is unmapped. From a thread that may not submit
         // (deferred mode, dropped elsewhere) nothing can be waited for: the buffers are leaked
         // and closing the ring ends the receive.
+        if let Some(cqe) = self.held.take() {
+            self.note_recv_end(&cqe);
+        }
         let mut pushed = self.recv_owner.is_usable_here();
         for i in 0..RECV_SOCKETS_MAX {
             if self.recv_armed[i] {
@@ -927,9 +1051,16 @@ impl Drop for UringTransport {
                 pushed &= unsafe { self.recv_ring.submission().push(&cancel) }.is_ok();
             }
         }
+        if pushed && self.wake_armed {
+            let cancel = opcode::AsyncCancel::new(WAKE_USER_DATA)
+                .build()
+                .user_data(CANCEL_USER_DATA);
+            // SAFETY: the cancel SQE references no memory.
+            pushed &= unsafe { self.recv_ring.submission().push(&cancel) }.is_ok();
+        }
         let deadline = std::time::Instant::now() + Duration::from_millis(DROP_CANCEL_WAIT_MS);
         while pushed
-            && self.recv_armed.iter().any(|&armed| armed)
+            && (self.recv_armed.iter().any(|&armed| armed) || self.wake_armed)
             && std::time::Instant::now() < deadline
         {
             let ts = types::Timespec::from(Duration::from_millis(10));
@@ -943,6 +1074,8 @@ impl Drop for UringTransport {
             loop {
                 let next = self.recv_ring.completion().next();
                 let Some(cqe) = next else { break };
+                // The poll's own result no longer matters: nobody waits any more.
+                let _ = self.note_wake(&cqe);
                 self.note_recv_end(&cqe);
             }
         }
@@ -1081,6 +1214,40 @@ mod tests {
                 .unwrap(),
             0
         );
+    }
+
+    #[test]
+    fn a_wake_completion_reaped_by_recv_disarms_the_poll_and_stays_pending_for_the_next_wait() {
+        let Some((_a, mut b)) = pair(false) else {
+            return;
+        };
+        let waker = b.waker().unwrap();
+        assert!(!b.wait_readable(Duration::from_millis(1)).unwrap());
+        assert!(b.wake_armed, "the wait armed the poll on the eventfd");
+        waker.wake();
+        // Deferred mode: recv enters the kernel, which runs the poll's completion work there.
+        let mut reaped = false;
+        for _ in 0..1000 {
+            b.recv(8, &mut |_, _| panic!("no datagram was sent"))
+                .unwrap();
+            if !b.wake_armed {
+                reaped = true;
+                break;
+            }
+            std::thread::yield_now();
+        }
+        assert!(reaped, "recv reaped the wake completion");
+        assert!(b.wake_pending, "the wake waits for the next wait_readable");
+        assert!(!waker.drain(), "the eventfd was drained");
+        let start = std::time::Instant::now();
+        assert!(!b.wait_readable(Duration::from_secs(30)).unwrap());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the pending wake ended the wait"
+        );
+        assert!(!b.wake_pending, "that wait consumed it");
+        assert!(!b.wait_readable(Duration::from_millis(1)).unwrap());
+        assert!(b.wake_armed, "the next wait re-armed the poll");
     }
 
     #[test]
