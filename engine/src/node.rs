@@ -573,7 +573,7 @@ impl NodeBuilder {
             Driver::Mmsg => cohort_transport::open(DriverChoice::Mmsg, &cfg)?,
             Driver::Memory(net) => Box::new(net.open(&cfg)?),
         };
-        let transport: Box<dyn Transport> = match self.faults.clone() {
+        let mut transport: Box<dyn Transport> = match self.faults.clone() {
             None => transport,
             Some((faults, seed)) => Box::new(FaultyTransport::new(
                 transport,
@@ -617,7 +617,14 @@ impl NodeBuilder {
         let (control_tx, control_rx) = bounded(CONTROL_QUEUE_COMMANDS_MAX);
         let clock = Clock::new();
         let counters = Arc::new(PollerCounters::default());
-        let doorbell = Arc::new(Doorbell::default());
+        let waker = match transport.waker() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "no doorbell for the poller: sends on an idle node wait for its idle timeout");
+                None
+            }
+        };
+        let doorbell = Arc::new(Doorbell::new(waker));
         let poller = Poller::new(
             transport,
             control_rx,

@@ -56,15 +56,19 @@ use crate::protocol::Time;
 /// How a poller waits when a turn of its loop found nothing to do.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Idle {
-    /// Never wait: lowest latency, one core at 100 %.
+    /// Never wait: lowest latency, one core at 100 %. An idle turn ends with `sched_yield`,
+    /// which returns at once unless another thread is runnable on this core: on a machine
+    /// with fewer cores than busy threads a pure spin starved the application thread
+    /// (p99 one-way at 10 k msg/s 1.1–5.1 ms with the spin, 41–68 µs with the yield, 2 vCPUs;
+    /// BENCHMARKS.md).
     BusySpin,
     /// Spin, then yield, then wait in the transport for growing periods (up to
-    /// [`BACKOFF_PARK_NS_MAX`]): a datagram ends the wait at once, an application send is
-    /// noticed within that bound.
+    /// [`BACKOFF_PARK_NS_MAX`]): a datagram or an application's send ends the wait at once
+    /// (the send rings the transport's doorbell, see `Doorbell`).
     #[default]
     Backoff,
-    /// Block in the transport until a datagram is readable, the next protocol deadline, or
-    /// [`BLOCKING_WAIT_NS_MAX`] (application sends are noticed within that bound).
+    /// Block in the transport until a datagram is readable, an application sends, the next
+    /// protocol deadline, or [`BLOCKING_WAIT_NS_MAX`].
     Blocking,
 }
 
@@ -74,8 +78,8 @@ pub const BACKOFF_SPINS_MAX: u32 = 20;
 pub const BACKOFF_YIELDS_MAX: u32 = 10;
 /// First wait of [`Idle::Backoff`]; it doubles on each idle turn.
 pub const BACKOFF_PARK_NS_MIN: u64 = 1_000;
-/// Longest wait of [`Idle::Backoff`] (an application send on an idle node waits at most this
-/// long; datagrams wake the poller at once).
+/// Longest wait of [`Idle::Backoff`] (datagrams and application sends wake the poller at
+/// once; this bounds a wait only when the transport has no doorbell).
 pub const BACKOFF_PARK_NS_MAX: u64 = 250_000;
 /// Longest wait of [`Idle::Blocking`] in the transport.
 pub const BLOCKING_WAIT_NS_MAX: u64 = 1_000_000;
@@ -88,13 +92,25 @@ pub const BLOCKING_WAIT_NS_MAX: u64 = 1_000_000;
 /// raised. Both sides put a sequentially consistent fence between their write and their
 /// read, so at least one of them sees the other's write: a staged record is never left
 /// waiting for the poller's timeout, and a busy poller costs a sender one load.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Doorbell {
     sleeping: AtomicBool,
+    /// Ends the poller's wait in the transport (an eventfd write, or the memory network's
+    /// condition variable); none if the transport could not make one (then the poller's
+    /// waits are bounded by its idle strategy, as before).
+    waker: Option<cohort_transport::Waker>,
     thread: OnceLock<Thread>,
 }
 
 impl Doorbell {
+    pub fn new(waker: Option<cohort_transport::Waker>) -> Self {
+        Doorbell {
+            sleeping: AtomicBool::new(false),
+            waker,
+            thread: OnceLock::new(),
+        }
+    }
+
     /// The poller thread to wake (set once it runs).
     pub fn set_thread(&self, thread: Thread) {
         let _ = self.thread.set(thread);
@@ -111,6 +127,10 @@ impl Doorbell {
 
     #[cold]
     fn wake(&self) {
+        if let Some(w) = &self.waker {
+            w.wake();
+        }
+        // The poller parks instead when the transport's wait failed.
         if let Some(t) = self.thread.get() {
             t.unpark();
         }

@@ -1209,7 +1209,7 @@ impl Poller {
         };
         let backlog = !self.batch.is_empty();
         match self.idle {
-            Idle::BusySpin => std::hint::spin_loop(),
+            Idle::BusySpin => std::thread::yield_now(),
             Idle::Backoff => {
                 self.idle_turns = self.idle_turns.saturating_add(1);
                 if self.idle_turns <= BACKOFF_SPINS_MAX || backlog {
