@@ -79,8 +79,12 @@ pub const FLUSH_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub const LEAVE_FLUSH_TIMEOUT_MS: u64 = 2_000;
 /// How long a join or leave waits for the poller to answer.
 pub const CONTROL_REPLY_TIMEOUT_MS: u64 = 5_000;
-/// Default send window (messages) of each member.
-pub const WINDOW_MESSAGES_DEFAULT: usize = 256;
+/// Default send window (messages) of each member. It must cover what a sender sends in one
+/// acknowledgement round trip (a status interval plus the receiver's turn): 256 capped
+/// 64 B sends on loopback at ~2.4 M msgs/s, 2048 reaches ~7 M (BENCHMARKS.md, "window").
+/// The window in bytes ([`crate::protocol::MemberConfig::window_bytes_max`], 256 KiB)
+/// bounds larger payloads first.
+pub const WINDOW_MESSAGES_DEFAULT: usize = 2048;
 /// Default heartbeat interval; a member is suspected after 10 missed heartbeats.
 pub const HEARTBEAT_MS_DEFAULT: u64 = 100;
 const HEARTBEAT_NS_MIN: u64 = 1_000_000;
