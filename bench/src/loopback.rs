@@ -113,6 +113,27 @@ pub struct LoopbackPoint {
     pub size: usize,
     pub seconds: f64,
     pub idle: Idle,
+    pub threading: Threading,
+}
+
+/// Who runs a member node's turns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Threading {
+    /// A poller thread per node; the application thread sends through the group's stage.
+    #[default]
+    Poller,
+    /// No poller thread: each member's own thread runs its node's turns
+    /// (`NodeBuilder::invoker`, `Node::poll`), sending and polling in one loop.
+    Invoker,
+}
+
+impl Threading {
+    pub fn label(self) -> &'static str {
+        match self {
+            Threading::Poller => "poller",
+            Threading::Invoker => "invoker",
+        }
+    }
 }
 
 /// What a loopback point measured.
@@ -152,9 +173,20 @@ impl LoopbackResult {
             "members_are".into(),
             "threads with one Node each, one process".into(),
         );
+        extra.insert("threading".into(), self.point.threading.label().into());
         ResultRecord {
             scenario: "loopback".into(),
-            transport: format!("{}/{}", self.driver_name, self.point.addressing.label()),
+            // Invoker-mode results are a path of their own (their own targets and plot).
+            transport: match self.point.threading {
+                Threading::Poller => {
+                    format!("{}/{}", self.driver_name, self.point.addressing.label())
+                }
+                Threading::Invoker => format!(
+                    "{}/{}/invoker",
+                    self.driver_name,
+                    self.point.addressing.label()
+                ),
+            },
             order: self.point.order.label().into(),
             size: self.point.size,
             members: self.point.members,
@@ -179,6 +211,9 @@ impl LoopbackResult {
 pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
     if p.seconds.is_nan() || p.seconds <= 0.0 {
         bail!("seconds must be positive");
+    }
+    if p.threading == Threading::Invoker {
+        return run_point_invoker(p);
     }
     let n = p.members;
     let counters: Vec<Arc<AtomicU64>> = (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect();
@@ -287,5 +322,220 @@ pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         window_seconds: (t1 - t0).as_secs_f64(),
         complete,
         window_stalls,
+    })
+}
+
+/// Sends between two turns of an invoker-mode sender (a full stage also runs one).
+const SENDS_PER_POLL: u64 = 512;
+
+/// What one invoker-mode member thread reports.
+struct MemberReport {
+    sent: u64,
+    window_stalls: u64,
+    driver_name: &'static str,
+}
+
+/// One loopback point in invoker mode: one thread per member that starts its node (no
+/// poller thread), joins, then sends (if it is a sender) and polls in one loop until the
+/// send period ends and every message was delivered everywhere (or the drain bound), and
+/// drops its node itself.
+fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
+    let n = p.members;
+    if !(2..=MEMBERS_MAX).contains(&n) {
+        bail!("loopback groups have 2..={MEMBERS_MAX} members");
+    }
+    let driver = node_driver(p.driver)?;
+    let counters: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let sent_total = Arc::new(AtomicU64::new(0));
+    let senders_done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let left = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let senders = p.senders.count(n);
+    let is_sender = |rank: usize| if senders == 1 { rank == 1 } else { true };
+    let sender_count = (0..n).filter(|&r| is_sender(r)).count();
+    let (order, safe) = p.order.order();
+    let multicast = private_multicast_group();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<(usize, SocketAddr)>();
+    let (members_tx, members_rx): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| std::sync::mpsc::channel::<Vec<SocketAddr>>())
+        .unzip();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (go_tx, go_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| std::sync::mpsc::channel::<()>()).unzip();
+    let sends_max = (SENDS_PER_SECOND_MAX * p.seconds) as u64;
+    let mut threads = Vec::new();
+    for (rank, (members_rx, go_rx)) in members_rx.into_iter().zip(go_rx).enumerate() {
+        let driver = driver.clone();
+        let (counters, sent_total, senders_done) =
+            (counters.clone(), sent_total.clone(), senders_done.clone());
+        let left = left.clone();
+        let (addr_tx, ready_tx) = (addr_tx.clone(), ready_tx.clone());
+        let payload = vec![0xC3u8; p.size];
+        let sender = is_sender(rank);
+        let addressing = p.addressing;
+        let seconds = p.seconds;
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("bench-member-{rank}"))
+                .spawn(move || -> anyhow::Result<MemberReport> {
+                    let mut b = Node::builder()
+                        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+                        .driver(driver)
+                        .invoker();
+                    b = match addressing {
+                        Addressing::Multicast => b.multicast(multicast, Ipv4Addr::LOCALHOST),
+                        Addressing::Fanout => b.unicast_fanout(),
+                    };
+                    let node = b.start().context("starting a node")?;
+                    let driver_name = node.driver_name();
+                    let _ = addr_tx.send((rank, node.local_addr()));
+                    let addrs = members_rx.recv().context("the member list")?;
+                    let c = counters.clone();
+                    let group = node
+                        .join("bench-loopback", &addrs, move |d: &Delivery<'_>| {
+                            if d.sender as usize != rank {
+                                c[rank].fetch_add(1, Ordering::Relaxed);
+                            }
+                        })
+                        .with_context(|| format!("member {rank} joining"))?;
+                    let max = group.payload_bytes_max();
+                    if payload.len() > max {
+                        let why = format!(
+                            "a {} B payload exceeds the node's {max} B maximum (the node builder has no datagram size option)",
+                            payload.len()
+                        );
+                        let _ = ready_tx.send(Err(why.clone()));
+                        bail!(why);
+                    }
+                    let _ = ready_tx.send(Ok(()));
+                    // Nothing (the run was called off) or the start.
+                    go_rx.recv().context("the run was called off")?;
+                    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+                    let mut sent = 0u64;
+                    if sender {
+                        while sent < sends_max {
+                            match group.send(order, safe, &payload) {
+                                Ok(_) => sent += 1,
+                                Err(SendError::WouldBlock) => {
+                                    node.poll();
+                                }
+                                Err(e) => bail!("send failed: {e}"),
+                            }
+                            if sent.is_multiple_of(SENDS_PER_POLL) {
+                                node.poll();
+                                if Instant::now() >= deadline {
+                                    break;
+                                }
+                            }
+                        }
+                        sent_total.fetch_add(sent, Ordering::SeqCst);
+                        senders_done.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // Poll on (acknowledgements, retransmissions, deliveries) until every
+                    // member has every message, or the drain bound.
+                    let drain_end = deadline + Duration::from_millis(DRAIN_MS_MAX);
+                    loop {
+                        let done = senders_done.load(Ordering::SeqCst) == sender_count && {
+                            let expected = sent_total.load(Ordering::SeqCst) * (n as u64 - 1);
+                            counters
+                                .iter()
+                                .map(|c| c.load(Ordering::Relaxed))
+                                .sum::<u64>()
+                                >= expected
+                        };
+                        if done || Instant::now() >= drain_end {
+                            break;
+                        }
+                        if !node.poll() {
+                            std::thread::yield_now();
+                        }
+                    }
+                    let window_stalls = group.stats().window_stalls;
+                    drop(group);
+                    // Leave in rank order while the others still run their turns (a leave
+                    // needs the members that stay to confirm it; when all leave at once one
+                    // may wait out its bound for a member that left meanwhile), then stay
+                    // until everyone left.
+                    let bound = Instant::now() + Duration::from_millis(DRAIN_MS_MAX);
+                    while left.load(Ordering::SeqCst) < rank && Instant::now() < bound {
+                        if !node.poll() {
+                            std::thread::yield_now();
+                        }
+                    }
+                    if let Err(e) = node.leave("bench-loopback") {
+                        tracing::warn!(rank, error = %e, "leaving the bench group");
+                    }
+                    left.fetch_add(1, Ordering::SeqCst);
+                    let bound = Instant::now() + Duration::from_millis(DRAIN_MS_MAX);
+                    while left.load(Ordering::SeqCst) < n && Instant::now() < bound {
+                        if !node.poll() {
+                            std::thread::yield_now();
+                        }
+                    }
+                    drop(node);
+                    Ok(MemberReport {
+                        sent,
+                        window_stalls,
+                        driver_name,
+                    })
+                })
+                .context("spawning a member thread")?,
+        );
+    }
+    drop(addr_tx);
+    let mut addrs = vec![SocketAddr::from(([0, 0, 0, 0], 0)); n];
+    for _ in 0..n {
+        let (rank, a) = addr_rx
+            .recv_timeout(Duration::from_millis(DRAIN_MS_MAX))
+            .context("a member did not start")?;
+        addrs[rank] = a;
+    }
+    for tx in &members_tx {
+        let _ = tx.send(addrs.clone());
+    }
+    drop(ready_tx);
+    for _ in 0..n {
+        let ready = ready_rx
+            .recv_timeout(Duration::from_millis(DRAIN_MS_MAX))
+            .map_err(|_| "a member did not join".to_string())
+            .and_then(|r| r);
+        if let Err(why) = ready {
+            drop(go_tx); // every member thread ends
+            for t in threads {
+                let _ = t.join();
+            }
+            bail!(why);
+        }
+    }
+    for tx in &go_tx {
+        let _ = tx.send(());
+    }
+    let start = Instant::now();
+    let total = || {
+        counters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let warm = start + Duration::from_secs_f64(p.seconds * WARMUP_FRACTION);
+    std::thread::sleep(warm.saturating_duration_since(Instant::now()));
+    let (t0, c0) = (Instant::now(), total());
+    let deadline = start + Duration::from_secs_f64(p.seconds);
+    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    let (c1, t1) = (total(), Instant::now());
+    let mut reports = Vec::new();
+    for t in threads {
+        match t.join() {
+            Ok(r) => reports.push(r?),
+            Err(_) => bail!("a member thread panicked"),
+        }
+    }
+    let msgs_sent: u64 = reports.iter().map(|r| r.sent).sum();
+    Ok(LoopbackResult {
+        point: p,
+        driver_name: reports[0].driver_name,
+        msgs_sent,
+        delivered_in_window: c1 - c0,
+        window_seconds: (t1 - t0).as_secs_f64(),
+        complete: total() == msgs_sent * (n as u64 - 1),
+        window_stalls: reports.iter().map(|r| r.window_stalls).sum(),
     })
 }

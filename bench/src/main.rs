@@ -17,6 +17,7 @@ use cohort_bench::axes::{BenchOrder, Senders};
 use cohort_bench::ceiling::{self, DriverName};
 use cohort_bench::group_ceiling::Addressing;
 use cohort_bench::latency::IdleName;
+use cohort_bench::loopback::Threading;
 use cohort_bench::netns::NetnsPlan;
 use cohort_bench::suite::{self, InprocPlan, LatencyPlan, LoopbackPlan, Outputs, Plan};
 
@@ -148,6 +149,15 @@ struct LoopbackArgs {
     /// Idle strategy of the nodes' pollers.
     #[arg(long, value_enum, default_value = "backoff")]
     idle: IdleName,
+    /// Who runs the nodes' turns: a poller thread per node, or each member's own thread
+    /// (invoker mode).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "poller,invoker"
+    )]
+    threading: Vec<Threading>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -281,6 +291,7 @@ fn loopback_plan(a: &LoopbackArgs) -> anyhow::Result<Plan> {
     check_nonempty("members", &a.members)?;
     check_nonempty("orders", &a.orders)?;
     check_nonempty("senders", &a.senders)?;
+    check_nonempty("threading", &a.threading)?;
     if a.drivers.contains(&DriverName::Memory) {
         bail!("--drivers: loopback runs the kernel drivers (uring, mmsg); use `inproc` for memory");
     }
@@ -299,6 +310,7 @@ fn loopback_plan(a: &LoopbackArgs) -> anyhow::Result<Plan> {
             seconds: a.seconds,
             ceiling_seconds: a.ceiling_seconds,
             idle: a.idle,
+            threading: a.threading.clone(),
         }),
         ..Plan::default()
     })

@@ -19,7 +19,9 @@ use crate::ceiling::DriverName;
 use crate::group_ceiling::{self, Addressing, GroupPoint};
 use crate::inproc::{self, InprocPoint};
 use crate::latency::{self, IdleName, LatencyPoint};
-use crate::loopback::{self, LoopbackPoint, NODE_DATAGRAM_BYTES, NODE_SEND_BATCH_DATAGRAMS};
+use crate::loopback::{
+    self, LoopbackPoint, Threading, NODE_DATAGRAM_BYTES, NODE_SEND_BATCH_DATAGRAMS,
+};
 use crate::netns::{self, NetnsPlan};
 use crate::output::{thousands, JsonLines, Progress, ResultRecord, Table};
 use crate::plots;
@@ -52,6 +54,7 @@ pub struct LoopbackPlan {
     pub seconds: f64,
     pub ceiling_seconds: f64,
     pub idle: IdleName,
+    pub threading: Vec<Threading>,
 }
 
 /// The latency part of a plan.
@@ -97,6 +100,7 @@ pub fn quick() -> Plan {
             seconds: 1.0,
             ceiling_seconds: 1.0,
             idle: IdleName::Backoff,
+            threading: vec![Threading::Poller, Threading::Invoker],
         }),
         latency: Some(LatencyPlan {
             drivers: vec![DriverName::Uring],
@@ -149,6 +153,7 @@ pub fn full() -> Plan {
             seconds: 1.0,
             ceiling_seconds: 1.0,
             idle: IdleName::Backoff,
+            threading: vec![Threading::Poller, Threading::Invoker],
         }),
         latency: Some(LatencyPlan {
             drivers: vec![DriverName::Uring],
@@ -261,10 +266,9 @@ fn latency_points(p: &LatencyPlan) -> Vec<LatencyPoint> {
 /// How many progress steps a plan has.
 pub fn plan_steps(plan: &Plan) -> usize {
     let i = plan.inproc.as_ref().map_or(0, |p| inproc_points(p).len());
-    let l = plan
-        .loopback
-        .as_ref()
-        .map_or(0, |p| loopback_paths(p).len() * (1 + p.orders.len()));
+    let l = plan.loopback.as_ref().map_or(0, |p| {
+        loopback_paths(p).len() * (1 + p.orders.len() * p.threading.len())
+    });
     let t = plan.latency.as_ref().map_or(0, |p| latency_points(p).len());
     let n = plan.netns.as_ref().map_or(0, NetnsPlan::steps);
     i + l + t + n
@@ -357,8 +361,16 @@ pub fn run_plan(plan: &Plan, outputs: &Outputs) -> anyhow::Result<SuiteOutcome> 
             } else {
                 Senders::All
             };
-            for &order in &p.orders {
-                progress.next(&format!("{what}: {}", order.label()));
+            for (&threading, &order) in p
+                .threading
+                .iter()
+                .flat_map(|t| p.orders.iter().map(move |o| (t, o)))
+            {
+                progress.next(&format!(
+                    "{what}: {} ({})",
+                    order.label(),
+                    threading.label()
+                ));
                 let point = LoopbackPoint {
                     driver: path.driver,
                     addressing: path.addressing,
@@ -368,6 +380,7 @@ pub fn run_plan(plan: &Plan, outputs: &Outputs) -> anyhow::Result<SuiteOutcome> 
                     size: path.size,
                     seconds: p.seconds,
                     idle: p.idle.idle(),
+                    threading,
                 };
                 match loopback::run_point(point) {
                     Ok(r) => {
@@ -797,9 +810,11 @@ mod tests {
         assert!(i.members.contains(&3) && i.members.contains(&64));
         let t = q.latency.as_ref().unwrap();
         assert!(t.rates.contains(&10_000) && t.idles.contains(&IdleName::BusySpin));
-        // 3 x 2 inproc + (1 ceiling + 4 orders) loopback + 2 latency (+ netns where root)
+        assert_eq!(l.threading, vec![Threading::Poller, Threading::Invoker]);
+        // 3 x 2 inproc + (1 ceiling + 4 orders x 2 threadings) loopback + 2 latency
+        // (+ netns where root)
         let netns = q.netns.as_ref().map_or(0, NetnsPlan::steps);
-        assert_eq!(plan_steps(&q), 6 + 5 + 2 + netns);
+        assert_eq!(plan_steps(&q), 6 + 9 + 2 + netns);
         if let Some(n) = &q.netns {
             assert_eq!(n.loss_percents, vec![0, 1]);
             assert_eq!(n.size, 64);

@@ -10,7 +10,7 @@ use cohort_bench::axes::{BenchOrder, Senders};
 use cohort_bench::ceiling::DriverName;
 use cohort_bench::group_ceiling::{run_group_point, Addressing, GroupPoint};
 use cohort_bench::inproc::{run_point as run_inproc, InprocPoint};
-use cohort_bench::loopback::{run_point as run_loopback, LoopbackPoint};
+use cohort_bench::loopback::{run_point as run_loopback, LoopbackPoint, Threading};
 use cohort_bench::output::{read_json_lines, ResultRecord};
 use cohort_bench::{plots, suite};
 
@@ -189,6 +189,7 @@ fn a_short_loopback_run_delivers_everything_it_sent() {
         size: 64,
         seconds: 0.2,
         idle: cohort::Idle::Backoff,
+        threading: Threading::Poller,
     })
     .unwrap();
     assert!(r.msgs_sent > 0);
@@ -196,6 +197,25 @@ fn a_short_loopback_run_delivers_everything_it_sent() {
     let rec = r.record(r.msgs_per_s() * 2.0);
     assert!((rec.ratio - 0.5).abs() < 1e-9);
     assert_eq!(rec.transport, "sendmmsg/fanout");
+}
+
+#[test]
+fn a_short_invoker_mode_loopback_run_delivers_everything_it_sent() {
+    let r = run_loopback(LoopbackPoint {
+        driver: DriverName::Uring,
+        addressing: Addressing::Fanout,
+        members: 3,
+        senders: Senders::All,
+        order: BenchOrder::Causal,
+        size: 64,
+        seconds: 0.2,
+        idle: cohort::Idle::Backoff,
+        threading: Threading::Invoker,
+    })
+    .unwrap();
+    assert!(r.msgs_sent > 0);
+    assert!(r.complete, "not every message was delivered");
+    assert!(r.record(1.0).transport.ends_with("/fanout/invoker"));
 }
 
 #[test]
@@ -209,8 +229,22 @@ fn a_payload_larger_than_the_node_datagram_is_refused_with_the_reason() {
         size: 8192,
         seconds: 0.1,
         idle: cohort::Idle::Backoff,
+        threading: Threading::Poller,
     })
     .expect_err("8192 B does not fit a 1472 B datagram");
+    assert!(format!("{e:#}").contains("datagram size"), "{e:#}");
+    let e = run_loopback(LoopbackPoint {
+        driver: DriverName::Mmsg,
+        addressing: Addressing::Fanout,
+        members: 2,
+        senders: Senders::One,
+        order: BenchOrder::Fifo,
+        size: 8192,
+        seconds: 0.1,
+        idle: cohort::Idle::Backoff,
+        threading: Threading::Invoker,
+    })
+    .expect_err("nor in invoker mode (and the run is called off, not hung)");
     assert!(format!("{e:#}").contains("datagram size"), "{e:#}");
 }
 

@@ -54,6 +54,7 @@ use crate::runtime::stage::{Kind, Stage, Staged, FLUSHES_STAGED_MAX, RECORD_HEAD
 /// a group stages at most [`SEND_STAGE_BYTES_MAX`] / (this + payload) messages (at least one)
 /// in front of the member, and the poller holds at most as many again, taken.
 pub const SEND_STAGE_BYTES_PER_MESSAGE: usize = RECORD_HEADER_BYTES + framing::PLAIN_HEADER_BYTES;
+use crate::runtime::invoker::{recv_driving, Invoker};
 use crate::runtime::Doorbell;
 use crate::runtime::{group_id, trace_writer, Clock, Idle};
 use crate::Order;
@@ -199,12 +200,14 @@ pub enum RequestError {
 #[derive(Debug)]
 pub struct PendingReplies {
     replies: Receiver<Result<Vec<Reply>, RequestError>>,
+    /// Invoker mode: waiting on the owner thread runs the node's turns.
+    invoker: Option<Arc<Invoker>>,
 }
 
 impl PendingReplies {
     /// Waits for the replies the request asked for, at most `timeout`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Vec<Reply>, RequestError> {
-        match self.replies.recv_timeout(timeout) {
+        match recv_driving(&self.replies, timeout, self.invoker.as_deref()) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) => Err(RequestError::TimedOut { waited: timeout }),
             Err(RecvTimeoutError::Disconnected) => Err(RequestError::Closed),
@@ -357,6 +360,7 @@ pub struct NodeBuilder {
     multicast_ttl: u32,
     driver: Driver,
     pollers: usize,
+    invoker: bool,
     cpus: Vec<usize>,
     idle: Idle,
     trace_dir: Option<PathBuf>,
@@ -380,6 +384,7 @@ impl Default for NodeBuilder {
             multicast_ttl: 1,
             driver: Driver::Auto,
             pollers: 1,
+            invoker: false,
             cpus: Vec::new(),
             idle: Idle::Backoff,
             trace_dir: None,
@@ -428,6 +433,16 @@ impl NodeBuilder {
     /// Poller threads (only 1 is supported in this version; others are refused at start).
     pub fn pollers(mut self, pollers: usize) -> Self {
         self.pollers = pollers;
+        self
+    }
+
+    /// Invoker mode: no poller thread; the application runs the node's turns on its own
+    /// thread with [`Node::poll`] (see [`crate::runtime::invoker`]). Handlers then run on
+    /// that thread. The first thread that runs a turn (usually the one that joins) owns
+    /// them: poll, join, leave, flush and drop the node on that thread (sends may come from
+    /// any). `cpus` does not apply (the application places its thread).
+    pub fn invoker(mut self) -> Self {
+        self.invoker = true;
         self
     }
 
@@ -641,19 +656,14 @@ impl NodeBuilder {
             doorbell.clone(),
         )
         .map_err(StartError::Counters)?;
-        let thread = std::thread::Builder::new()
-            // The port tells pollers apart in `top -H` and profiles (15 bytes at most).
-            .name(format!("cohort-p{}", local.port()))
-            .spawn(move || {
-                if let Some(core) = core {
-                    if !core_affinity::set_for_current(core) {
-                        tracing::warn!(cpu = core.id, "could not pin the poller");
-                    }
-                }
-                poller.run()
-            })
-            .map_err(StartError::Thread)?;
-        doorbell.set_thread(thread.thread().clone());
+        let (thread, invoker) = if self.invoker {
+            (None, Some(Arc::new(Invoker::new(poller))))
+        } else {
+            (
+                Some(Self::spawn_poller(poller, local, core, &doorbell)?),
+                None,
+            )
+        };
         Ok(Node {
             local,
             driver_name,
@@ -670,11 +680,34 @@ impl NodeBuilder {
             clock,
             control: control_tx,
             doorbell,
-            poller: Some(thread),
+            poller: thread,
+            invoker,
             trace_thread,
             counters,
             groups: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn spawn_poller(
+        poller: Poller,
+        local: SocketAddr,
+        core: Option<core_affinity::CoreId>,
+        doorbell: &Doorbell,
+    ) -> Result<JoinHandle<()>, StartError> {
+        let thread = std::thread::Builder::new()
+            // The port tells pollers apart in `top -H` and profiles (15 bytes at most).
+            .name(format!("cohort-p{}", local.port()))
+            .spawn(move || {
+                if let Some(core) = core {
+                    if !core_affinity::set_for_current(core) {
+                        tracing::warn!(cpu = core.id, "could not pin the poller");
+                    }
+                }
+                poller.run()
+            })
+            .map_err(StartError::Thread)?;
+        doorbell.set_thread(thread.thread().clone());
+        Ok(thread)
     }
 }
 
@@ -697,7 +730,10 @@ pub struct Node {
     clock: Clock,
     control: Sender<Control>,
     doorbell: Arc<Doorbell>,
+    /// The poller thread; none in invoker mode, or once stopped.
     poller: Option<JoinHandle<()>>,
+    /// Invoker mode: the poller, run by the application's thread.
+    invoker: Option<Arc<Invoker>>,
     trace_thread: Option<JoinHandle<std::io::Result<()>>>,
     counters: Arc<PollerCounters>,
     groups: Mutex<HashMap<String, Group>>,
@@ -738,6 +774,19 @@ impl Node {
     /// The counters file this node publishes, if any (removed when the node stops).
     pub fn counters_path(&self) -> Option<&std::path::Path> {
         self.counters_path.as_deref()
+    }
+
+    /// Invoker mode ([`NodeBuilder::invoker`]): runs one turn of the node on this thread —
+    /// receive, take the groups' sends, deliver to the handlers (here, on this thread),
+    /// transmit — without waiting; true if it did anything. The application calls it in its
+    /// loop (and idles as it sees fit when it returns false). Only the thread that owns the
+    /// node's turns runs them (the first that ran one); elsewhere, and on a node with a
+    /// poller thread, it does nothing and returns false.
+    pub fn poll(&self) -> bool {
+        self.invoker
+            .as_ref()
+            .and_then(|i| i.turn(false))
+            .unwrap_or(false)
     }
 
     pub fn stats(&self) -> NodeStats {
@@ -807,7 +856,7 @@ impl Node {
         let ids: Vec<String> = seeds.iter().map(|m| m.to_string()).collect();
         let (group, installed) =
             self.start_group(name, handler, |cfg, now| Endpoint::joiner(cfg, ids, now))?;
-        match installed.recv_timeout(self.join_timeout) {
+        match recv_driving(&installed, self.join_timeout, self.invoker.as_deref()) {
             Ok(()) => Ok(group),
             Err(RecvTimeoutError::Timeout) => {
                 let _ = self.leave(name);
@@ -872,7 +921,8 @@ impl Node {
             })
             .map_err(|_| JoinError::Closed)?;
         self.doorbell.ring();
-        match done_rx.recv_timeout(Duration::from_millis(CONTROL_REPLY_TIMEOUT_MS)) {
+        let bound = Duration::from_millis(CONTROL_REPLY_TIMEOUT_MS);
+        match recv_driving(&done_rx, bound, self.invoker.as_deref()) {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => return Err(JoinError::Refused(reason)),
             Err(_) => return Err(JoinError::Closed),
@@ -885,6 +935,7 @@ impl Node {
                 counters,
                 stage,
                 doorbell: self.doorbell.clone(),
+                invoker: self.invoker.clone(),
                 next_request: std::sync::atomic::AtomicU64::new(1),
             }),
         };
@@ -904,7 +955,7 @@ impl Node {
             .remove(name)
             .ok_or_else(|| LeaveError::NotJoined(name.to_owned()))?;
         let waiting = self.ask_leave(&group)?;
-        Self::await_leave(&group, waiting)
+        self.await_leave(&group, waiting)
     }
 
     /// Asks the poller to leave `group`; the answer comes on the returned channel.
@@ -921,9 +972,13 @@ impl Node {
         Ok(done_rx)
     }
 
-    fn await_leave(group: &Group, waiting: Receiver<LeaveOutcome>) -> Result<(), LeaveError> {
+    fn await_leave(
+        &self,
+        group: &Group,
+        waiting: Receiver<LeaveOutcome>,
+    ) -> Result<(), LeaveError> {
         let bound = Duration::from_millis(LEAVE_FLUSH_TIMEOUT_MS + CONTROL_REPLY_TIMEOUT_MS);
-        match waiting.recv_timeout(bound) {
+        match recv_driving(&waiting, bound, self.invoker.as_deref()) {
             Ok(LeaveOutcome::Left) => Ok(()),
             Ok(LeaveOutcome::TimedOut) => Err(LeaveError::Unstable {
                 group: group.name().to_owned(),
@@ -941,9 +996,9 @@ impl Node {
     }
 
     fn stop(&mut self) -> std::io::Result<()> {
-        let Some(poller) = self.poller.take() else {
+        if self.poller.is_none() && self.invoker.is_none() {
             return Ok(());
-        };
+        }
         let groups: Vec<Group> = self
             .groups
             .lock()
@@ -957,14 +1012,19 @@ impl Node {
             .filter_map(|g| self.ask_leave(g).ok().map(|w| (g, w)))
             .collect();
         for (g, w) in waiting {
-            if let Err(e) = Self::await_leave(g, w) {
+            if let Err(e) = self.await_leave(g, w) {
                 tracing::warn!(group = %g.name(), error = %e, "shutting down without a clean leave");
             }
         }
-        let _ = self.control.send(Control::Shutdown);
-        self.doorbell.ring();
-        if poller.join().is_err() {
-            tracing::error!("the poller thread panicked");
+        if let Some(invoker) = self.invoker.take() {
+            invoker.stop();
+        }
+        if let Some(poller) = self.poller.take() {
+            let _ = self.control.send(Control::Shutdown);
+            self.doorbell.ring();
+            if poller.join().is_err() {
+                tracing::error!("the poller thread panicked");
+            }
         }
         match self.trace_thread.take() {
             Some(t) => t
@@ -991,6 +1051,8 @@ struct GroupInner {
     /// Where sends, requests and flushes wait for the poller (see [`crate::runtime::stage`]).
     stage: Arc<Stage>,
     doorbell: Arc<Doorbell>,
+    /// Invoker mode: waits on the owner thread run the node's turns.
+    invoker: Option<Arc<Invoker>>,
     /// The next request id.
     next_request: std::sync::atomic::AtomicU64,
 }
@@ -1101,18 +1163,28 @@ impl Group {
                 return Ok(s);
             }
             self.inner.doorbell.ring();
-            let slice = Duration::from_micros(ROOM_WAIT_SLICE_US);
+            let mut slice = Duration::from_micros(ROOM_WAIT_SLICE_US);
             match wait {
                 None => return Err(SendError::WouldBlock),
-                Some(None) => s = stage.wait_room(s, slice),
+                Some(None) => {}
                 Some(Some(deadline)) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Err(SendError::WouldBlock);
                     }
-                    s = stage.wait_room(s, left.min(slice));
+                    slice = slice.min(left);
                 }
             }
+            // In invoker mode on the owner thread, room comes from this thread's turns.
+            if let Some(invoker) = &self.inner.invoker {
+                if invoker.is_owner_here() {
+                    drop(s);
+                    invoker.turn(true);
+                    s = stage.lock();
+                    continue;
+                }
+            }
+            s = stage.wait_room(s, slice);
         }
     }
 
@@ -1226,7 +1298,10 @@ impl Group {
         // Its place among the records: the poller takes waiters in record order.
         claim.staged.waiters.push_back(Waiter { id, want, done });
         claim.commit()?;
-        Ok(PendingReplies { replies: rx })
+        Ok(PendingReplies {
+            replies: rx,
+            invoker: self.inner.invoker.clone(),
+        })
     }
 
     /// Sends a message of `len` bytes that `write` fills in place *knowing its sequence
@@ -1299,7 +1374,7 @@ impl Group {
         }
         self.inner.doorbell.ring();
         let left = timeout.saturating_sub(start.elapsed());
-        match done_rx.recv_timeout(left) {
+        match recv_driving(&done_rx, left, self.inner.invoker.as_deref()) {
             Ok(FlushOutcome::Done) => Ok(()),
             Ok(FlushOutcome::Blocked) => Err(FlushError::Blocked),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
@@ -1334,9 +1409,9 @@ impl Claim<'_> {
         let seq = self.seq();
         self.staged.next_seq += 1;
         self.committed = true;
-        let doorbell = self.group.inner.doorbell.clone();
-        drop(self);
-        doorbell.ring();
+        let (group, first) = (self.group, self.start == 0);
+        drop(self); // the stage's lock
+        group.inner.doorbell.ring_staged(first);
         Ok(seq)
     }
 

@@ -42,6 +42,7 @@
 //! requests with replies.
 
 pub(crate) mod framing;
+pub(crate) mod invoker;
 pub(crate) mod poller;
 pub(crate) mod stage;
 pub mod trace_writer;
@@ -121,6 +122,22 @@ impl Doorbell {
     pub fn ring(&self) {
         fence(Ordering::SeqCst);
         if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    /// After staging a record in a group's stage and unlocking it; `first`: the stage was
+    /// empty before it. No fence is needed here: the poller raises the flag *before* it
+    /// locks the stages to look at them, so either it saw this record, or this thread's
+    /// lock came after the poller's and this load sees the flag. A record behind others
+    /// needs no ring at all: the poller takes the stage whole, and the first record's ring
+    /// (or the poller's look before sleeping) covers it.
+    #[inline]
+    pub fn ring_staged(&self, first: bool) {
+        if first
+            && self.sleeping.load(Ordering::Relaxed)
+            && self.sleeping.swap(false, Ordering::Relaxed)
+        {
             self.wake();
         }
     }

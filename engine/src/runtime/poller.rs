@@ -836,30 +836,41 @@ impl Poller {
 
     /// Runs until [`Control::Shutdown`] or the node's handle is gone.
     pub fn run(mut self) {
-        loop {
-            let (work, stop) = self.take_control();
-            if stop {
-                break;
-            }
-            let work = self.turn() || work;
-            self.counters.turns.fetch_add(1, Ordering::Relaxed);
-            if let Some(stats) = &self.stats {
-                stats.on_cycle(work);
-                if self.last_now.0.saturating_sub(self.heartbeat_at.0) >= HEARTBEAT_INTERVAL_NS {
-                    self.heartbeat_at = self.last_now;
-                    if let Some(f) = &self.counters_file {
-                        f.heartbeat();
-                    }
-                }
-            }
-            if work {
-                self.idle_turns = 0;
-                self.park_ns = BACKOFF_PARK_NS_MIN;
-            } else {
+        while let Some(work) = self.step() {
+            if !work {
                 self.wait();
             }
         }
-        // Last datagrams (best effort) and the last trace events.
+        self.finish();
+    }
+
+    /// One turn with its control commands and counters: whether it did anything, or `None`
+    /// once told to stop. An invoker-mode node runs these on the application's thread.
+    pub fn step(&mut self) -> Option<bool> {
+        let (work, stop) = self.take_control();
+        if stop {
+            return None;
+        }
+        let work = self.turn() || work;
+        self.counters.turns.fetch_add(1, Ordering::Relaxed);
+        if let Some(stats) = &self.stats {
+            stats.on_cycle(work);
+            if self.last_now.0.saturating_sub(self.heartbeat_at.0) >= HEARTBEAT_INTERVAL_NS {
+                self.heartbeat_at = self.last_now;
+                if let Some(f) = &self.counters_file {
+                    f.heartbeat();
+                }
+            }
+        }
+        if work {
+            self.idle_turns = 0;
+            self.park_ns = BACKOFF_PARK_NS_MIN;
+        }
+        Some(work)
+    }
+
+    /// Last datagrams (best effort) and the last trace events.
+    pub fn finish(&mut self) {
         let _ = self.turn();
         for i in 0..self.groups.len() {
             self.forward_trace(i);
@@ -1196,7 +1207,7 @@ impl Poller {
     }
 
     /// Idles per the strategy, never past the members' next deadline.
-    fn wait(&mut self) {
+    pub fn wait(&mut self) {
         let now = self.clock.now();
         let deadline = self
             .groups
