@@ -19,19 +19,20 @@
 //! (unsent or in flight) are recorded with their latency so far as a lower bound and counted
 //! in `lost`, so a stalled run shows in the percentiles instead of vanishing from them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use cohort::node::{Delivery, SendError};
+use cohort::node::{Delivery, Driver, Node, SendError};
 use cohort::Idle;
 use hdrhistogram::Histogram;
 
 use crate::axes::BenchOrder;
 use crate::ceiling::DriverName;
 use crate::group_ceiling::Addressing;
-use crate::loopback::start_group;
+use crate::loopback::{node_driver, start_group, Threading};
 use crate::output::ResultRecord;
 
 /// Most messages per point.
@@ -83,6 +84,9 @@ pub struct LatencyPoint {
     pub order: BenchOrder,
     pub rate: u64,
     pub seconds: f64,
+    /// `Invoker`: no poller threads; both members' own threads run their nodes' turns,
+    /// spinning (the idle strategy does not apply).
+    pub threading: Threading,
 }
 
 /// What a latency point measured.
@@ -133,9 +137,13 @@ impl LatencyResult {
             "ceiling_is".into(),
             "the offered rate (ratio = delivered / offered)".into(),
         );
+        extra.insert("threading".into(), self.point.threading.label().into());
         ResultRecord {
             scenario: "latency".into(),
-            transport: format!("{}/fanout", self.driver_name),
+            transport: match self.point.threading {
+                Threading::Poller => format!("{}/fanout", self.driver_name),
+                Threading::Invoker => format!("{}/fanout/invoker", self.driver_name),
+            },
             order: self.point.order.label().into(),
             size: PAYLOAD_BYTES,
             members: 2,
@@ -170,6 +178,9 @@ pub fn run_point(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
     if p.rate == 0 || p.seconds.is_nan() || p.seconds <= 0.0 {
         bail!("rate and seconds must be positive");
     }
+    if p.threading == Threading::Invoker {
+        return run_point_invoker(p);
+    }
     let scheduled = ((p.rate as f64 * p.seconds) as u64).clamp(1, MESSAGES_MAX);
     let warmup = (scheduled as f64 * WARMUP_FRACTION) as u64;
     let epoch = Instant::now();
@@ -185,29 +196,7 @@ pub fn run_point(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
         Addressing::Fanout,
         2,
         p.idle.idle(),
-        |rank| {
-            let recorder = recorder.clone();
-            let delivered = delivered.clone();
-            move |d: &Delivery<'_>| {
-                if rank != 0 || d.sender == 0 {
-                    return;
-                }
-                let now = epoch.elapsed().as_nanos() as u64;
-                let Some((head, _)) = d.payload.split_first_chunk::<PAYLOAD_BYTES>() else {
-                    return;
-                };
-                let intended = u64::from_le_bytes(head[0..8].try_into().unwrap_or([0; 8]));
-                let index = u64::from_le_bytes(head[8..16].try_into().unwrap_or([0; 8]));
-                let mut r = recorder.lock().unwrap_or_else(|e| e.into_inner());
-                r.delivered += 1;
-                if index >= warmup {
-                    r.histogram
-                        .saturating_record(now.saturating_sub(intended).max(1));
-                }
-                drop(r);
-                delivered.fetch_add(1, Ordering::Relaxed);
-            }
-        },
+        |rank| recording_handler(rank, epoch, warmup, &recorder, &delivered),
     )?;
     let (order, safe) = p.order.order();
     let sender = group.groups[1].clone();
@@ -254,25 +243,91 @@ pub fn run_point(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
         std::thread::sleep(Duration::from_millis(1));
     }
     let end_ns = epoch.elapsed().as_nanos() as u64;
-    let seconds = end_ns.saturating_sub(start_ns) as f64 / 1e9;
     let driver_name = group.driver_name;
     drop(group);
+    let timing = Timing {
+        epoch_start_ns: start_ns,
+        end_ns,
+        period_ns,
+        scheduled,
+        warmup,
+    };
+    Ok(result(
+        p,
+        driver_name,
+        &recorder,
+        timing,
+        would_block,
+        sender_stalled,
+    ))
+}
+
+/// The schedule's times, for the result.
+struct Timing {
+    epoch_start_ns: u64,
+    end_ns: u64,
+    period_ns: f64,
+    scheduled: u64,
+    warmup: u64,
+}
+
+/// The member's handler: rank 0 records the latency of each message from rank 1.
+fn recording_handler(
+    rank: usize,
+    epoch: Instant,
+    warmup: u64,
+    recorder: &Arc<Mutex<Recorder>>,
+    delivered: &Arc<AtomicU64>,
+) -> impl FnMut(&Delivery<'_>) + Send + 'static {
+    let recorder = recorder.clone();
+    let delivered = delivered.clone();
+    move |d: &Delivery<'_>| {
+        if rank != 0 || d.sender == 0 {
+            return;
+        }
+        let now = epoch.elapsed().as_nanos() as u64;
+        let Some((head, _)) = d.payload.split_first_chunk::<PAYLOAD_BYTES>() else {
+            return;
+        };
+        let intended = u64::from_le_bytes(head[0..8].try_into().unwrap_or([0; 8]));
+        let index = u64::from_le_bytes(head[8..16].try_into().unwrap_or([0; 8]));
+        let mut r = recorder.lock().unwrap_or_else(|e| e.into_inner());
+        r.delivered += 1;
+        if index >= warmup {
+            r.histogram
+                .saturating_record(now.saturating_sub(intended).max(1));
+        }
+        drop(r);
+        delivered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The percentiles, with every undelivered message recorded as a lower bound.
+fn result(
+    p: LatencyPoint,
+    driver_name: &'static str,
+    recorder: &Mutex<Recorder>,
+    t: Timing,
+    would_block: u64,
+    sender_stalled: bool,
+) -> LatencyResult {
+    let seconds = t.end_ns.saturating_sub(t.epoch_start_ns) as f64 / 1e9;
     let mut r = recorder.lock().unwrap_or_else(|e| e.into_inner());
     // Messages not delivered by now (never sent, or sent and still in flight): delivery is
     // FIFO and reliable, so they are the indices from `delivered` on. Their latency is at
     // least `end - intended`; record that lower bound so the percentiles do not omit them.
-    let undelivered_from = r.delivered.max(warmup);
-    for j in undelivered_from..scheduled {
-        let intended = start_ns + (j as f64 * period_ns) as u64;
+    let undelivered_from = r.delivered.max(t.warmup);
+    for j in undelivered_from..t.scheduled {
+        let intended = t.epoch_start_ns + (j as f64 * t.period_ns) as u64;
         r.histogram
-            .saturating_record(end_ns.saturating_sub(intended).max(1));
+            .saturating_record(t.end_ns.saturating_sub(intended).max(1));
     }
-    let undelivered = scheduled.saturating_sub(r.delivered);
+    let undelivered = t.scheduled.saturating_sub(r.delivered);
     let us = |q: f64| r.histogram.value_at_quantile(q) as f64 / 1e3;
-    Ok(LatencyResult {
+    LatencyResult {
         point: p,
         driver_name,
-        scheduled,
+        scheduled: t.scheduled,
         delivered: r.delivered,
         recorded: r.histogram.len(),
         p50_us: us(0.5),
@@ -283,5 +338,131 @@ pub fn run_point(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
         would_block,
         sender_stalled,
         undelivered,
-    })
+    }
+}
+
+/// One latency point in invoker mode: rank 0's own thread spins on its node's turns; rank 1
+/// (this thread) runs its node's turns between sends instead of sleeping. Two busy threads
+/// in all (the poller mode has three: two pollers and the sender).
+fn run_point_invoker(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
+    let scheduled = ((p.rate as f64 * p.seconds) as u64).clamp(1, MESSAGES_MAX);
+    let warmup = (scheduled as f64 * WARMUP_FRACTION) as u64;
+    let epoch = Instant::now();
+    let recorder = Arc::new(Mutex::new(Recorder {
+        histogram: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
+            .context("creating the histogram")?,
+        delivered: 0,
+    }));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let driver = node_driver(p.driver)?;
+    let start = |driver: Driver| {
+        Node::builder()
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .driver(driver)
+            .unicast_fanout()
+            .invoker()
+            .start()
+            .context("starting a node")
+    };
+    let node = start(driver.clone())?;
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (members_tx, members_rx) = std::sync::mpsc::channel::<Vec<SocketAddr>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let receiver = {
+        let (recorder, delivered, stop) = (recorder.clone(), delivered.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("bench-member-0".into())
+            .spawn(move || -> anyhow::Result<()> {
+                let node = start(driver)?;
+                let _ = addr_tx.send(node.local_addr());
+                let members = members_rx.recv().context("the member list")?;
+                let handler = recording_handler(0, epoch, warmup, &recorder, &delivered);
+                let _group = node.join("bench-latency", &members, handler)?;
+                let _ = ready_tx.send(());
+                while !stop.load(Ordering::Relaxed) {
+                    if !node.poll() {
+                        std::thread::yield_now();
+                    }
+                }
+                // The sender left already: this member leaves alone.
+                Ok(())
+            })
+            .context("spawning the receiving member")?
+    };
+    let receiver_addr = addr_rx
+        .recv_timeout(Duration::from_millis(DRAIN_MS_MAX))
+        .context("the receiving member did not start")?;
+    let members = vec![receiver_addr, node.local_addr()];
+    let _ = members_tx.send(members.clone());
+    let sender = node.join("bench-latency", &members, |_: &Delivery<'_>| {})?;
+    ready_rx
+        .recv_timeout(Duration::from_millis(DRAIN_MS_MAX))
+        .context("the receiving member did not join")?;
+    let (order, safe) = p.order.order();
+    let period_ns = 1e9 / p.rate as f64;
+    let start_ns = epoch.elapsed().as_nanos() as u64 + 1_000_000;
+    let mut payload = [0u8; PAYLOAD_BYTES];
+    let mut would_block = 0u64;
+    let give_up_ns = start_ns + (p.seconds * 2.0 * 1e9) as u64;
+    let mut sender_stalled = false;
+    'schedule: for i in 0..scheduled {
+        let intended = start_ns + (i as f64 * period_ns) as u64;
+        while (epoch.elapsed().as_nanos() as u64) < intended {
+            // Spin on the node's turns, giving way to other runnable threads when idle
+            // (what `Idle::BusySpin` does).
+            if !node.poll() {
+                std::thread::yield_now();
+            }
+        }
+        payload[0..8].copy_from_slice(&intended.to_le_bytes());
+        payload[8..16].copy_from_slice(&i.to_le_bytes());
+        loop {
+            match sender.send(order, safe, &payload) {
+                Ok(_) => break,
+                Err(SendError::WouldBlock) => {
+                    would_block += 1;
+                    if epoch.elapsed().as_nanos() as u64 > give_up_ns {
+                        sender_stalled = true;
+                        break 'schedule;
+                    }
+                    node.poll();
+                }
+                Err(e) => bail!("send failed: {e}"),
+            }
+        }
+        // Out at once: this thread is the sender's poller.
+        node.poll();
+    }
+    let drain_end = Instant::now() + Duration::from_millis(DRAIN_MS_MAX);
+    while delivered.load(Ordering::Relaxed) < scheduled && Instant::now() < drain_end {
+        node.poll();
+    }
+    let end_ns = epoch.elapsed().as_nanos() as u64;
+    let driver_name = node.driver_name();
+    drop(sender);
+    if let Err(e) = node.leave("bench-latency") {
+        tracing::warn!(error = %e, "the sending member's leave");
+    }
+    stop.store(true, Ordering::Relaxed);
+    match receiver.join() {
+        Ok(r) => r?,
+        Err(_) => bail!("the receiving member's thread panicked"),
+    }
+    drop(node);
+    let timing = Timing {
+        epoch_start_ns: start_ns,
+        end_ns,
+        period_ns,
+        scheduled,
+        warmup,
+    };
+    Ok(result(
+        p,
+        driver_name,
+        &recorder,
+        timing,
+        would_block,
+        sender_stalled,
+    ))
 }

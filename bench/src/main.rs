@@ -178,6 +178,15 @@ struct LatencyArgs {
     rates: Vec<u64>,
     #[arg(long, value_enum, value_delimiter = ',', default_value = "fifo")]
     orders: Vec<BenchOrder>,
+    /// Who runs the nodes' turns: poller threads, or the members' own threads (invoker
+    /// mode; measured once, spinning, under the busy-spin label).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "poller,invoker"
+    )]
+    threading: Vec<Threading>,
     /// Schedule length of each point, in seconds.
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
@@ -322,6 +331,7 @@ fn latency_plan(a: &LatencyArgs) -> anyhow::Result<Plan> {
     check_nonempty("idle", &a.idle)?;
     check_nonempty("rates", &a.rates)?;
     check_nonempty("orders", &a.orders)?;
+    check_nonempty("threading", &a.threading)?;
     if a.drivers.contains(&DriverName::Memory) {
         bail!("--drivers: latency runs the kernel drivers (uring, mmsg)");
     }
@@ -335,6 +345,7 @@ fn latency_plan(a: &LatencyArgs) -> anyhow::Result<Plan> {
             rates: a.rates.clone(),
             orders: a.orders.clone(),
             seconds: a.seconds,
+            threading: a.threading.clone(),
         }),
         ..Plan::default()
     })

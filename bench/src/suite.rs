@@ -65,6 +65,7 @@ pub struct LatencyPlan {
     pub rates: Vec<u64>,
     pub orders: Vec<BenchOrder>,
     pub seconds: f64,
+    pub threading: Vec<Threading>,
 }
 
 /// What to run.
@@ -108,6 +109,7 @@ pub fn quick() -> Plan {
             rates: vec![10_000],
             orders: vec![BenchOrder::Fifo],
             seconds: 1.0,
+            threading: vec![Threading::Poller, Threading::Invoker],
         }),
         netns: quick_netns(),
     }
@@ -161,6 +163,7 @@ pub fn full() -> Plan {
             rates: latency::RATES.to_vec(),
             orders: vec![BenchOrder::Fifo],
             seconds: 2.0,
+            threading: vec![Threading::Poller, Threading::Invoker],
         }),
         netns: Some(NetnsPlan::default()),
     }
@@ -247,15 +250,22 @@ fn latency_points(p: &LatencyPlan) -> Vec<LatencyPoint> {
     let mut out = Vec::new();
     for &driver in &p.drivers {
         for &order in &p.orders {
-            for &idle in &p.idles {
-                for &rate in &p.rates {
-                    out.push(LatencyPoint {
-                        driver,
-                        idle,
-                        order,
-                        rate,
-                        seconds: p.seconds,
-                    });
+            for &threading in &p.threading {
+                for &idle in &p.idles {
+                    // An invoker-mode member's own thread spins: one point, as BusySpin.
+                    if threading == Threading::Invoker && idle != IdleName::BusySpin {
+                        continue;
+                    }
+                    for &rate in &p.rates {
+                        out.push(LatencyPoint {
+                            driver,
+                            idle,
+                            order,
+                            rate,
+                            seconds: p.seconds,
+                            threading,
+                        });
+                    }
                 }
             }
         }
@@ -811,10 +821,10 @@ mod tests {
         let t = q.latency.as_ref().unwrap();
         assert!(t.rates.contains(&10_000) && t.idles.contains(&IdleName::BusySpin));
         assert_eq!(l.threading, vec![Threading::Poller, Threading::Invoker]);
-        // 3 x 2 inproc + (1 ceiling + 4 orders x 2 threadings) loopback + 2 latency
+        // 3 x 2 inproc + (1 ceiling + 4 orders x 2 threadings) loopback + 3 latency
         // (+ netns where root)
         let netns = q.netns.as_ref().map_or(0, NetnsPlan::steps);
-        assert_eq!(plan_steps(&q), 6 + 9 + 2 + netns);
+        assert_eq!(plan_steps(&q), 6 + 9 + 3 + netns);
         if let Some(n) = &q.netns {
             assert_eq!(n.loss_percents, vec![0, 1]);
             assert_eq!(n.size, 64);
