@@ -32,7 +32,7 @@
 //! **Threads.** The handler runs on the node's poller thread with payloads borrowed from the
 //! member's log: it must not block for long, and copies what it keeps. A handler that panics
 //! takes only its own group down (its handles then return `Closed`). Sends from any thread
-//! go through a bounded byte stage per group ([`crate::runtime::stage`]); `WouldBlock` means
+//! go through a bounded byte stage per group (`runtime/stage.rs`); `WouldBlock` means
 //! the member's send window *and* the stage in front of it are full.
 //!
 //! **Payload bytes.** [`Group::send`] copies the bytes once, into the group's send stage
@@ -437,7 +437,7 @@ impl NodeBuilder {
     }
 
     /// Invoker mode: no poller thread; the application runs the node's turns on its own
-    /// thread with [`Node::poll`] (see [`crate::runtime::invoker`]). Handlers then run on
+    /// thread with [`Node::poll`] (see `runtime/invoker.rs`). Handlers then run on
     /// that thread. The first thread that runs a turn (usually the one that joins) owns
     /// them: poll, join, leave, flush and drop the node on that thread (sends may come from
     /// any). `cpus` does not apply (the application places its thread).
@@ -1048,7 +1048,7 @@ struct GroupInner {
     id: u32,
     payload_bytes_max: usize,
     counters: Arc<GroupCounters>,
-    /// Where sends, requests and flushes wait for the poller (see [`crate::runtime::stage`]).
+    /// Where sends, requests and flushes wait for the poller (see `runtime/stage.rs`).
     stage: Arc<Stage>,
     doorbell: Arc<Doorbell>,
     /// Invoker mode: waits on the owner thread run the node's turns.

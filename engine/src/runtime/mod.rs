@@ -7,9 +7,10 @@
 //! 1. takes control commands (join, leave, shutdown) from a bounded channel;
 //! 2. receives one batch of datagrams and hands each to the member of the group named in its
 //!    frame header (unknown groups and malformed headers are counted and dropped);
-//! 3. takes the applications' send and flush requests from each group's bounded queue
-//!    (a request the member refuses with `WouldBlock` waits in a single slot until its window
-//!    opens; the queue behind it fills and the application then sees `WouldBlock`);
+//! 3. takes each group's send stage whole (`stage.rs`: the records the applications appended —
+//!    sends, requests, flushes — in order) and feeds the records to the member; a record the
+//!    member refuses with `WouldBlock` waits at the head until its window opens, the stage
+//!    behind it fills, and the application then sees `WouldBlock`;
 //! 4. hands deliveries to the group's [`Handler`](crate::node::Handler) as borrowed slices of
 //!    the member's log, on the poller thread;
 //! 5. when the previous send batch went out completely, polls every member for datagrams into
@@ -17,7 +18,11 @@
 //!    sends it with one call (smart batching: whatever accumulated while the previous send was
 //!    in flight goes out together; there is no timer on the hot path);
 //! 6. idles according to [`Idle`] when the turn did nothing, never past the members' next
-//!    deadline.
+//!    deadline; a send that stages a record while the poller sleeps in the transport ends the
+//!    sleep through the transport's waker (`Doorbell`).
+//!
+//! In invoker mode (`invoker.rs`) there is no poller thread: the application's thread runs
+//! these turns with `Node::poll`.
 //!
 //! Time is a monotonic clock ([`Clock`]: `Instant` since node start, in ns). Trace events, when
 //! tracing is on, go in batches over a bounded channel to a writer thread
@@ -38,8 +43,7 @@
 //! driven by the endpoint's timers and datagrams in the same loop): view changes are rare
 //! and short, so a separate control thread was not worth its hand-offs yet. Events come
 //! before deliveries in each turn (`on_view` before the view's messages; `snapshot` and
-//! `restore` at view boundaries). Not built yet: a control thread, several pollers per node,
-//! requests with replies.
+//! `restore` at view boundaries). Not built yet: a control thread, several pollers per node.
 
 pub(crate) mod framing;
 pub(crate) mod invoker;
