@@ -415,6 +415,9 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                             match group.send(order, safe, &payload) {
                                 Ok(_) => sent += 1,
                                 Err(SendError::WouldBlock) => {
+                                    if Instant::now() >= deadline {
+                                        break;
+                                    }
                                     node.poll();
                                 }
                                 Err(e) => bail!("send failed: {e}"),

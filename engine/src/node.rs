@@ -1175,13 +1175,16 @@ impl Group {
                     slice = slice.min(left);
                 }
             }
-            // In invoker mode on the owner thread, room comes from this thread's turns.
+            // In invoker mode on the owner thread, room comes from this thread's turns (none
+            // runs when this is a handler inside one: then it sleeps like any other thread).
             if let Some(invoker) = &self.inner.invoker {
                 if invoker.is_owner_here() {
                     drop(s);
-                    invoker.turn(true);
+                    let ran = invoker.turn(true).is_some();
                     s = stage.lock();
-                    continue;
+                    if ran {
+                        continue;
+                    }
                 }
             }
             s = stage.wait_room(s, slice);

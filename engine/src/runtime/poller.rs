@@ -506,9 +506,12 @@ impl GroupSlot {
         self.taken.is_done() && self.stage.lock().bytes.is_empty()
     }
 
-    /// Whether the application staged something the poller has not taken.
+    /// Whether the application staged something the poller can take now (records behind a
+    /// stalled one wait for the window, which a datagram opens). Always locks the stage: the
+    /// doorbell's ordering argument (`Doorbell::ring_staged`) needs this lock after the flag.
     pub fn has_staged(&self) -> bool {
-        self.taken.is_done() && !self.stage.lock().bytes.is_empty()
+        let staged = !self.stage.lock().bytes.is_empty();
+        staged && self.taken.is_done()
     }
 
     fn answer_flushes(&mut self) {
