@@ -454,9 +454,8 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                     let window_stalls = group.stats().window_stalls;
                     drop(group);
                     // Leave in rank order while the others still run their turns (a leave
-                    // needs the members that stay to confirm it; when all leave at once one
-                    // may wait out its bound for a member that left meanwhile), then stay
-                    // until everyone left.
+                    // needs the members that stay to confirm it), then stay until everyone
+                    // left.
                     let bound = Instant::now() + Duration::from_millis(DRAIN_MS_MAX);
                     while left.load(Ordering::SeqCst) < rank && Instant::now() < bound {
                         if !node.poll() {

@@ -239,6 +239,30 @@ fn a_majority_leaving_at_once_leaves_and_the_last_member_goes_on_alone() {
 }
 
 #[test]
+fn every_member_leaving_at_once_is_done_without_waiting_out_the_change_timeout() {
+    // A leaver lingers until the members of the next view confirm it; when they leave right
+    // after, they confirm as they install that view (their repeated-commit answer would come
+    // too late: a member that left answers nothing). The sims' change timeout is 20 ms.
+    const CHANGE_TIMEOUT_NS: u64 = 20 * MS;
+    for members in [2, 3] {
+        for seed in 0..12 {
+            let script = (0..members).map(|i| (9 * MS, Fault::Leave(i))).collect();
+            let o = run(scenario(seed, members, script));
+            assert_clean(&o);
+            assert_eq!(o.left_at.len(), members, "seed {seed}: every member left");
+            for (m, at) in &o.left_at {
+                let took = at - 9 * MS;
+                assert!(
+                    took < CHANGE_TIMEOUT_NS,
+                    "seed {seed}, {members} members: {m} took {} ms to leave (waited out the change timeout)",
+                    took / MS
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn two_concurrent_failures_are_handled_in_one_or_two_changes() {
     for seed in 0..4 {
         let o = run(scenario(

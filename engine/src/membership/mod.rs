@@ -309,6 +309,9 @@ pub struct Endpoint {
     /// Lingering after a leave: the members of the next view that have not confirmed it yet,
     /// when to repeat the commit to them, and when to stop anyway.
     linger: Vec<String>,
+    /// Members of the next view that confirmed it before this leaver installed it (their
+    /// confirmation came while the cut was still being delivered here).
+    confirmed_early: Vec<String>,
     linger_next: Time,
     linger_until: Time,
     /// No member can be suspected before this time (see `advance_in_view`).
@@ -388,6 +391,7 @@ impl Endpoint {
             leave_requests: 0,
             last_commit: None,
             linger: Vec::new(),
+            confirmed_early: Vec::new(),
             linger_next: now,
             linger_until: now,
             suspect_check_at: now,
@@ -1443,7 +1447,11 @@ impl Endpoint {
             if self.leaving {
                 // Only members of the ending view can confirm (joiners never saw it).
                 let old = &self.members;
-                self.linger = members.into_iter().filter(|m| old.contains(m)).collect();
+                let early = std::mem::take(&mut self.confirmed_early);
+                self.linger = members
+                    .into_iter()
+                    .filter(|m| old.contains(m) && !early.contains(m))
+                    .collect();
                 self.linger_next = self.now;
                 self.linger_until = self.now.plus_nanos(self.cfg.change_timeout_ns);
                 self.collect_member_trace();
@@ -1459,7 +1467,25 @@ impl Endpoint {
         // Who sends the state: the lowest rank with state.
         let provider = (0..members.len()).find(|&r| c.need_state & bit(r) == 0);
         let installed = self.installed;
+        // Members of the ending view not in the next: leavers linger until the members that
+        // stay confirm the next view. Confirm at once (a member that leaves right after could
+        // not answer their repeated commit any more); an excluded member just drops it.
+        let gone: Vec<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|&(r, id)| {
+                c.proposal.keep & bit(r) == 0 && !self.suspected[r] && *id != self.me
+            })
+            .map(|(_, id)| id.clone())
+            .collect();
         self.enter_view(view, members, rank as u16, bases, installed);
+        if installed {
+            let ballot = c.proposal.ballot;
+            for to in &gone {
+                self.send_to(to, Msg::Fetched { ballot });
+            }
+        }
         if installed && provider == Some(rank) && c.need_state != 0 {
             self.snapshot_for = c.need_state;
             self.push_event(GroupEvent::Snapshot);
@@ -1519,6 +1545,7 @@ impl Endpoint {
         self.leading = None;
         self.committing = None;
         self.leave_requests = 0;
+        self.confirmed_early.clear();
         let members = &self.members;
         self.join_requests.retain(|j| !members.contains(j));
         self.state_out.clear();
@@ -1651,6 +1678,17 @@ impl Endpoint {
         if !(self.phase == Phase::InView || lingering) || env.group != self.cfg.group {
             self.stats.control_dropped += 1;
             return;
+        }
+        if let (Msg::Fetched { ballot }, Some(c)) = (&env.msg, &self.committing) {
+            // A member of the next view confirms it before this leaver installed it.
+            if !lingering && self.leaving && env.view > self.view && *ballot == c.proposal.ballot {
+                if !self.confirmed_early.contains(&env.from)
+                    && self.confirmed_early.len() < MEMBERS_MAX
+                {
+                    self.confirmed_early.push(env.from.clone());
+                }
+                return;
+            }
         }
         if let (Msg::Fetched { ballot }, Some((v, rank, c))) = (&env.msg, &self.last_commit) {
             if *ballot == c.proposal.ballot && (env.view < self.view || lingering) {

@@ -181,6 +181,8 @@ pub struct GroupSimOutcome {
     pub accepted: BTreeMap<String, u64>,
     /// State transfers completed: (member id, bytes restored).
     pub restores: Vec<(String, usize)>,
+    /// Per member that left: when its endpoint reported `Left` (virtual ns).
+    pub left_at: BTreeMap<String, u64>,
 }
 
 impl GroupSimOutcome {
@@ -263,6 +265,8 @@ struct Process {
     crashed: bool,
     only_to: Option<Vec<usize>>,
     left: bool,
+    /// When the endpoint reported `Left`, with its id then.
+    left_at: Option<(String, u64)>,
     remaining: u64,
     state: AppState,
     /// Per endpoint id: messages the application handed to it and had accepted.
@@ -315,6 +319,7 @@ pub fn run(cfg: GroupSimConfig) -> GroupSimOutcome {
             crashed: false,
             only_to: None,
             left: false,
+            left_at: None,
             remaining: if i < cfg.members {
                 cfg.messages_per_member
             } else {
@@ -731,6 +736,7 @@ impl GroupSim {
 
     fn on_event(&mut self, i: usize, ev: GroupEvent) {
         let pad = self.cfg.state_bytes;
+        let now = self.net.now();
         let p = &mut self.procs[i];
         let Some(ep) = p.ep.as_mut() else { return };
         match ev {
@@ -776,6 +782,7 @@ impl GroupSim {
             GroupEvent::Left => {
                 p.traces.extend(ep.take_trace());
                 p.left = true;
+                p.left_at = Some((ep.id().to_owned(), now));
             }
             GroupEvent::SendWindowOpen => {}
         }
@@ -892,6 +899,11 @@ impl GroupSim {
         let messages_sent = self.procs.iter().flat_map(|p| p.accepted.values()).sum();
         let mut final_states = BTreeMap::new();
         let mut accepted = BTreeMap::new();
+        let left_at = self
+            .procs
+            .iter()
+            .filter_map(|p| p.left_at.clone())
+            .collect();
         for p in &self.procs {
             if let (Some(ep), false, false) = (&p.ep, p.crashed, p.left) {
                 final_states.insert(ep.id().to_owned(), p.state.counts.clone());
@@ -915,6 +927,7 @@ impl GroupSim {
             final_states,
             accepted,
             restores: self.restores,
+            left_at,
         }
     }
 }
