@@ -199,7 +199,7 @@ fn claim_would_block_on_a_full_window_and_progresses_once_the_peer_runs() {
     let members = [a.local_addr(), b_addr];
     let log_a = Log::default();
     let ga = a.join("window", &members, recorder(&log_a)).unwrap();
-    // b is not started: nothing becomes stable, so the window and the queue in front fill.
+    // b is not started: nothing becomes stable, so the window and the stage in front fill.
     let mut accepted = 0u64;
     let mut refused_in_a_row = 0;
     while refused_in_a_row < 50 {
@@ -227,7 +227,7 @@ fn claim_would_block_on_a_full_window_and_progresses_once_the_peer_runs() {
     }
     assert!(
         accepted > WINDOW as u64,
-        "the queue takes sends past the window"
+        "the stage takes sends past the window"
     );
     assert_eq!(
         ga.send(Order::Fifo, false, &[0; 16]),

@@ -183,7 +183,7 @@ fn send_would_block_on_a_full_window_and_flush_waits_until_stable() {
     let members = [a.local_addr(), b_addr];
     let log_a = Log::default();
     let group = a.join("w", &members, recorder(&log_a)).unwrap();
-    // b does not run yet: nothing becomes stable, so the window and the queue fill up.
+    // b does not run yet: nothing becomes stable, so the window and the send stage fill up.
     let mut accepted = 0u64;
     let mut would_block = 0;
     while would_block < 50 {
