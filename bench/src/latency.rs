@@ -25,14 +25,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use cohort::node::{Delivery, Driver, Node, SendError};
+use cohort::node::{Delivery, Driver, Group, SendError};
 use cohort::Idle;
 use hdrhistogram::Histogram;
 
 use crate::axes::BenchOrder;
 use crate::ceiling::DriverName;
-use crate::group_ceiling::Addressing;
-use crate::loopback::{node_driver, start_group, Threading};
+use crate::group_ceiling::{private_multicast_group, Addressing};
+use crate::loopback::{node_builder, node_driver, start_group, Threading};
 use crate::output::ResultRecord;
 
 /// Most messages per point.
@@ -181,163 +181,192 @@ pub fn run_point(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
     if p.threading == Threading::Invoker {
         return run_point_invoker(p);
     }
-    let scheduled = ((p.rate as f64 * p.seconds) as u64).clamp(1, MESSAGES_MAX);
-    let warmup = (scheduled as f64 * WARMUP_FRACTION) as u64;
-    let epoch = Instant::now();
-    let recorder = Arc::new(Mutex::new(Recorder {
-        histogram: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
-            .context("creating the histogram")?,
-        delivered: 0,
-    }));
-    let delivered = Arc::new(AtomicU64::new(0));
+    let run = Run::new(&p)?;
     let group = start_group(
         "bench-latency",
         p.driver,
         Addressing::Fanout,
         2,
         p.idle.idle(),
-        |rank| recording_handler(rank, epoch, warmup, &recorder, &delivered),
+        |rank| run.handler(rank),
     )?;
-    let (order, safe) = p.order.order();
-    let sender = group.groups[1].clone();
-    let period_ns = 1e9 / p.rate as f64;
-    let start_ns = epoch.elapsed().as_nanos() as u64 + 1_000_000;
     set_timer_slack_ns(TIMER_SLACK_NS);
-    let mut payload = [0u8; PAYLOAD_BYTES];
-    let mut would_block = 0u64;
-    let give_up_ns = start_ns + (p.seconds * 2.0 * 1e9) as u64;
-    let mut sender_stalled = false;
-    'schedule: for i in 0..scheduled {
-        let intended = start_ns + (i as f64 * period_ns) as u64;
-        loop {
-            let now = epoch.elapsed().as_nanos() as u64;
-            if now >= intended {
-                break;
-            }
-            let left = intended - now;
-            if left > SPIN_BEFORE_NS {
-                std::thread::sleep(Duration::from_nanos(left - SPIN_BEFORE_NS));
-            } else {
-                std::hint::spin_loop();
-            }
+    let sender = group.groups[1].clone();
+    let sent = run.schedule(&p, &sender, |wait| match wait {
+        Wait::Until(left) if left > SPIN_BEFORE_NS => {
+            std::thread::sleep(Duration::from_nanos(left - SPIN_BEFORE_NS))
         }
-        payload[0..8].copy_from_slice(&intended.to_le_bytes());
-        payload[8..16].copy_from_slice(&i.to_le_bytes());
-        loop {
-            match sender.send(order, safe, &payload) {
-                Ok(_) => break,
-                Err(SendError::WouldBlock) => {
-                    would_block += 1;
-                    if epoch.elapsed().as_nanos() as u64 > give_up_ns {
-                        sender_stalled = true;
-                        break 'schedule;
-                    }
-                    std::thread::yield_now();
-                }
-                Err(e) => bail!("send failed: {e}"),
-            }
-        }
-    }
-    let drain_end = Instant::now() + Duration::from_millis(DRAIN_MS_MAX);
-    while delivered.load(Ordering::Relaxed) < scheduled && Instant::now() < drain_end {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let end_ns = epoch.elapsed().as_nanos() as u64;
+        Wait::Until(_) => std::hint::spin_loop(),
+        Wait::Full => std::thread::yield_now(),
+        Wait::Sent => {}
+        Wait::Drain => std::thread::sleep(Duration::from_millis(1)),
+    })?;
     let driver_name = group.driver_name;
     drop(group);
-    let timing = Timing {
-        epoch_start_ns: start_ns,
-        end_ns,
-        period_ns,
-        scheduled,
-        warmup,
-    };
-    Ok(result(
-        p,
-        driver_name,
-        &recorder,
-        timing,
-        would_block,
-        sender_stalled,
-    ))
+    Ok(run.result(p, driver_name, sent))
 }
 
-/// The schedule's times, for the result.
-struct Timing {
-    epoch_start_ns: u64,
-    end_ns: u64,
-    period_ns: f64,
+/// What the sender's loop waits for; the threading decides how it waits.
+enum Wait {
+    /// The next intended send time, this many ns ahead.
+    Until(u64),
+    /// Room in the window (the send got `WouldBlock`).
+    Full,
+    /// Nothing: a message just went into the stage.
+    Sent,
+    /// The last deliveries, after the schedule.
+    Drain,
+}
+
+/// One point's schedule and its recording (shared by both threadings).
+struct Run {
     scheduled: u64,
     warmup: u64,
-}
-
-/// The member's handler: rank 0 records the latency of each message from rank 1.
-fn recording_handler(
-    rank: usize,
     epoch: Instant,
-    warmup: u64,
-    recorder: &Arc<Mutex<Recorder>>,
-    delivered: &Arc<AtomicU64>,
-) -> impl FnMut(&Delivery<'_>) + Send + 'static {
-    let recorder = recorder.clone();
-    let delivered = delivered.clone();
-    move |d: &Delivery<'_>| {
-        if rank != 0 || d.sender == 0 {
-            return;
-        }
-        let now = epoch.elapsed().as_nanos() as u64;
-        let Some((head, _)) = d.payload.split_first_chunk::<PAYLOAD_BYTES>() else {
-            return;
-        };
-        let intended = u64::from_le_bytes(head[0..8].try_into().unwrap_or([0; 8]));
-        let index = u64::from_le_bytes(head[8..16].try_into().unwrap_or([0; 8]));
-        let mut r = recorder.lock().unwrap_or_else(|e| e.into_inner());
-        r.delivered += 1;
-        if index >= warmup {
-            r.histogram
-                .saturating_record(now.saturating_sub(intended).max(1));
-        }
-        drop(r);
-        delivered.fetch_add(1, Ordering::Relaxed);
-    }
+    recorder: Arc<Mutex<Recorder>>,
+    delivered: Arc<AtomicU64>,
 }
 
-/// The percentiles, with every undelivered message recorded as a lower bound.
-fn result(
-    p: LatencyPoint,
-    driver_name: &'static str,
-    recorder: &Mutex<Recorder>,
-    t: Timing,
+/// How the schedule went.
+struct Sent {
+    start_ns: u64,
+    end_ns: u64,
+    period_ns: f64,
     would_block: u64,
     sender_stalled: bool,
-) -> LatencyResult {
-    let seconds = t.end_ns.saturating_sub(t.epoch_start_ns) as f64 / 1e9;
-    let mut r = recorder.lock().unwrap_or_else(|e| e.into_inner());
-    // Messages not delivered by now (never sent, or sent and still in flight): delivery is
-    // FIFO and reliable, so they are the indices from `delivered` on. Their latency is at
-    // least `end - intended`; record that lower bound so the percentiles do not omit them.
-    let undelivered_from = r.delivered.max(t.warmup);
-    for j in undelivered_from..t.scheduled {
-        let intended = t.epoch_start_ns + (j as f64 * t.period_ns) as u64;
-        r.histogram
-            .saturating_record(t.end_ns.saturating_sub(intended).max(1));
+}
+
+impl Run {
+    fn new(p: &LatencyPoint) -> anyhow::Result<Self> {
+        let scheduled = ((p.rate as f64 * p.seconds) as u64).clamp(1, MESSAGES_MAX);
+        Ok(Run {
+            scheduled,
+            warmup: (scheduled as f64 * WARMUP_FRACTION) as u64,
+            epoch: Instant::now(),
+            recorder: Arc::new(Mutex::new(Recorder {
+                histogram: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
+                    .context("creating the histogram")?,
+                delivered: 0,
+            })),
+            delivered: Arc::new(AtomicU64::new(0)),
+        })
     }
-    let undelivered = t.scheduled.saturating_sub(r.delivered);
-    let us = |q: f64| r.histogram.value_at_quantile(q) as f64 / 1e3;
-    LatencyResult {
-        point: p,
-        driver_name,
-        scheduled: t.scheduled,
-        delivered: r.delivered,
-        recorded: r.histogram.len(),
-        p50_us: us(0.5),
-        p99_us: us(0.99),
-        p999_us: us(0.999),
-        max_us: r.histogram.max() as f64 / 1e3,
-        seconds: seconds.max(p.seconds.min(1e-9)),
-        would_block,
-        sender_stalled,
-        undelivered,
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Sends the schedule through `sender` (rank 1), calling `wait` whenever it waits, then
+    /// waits (at most [`DRAIN_MS_MAX`]) for the last deliveries.
+    fn schedule(
+        &self,
+        p: &LatencyPoint,
+        sender: &Group,
+        mut wait: impl FnMut(Wait),
+    ) -> anyhow::Result<Sent> {
+        let (order, safe) = p.order.order();
+        let period_ns = 1e9 / p.rate as f64;
+        let start_ns = self.now_ns() + 1_000_000;
+        let give_up_ns = start_ns + (p.seconds * 2.0 * 1e9) as u64;
+        let mut payload = [0u8; PAYLOAD_BYTES];
+        let (mut would_block, mut sender_stalled) = (0u64, false);
+        'schedule: for i in 0..self.scheduled {
+            let intended = start_ns + (i as f64 * period_ns) as u64;
+            loop {
+                let now = self.now_ns();
+                if now >= intended {
+                    break;
+                }
+                wait(Wait::Until(intended - now));
+            }
+            payload[0..8].copy_from_slice(&intended.to_le_bytes());
+            payload[8..16].copy_from_slice(&i.to_le_bytes());
+            loop {
+                match sender.send(order, safe, &payload) {
+                    Ok(_) => break,
+                    Err(SendError::WouldBlock) => {
+                        would_block += 1;
+                        if self.now_ns() > give_up_ns {
+                            sender_stalled = true;
+                            break 'schedule;
+                        }
+                        wait(Wait::Full);
+                    }
+                    Err(e) => bail!("send failed: {e}"),
+                }
+            }
+            wait(Wait::Sent);
+        }
+        let drain_end = Instant::now() + Duration::from_millis(DRAIN_MS_MAX);
+        while self.delivered.load(Ordering::Relaxed) < self.scheduled && Instant::now() < drain_end
+        {
+            wait(Wait::Drain);
+        }
+        Ok(Sent {
+            start_ns,
+            end_ns: self.now_ns(),
+            period_ns,
+            would_block,
+            sender_stalled,
+        })
+    }
+    /// The member's handler: rank 0 records the latency of each message from rank 1.
+    fn handler(&self, rank: usize) -> impl FnMut(&Delivery<'_>) + Send + 'static {
+        let recorder = self.recorder.clone();
+        let delivered = self.delivered.clone();
+        let (epoch, warmup) = (self.epoch, self.warmup);
+        move |d: &Delivery<'_>| {
+            if rank != 0 || d.sender == 0 {
+                return;
+            }
+            let now = epoch.elapsed().as_nanos() as u64;
+            let Some((head, _)) = d.payload.split_first_chunk::<PAYLOAD_BYTES>() else {
+                return;
+            };
+            let intended = u64::from_le_bytes(head[0..8].try_into().unwrap_or([0; 8]));
+            let index = u64::from_le_bytes(head[8..16].try_into().unwrap_or([0; 8]));
+            let mut r = recorder.lock().unwrap_or_else(|e| e.into_inner());
+            r.delivered += 1;
+            if index >= warmup {
+                r.histogram
+                    .saturating_record(now.saturating_sub(intended).max(1));
+            }
+            drop(r);
+            delivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The percentiles, with every undelivered message recorded as a lower bound.
+    fn result(&self, p: LatencyPoint, driver_name: &'static str, t: Sent) -> LatencyResult {
+        let seconds = t.end_ns.saturating_sub(t.start_ns) as f64 / 1e9;
+        let mut r = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
+        // Messages not delivered by now (never sent, or sent and still in flight): delivery
+        // is FIFO and reliable, so they are the indices from `delivered` on. Their latency is
+        // at least `end - intended`; record that lower bound so the percentiles do not omit
+        // them.
+        let undelivered_from = r.delivered.max(self.warmup);
+        for j in undelivered_from..self.scheduled {
+            let intended = t.start_ns + (j as f64 * t.period_ns) as u64;
+            r.histogram
+                .saturating_record(t.end_ns.saturating_sub(intended).max(1));
+        }
+        let undelivered = self.scheduled.saturating_sub(r.delivered);
+        let us = |q: f64| r.histogram.value_at_quantile(q) as f64 / 1e3;
+        LatencyResult {
+            point: p,
+            driver_name,
+            scheduled: self.scheduled,
+            delivered: r.delivered,
+            recorded: r.histogram.len(),
+            p50_us: us(0.5),
+            p99_us: us(0.99),
+            p999_us: us(0.999),
+            max_us: r.histogram.max() as f64 / 1e3,
+            seconds: seconds.max(p.seconds.min(1e-9)),
+            would_block: t.would_block,
+            sender_stalled: t.sender_stalled,
+            undelivered,
+        }
     }
 }
 
@@ -345,21 +374,10 @@ fn result(
 /// (this thread) runs its node's turns between sends instead of sleeping. Two busy threads
 /// in all (the poller mode has three: two pollers and the sender).
 fn run_point_invoker(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
-    let scheduled = ((p.rate as f64 * p.seconds) as u64).clamp(1, MESSAGES_MAX);
-    let warmup = (scheduled as f64 * WARMUP_FRACTION) as u64;
-    let epoch = Instant::now();
-    let recorder = Arc::new(Mutex::new(Recorder {
-        histogram: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
-            .context("creating the histogram")?,
-        delivered: 0,
-    }));
-    let delivered = Arc::new(AtomicU64::new(0));
+    let run = Run::new(&p)?;
     let driver = node_driver(p.driver)?;
     let start = |driver: Driver| {
-        Node::builder()
-            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .driver(driver)
-            .unicast_fanout()
+        node_builder(driver, Addressing::Fanout, private_multicast_group())
             .invoker()
             .start()
             .context("starting a node")
@@ -370,14 +388,14 @@ fn run_point_invoker(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let stop = Arc::new(AtomicBool::new(false));
     let receiver = {
-        let (recorder, delivered, stop) = (recorder.clone(), delivered.clone(), stop.clone());
+        let stop = stop.clone();
+        let handler = run.handler(0);
         std::thread::Builder::new()
             .name("bench-member-0".into())
             .spawn(move || -> anyhow::Result<()> {
                 let node = start(driver)?;
                 let _ = addr_tx.send(node.local_addr());
                 let members = members_rx.recv().context("the member list")?;
-                let handler = recording_handler(0, epoch, warmup, &recorder, &delivered);
                 let _group = node.join("bench-latency", &members, handler)?;
                 let _ = ready_tx.send(());
                 while !stop.load(Ordering::Relaxed) {
@@ -399,46 +417,14 @@ fn run_point_invoker(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
     ready_rx
         .recv_timeout(Duration::from_millis(DRAIN_MS_MAX))
         .context("the receiving member did not join")?;
-    let (order, safe) = p.order.order();
-    let period_ns = 1e9 / p.rate as f64;
-    let start_ns = epoch.elapsed().as_nanos() as u64 + 1_000_000;
-    let mut payload = [0u8; PAYLOAD_BYTES];
-    let mut would_block = 0u64;
-    let give_up_ns = start_ns + (p.seconds * 2.0 * 1e9) as u64;
-    let mut sender_stalled = false;
-    'schedule: for i in 0..scheduled {
-        let intended = start_ns + (i as f64 * period_ns) as u64;
-        while (epoch.elapsed().as_nanos() as u64) < intended {
-            // Spin on the node's turns, giving way to other runnable threads when idle
-            // (what `Idle::BusySpin` does).
-            if !node.poll() {
-                std::thread::yield_now();
-            }
+    // Spin on the node's turns, giving way to other runnable threads when a turn found
+    // nothing (what `Idle::BusySpin` does); a sent message goes out at once (this thread is
+    // the sender's poller).
+    let sent = run.schedule(&p, &sender, |wait| {
+        if !node.poll() && matches!(wait, Wait::Until(_)) {
+            std::thread::yield_now();
         }
-        payload[0..8].copy_from_slice(&intended.to_le_bytes());
-        payload[8..16].copy_from_slice(&i.to_le_bytes());
-        loop {
-            match sender.send(order, safe, &payload) {
-                Ok(_) => break,
-                Err(SendError::WouldBlock) => {
-                    would_block += 1;
-                    if epoch.elapsed().as_nanos() as u64 > give_up_ns {
-                        sender_stalled = true;
-                        break 'schedule;
-                    }
-                    node.poll();
-                }
-                Err(e) => bail!("send failed: {e}"),
-            }
-        }
-        // Out at once: this thread is the sender's poller.
-        node.poll();
-    }
-    let drain_end = Instant::now() + Duration::from_millis(DRAIN_MS_MAX);
-    while delivered.load(Ordering::Relaxed) < scheduled && Instant::now() < drain_end {
-        node.poll();
-    }
-    let end_ns = epoch.elapsed().as_nanos() as u64;
+    })?;
     let driver_name = node.driver_name();
     drop(sender);
     if let Err(e) = node.leave("bench-latency") {
@@ -450,19 +436,5 @@ fn run_point_invoker(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
         Err(_) => bail!("the receiving member's thread panicked"),
     }
     drop(node);
-    let timing = Timing {
-        epoch_start_ns: start_ns,
-        end_ns,
-        period_ns,
-        scheduled,
-        warmup,
-    };
-    Ok(result(
-        p,
-        driver_name,
-        &recorder,
-        timing,
-        would_block,
-        sender_stalled,
-    ))
+    Ok(run.result(p, driver_name, sent))
 }

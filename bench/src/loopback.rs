@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use cohort::node::{Delivery, Driver, Group, Handler, Node, SendError};
+use cohort::node::{Delivery, Driver, Group, Handler, Node, NodeBuilder, SendError};
 use cohort::Idle;
 
 use crate::axes::{BenchOrder, Senders};
@@ -60,6 +60,17 @@ pub fn node_driver(d: DriverName) -> anyhow::Result<Driver> {
     })
 }
 
+/// A node builder on `127.0.0.1:0` with `driver` and `addressing` (multicast on `group`).
+pub fn node_builder(driver: Driver, addressing: Addressing, group: SocketAddr) -> NodeBuilder {
+    let b = Node::builder()
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .driver(driver);
+    match addressing {
+        Addressing::Multicast => b.multicast(group, Ipv4Addr::LOCALHOST),
+        Addressing::Fanout => b.unicast_fanout(),
+    }
+}
+
 /// Starts `members` nodes on 127.0.0.1 and joins them all to group `name`; `handler(rank)`
 /// makes each member's handler.
 pub fn start_group<H: Handler>(
@@ -76,14 +87,7 @@ pub fn start_group<H: Handler>(
     let multicast = private_multicast_group();
     let mut nodes = Vec::with_capacity(members);
     for _ in 0..members {
-        let mut b = Node::builder()
-            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .driver(node_driver(driver)?)
-            .idle(idle);
-        b = match addressing {
-            Addressing::Multicast => b.multicast(multicast, Ipv4Addr::LOCALHOST),
-            Addressing::Fanout => b.unicast_fanout(),
-        };
+        let b = node_builder(node_driver(driver)?, addressing, multicast).idle(idle);
         nodes.push(b.start().context("starting a node")?);
     }
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.local_addr()).collect();
@@ -376,15 +380,10 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
             std::thread::Builder::new()
                 .name(format!("bench-member-{rank}"))
                 .spawn(move || -> anyhow::Result<MemberReport> {
-                    let mut b = Node::builder()
-                        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-                        .driver(driver)
-                        .invoker();
-                    b = match addressing {
-                        Addressing::Multicast => b.multicast(multicast, Ipv4Addr::LOCALHOST),
-                        Addressing::Fanout => b.unicast_fanout(),
-                    };
-                    let node = b.start().context("starting a node")?;
+                    let node = node_builder(driver, addressing, multicast)
+                        .invoker()
+                        .start()
+                        .context("starting a node")?;
                     let driver_name = node.driver_name();
                     let _ = addr_tx.send((rank, node.local_addr()));
                     let addrs = members_rx.recv().context("the member list")?;

@@ -220,7 +220,7 @@ fn a_short_invoker_mode_loopback_run_delivers_everything_it_sent() {
 
 #[test]
 fn a_payload_larger_than_the_node_datagram_is_refused_with_the_reason() {
-    let e = run_loopback(LoopbackPoint {
+    let too_large = LoopbackPoint {
         driver: DriverName::Mmsg,
         addressing: Addressing::Fanout,
         members: 2,
@@ -230,19 +230,12 @@ fn a_payload_larger_than_the_node_datagram_is_refused_with_the_reason() {
         seconds: 0.1,
         idle: cohort::Idle::Backoff,
         threading: Threading::Poller,
-    })
-    .expect_err("8192 B does not fit a 1472 B datagram");
+    };
+    let e = run_loopback(too_large).expect_err("8192 B does not fit a 1472 B datagram");
     assert!(format!("{e:#}").contains("datagram size"), "{e:#}");
     let e = run_loopback(LoopbackPoint {
-        driver: DriverName::Mmsg,
-        addressing: Addressing::Fanout,
-        members: 2,
-        senders: Senders::One,
-        order: BenchOrder::Fifo,
-        size: 8192,
-        seconds: 0.1,
-        idle: cohort::Idle::Backoff,
         threading: Threading::Invoker,
+        ..too_large
     })
     .expect_err("nor in invoker mode (and the run is called off, not hung)");
     assert!(format!("{e:#}").contains("datagram size"), "{e:#}");

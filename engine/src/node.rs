@@ -1202,7 +1202,7 @@ impl Group {
         safe: bool,
         framing_len: usize,
         write_framing: impl FnOnce(&mut Vec<u8>),
-        len: usize,
+        body: Body<'_>,
     ) -> Claim<'g> {
         // The member's current incarnation; numbering restarts at 1 when it changed (a block).
         let incarnation = self.inner.counters.incarnation.load(Ordering::Relaxed);
@@ -1211,30 +1211,33 @@ impl Group {
             s.next_seq = 1;
         }
         let start = s.bytes.len();
-        s.begin(kind, order, safe, framing_len + len);
+        s.begin(kind, order, safe, framing_len + body.len());
         write_framing(&mut s.bytes);
-        let body = s.bytes.len();
-        debug_assert_eq!(body - start, RECORD_HEADER_BYTES + framing_len);
-        s.bytes.resize(body + len, 0);
+        let at = s.bytes.len();
+        debug_assert_eq!(at - start, RECORD_HEADER_BYTES + framing_len);
+        match body {
+            Body::Zeroed(len) => s.bytes.resize(at + len, 0),
+            Body::Bytes(bytes) => s.bytes.extend_from_slice(bytes),
+        }
         Claim {
             group: self,
             staged: s,
             start,
-            body,
+            body: at,
             committed: false,
         }
     }
 
-    /// A plain send's record with `len` body bytes (see [`Group::open_record`]).
+    /// A plain send's record (see [`Group::open_record`]).
     fn open_plain(
         &self,
         order: Order,
         safe: bool,
-        len: usize,
+        body: Body<'_>,
         wait: Option<Option<Instant>>,
     ) -> Result<Claim<'_>, SendError> {
-        self.check_len(len)?;
-        let s = self.stage_with_room(framing::PLAIN_HEADER_BYTES + len, wait, false)?;
+        self.check_len(body.len())?;
+        let s = self.stage_with_room(framing::PLAIN_HEADER_BYTES + body.len(), wait, false)?;
         Ok(self.open_record(
             s,
             Kind::Send,
@@ -1242,7 +1245,7 @@ impl Group {
             safe,
             framing::PLAIN_HEADER_BYTES,
             framing::push_plain,
-            len,
+            body,
         ))
     }
 
@@ -1295,9 +1298,8 @@ impl Group {
             false,
             framing::REQUEST_HEADER_BYTES,
             |buf| framing::push_request(buf, id, want),
-            bytes.len(),
+            Body::Bytes(bytes),
         );
-        claim.copy_from_slice(bytes);
         // Its place among the records: the poller takes waiters in record order.
         claim.staged.waiters.push_back(Waiter { id, want, done });
         claim.commit()?;
@@ -1320,7 +1322,7 @@ impl Group {
         len: usize,
         write: impl FnOnce(Seq, &mut [u8]),
     ) -> Result<Seq, SendError> {
-        let mut claim = self.open_plain(order, safe, len, None)?;
+        let mut claim = self.open_plain(order, safe, Body::Zeroed(len), None)?;
         let seq = claim.seq();
         write(seq, &mut claim[..]);
         claim.commit()
@@ -1331,16 +1333,14 @@ impl Group {
     /// send window and the stage in front of it are full. The bytes are copied into the
     /// group's send stage (no allocation); the poller copies them into the member's log.
     pub fn send(&self, order: Order, safe: bool, bytes: &[u8]) -> Result<Seq, SendError> {
-        let mut claim = self.open_plain(order, safe, bytes.len(), None)?;
-        claim.copy_from_slice(bytes);
-        claim.commit()
+        self.open_plain(order, safe, Body::Bytes(bytes), None)?
+            .commit()
     }
 
     /// Like [`Group::send`], but waits for room in the window.
     pub fn send_blocking(&self, order: Order, safe: bool, bytes: &[u8]) -> Result<Seq, SendError> {
-        let mut claim = self.open_plain(order, safe, bytes.len(), Some(None))?;
-        claim.copy_from_slice(bytes);
-        claim.commit()
+        self.open_plain(order, safe, Body::Bytes(bytes), Some(None))?
+            .commit()
     }
 
     /// Claims a message of exactly `len` bytes to write in place (Aeron's `tryClaim`): the
@@ -1353,7 +1353,7 @@ impl Group {
     /// window and the stage in front of it are full *now* (checked first, so that nothing is
     /// written in vain; retry later); `Closed`.
     pub fn claim(&self, order: Order, safe: bool, len: usize) -> Result<Claim<'_>, SendError> {
-        self.open_plain(order, safe, len, None)
+        self.open_plain(order, safe, Body::Zeroed(len), None)
     }
 
     /// Returns once every message this member sent in this group before the call is stable
@@ -1384,6 +1384,21 @@ impl Group {
                 Err(FlushError::TimedOut { waited: timeout })
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(FlushError::Closed),
+        }
+    }
+}
+
+/// A staged record's body: zeroed for the caller to write in place, or copied in.
+enum Body<'b> {
+    Zeroed(usize),
+    Bytes(&'b [u8]),
+}
+
+impl Body<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Body::Zeroed(len) => *len,
+            Body::Bytes(bytes) => bytes.len(),
         }
     }
 }
