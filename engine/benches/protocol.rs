@@ -100,7 +100,7 @@ fn send_pack(c: &mut Criterion) {
                 }
                 let mut n = 0;
                 while let Some(d) = m.poll_deliver() {
-                    n += d.payload.len();
+                    n += d.body.len();
                 }
                 std::hint::black_box(n);
             })
@@ -131,7 +131,7 @@ fn send_owned_pack(c: &mut Criterion) {
                 }
                 let mut n = 0;
                 while let Some(d) = m.poll_deliver() {
-                    n += d.payload.len();
+                    n += d.body.len();
                 }
                 std::hint::black_box(n);
             })
@@ -235,7 +235,7 @@ fn replay(m: &mut Member, input: &[(Time, Vec<u8>)], buf: &mut [u8]) -> usize {
         let now = *now;
         m.handle_datagram(now, d);
         while let Some(d) = m.poll_deliver() {
-            delivered += d.payload.len();
+            delivered += d.body.len();
         }
         while let Some(t) = m.poll_transmit(now, buf) {
             std::hint::black_box(t.len);

@@ -1078,6 +1078,10 @@ pub struct GroupStats {
     pub blocks: u64,
     /// Sends accepted by the handle but dropped: queued before a block, or after a leave.
     pub sends_dropped: u64,
+    /// Records that carried several messages: sends the poller found staged together with
+    /// one order go out as one record (a bundle), delivered together everywhere; `sent /
+    /// bundles_sent` is roughly how many per record under load.
+    pub bundles_sent: u64,
 }
 
 /// How long one sleep of a blocking send or flush lasts before it checks again (the poller
@@ -1126,6 +1130,7 @@ impl Group {
             views: c.views.load(Ordering::Relaxed),
             blocks: c.blocks.load(Ordering::Relaxed),
             sends_dropped: c.sends_dropped.load(Ordering::Relaxed),
+            bundles_sent: c.bundles_sent.load(Ordering::Relaxed),
         }
     }
 

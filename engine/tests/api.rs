@@ -462,9 +462,9 @@ fn send_owned_moves_the_buffer_into_the_log_and_hands_back_the_slots_old_one() {
         let d = member
             .poll_deliver()
             .expect("alone, a message is delivered at once");
-        assert_eq!(d.payload, pattern(i as u64, 24).as_slice());
+        assert_eq!(d.body, pattern(i as u64, 24).as_slice());
         assert_eq!(
-            d.payload.as_ptr() as usize,
+            d.body.as_ptr() as usize,
             at,
             "send {i}: no copy into the log"
         );

@@ -100,6 +100,10 @@ fn three_invoker_nodes_each_on_its_own_thread_deliver_everything_in_one_total_or
                     finished.load(Ordering::SeqCst) == 3
                 });
                 let log = log.lock().unwrap().clone();
+                let stats = group.stats();
+                assert_eq!(stats.sent, COUNT);
+                // Sends staged between two polls went out together, as bundles.
+                assert!(stats.bundles_sent > 0, "{stats:?}");
                 (std::thread::current().id(), log)
             })
         })
@@ -114,13 +118,20 @@ fn three_invoker_nodes_each_on_its_own_thread_deliver_everything_in_one_total_or
             "every handler call ran on the thread that polls"
         );
         for sender in 0..3u16 {
-            let payloads: Vec<&Vec<u8>> =
-                log.iter().filter(|e| e.0 == sender).map(|e| &e.2).collect();
+            let from: Vec<_> = log.iter().filter(|e| e.0 == sender).collect();
             assert_eq!(
-                payloads.len() as u64,
+                from.len() as u64,
                 COUNT,
                 "all of sender {sender}'s messages"
             );
+            for (i, e) in from.iter().enumerate() {
+                let payload = [sender.to_le_bytes().as_slice(), &(i as u64).to_le_bytes()].concat();
+                assert_eq!(
+                    (e.1, &e.2),
+                    (i as u64 + 1, &payload),
+                    "sender {sender}'s messages in order, numbered from 1"
+                );
+            }
         }
         assert_eq!(
             order(log),

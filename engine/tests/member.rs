@@ -1,8 +1,8 @@
 //! The member state machine driven by hand: each test controls exactly which datagram reaches
 //! whom and when.
 
-use cohort::protocol::{Dest, Event, Member, MemberConfig, SendError, Time};
-use cohort::wire::{entry, Frame, FrameKind, Item, FRAME_FLAG_SPARSE_ACKS};
+use cohort::protocol::{Bundle, Dest, Event, Member, MemberConfig, SendError, Seq, Time};
+use cohort::wire::{entry, Frame, FrameKind, Item, FRAME_FLAG_SPARSE_ACKS, RECORD_FLAG_BUNDLE};
 use cohort::Order;
 
 struct Net {
@@ -78,6 +78,17 @@ impl Net {
             self.receive_all(&all);
             self.advance_ms(1);
         }
+    }
+
+    /// Member `i`'s deliveries, message by message (bundles opened): (sender, seq, payload).
+    fn messages(&mut self, i: usize) -> Vec<(u16, u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(d) = self.members[i].poll_deliver() {
+            let before = out.len();
+            out.extend(d.messages().map(|(seq, m)| (d.sender, seq.0, m.to_vec())));
+            assert_eq!(out.len() - before, d.count as usize, "a record's count");
+        }
+        out
     }
 
     fn deliveries(&mut self, i: usize) -> Vec<(u16, u64)> {
@@ -492,5 +503,174 @@ fn sequencer_orders_a_burst_of_total_messages_in_one_order_record() {
     net.settle();
     for i in 0..3 {
         assert_eq!(net.deliveries(i).len(), 5, "member {i}");
+    }
+}
+
+fn bundle_of(messages: &[&[u8]], max: usize) -> Bundle {
+    let mut b = Bundle::new();
+    for m in messages {
+        assert!(b.push(m, max));
+    }
+    b
+}
+
+#[test]
+fn a_bundle_is_one_record_whose_messages_are_numbered_and_delivered_in_order_everywhere() {
+    let mut net = Net::new(3, |_| {});
+    let max = net.members[1].config().payload_bytes_max();
+    let m = &mut net.members[1];
+    assert_eq!(m.send(Time(0), Order::Total, false, b"a"), Ok(Seq(1)));
+    let mut bundle = bundle_of(&[b"b", b"cc", b""], max);
+    assert_eq!(
+        m.send_bundle(Time(0), Order::Total, false, &mut bundle),
+        Ok(Seq(4)),
+        "the last message's number"
+    );
+    assert!(bundle.is_empty(), "a sent bundle is emptied for reuse");
+    assert_eq!(m.send(Time(0), Order::Total, false, b"e"), Ok(Seq(5)));
+    let sent = net.transmit(1);
+    let frame = Frame::parse(&sent[0].2).unwrap();
+    let flags: Vec<u16> = frame
+        .items()
+        .filter_map(|i| match i {
+            Item::Record { flags, .. } => Some(flags & RECORD_FLAG_BUNDLE),
+            Item::Vector(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        flags,
+        [0, RECORD_FLAG_BUNDLE, 0],
+        "three records, one a bundle"
+    );
+    net.receive_all(&sent);
+    // The sequencer orders as it delivers: deliver between rounds.
+    let mut got = vec![Vec::new(); 3];
+    for _ in 0..5 {
+        for (i, g) in got.iter_mut().enumerate() {
+            g.extend(net.messages(i));
+        }
+        net.advance_ms(1);
+        net.settle();
+    }
+    let expected: Vec<(u16, u64, Vec<u8>)> = [&b"a"[..], b"b", b"cc", b"", b"e"]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (1, i as u64 + 1, p.to_vec()))
+        .collect();
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g, &expected, "member {i}");
+        assert_eq!(net.members[i].stats().delivered, 5, "member {i}");
+    }
+    assert_eq!(net.members[1].stats().sent, 5);
+}
+
+#[test]
+fn a_bundle_of_one_message_is_a_plain_record_and_a_full_bundle_refuses_more() {
+    let mut net = Net::new(2, |_| {});
+    let max = net.members[0].config().payload_bytes_max();
+    let mut bundle = bundle_of(&[b"only"], max);
+    assert_eq!(
+        net.members[0].send_bundle(Time(0), Order::Fifo, false, &mut bundle),
+        Ok(Seq(1))
+    );
+    let sent = net.transmit(0);
+    let frame = Frame::parse(&sent[0].2).unwrap();
+    assert!(frame.items().any(|i| matches!(
+        i,
+        Item::Record {
+            flags: 0,
+            payload: b"only",
+            ..
+        }
+    )));
+    // Count, length and 10 bytes: 14; another message needs 2 bytes more than its own.
+    let mut full = Bundle::new();
+    assert!(full.push(&[7; 10], 16));
+    assert_eq!(full.bytes(), 14);
+    assert!(!full.push(b"x", 16));
+    assert_eq!(
+        (full.count(), full.bytes()),
+        (1, 14),
+        "unchanged by a refused push"
+    );
+    assert!(full.push(b"", 16));
+    assert_eq!(full.bytes(), 16);
+    assert_eq!(full.messages().collect::<Vec<_>>(), [&[7u8; 10][..], b""]);
+}
+
+#[test]
+fn a_causal_message_sent_after_a_bundle_was_delivered_waits_for_all_of_it() {
+    let mut net = Net::new(3, |_| {});
+    let max = net.members[1].config().payload_bytes_max();
+    let mut bundle = bundle_of(&[b"x1", b"x2", b"x3"], max);
+    net.members[1]
+        .send_bundle(Time(0), Order::Causal, false, &mut bundle)
+        .unwrap();
+    let xs = net.transmit(1);
+    // Only m2 gets the bundle, delivers it, and sends z in its causal future.
+    net.receive(2, &xs[0]);
+    assert_eq!(net.deliveries(2), vec![(1, 1)], "one record");
+    net.members[2]
+        .send(Time(0), Order::Causal, false, b"z")
+        .unwrap();
+    let z = net.transmit(2);
+    net.receive(0, &z[0]);
+    assert!(net.messages(0).is_empty(), "z waits for its causal past");
+    net.receive(0, &xs[0]);
+    assert_eq!(
+        net.messages(0),
+        vec![
+            (1, 1, b"x1".to_vec()),
+            (1, 2, b"x2".to_vec()),
+            (1, 3, b"x3".to_vec()),
+            (2, 1, b"z".to_vec())
+        ]
+    );
+}
+
+#[test]
+fn a_gbcast_cut_counts_every_message_of_a_bundle() {
+    let mut net = Net::new(3, |_| {});
+    let max = net.members[2].config().payload_bytes_max();
+    // m2's bundle of three reaches only the sequencer m0, which delivers it at once.
+    let mut bundle = bundle_of(&[b"x", b"y", b"w"], max);
+    net.members[2]
+        .send_bundle(Time(0), Order::Fifo, false, &mut bundle)
+        .unwrap();
+    let x = net.transmit(2);
+    net.receive(0, &x[0]);
+    assert_eq!(net.messages(0).len(), 3);
+    assert_eq!(net.messages(2).len(), 3);
+    net.members[1]
+        .send(Time(0), Order::Gbcast, false, b"g")
+        .unwrap();
+    let g = net.transmit(1);
+    net.receive_all(&g);
+    for _ in 0..10 {
+        net.advance_ms(1);
+        net.settle();
+    }
+    assert_eq!(net.deliveries(0), vec![(1, 1)]);
+    // m1 learns of the bundle from the cut (three messages of m2) and delivers it before g.
+    assert_eq!(
+        net.messages(1),
+        vec![
+            (2, 1, b"x".to_vec()),
+            (2, 2, b"y".to_vec()),
+            (2, 3, b"w".to_vec()),
+            (1, 1, b"g".to_vec())
+        ]
+    );
+    assert_eq!(net.deliveries(2), vec![(1, 1)]);
+    net.members[2]
+        .send(Time(net.now), Order::Fifo, false, b"after")
+        .unwrap();
+    net.settle();
+    for i in 0..3 {
+        assert_eq!(
+            net.messages(i),
+            vec![(2, 4, b"after".to_vec())],
+            "member {i}"
+        );
     }
 }

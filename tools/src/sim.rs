@@ -14,13 +14,17 @@
 //! * `--orders`: comma-separated among `fifo`, `causal`, `total`, `gbcast`, `safe`; orders are
 //!   drawn uniformly per message; `safe` additionally marks messages safe with probability
 //!   `--safe` (default 0.25; 0 without `safe` in the list).
+//! * `--bundle P` (default 0.3): probability that an application burst goes out as one
+//!   bundle — one record of several messages of one order, as the runtime sends what it finds
+//!   staged together.
 //!
 //! * `--faults crash,partition,join,leave,leader-crash` (or `all`) runs the simulator *with
 //!   membership* (`cohort::sim::group`): random fault schedules drawn from the seed (at most
 //!   `--faults-max` per run, keeping a majority), view changes with flush, joins with state
 //!   transfer; the checker then demands completeness among survivors.
 //!
-//! Prints one summary line `sim: runs=R messages=M deliveries=D violations=V` (plus seeds/s on
+//! Prints one summary line `sim: runs=R messages=M deliveries=D bundles=B violations=V`
+//! (B: records of several messages delivered, counted per member) (plus seeds/s on
 //! stderr) and exits 1 on any violation, printing each failing seed with the command that
 //! replays it exactly.
 
@@ -62,6 +66,10 @@ pub struct Args {
     /// Probability of the safe flag when `safe` is in `--orders`.
     #[arg(long, default_value = "0.25", value_parser = parse_probability)]
     safe: f64,
+    /// Probability that an application burst is sent as one bundle (one record of several
+    /// messages of one order, as the runtime sends what it finds staged together).
+    #[arg(long, default_value = "0.3", value_parser = parse_probability)]
+    bundle: f64,
     /// Virtual time limit per run in milliseconds (past it: a liveness failure).
     #[arg(long, default_value_t = 60_000)]
     time_limit_ms: u64,
@@ -210,7 +218,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.order_entries.is_some_and(|e| e < 2) {
         bail!("--order-entries: at least 2 (one entry is kept for the sequencer's own stream)");
     }
-    let mut extra = format!(" --window {} --log {}", args.window, args.log);
+    let mut extra = format!(
+        " --window {} --log {} --bundle {}",
+        args.window, args.log, args.bundle
+    );
     if let Some(e) = args.order_entries {
         extra.push_str(&format!(" --order-entries {e}"));
     }
@@ -228,12 +239,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let started = std::time::Instant::now();
     let (mut runs, mut messages, mut deliveries, mut violations) = (0u64, 0u64, 0u64, 0u64);
+    let mut bundles = 0u64;
     for seed in seed_lo..=seed_hi {
         if faults.any() {
             let mut cfg =
                 sim::group::GroupSimConfig::new(seed, members_for(seed, m_lo, m_hi), args.messages);
             cfg.orders = orders.clone();
             cfg.safe_probability = safe_probability;
+            cfg.bundle_probability = args.bundle;
             cfg.net.loss = loss;
             cfg.net.dup = dup;
             cfg.net.reorder = reorder;
@@ -251,6 +264,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             runs += 1;
             messages += outcome.messages_sent;
             deliveries += outcome.deliveries;
+            bundles += outcome.bundles_delivered;
             let v = outcome.problems.len() + outcome.report.violations.len();
             violations += v as u64;
             if let Some(dir) = &args.trace {
@@ -282,6 +296,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut cfg = SimConfig::new(seed, members_for(seed, m_lo, m_hi), args.messages);
         cfg.orders = orders.clone();
         cfg.safe_probability = safe_probability;
+        cfg.bundle_probability = args.bundle;
         cfg.loss = loss;
         cfg.dup = dup;
         cfg.reorder = reorder;
@@ -299,6 +314,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         runs += 1;
         messages += outcome.messages;
         deliveries += outcome.deliveries;
+        bundles += outcome.bundles_delivered;
         let v = outcome.violations();
         violations += v as u64;
         if let Some(dir) = &args.trace {
@@ -330,7 +346,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "sim: runs={runs} messages={messages} deliveries={deliveries} violations={violations}"
+        "sim: runs={runs} messages={messages} deliveries={deliveries} bundles={bundles} violations={violations}"
     );
     eprintln!(
         "sim: {:.1} s wall, {:.0} seeds/s",

@@ -91,6 +91,8 @@ fn a_config_file_supplies_bind_driver_window_and_trace_directory() {
         .arg(&file)
         .args(["--group", "cfg", "--members", &format!("127.0.0.1:{port}")])
         .args(["--count", "100", "--duration", RUN_DURATION_SECS])
+        // One message per record (two do not fit one bundle): the window counts records.
+        .args(["--size", "800"])
         .arg("--no-counters")
         .output()
         .expect("cohort runs");
@@ -100,7 +102,7 @@ fn a_config_file_supplies_bind_driver_window_and_trace_directory() {
     assert!(s.contains(&format!("member=127.0.0.1:{port} ")), "{s}");
     assert!(s.contains(" driver=sendmmsg "), "{s}");
     assert!(s.contains(" complete=true "), "{s}");
-    // 100 sends through a window of 8: the window was full at times.
+    // 100 records through a window of 8: the window was full at times.
     assert!(!s.contains(" window_stalls=0"), "{s}");
     let traces = read_trace_dir(&trace).expect("the file's trace_dir holds the trace");
     assert_eq!(traces.len(), 1);
@@ -132,6 +134,7 @@ fn flags_override_the_config_file() {
         .arg(&flag_trace)
         .args(["--group", "override", "--members", &me])
         .args(["--count", "50", "--duration", RUN_DURATION_SECS])
+        .args(["--size", "800"])
         .arg("--no-counters")
         .output()
         .expect("cohort runs");

@@ -110,10 +110,71 @@ fn a_gbcast_decision_beyond_the_view_cut_is_not_applied_by_one_survivor_only() {
             "all",
             "--faults-max",
             "4",
+            // The schedule that found it: no bundle draws.
+            "--bundle",
+            "0",
         ],
         false,
     );
     assert_eq!(runs, 20);
+}
+
+/// Most bursts go out as bundles (one record of several messages): every property holds for
+/// their messages through loss, view changes, flush cuts and gbcast rounds.
+#[test]
+fn bundled_bursts_hold_properties_with_every_fault_kind() {
+    let runs = sweep_checked(
+        &[
+            "--seeds",
+            "0..150",
+            "--members",
+            "3..7",
+            "--loss",
+            "0.1",
+            "--dup",
+            "0.05",
+            "--reorder",
+            "0.2",
+            "--messages",
+            "40",
+            "--orders",
+            "fifo,causal,total,gbcast,safe",
+            "--faults",
+            "all",
+            "--faults-max",
+            "4",
+            "--bundle",
+            "0.9",
+        ],
+        false,
+    );
+    assert_eq!(runs, 150);
+    // They were bundles: records of several messages reached the members.
+    let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args([
+            "sim",
+            "--seeds",
+            "0..20",
+            "--members",
+            "3",
+            "--bundle",
+            "0.9",
+        ])
+        .output()
+        .expect("cohort sim runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let bundles: u64 = stdout
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("bundles="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no bundles= in:\n{stdout}"));
+    assert!(bundles > 0, "{stdout}");
+    let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["sim", "--seeds", "0..20", "--members", "3", "--bundle", "0"])
+        .output()
+        .expect("cohort sim runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(" bundles=0 "), "{stdout}");
 }
 
 #[test]

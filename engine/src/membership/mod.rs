@@ -78,7 +78,7 @@ pub mod control;
 pub mod state;
 
 use crate::protocol::{
-    self, Delivery, Event, Member, MemberConfig, SendError, Seq, Time, MEMBERS_MAX,
+    self, Bundle, Delivery, Event, Member, MemberConfig, SendError, Seq, Time, MEMBERS_MAX,
 };
 use crate::trace::TraceEvent;
 use crate::wire::{Frame, FrameKind};
@@ -526,8 +526,37 @@ impl Endpoint {
         self.send_with(
             now,
             payload.len(),
+            1,
             |m| m.send(now, order, safe, payload),
-            || (order, safe, payload.to_vec()),
+            |held| held.push_back((order, safe, payload.to_vec())),
+        )
+    }
+
+    /// Sends a bundle of messages as one record ([`Member::send_bundle`]); returns the last
+    /// one's number and empties the bundle. Held for the next view during a change, each
+    /// message on its own. On an error the bundle is untouched.
+    pub fn send_bundle(
+        &mut self,
+        now: Time,
+        order: Order,
+        safe: bool,
+        bundle: &mut Bundle,
+    ) -> Result<Seq, GroupSendError> {
+        let largest = bundle.messages().map(<[u8]>::len).max().unwrap_or(0);
+        let count = bundle.count() as usize;
+        let cell = std::cell::RefCell::new(bundle);
+        self.send_with(
+            now,
+            largest,
+            count,
+            |m| m.send_bundle(now, order, safe, &mut cell.borrow_mut()),
+            |held| {
+                let mut bundle = cell.borrow_mut();
+                for message in bundle.messages() {
+                    held.push_back((order, safe, message.to_vec()));
+                }
+                bundle.clear();
+            },
         )
     }
 
@@ -547,18 +576,21 @@ impl Endpoint {
         self.send_with(
             now,
             len,
+            1,
             |m| m.send_owned(now, order, safe, &mut cell.borrow_mut()),
-            || (order, safe, std::mem::take(&mut **cell.borrow_mut())),
+            |held| held.push_back((order, safe, std::mem::take(&mut **cell.borrow_mut()))),
         )
     }
 
-    /// The send path: straight into the member when the view runs, else held.
+    /// The send path of `count` messages (the largest of `len` bytes): straight into the
+    /// member when the view runs, else held.
     fn send_with(
         &mut self,
         now: Time,
         len: usize,
+        count: usize,
         direct: impl FnOnce(&mut Member) -> Result<Seq, SendError>,
-        hold: impl FnOnce() -> (Order, bool, Vec<u8>),
+        hold: impl FnOnce(&mut VecDeque<(Order, bool, Vec<u8>)>),
     ) -> Result<Seq, GroupSendError> {
         self.now = self.now.max(now);
         if self.leaving || self.phase == Phase::Left {
@@ -583,12 +615,12 @@ impl Endpoint {
         if len > max {
             return Err(GroupSendError::TooLarge { len, max });
         }
-        if self.held.len() >= self.cfg.member.window_messages_max {
+        if self.held.len() + count > self.cfg.member.window_messages_max {
             self.held_blocked = true;
             return Err(GroupSendError::WouldBlock);
         }
-        self.last_seq += 1;
-        self.held.push_back(hold());
+        self.last_seq += count as u64;
+        hold(&mut self.held);
         Ok(Seq(self.last_seq))
     }
 

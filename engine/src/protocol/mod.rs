@@ -239,8 +239,8 @@ use crate::trace::{msg_id, TraceEvent};
 use crate::wire::{
     self, entry, Frame, FrameFields, FrameKind, FramePacker, Item, SeqRange, CONTROL_DECISION,
     CONTROL_ORDER, FRAME_FLAG_DECISION, FRAME_FLAG_REPORT, FRAME_FLAG_RETRANSMIT,
-    FRAME_FLAG_WANT_STATUS, FRAME_HEADER_BYTES, RECORD_FLAG_CONTROL, RECORD_FLAG_SAFE,
-    RECORD_HEADER_BYTES, RECORD_ORDER_MASK, SEQ_RANGE_BYTES, VECTOR_ENTRY_BYTES,
+    FRAME_FLAG_WANT_STATUS, FRAME_HEADER_BYTES, RECORD_FLAG_BUNDLE, RECORD_FLAG_CONTROL,
+    RECORD_FLAG_SAFE, RECORD_HEADER_BYTES, RECORD_ORDER_MASK, SEQ_RANGE_BYTES, VECTOR_ENTRY_BYTES,
 };
 use crate::Order;
 use std::collections::VecDeque;
@@ -412,15 +412,105 @@ pub struct Transmit {
     pub len: usize,
 }
 
-/// A delivered message, borrowing the member's log until the next call.
+/// A delivered record, borrowing the member's log until the next call: one application
+/// message, or a bundle of them ([`Member::send_bundle`]) delivered together. Read the
+/// messages with [`Delivery::messages`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Delivery<'a> {
     pub sender: u16,
+    /// The sequence number of the (first) message.
     pub seq: Seq,
     pub order: Order,
     pub safe: bool,
     pub view: u64,
-    pub payload: &'a [u8],
+    /// How many messages the record holds (1 unless bundled).
+    pub count: u16,
+    /// The record's payload: the message itself, or with `count` > 1 the bundle (see
+    /// [`crate::wire::bundle_messages`]).
+    pub body: &'a [u8],
+    bundled: bool,
+}
+
+impl<'a> Delivery<'a> {
+    /// The record's messages in order, each with its sequence number.
+    pub fn messages(&self) -> impl Iterator<Item = (Seq, &'a [u8])> + 'a {
+        let first = self.seq.0;
+        let (one, many) = if self.bundled {
+            (None, Some(wire::bundle_messages(self.body)))
+        } else {
+            (Some(self.body), None)
+        };
+        one.into_iter()
+            .chain(many.into_iter().flatten())
+            .enumerate()
+            .map(move |(i, m)| (Seq(first + i as u64), m))
+    }
+}
+
+/// Application messages gathered for one record ([`Member::send_bundle`]): a count, then each
+/// message with its u16 length. Reused across sends (the member hands back a buffer).
+#[derive(Debug, Default)]
+pub struct Bundle {
+    bytes: Vec<u8>,
+    count: u16,
+}
+
+impl Bundle {
+    pub fn new() -> Bundle {
+        Bundle::default()
+    }
+
+    /// Messages in the bundle.
+    pub fn count(&self) -> u16 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The record payload's size so far.
+    pub fn bytes(&self) -> usize {
+        if self.count == 0 {
+            0
+        } else {
+            self.bytes.len()
+        }
+    }
+
+    /// The record payload's size with one more message of `len` bytes.
+    pub fn bytes_with(&self, len: usize) -> usize {
+        self.bytes().max(wire::BUNDLE_HEADER_BYTES) + wire::BUNDLE_ENTRY_HEADER_BYTES + len
+    }
+
+    /// Appends `message` unless that would make the payload larger than `bytes_max` (a
+    /// member's [`MemberConfig::payload_bytes_max`]) or the count overflow: false then, and
+    /// nothing changed.
+    pub fn push(&mut self, message: &[u8], bytes_max: usize) -> bool {
+        if self.bytes_with(message.len()) > bytes_max || self.count == u16::MAX {
+            return false;
+        }
+        if self.count == 0 {
+            self.bytes.clear();
+            self.bytes.extend_from_slice(&[0, 0]);
+        }
+        self.bytes
+            .extend_from_slice(&(message.len() as u16).to_le_bytes());
+        self.bytes.extend_from_slice(message);
+        self.count += 1;
+        self.bytes[..wire::BUNDLE_HEADER_BYTES].copy_from_slice(&self.count.to_le_bytes());
+        true
+    }
+
+    pub fn clear(&mut self) {
+        self.count = 0;
+        self.bytes.clear();
+    }
+
+    /// The messages, in order.
+    pub fn messages(&self) -> wire::BundleMessages<'_> {
+        wire::bundle_messages(if self.count == 0 { &[] } else { &self.bytes })
+    }
 }
 
 /// Things the application may want to know.
@@ -885,7 +975,43 @@ impl Member {
         safe: bool,
         payload: &[u8],
     ) -> Result<Seq, SendError> {
-        self.send_record(now, order, safe, RecordPayload::Copy(payload))
+        self.send_record(now, order, safe, RecordPayload::Copy(payload), 1)
+    }
+
+    /// Sends the messages of `bundle` as one record: they get consecutive sequence numbers
+    /// and are delivered together and in order everywhere, which every order allows (they are
+    /// one sender's consecutive messages with one causal past), while the record's costs —
+    /// log slot, acknowledgement, ordering, delivery bookkeeping — are paid once for all of
+    /// them. Returns the *last* message's number. On success the bundle is empty (its buffer
+    /// was swapped with a log slot's); on an error it is untouched. A bundle of one message
+    /// goes out as a plain record. Panics if `order` is gbcast or the bundle is empty (never
+    /// bundled / nothing to send: programming errors).
+    pub fn send_bundle(
+        &mut self,
+        now: Time,
+        order: Order,
+        safe: bool,
+        bundle: &mut Bundle,
+    ) -> Result<Seq, SendError> {
+        assert!(order != Order::Gbcast, "gbcast is never bundled");
+        assert!(!bundle.is_empty(), "an empty bundle");
+        let count = bundle.count;
+        let result = if count == 1 {
+            let one = &bundle.bytes[wire::BUNDLE_HEADER_BYTES + wire::BUNDLE_ENTRY_HEADER_BYTES..];
+            self.send_record(now, order, safe, RecordPayload::Copy(one), 1)
+        } else {
+            self.send_record(
+                now,
+                order,
+                safe,
+                RecordPayload::Move(&mut bundle.bytes),
+                count,
+            )
+        };
+        if result.is_ok() {
+            bundle.clear();
+        }
+        result
     }
 
     /// [`Member::send`] without the copy: the bytes of `payload` move into the log. On success
@@ -898,15 +1024,17 @@ impl Member {
         safe: bool,
         payload: &mut Vec<u8>,
     ) -> Result<Seq, SendError> {
-        self.send_record(now, order, safe, RecordPayload::Move(payload))
+        self.send_record(now, order, safe, RecordPayload::Move(payload), 1)
     }
 
+    /// Appends a record of `count` application messages (a bundle if more than one).
     fn send_record(
         &mut self,
         now: Time,
         order: Order,
         safe: bool,
         payload: RecordPayload<'_>,
+        count: u16,
     ) -> Result<Seq, SendError> {
         self.now = self.now.max(now);
         if self.stopped {
@@ -929,24 +1057,30 @@ impl Member {
             self.window_blocked = true;
             return Err(SendError::WouldBlock);
         }
-        let flags = record_flags(order, safe);
+        let mut flags = record_flags(order, safe);
+        if count > 1 {
+            flags |= RECORD_FLAG_BUNDLE;
+        }
         self.append_own_record(flags, payload);
-        self.app_sent += 1;
+        let first = self.app_sent + 1;
+        self.app_sent += count as u64;
         if order == Order::Gbcast {
             self.gbcast_undelivered += 1;
             self.maybe_freeze();
         }
-        self.stats.sent += 1;
+        self.stats.sent += count as u64;
         if let Some(t) = &mut self.trace {
             let node = &self.cfg.members[me];
-            t.push(TraceEvent::Send {
-                node: node.clone(),
-                group: self.cfg.group_name.clone(),
-                view: self.cfg.view,
-                msg: msg_id(node, self.seq_base[me] + self.app_sent),
-                order,
-                safe,
-            });
+            for app in first..=self.app_sent {
+                t.push(TraceEvent::Send {
+                    node: node.clone(),
+                    group: self.cfg.group_name.clone(),
+                    view: self.cfg.view,
+                    msg: msg_id(node, self.seq_base[me] + app),
+                    order,
+                    safe,
+                });
+            }
         }
         Ok(Seq(self.seq_base[me] + self.app_sent))
     }
@@ -1447,7 +1581,7 @@ impl Member {
                 if flags & RECORD_FLAG_CONTROL != 0 {
                     continue;
                 }
-                app += 1;
+                app += st.slot(seq).count as u64;
                 if is_gbcast(flags) {
                     chosen = Some((s, app));
                     break 'streams;
@@ -1476,9 +1610,11 @@ impl Member {
         // total order cannot skip them.
         for (c, st) in counts.iter_mut().zip(&self.streams) {
             if st.ordered_through > st.delivered {
-                let ordered_app = (st.delivered + 1..=st.ordered_through)
-                    .filter(|&q| st.slot(q).flags & RECORD_FLAG_CONTROL == 0)
-                    .count() as u64;
+                let ordered_app: u64 = (st.delivered + 1..=st.ordered_through)
+                    .map(|q| st.slot(q))
+                    .filter(|slot| slot.flags & RECORD_FLAG_CONTROL == 0)
+                    .map(|slot| slot.count as u64)
+                    .sum();
                 *c = (*c).max(st.delivered_app + ordered_app);
             }
         }
@@ -1498,7 +1634,7 @@ impl Member {
                 if is_gbcast(flags) {
                     break;
                 }
-                app += 1;
+                app += own.slot(q).count as u64;
             }
             counts[self.me] = counts[self.me].max(app);
         }
@@ -1715,12 +1851,16 @@ impl Member {
         let forced = self.forced.take() == Some(s);
         self.finish_swept = false;
         let seq = self.streams[s].delivered + 1;
-        let flags = self.streams[s].slot(seq).flags;
+        let (flags, count) = {
+            let slot = self.streams[s].slot(seq);
+            (slot.flags, slot.count)
+        };
         self.streams[s].delivered = seq;
-        self.streams[s].delivered_app += 1;
+        let first_app = self.streams[s].delivered_app + 1;
+        self.streams[s].delivered_app += count as u64;
         let app_seq = self.streams[s].delivered_app;
         let seq_base = self.seq_base[s];
-        self.stats.delivered += 1;
+        self.stats.delivered += count as u64;
         if is_total(flags) {
             let front = self
                 .total_order
@@ -1791,13 +1931,15 @@ impl Member {
         }
         if let Some(t) = &mut self.trace {
             let node = &self.cfg.members[self.me];
-            t.push(TraceEvent::Deliver {
-                node: node.clone(),
-                group: self.cfg.group_name.clone(),
-                view: self.cfg.view,
-                msg: msg_id(&self.cfg.members[s], seq_base + app_seq),
-                order: order_of(flags),
-            });
+            for app in first_app..=app_seq {
+                t.push(TraceEvent::Deliver {
+                    node: node.clone(),
+                    group: self.cfg.group_name.clone(),
+                    view: self.cfg.view,
+                    msg: msg_id(&self.cfg.members[s], seq_base + app),
+                    order: order_of(flags),
+                });
+            }
         }
         let st = &self.streams[s];
         let payload = if st.in_window(seq) {
@@ -1807,11 +1949,13 @@ impl Member {
         };
         Some(Delivery {
             sender: s as u16,
-            seq: Seq(seq_base + app_seq),
+            seq: Seq(seq_base + first_app),
             order: order_of(flags),
             safe: is_safe(flags),
             view: self.cfg.view,
-            payload,
+            count,
+            body: payload,
+            bundled: flags & RECORD_FLAG_BUNDLE != 0,
         })
     }
 

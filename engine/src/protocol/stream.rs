@@ -53,6 +53,9 @@ pub(crate) struct Slot {
     /// member rank); otherwise the record inherits the previous record's vector.
     pub has_vector: bool,
     pub vector: Vec<u64>,
+    /// Application messages in the record: 1, or a bundle's count
+    /// ([`crate::wire::RECORD_FLAG_BUNDLE`]).
+    pub count: u16,
 }
 
 /// Per-sender stream state.
@@ -167,6 +170,12 @@ impl Stream {
                 buffer.clear();
             }
         }
+        // A bundle's count leads its payload (validated by the wire parser, or built by a
+        // `Bundle`).
+        slot.count = match slot.payload.first_chunk::<2>() {
+            Some(c) if flags & crate::wire::RECORD_FLAG_BUNDLE != 0 => u16::from_le_bytes(*c),
+            _ => 1,
+        };
         slot
     }
 

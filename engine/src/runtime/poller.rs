@@ -6,7 +6,7 @@ use super::{Clock, Idle, BACKOFF_PARK_NS_MAX, BACKOFF_PARK_NS_MIN, BACKOFF_SPINS
 use super::{BACKOFF_YIELDS_MAX, BLOCKING_WAIT_NS_MAX};
 use crate::membership::{self, node_of, Endpoint, GroupEvent, GroupSendError, ViewInfo};
 use crate::node::{Delivery, Handler, Reply, RequestError, View};
-use crate::protocol::{MemberStats, Time};
+use crate::protocol::{Bundle, MemberStats, Time};
 use crate::runtime::framing::{self, Want};
 use crate::stats::{GroupMetric, GroupStats, PollerDrop, PollerStats};
 use crate::trace::TraceEvent;
@@ -122,6 +122,9 @@ pub(crate) struct GroupCounters {
     pub blocks: AtomicU64,
     /// Sends dropped because the member blocked or was leaving after they were queued.
     pub sends_dropped: AtomicU64,
+    /// Records that carried several of this member's messages (sends taken from the stage
+    /// together, see `GroupSlot::take_requests`).
+    pub bundles_sent: AtomicU64,
     /// Replies this member could not send (leaving, too large, or the reply queue full).
     pub replies_dropped: AtomicU64,
     /// This member's requests waiting for replies (bounded by [`REQUESTS_OUTSTANDING_MAX`]).
@@ -166,6 +169,18 @@ pub(crate) struct GroupSlot {
     stage: Arc<Stage>,
     /// The records taken from the stage, fed to the endpoint in order.
     taken: Taken,
+    /// Plain sends gathered from the stage into one record (see `take_requests`), their
+    /// (order, safe), the incarnation they were numbered in, the record limit when the
+    /// first was gathered, and their application bytes (published once sent).
+    bundle: Bundle,
+    bundle_key: (Order, bool),
+    bundle_incarnation: u64,
+    bundle_bytes_max: usize,
+    bundle_app_bytes: u64,
+    /// The bundle no longer fits a record (the view changed while the window held it back)
+    /// and goes out message by message; this many already went.
+    bundle_splitting: bool,
+    bundle_split_done: usize,
     /// The endpoint refused the next record (window full, not installed): counted once.
     stalled: bool,
     pub counters: Arc<GroupCounters>,
@@ -234,6 +249,13 @@ impl GroupSlot {
             handler,
             stage,
             taken: Taken::default(),
+            bundle: Bundle::new(),
+            bundle_key: (Order::Fifo, false),
+            bundle_incarnation: 0,
+            bundle_bytes_max: 0,
+            bundle_app_bytes: 0,
+            bundle_splitting: false,
+            bundle_split_done: 0,
             stalled: false,
             counters,
             installed,
@@ -429,6 +451,39 @@ impl GroupSlot {
                 break;
             };
             let (kind, numbered) = (r.kind, r.incarnation);
+            // Plain sends of one order, numbered in this incarnation, gather into a bundle:
+            // one record for all of them (see `Member::send_bundle`).
+            if kind == Kind::Send && numbered == incarnation && r.order != Order::Gbcast {
+                let key = (r.order, r.safe);
+                let fits = self.bundle.is_empty()
+                    || self.bundle_key == key
+                        && self.bundle.bytes_with(r.payload.len()) <= self.bundle_bytes_max;
+                if fits {
+                    if self.bundle.is_empty() {
+                        self.bundle_key = key;
+                        self.bundle_incarnation = incarnation;
+                        self.bundle_bytes_max = self.endpoint.payload_bytes_max();
+                    }
+                    if self.bundle.push(r.payload, self.bundle_bytes_max) {
+                        let body = r.payload.len().saturating_sub(framing::PLAIN_HEADER_BYTES);
+                        self.bundle_app_bytes += body as u64;
+                        self.taken.advance();
+                        work = true;
+                        continue;
+                    }
+                    // Alone too large for a bundle (the record's own limit is the member's):
+                    // it goes out as a plain record below.
+                }
+            }
+            // Anything else keeps its place behind the bundle gathered so far.
+            if !self.bundle.is_empty() {
+                match self.send_bundle(now, incarnation) {
+                    Ok(n) => sent += n,
+                    Err(None) => break,
+                    Err(Some(n)) => dropped += n,
+                }
+                continue; // the record is looked at again
+            }
             if kind == Kind::Flush {
                 work = true;
                 let done = self.taken.flushes.pop_front();
@@ -454,10 +509,7 @@ impl GroupSlot {
                         Ok(())
                     }
                     Err(GroupSendError::WouldBlock | GroupSendError::NotInstalled) => {
-                        if !self.stalled {
-                            self.stalled = true;
-                            self.counters.window_stalls.fetch_add(1, Ordering::Relaxed);
-                        }
+                        self.note_stalled();
                         break;
                     }
                     Err(GroupSendError::Leaving) => Err(RequestError::Closed),
@@ -490,6 +542,14 @@ impl GroupSlot {
                 }
             }
         }
+        if !self.bundle.is_empty() {
+            // What the stage held last, or a bundle the window refused last turn.
+            match self.send_bundle(now, incarnation) {
+                Ok(n) => sent += n,
+                Err(None) => {}
+                Err(Some(n)) => dropped += n,
+            }
+        }
         if sent > 0 {
             self.counters.sent.fetch_add(sent, Ordering::Relaxed);
         }
@@ -501,9 +561,89 @@ impl GroupSlot {
         work
     }
 
+    fn note_stalled(&mut self) {
+        if !self.stalled {
+            self.stalled = true;
+            self.counters.window_stalls.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends the bundle gathered from the stage: `Ok(messages sent)`, `Err(None)` when the
+    /// window (or a view change) holds it back — it is kept, in front of everything staged
+    /// after it — or `Err(Some(messages dropped))`.
+    fn send_bundle(&mut self, now: Time, incarnation: u64) -> Result<u64, Option<u64>> {
+        let count = u64::from(self.bundle.count());
+        if self.bundle_incarnation != incarnation {
+            // Numbered before this member blocked (see the plain path).
+            self.bundle.clear();
+            self.bundle_app_bytes = 0;
+            return Err(Some(count));
+        }
+        let (order, safe) = self.bundle_key;
+        let result = if self.bundle_splitting {
+            Err(GroupSendError::TooLarge { len: 0, max: 0 })
+        } else {
+            self.endpoint
+                .send_bundle(now, order, safe, &mut self.bundle)
+        };
+        match result {
+            Ok(_) => {
+                self.stalled = false;
+                self.bytes_sent_unpublished += std::mem::take(&mut self.bundle_app_bytes);
+                if count > 1 {
+                    self.counters.bundles_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(count)
+            }
+            Err(GroupSendError::WouldBlock | GroupSendError::NotInstalled) => {
+                self.note_stalled();
+                Err(None)
+            }
+            Err(GroupSendError::Leaving) => {
+                self.bundle.clear();
+                self.bundle_app_bytes = 0;
+                Err(Some(count))
+            }
+            Err(GroupSendError::TooLarge { .. }) => {
+                // The view changed under a bundle the window held back, and records shrank:
+                // its messages go out one by one (each within the limit it was staged
+                // under), from where the last try stopped.
+                self.bundle_splitting = true;
+                let (mut sent, mut dropped) = (0u64, 0u64);
+                for m in self.bundle.messages().skip(self.bundle_split_done) {
+                    match self.endpoint.send(now, order, safe, m) {
+                        Ok(_) => sent += 1,
+                        Err(GroupSendError::WouldBlock | GroupSendError::NotInstalled) => {
+                            self.note_stalled();
+                            self.counters.sent.fetch_add(sent, Ordering::Relaxed);
+                            self.counters
+                                .sends_dropped
+                                .fetch_add(dropped, Ordering::Relaxed);
+                            return Err(None);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "a bundled message could not be sent");
+                            dropped += 1;
+                        }
+                    }
+                    self.bundle_split_done += 1;
+                }
+                self.stalled = false;
+                self.bundle.clear();
+                self.bundle_splitting = false;
+                self.bundle_split_done = 0;
+                self.bytes_sent_unpublished += std::mem::take(&mut self.bundle_app_bytes);
+                self.counters
+                    .sends_dropped
+                    .fetch_add(dropped, Ordering::Relaxed);
+                Ok(sent)
+            }
+        }
+    }
+
     /// Whether every record staged so far was fed to the endpoint.
     fn sends_in(&self) -> bool {
-        self.taken.is_done() && self.stage.lock().bytes.is_empty()
+        self.taken.is_done() && self.bundle.is_empty() && self.stage.lock().bytes.is_empty()
     }
 
     /// Whether the application staged something the poller can take now (records behind a
@@ -571,71 +711,76 @@ impl GroupSlot {
                     break;
                 };
                 polled = true;
-                let (body, request) = match framing::parse(d.payload) {
-                    framing::Framed::Plain(body) => (body, None),
-                    framing::Framed::Request { id, want, body } => (body, Some((id, want))),
-                    framing::Framed::Reply { id, null, to, body } => {
-                        // For the requester only; no upcall.
-                        if to == self.my_id.as_bytes() {
-                            if let (Some(o), Some(from)) = (
-                                self.outstanding.get_mut(&id),
-                                self.ids.get(d.sender as usize),
-                            ) {
-                                o.replies.push(Reply {
-                                    from: from.clone(),
-                                    addr: addr_of(from)
-                                        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
-                                    payload: (!null).then(|| body.to_vec()),
-                                });
+                for (seq, payload) in d.messages() {
+                    if self.gone {
+                        break; // the handler panicked
+                    }
+                    let (body, request) = match framing::parse(payload) {
+                        framing::Framed::Plain(body) => (body, None),
+                        framing::Framed::Request { id, want, body } => (body, Some((id, want))),
+                        framing::Framed::Reply { id, null, to, body } => {
+                            // For the requester only; no upcall.
+                            if to == self.my_id.as_bytes() {
+                                if let (Some(o), Some(from)) = (
+                                    self.outstanding.get_mut(&id),
+                                    self.ids.get(d.sender as usize),
+                                ) {
+                                    o.replies.push(Reply {
+                                        from: from.clone(),
+                                        addr: addr_of(from)
+                                            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                                        payload: (!null).then(|| body.to_vec()),
+                                    });
+                                }
                             }
+                            continue;
                         }
-                        continue;
+                    };
+                    self.events += 1;
+                    count += 1;
+                    self.bytes_delivered_unpublished += body.len() as u64;
+                    let delivery = Delivery {
+                        group: &self.name,
+                        view: d.view,
+                        sender: d.sender,
+                        sender_addr: self
+                            .addrs
+                            .get(d.sender as usize)
+                            .copied()
+                            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                        seq,
+                        order: d.order,
+                        safe: d.safe,
+                        event: self.events,
+                        payload: body,
+                    };
+                    let handler = &mut self.handler;
+                    let mut answer = None;
+                    let upcall = std::panic::AssertUnwindSafe(|| match request {
+                        None => handler.on_deliver(&delivery),
+                        Some(_) => answer = Some(handler.on_request(&delivery)),
+                    });
+                    if std::panic::catch_unwind(upcall).is_err() {
+                        tracing::error!(group = %self.name, "the handler panicked; leaving the group");
+                        self.gone = true;
                     }
-                };
-                self.events += 1;
-                count += 1;
-                self.bytes_delivered_unpublished += body.len() as u64;
-                let delivery = Delivery {
-                    group: &self.name,
-                    view: d.view,
-                    sender: d.sender,
-                    sender_addr: self
-                        .addrs
-                        .get(d.sender as usize)
-                        .copied()
-                        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
-                    seq: d.seq,
-                    order: d.order,
-                    safe: d.safe,
-                    event: self.events,
-                    payload: body,
-                };
-                let handler = &mut self.handler;
-                let mut answer = None;
-                let upcall = std::panic::AssertUnwindSafe(|| match request {
-                    None => handler.on_deliver(&delivery),
-                    Some(_) => answer = Some(handler.on_request(&delivery)),
-                });
-                if std::panic::catch_unwind(upcall).is_err() {
-                    tracing::error!(group = %self.name, "the handler panicked; leaving the group");
-                    self.gone = true;
-                }
-                let Some((id, want)) = request else { continue };
-                if d.sender == self.my_rank {
-                    // Our own request: those asked are this view's members.
-                    if let Some(o) = self.outstanding.get_mut(&id) {
-                        o.expected.get_or_insert_with(|| self.ids.clone());
+                    let Some((id, want)) = request else { continue };
+                    if d.sender == self.my_rank {
+                        // Our own request: those asked are this view's members.
+                        if let Some(o) = self.outstanding.get_mut(&id) {
+                            o.expected.get_or_insert_with(|| self.ids.clone());
+                        }
                     }
-                }
-                if want != Want::None {
-                    let to = self.ids.get(d.sender as usize).map_or("", String::as_str);
-                    let reply = framing::reply(id, to, answer.flatten().as_deref());
-                    if self.replies_out.len() < REPLIES_QUEUED_MAX {
-                        self.replies_out.push_back(reply);
-                    } else {
-                        self.counters
-                            .replies_dropped
-                            .fetch_add(1, Ordering::Relaxed);
+                    if want != Want::None {
+                        let to = self.ids.get(d.sender as usize).map_or("", String::as_str);
+                        let reply = framing::reply(id, to, answer.flatten().as_deref());
+                        if self.replies_out.len() < REPLIES_QUEUED_MAX {
+                            self.replies_out.push_back(reply);
+                        } else {
+                            self.counters
+                                .replies_dropped
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
             }

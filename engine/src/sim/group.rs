@@ -24,7 +24,7 @@
 use super::{SimNet, SimNetConfig};
 use crate::checker::{self, CheckConfig, Report};
 use crate::membership::{node_of, Endpoint, EndpointConfig, GroupEvent, GroupSendError};
-use crate::protocol::Time;
+use crate::protocol::{Bundle, Time};
 use crate::trace::{MemberTrace, TraceEvent};
 use crate::Order;
 use rand::{Rng, SeedableRng};
@@ -111,6 +111,10 @@ pub struct GroupSimConfig {
     pub messages_per_member: u64,
     pub orders: Vec<Order>,
     pub safe_probability: f64,
+    /// Probability that a burst of sends goes out as one bundle
+    /// ([`crate::protocol::Member::send_bundle`]) of one order, as the runtime sends what it
+    /// found staged together (0: never, and no random draw for it).
+    pub bundle_probability: f64,
     pub net: SimNetConfig,
     /// Random faults of these kinds (at most `faults_max` of them).
     pub faults: FaultKinds,
@@ -139,6 +143,7 @@ impl GroupSimConfig {
             messages_per_member,
             orders: vec![Order::Fifo, Order::Causal, Order::Total],
             safe_probability: 0.2,
+            bundle_probability: 0.0,
             net: SimNetConfig::default(),
             faults: FaultKinds::default(),
             faults_max: 3,
@@ -171,6 +176,8 @@ pub struct GroupSimOutcome {
     pub final_view: Option<(u64, Vec<String>)>,
     pub messages_sent: u64,
     pub deliveries: u64,
+    /// Records of several messages (bundles) delivered, counted once per member.
+    pub bundles_delivered: u64,
     pub views_installed: u64,
     pub problems: Vec<String>,
     pub report: Report,
@@ -293,6 +300,8 @@ struct GroupSim {
     side: Vec<u8>,
     buf: Vec<u8>,
     payload: Vec<u8>,
+    bundle: Bundle,
+    bundles_delivered: u64,
     /// Per view id: the application state of the first member that installed it.
     view_states: HashMap<u64, (String, AppState)>,
     faults_applied: Vec<(u64, Fault)>,
@@ -349,6 +358,8 @@ pub fn run(cfg: GroupSimConfig) -> GroupSimOutcome {
         side: vec![0; total],
         buf: vec![0; 1500],
         payload: Vec::new(),
+        bundle: Bundle::new(),
+        bundles_delivered: 0,
         view_states: HashMap::new(),
         faults_applied: Vec::new(),
         restores: Vec::new(),
@@ -626,6 +637,14 @@ impl GroupSim {
 
     fn app_tick(&mut self, i: usize) {
         let burst = self.rng.gen_range(1..=4u32);
+        if self.cfg.bundle_probability > 0.0 && self.rng.gen_bool(self.cfg.bundle_probability) {
+            let order = self.cfg.orders[self.rng.gen_range(0..self.cfg.orders.len())];
+            if order != Order::Gbcast {
+                let safe = self.rng.gen_bool(self.cfg.safe_probability);
+                self.app_tick_bundled(i, burst, order, safe);
+                return;
+            }
+        }
         for _ in 0..burst {
             let p = &self.procs[i];
             if p.crashed || p.remaining == 0 {
@@ -668,6 +687,56 @@ impl GroupSim {
                 }
             }
         }
+    }
+
+    /// One burst of `burst` messages of one order as a single bundle.
+    fn app_tick_bundled(&mut self, i: usize, burst: u32, order: Order, safe: bool) {
+        let p = &self.procs[i];
+        let Some(ep) = &p.ep else { return };
+        if p.crashed || !ep.is_installed() {
+            return;
+        }
+        let id = ep.id().to_owned();
+        let max = ep.payload_bytes_max();
+        let first = self.procs[i].accepted.get(&id).copied().unwrap_or(0) + 1;
+        let mut bundle = std::mem::take(&mut self.bundle);
+        bundle.clear();
+        for next in first..first + u64::from(burst).min(self.procs[i].remaining) {
+            let len = self.rng.gen_range(16..=self.cfg.payload_bytes_max);
+            self.payload.clear();
+            self.payload.extend_from_slice(&id_hash(&id).to_le_bytes());
+            self.payload.extend_from_slice(&next.to_le_bytes());
+            self.payload.resize(len, (next % 251) as u8);
+            if !bundle.push(&self.payload, max) {
+                break;
+            }
+        }
+        let count = u64::from(bundle.count());
+        if count > 0 {
+            let now = Time(self.net.now());
+            let p = &mut self.procs[i];
+            let ep = p.ep.as_mut().expect("endpoint");
+            match ep.send_bundle(now, order, safe, &mut bundle) {
+                Ok(last) => {
+                    if last.0 != first + count - 1 {
+                        self.problems.push(format!(
+                            "{id}: bundle of {count} numbered through {} where {} was due",
+                            last.0,
+                            first + count - 1
+                        ));
+                    }
+                    p.accepted.insert(id, first + count - 1);
+                    p.remaining -= count;
+                }
+                Err(GroupSendError::WouldBlock | GroupSendError::NotInstalled) => {}
+                Err(e) => {
+                    if !matches!(e, GroupSendError::Leaving) {
+                        self.problems.push(format!("{id}: send failed: {e}"));
+                    }
+                }
+            }
+        }
+        self.bundle = bundle;
     }
 
     /// Lets process `i` act on everything pending: events, deliveries, datagrams, its timer.
@@ -793,37 +862,52 @@ impl GroupSim {
         let Some(ep) = p.ep.as_mut() else {
             return false;
         };
+        // The delivery borrows the endpoint: the names it is checked against come first.
+        let me = ep.id().to_owned();
+        let view = ep.view_members().to_vec();
         let Some(d) = ep.poll_deliver() else {
             return false;
         };
-        let (sender, seq) = (d.sender as usize, d.seq.0);
-        let tag = d.payload.get(..16).map(|b| {
-            (
-                u64::from_le_bytes(b[..8].try_into().expect("8")),
-                u64::from_le_bytes(b[8..].try_into().expect("8")),
-            )
-        });
-        let fill_ok = d.payload[16.min(d.payload.len())..]
-            .iter()
-            .all(|&x| x == (seq % 251) as u8);
-        let Some(sender_id) = ep.view_members().get(sender).cloned() else {
+        let sender = d.sender as usize;
+        let Some(sender_id) = view.get(sender).cloned() else {
             self.problems.push(format!(
-                "{}: delivery from rank {sender} outside the view",
-                ep.id()
+                "{me}: delivery from rank {sender} outside the view"
             ));
             return true;
         };
-        self.deliveries += 1;
-        let count = p.state.counts.entry(sender_id.clone()).or_insert(0);
-        if seq != *count + 1 || tag != Some((id_hash(&sender_id), seq)) || !fill_ok {
+        if d.count > 1 {
+            self.bundles_delivered += 1;
+        }
+        let mut found = 0u64;
+        for (seq, payload) in d.messages() {
+            let seq = seq.0;
+            found += 1;
+            let tag = payload.get(..16).map(|b| {
+                (
+                    u64::from_le_bytes(b[..8].try_into().expect("8")),
+                    u64::from_le_bytes(b[8..].try_into().expect("8")),
+                )
+            });
+            let fill_ok = payload[16.min(payload.len())..]
+                .iter()
+                .all(|&x| x == (seq % 251) as u8);
+            self.deliveries += 1;
+            let count = p.state.counts.entry(sender_id.clone()).or_insert(0);
+            if seq != *count + 1 || tag != Some((id_hash(&sender_id), seq)) || !fill_ok {
+                self.problems.push(format!(
+                    "{me} delivered {sender_id}/{seq} (tag {tag:?}) where {sender_id}/{} was due",
+                    *count + 1
+                ));
+            }
+            *count = seq;
+            p.state.digest = p.state.digest.wrapping_add(mix(id_hash(&sender_id), seq));
+        }
+        if found != u64::from(d.count) {
             self.problems.push(format!(
-                "{} delivered {sender_id}/{seq} (tag {tag:?}) where {sender_id}/{} was due",
-                ep.id(),
-                *count + 1
+                "{me}: a record from {sender_id} of {} messages held {found}",
+                d.count
             ));
         }
-        *count = seq;
-        p.state.digest = p.state.digest.wrapping_add(mix(id_hash(&sender_id), seq));
         true
     }
 
@@ -920,6 +1004,7 @@ impl GroupSim {
             final_view,
             messages_sent,
             deliveries: self.deliveries,
+            bundles_delivered: self.bundles_delivered,
             views_installed: self.view_states.len() as u64,
             problems: self.problems,
             report,

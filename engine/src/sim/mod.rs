@@ -14,7 +14,7 @@
 //! completeness and payload integrity itself.
 
 use crate::checker::{self, CheckConfig, Report};
-use crate::protocol::{Dest, Event, Member, MemberConfig, MemberStats, SendError, Time};
+use crate::protocol::{Bundle, Dest, Event, Member, MemberConfig, MemberStats, SendError, Time};
 use crate::trace::MemberTrace;
 use crate::Order;
 use rand::{Rng, SeedableRng};
@@ -160,6 +160,9 @@ pub struct SimConfig {
     pub orders: Vec<Order>,
     /// Probability that a message asks for safe delivery.
     pub safe_probability: f64,
+    /// Probability that an application burst goes out as one bundle
+    /// ([`Member::send_bundle`]) of one order (0: never, and no random draw for it).
+    pub bundle_probability: f64,
     /// Per datagram and destination, probability of loss.
     pub loss: f64,
     /// Probability of a second copy.
@@ -213,6 +216,7 @@ impl SimConfig {
             messages_per_member,
             orders: vec![Order::Fifo, Order::Causal, Order::Total],
             safe_probability: 0.2,
+            bundle_probability: 0.0,
             loss: 0.0,
             dup: 0.0,
             reorder: 0.0,
@@ -243,6 +247,8 @@ pub struct SimOutcome {
     /// Application messages sent.
     pub messages: u64,
     pub deliveries: u64,
+    /// Records of several messages (bundles) delivered, counted once per member.
+    pub bundles_delivered: u64,
     /// Every member delivered every message before the time limit.
     pub completed: bool,
     pub virtual_time_ns: u64,
@@ -344,7 +350,9 @@ struct Sim {
     timer_at: Vec<u64>,
     buf: Vec<u8>,
     payload: Vec<u8>,
+    bundle: Bundle,
     deliveries: u64,
+    bundles_delivered: u64,
     deliveries_expected: u64,
     datagrams: u64,
     problems: Vec<String>,
@@ -387,6 +395,8 @@ pub fn run(cfg: SimConfig) -> SimOutcome {
         timer_at: vec![u64::MAX; n],
         buf: vec![0; datagram_bytes_max],
         payload: Vec::with_capacity(cfg.payload_bytes_max),
+        bundle: Bundle::new(),
+        bundles_delivered: 0,
         deliveries: 0,
         deliveries_expected: total * n as u64,
         datagrams: 0,
@@ -458,6 +468,10 @@ impl Sim {
 
     fn app_tick(&mut self, i: usize) {
         let burst = self.rng.gen_range(1..=APP_BURST_MESSAGES_MAX);
+        if self.cfg.bundle_probability > 0.0 && self.rng.gen_bool(self.cfg.bundle_probability) {
+            self.app_tick_bundled(i, burst);
+            return;
+        }
         for _ in 0..burst {
             if self.apps[i].remaining == 0 {
                 break;
@@ -493,6 +507,72 @@ impl Sim {
         self.schedule_app(i);
     }
 
+    /// One burst as bundles of one order (as many as the messages need), or as plain sends
+    /// if the order drawn is gbcast.
+    fn app_tick_bundled(&mut self, i: usize, burst: u32) {
+        let (orders, safe_probability) = match (i, &self.cfg.sequencer_orders) {
+            (0, Some(o)) => (o, self.cfg.sequencer_safe_probability),
+            (0, None) => (&self.cfg.orders, self.cfg.sequencer_safe_probability),
+            _ => (&self.cfg.orders, None),
+        };
+        let order = orders[self.rng.gen_range(0..orders.len())];
+        let safe = self
+            .rng
+            .gen_bool(safe_probability.unwrap_or(self.cfg.safe_probability));
+        let max = self.members[i].config().payload_bytes_max();
+        let mut bundle = std::mem::take(&mut self.bundle);
+        bundle.clear();
+        let mut left = burst as u64;
+        while left > 0 && self.apps[i].remaining > 0 {
+            let first = self.cfg.messages_per_member - self.apps[i].remaining + 1;
+            let mut next_seq = first;
+            while left > 0 && next_seq <= self.cfg.messages_per_member {
+                let len = self.rng.gen_range(8..=self.cfg.payload_bytes_max);
+                self.payload.clear();
+                self.payload
+                    .extend_from_slice(&(((i as u64) << 40) | next_seq).to_le_bytes());
+                self.payload.resize(len, (next_seq % 251) as u8);
+                let pushed = if order == Order::Gbcast {
+                    bundle.is_empty() && bundle.push(&self.payload, max)
+                } else {
+                    bundle.push(&self.payload, max)
+                };
+                if !pushed {
+                    break;
+                }
+                next_seq += 1;
+                left -= 1;
+            }
+            let count = bundle.count() as u64;
+            let now = Time(self.net.now());
+            let result = if order == Order::Gbcast {
+                let one = bundle.messages().next().expect("one message");
+                let r = self.members[i].send(now, order, safe, one);
+                if r.is_ok() {
+                    bundle.clear();
+                }
+                r
+            } else {
+                self.members[i].send_bundle(now, order, safe, &mut bundle)
+            };
+            match result {
+                Ok(last) => {
+                    assert_eq!(last.0, first + count - 1, "bundle numbering");
+                    assert!(bundle.is_empty(), "a sent bundle is emptied");
+                    self.apps[i].remaining -= count;
+                }
+                Err(SendError::WouldBlock) => {
+                    self.apps[i].blocked = true;
+                    self.bundle = bundle;
+                    return;
+                }
+                Err(e) => panic!("simulator sent an invalid message: {e}"),
+            }
+        }
+        self.bundle = bundle;
+        self.schedule_app(i);
+    }
+
     fn schedule_app(&mut self, i: usize) {
         let app = &self.apps[i];
         if app.remaining > 0 && !app.blocked && !app.tick_scheduled {
@@ -508,20 +588,32 @@ impl Sim {
             let Some(d) = self.members[i].poll_deliver() else {
                 break;
             };
-            self.deliveries += 1;
             let sender = d.sender as usize;
-            let expected = self.apps[i].delivered_from[sender] + 1;
-            let tag = d
-                .payload
-                .get(..8)
-                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
-            if d.seq.0 != expected || tag != Some(((sender as u64) << 40) | d.seq.0) {
+            if d.count > 1 {
+                self.bundles_delivered += 1;
+            }
+            let mut found = 0u16;
+            for (seq, payload) in d.messages() {
+                found += 1;
+                self.deliveries += 1;
+                let expected = self.apps[i].delivered_from[sender] + 1;
+                let tag = payload
+                    .get(..8)
+                    .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+                if seq.0 != expected || tag != Some(((sender as u64) << 40) | seq.0) {
+                    self.problems.push(format!(
+                        "m{i} delivered m{sender}/{} (payload tag {tag:?}) where m{sender}/{expected} was due",
+                        seq.0
+                    ));
+                }
+                self.apps[i].delivered_from[sender] = seq.0;
+            }
+            if found != d.count {
                 self.problems.push(format!(
-                    "m{i} delivered m{sender}/{} (payload tag {tag:?}) where m{sender}/{expected} was due",
-                    d.seq.0
+                    "m{i}: a record from m{sender} of {} messages held {found}",
+                    d.count
                 ));
             }
-            self.apps[i].delivered_from[sender] = d.seq.0;
         }
     }
 
@@ -623,6 +715,7 @@ impl Sim {
             members: n,
             messages: sent.iter().sum(),
             deliveries: self.deliveries,
+            bundles_delivered: self.bundles_delivered,
             completed,
             virtual_time_ns: self.net.now(),
             datagrams: self.datagrams,

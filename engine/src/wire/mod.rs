@@ -76,11 +76,21 @@ const FRAME_FLAGS_KNOWN: u16 = FRAME_FLAG_WANT_STATUS
     | FRAME_FLAG_SPARSE_ACKS
     | FRAME_FLAG_DECISION;
 
-/// Record flags: bits 0–1 the order (or the control kind), bit 2 safe, bit 3 control.
+/// Record flags: bits 0–1 the order (or the control kind), bit 2 safe, bit 3 control, bit 4
+/// bundle.
 pub const RECORD_ORDER_MASK: u16 = 0b11;
 pub const RECORD_FLAG_SAFE: u16 = 1 << 2;
 pub const RECORD_FLAG_CONTROL: u16 = 1 << 3;
-const RECORD_FLAGS_KNOWN: u16 = RECORD_ORDER_MASK | RECORD_FLAG_SAFE | RECORD_FLAG_CONTROL;
+/// The record carries several application messages of one order (never gbcast, never a
+/// control record): its payload is a bundle (see [`bundle_count`]). They share the record's
+/// seq, and so are delivered together, in the order they were bundled.
+pub const RECORD_FLAG_BUNDLE: u16 = 1 << 4;
+const RECORD_FLAGS_KNOWN: u16 =
+    RECORD_ORDER_MASK | RECORD_FLAG_SAFE | RECORD_FLAG_CONTROL | RECORD_FLAG_BUNDLE;
+/// A bundle's header: the u16 LE count of its messages.
+pub const BUNDLE_HEADER_BYTES: usize = 2;
+/// Before each message of a bundle: its u16 LE length.
+pub const BUNDLE_ENTRY_HEADER_BYTES: usize = 2;
 /// Control kind (in the order bits): a delivered-count vector; consumes no seq.
 pub const CONTROL_VECTOR: u16 = 0;
 /// Control kind: total-order entries ([`SeqRange`]s) from the sequencer; consumes a seq.
@@ -239,6 +249,72 @@ pub enum WireError {
     NakLengthMismatch { len: usize, count: u16 },
     #[error("data records in a frame that is not DATA")]
     UnexpectedBody,
+    #[error("bundle record malformed (count {count} and lengths do not fill its {len} B)")]
+    BundleMalformed { count: u16, len: usize },
+    #[error("bundle flag on a control or gbcast record ({0:#x})")]
+    BundleNotAllowed(u16),
+}
+
+/// Checks a bundle record's payload and returns how many messages it holds: a u16 LE count
+/// (at least 1), then that many messages, each a u16 LE length and its bytes, filling the
+/// payload exactly.
+pub fn bundle_count(payload: &[u8]) -> Result<u16, WireError> {
+    let malformed = |count| WireError::BundleMalformed {
+        count,
+        len: payload.len(),
+    };
+    let Some(head) = payload.get(..BUNDLE_HEADER_BYTES) else {
+        return Err(malformed(0));
+    };
+    let count = u16::from_le_bytes([head[0], head[1]]);
+    if count == 0 {
+        return Err(malformed(0));
+    }
+    let mut offset = BUNDLE_HEADER_BYTES;
+    for _ in 0..count {
+        let Some(len) = payload.get(offset..offset + BUNDLE_ENTRY_HEADER_BYTES) else {
+            return Err(malformed(count));
+        };
+        let len = u16::from_le_bytes([len[0], len[1]]) as usize;
+        offset += BUNDLE_ENTRY_HEADER_BYTES + len;
+        if offset > payload.len() {
+            return Err(malformed(count));
+        }
+    }
+    if offset != payload.len() {
+        return Err(malformed(count));
+    }
+    Ok(count)
+}
+
+/// The messages of a bundle that [`bundle_count`] accepted, in order. On a malformed bundle
+/// it ends early (never panics).
+pub fn bundle_messages(payload: &[u8]) -> BundleMessages<'_> {
+    BundleMessages {
+        rest: payload.get(BUNDLE_HEADER_BYTES..).unwrap_or_default(),
+    }
+}
+
+/// Iterator of [`bundle_messages`].
+#[derive(Clone, Debug)]
+pub struct BundleMessages<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for BundleMessages<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (len, rest) = self.rest.split_first_chunk::<BUNDLE_ENTRY_HEADER_BYTES>()?;
+        let len = u16::from_le_bytes(*len) as usize;
+        let Some((message, rest)) = rest.split_at_checked(len) else {
+            self.rest = &[];
+            return None;
+        };
+        self.rest = rest;
+        Some(message)
+    }
 }
 
 /// A validated frame, borrowing the datagram.
@@ -410,6 +486,12 @@ impl<'a> Frame<'a> {
             }
             if flags & !RECORD_FLAGS_KNOWN != 0 {
                 return Err(WireError::UnknownRecordFlags(flags));
+            }
+            if flags & RECORD_FLAG_BUNDLE != 0 {
+                if flags & RECORD_FLAG_CONTROL != 0 || flags & RECORD_ORDER_MASK == 3 {
+                    return Err(WireError::BundleNotAllowed(flags));
+                }
+                bundle_count(&body[start..start + len])?;
             }
             if flags & RECORD_FLAG_CONTROL != 0 {
                 if flags & RECORD_FLAG_SAFE != 0 {
