@@ -330,3 +330,38 @@ fn one_seed_with_faults_replays_exactly() {
     assert_eq!(a.virtual_time_ns, b.virtual_time_ns);
     assert_eq!(a.final_states, b.final_states);
 }
+
+#[test]
+fn a_joiner_cut_off_while_its_state_transfer_retries_is_not_suspected() {
+    // m3 asks to join, then is cut off for a while: the others install the view that admits
+    // it, but its state transfer (which brings it the view) gets through only after the
+    // heal, 28 ms after their install — past the 25 ms suspect timeout, within that plus the
+    // change timeout (20 ms), the grace a joiner gets.
+    for seed in 0..6 {
+        let mut c = scenario(
+            seed,
+            3,
+            vec![
+                (4 * MS, Fault::Join(3)),
+                // Its request has reached the leader (20–40 µs), the state has not reached it.
+                (4 * MS + 100_000, Fault::Partition(vec![3])),
+                (32 * MS, Fault::Heal),
+            ],
+        );
+        c.net.loss = 0.0;
+        let o = run(c);
+        assert_clean(&o);
+        // Admitted once and kept: no exclusion and readmission (nor a block and a new
+        // incarnation).
+        let four = ["m0", "m1", "m2", "m3"].map(String::from).to_vec();
+        for id in ["m0", "m1", "m2"] {
+            assert_eq!(
+                views_of(&o, id),
+                [(1, four[..3].to_vec()), (2, four.clone())],
+                "seed {seed}: views at {id}"
+            );
+        }
+        assert_eq!(views_of(&o, "m3"), [(2, four.clone())], "seed {seed}");
+        assert!(!blocked(&o, "m3"), "seed {seed}");
+    }
+}

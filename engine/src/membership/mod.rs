@@ -13,7 +13,11 @@
 //! suspicion is final: the member is excluded at the next view change and never readmitted
 //! under the same id (it comes back as a new incarnation, `id#2`, with state transfer). The
 //! *leader* is the lowest rank (oldest member) a member does not suspect; suspicions, leave
-//! requests and join requests go to it, repeated until a view change covers them.
+//! requests and join requests go to it, repeated until a view change covers them. A joiner
+//! has the view only once its state transfer starts (after the provider installed it, with
+//! retries every quarter of the change timeout), so the members it joins give it
+//! [`EndpointConfig::change_timeout_ns`] more before its silence counts: under loss a joiner
+//! was otherwise suspected right after admission, and a crash soon after left no majority.
 //!
 //! # View change (the flush)
 //! 1. The leader proposes (ballot, who stays, who joins) to every member it does not suspect.
@@ -316,6 +320,10 @@ pub struct Endpoint {
     linger_until: Time,
     /// No member can be suspected before this time (see `advance_in_view`).
     suspect_check_at: Time,
+    /// Per rank of the current view: a joiner admitted by it is not suspected before this
+    /// (ns) — it starts sending only once it has the view, which comes with its state
+    /// transfer and may take retries (see `install_next`); 0 for everyone else.
+    joiner_grace_until: Vec<u64>,
     next_join: Time,
     held: VecDeque<(Order, bool, Vec<u8>)>,
     held_blocked: bool,
@@ -395,6 +403,7 @@ impl Endpoint {
             linger_next: now,
             linger_until: now,
             suspect_check_at: now,
+            joiner_grace_until: Vec::new(),
             next_join: now,
             held: VecDeque::new(),
             held_blocked: false,
@@ -1004,7 +1013,9 @@ impl Endpoint {
                 if r == me || self.suspected[r] {
                     continue;
                 }
-                let deadline = m.last_heard(r as u16).as_nanos() + self.cfg.suspect_timeout_ns;
+                let heard = m.last_heard(r as u16).as_nanos();
+                let grace = self.joiner_grace_until.get(r).copied().unwrap_or(0);
+                let deadline = heard.max(grace) + self.cfg.suspect_timeout_ns;
                 if self.now.as_nanos() > deadline {
                     self.suspected[r] = true;
                     self.stats.suspicions += 1;
@@ -1511,8 +1522,16 @@ impl Endpoint {
             })
             .map(|(_, id)| id.clone())
             .collect();
+        let joiners_from = members.len() - c.proposal.joiners.len();
         self.enter_view(view, members, rank as u16, bases, installed);
         if installed {
+            // A joiner learns the view from its state transfer, which the provider starts once
+            // it installed too and retries every quarter of the change timeout: its silence
+            // counts from when it could have the view, not from our install.
+            let grace = self.now.as_nanos() + self.cfg.change_timeout_ns;
+            for g in &mut self.joiner_grace_until[joiners_from..] {
+                *g = grace;
+            }
             let ballot = c.proposal.ballot;
             for to in &gone {
                 self.send_to(to, Msg::Fetched { ballot });
@@ -1570,6 +1589,7 @@ impl Endpoint {
         self.rank = rank;
         self.installed = installed;
         self.suspected = vec![false; n];
+        self.joiner_grace_until = vec![0; n];
         self.suspect_check_at = self.now;
         self.promised = 0;
         self.accepted = None;
