@@ -624,7 +624,8 @@ impl Endpoint {
         if len > max {
             return Err(GroupSendError::TooLarge { len, max });
         }
-        if self.held.len() + count > self.cfg.member.window_messages_max {
+        // A bundle may hold more messages than the window: an empty queue always takes one.
+        if !self.held.is_empty() && self.held.len() + count > self.cfg.member.window_messages_max {
             self.held_blocked = true;
             return Err(GroupSendError::WouldBlock);
         }

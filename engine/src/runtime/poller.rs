@@ -575,9 +575,7 @@ impl GroupSlot {
         let count = u64::from(self.bundle.count());
         if self.bundle_incarnation != incarnation {
             // Numbered before this member blocked (see the plain path).
-            self.bundle.clear();
-            self.bundle_app_bytes = 0;
-            return Err(Some(count));
+            return Err(Some(self.discard_bundle()));
         }
         let (order, safe) = self.bundle_key;
         let result = if self.bundle_splitting {
@@ -599,11 +597,7 @@ impl GroupSlot {
                 self.note_stalled();
                 Err(None)
             }
-            Err(GroupSendError::Leaving) => {
-                self.bundle.clear();
-                self.bundle_app_bytes = 0;
-                Err(Some(count))
-            }
+            Err(GroupSendError::Leaving) => Err(Some(self.discard_bundle())),
             Err(GroupSendError::TooLarge { .. }) => {
                 // The view changed under a bundle the window held back, and records shrank:
                 // its messages go out one by one (each within the limit it was staged
@@ -621,6 +615,7 @@ impl GroupSlot {
                                 .fetch_add(dropped, Ordering::Relaxed);
                             return Err(None);
                         }
+                        Err(GroupSendError::Leaving) => dropped += 1,
                         Err(e) => {
                             tracing::error!(error = %e, "a bundled message could not be sent");
                             dropped += 1;
@@ -639,6 +634,17 @@ impl GroupSlot {
                 Ok(sent)
             }
         }
+    }
+
+    /// Drops the bundle (and a split of it under way); returns how many of its messages
+    /// were never sent.
+    fn discard_bundle(&mut self) -> u64 {
+        let unsent = u64::from(self.bundle.count()).saturating_sub(self.bundle_split_done as u64);
+        self.bundle.clear();
+        self.bundle_app_bytes = 0;
+        self.bundle_splitting = false;
+        self.bundle_split_done = 0;
+        unsent
     }
 
     /// Whether every record staged so far was fed to the endpoint.
