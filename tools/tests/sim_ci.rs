@@ -16,7 +16,8 @@ fn sweep(args: &[&str]) -> u64 {
     sweep_checked(args, true)
 }
 
-fn sweep_checked(args: &[&str], fault_free: bool) -> u64 {
+/// Runs `cohort sim` and returns its summary line; it must report no violation.
+fn sim_summary(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
         .arg("sim")
         .args(args)
@@ -34,13 +35,21 @@ fn sweep_checked(args: &[&str], fault_free: bool) -> u64 {
         .find(|l| l.starts_with("sim: runs="))
         .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"));
     assert!(summary.ends_with("violations=0"), "{summary}");
-    let field = |name: &str| -> u64 {
-        summary
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {summary}"))
-    };
+    summary.to_owned()
+}
+
+/// A `name=` field of a summary line.
+fn field(summary: &str, name: &str) -> u64 {
+    summary
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {summary}"))
+}
+
+fn sweep_checked(args: &[&str], fault_free: bool) -> u64 {
+    let summary = sim_summary(args);
+    let field = |name: &str| field(&summary, name);
     let (runs, messages, deliveries) = (field("runs="), field("messages="), field("deliveries="));
     // Every message of a fault-free membership reaches every member, so deliveries must be
     // at least three times the messages (groups have 3 to 9 members).
@@ -150,31 +159,10 @@ fn bundled_bursts_hold_properties_with_every_fault_kind() {
     );
     assert_eq!(runs, 150);
     // They were bundles: records of several messages reached the members.
-    let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args([
-            "sim",
-            "--seeds",
-            "0..20",
-            "--members",
-            "3",
-            "--bundle",
-            "0.9",
-        ])
-        .output()
-        .expect("cohort sim runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let bundles: u64 = stdout
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("bundles="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no bundles= in:\n{stdout}"));
-    assert!(bundles > 0, "{stdout}");
-    let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["sim", "--seeds", "0..20", "--members", "3", "--bundle", "0"])
-        .output()
-        .expect("cohort sim runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(" bundles=0 "), "{stdout}");
+    let bundled = sim_summary(&["--seeds", "0..20", "--members", "3", "--bundle", "0.9"]);
+    assert!(field(&bundled, "bundles=") > 0, "{bundled}");
+    let plain = sim_summary(&["--seeds", "0..20", "--members", "3", "--bundle", "0"]);
+    assert_eq!(field(&plain, "bundles="), 0, "{plain}");
 }
 
 #[test]

@@ -656,14 +656,9 @@ impl GroupSim {
             }
             let order = self.cfg.orders[self.rng.gen_range(0..self.cfg.orders.len())];
             let safe = self.rng.gen_bool(self.cfg.safe_probability);
-            let len = self.rng.gen_range(16..=self.cfg.payload_bytes_max);
             let id = ep.id().to_owned();
             let next = self.procs[i].accepted.get(&id).copied().unwrap_or(0) + 1;
-            // Payload: (sender id hash, seq) then filler.
-            self.payload.clear();
-            self.payload.extend_from_slice(&id_hash(&id).to_le_bytes());
-            self.payload.extend_from_slice(&next.to_le_bytes());
-            self.payload.resize(len, (next % 251) as u8);
+            self.write_payload(&id, next);
             let now = Time(self.net.now());
             let p = &mut self.procs[i];
             let ep = p.ep.as_mut().expect("endpoint");
@@ -689,6 +684,16 @@ impl GroupSim {
         }
     }
 
+    /// Writes `id`'s message `seq` into `self.payload`: (sender id hash, seq) then filler of a
+    /// random length.
+    fn write_payload(&mut self, id: &str, seq: u64) {
+        let len = self.rng.gen_range(16..=self.cfg.payload_bytes_max);
+        self.payload.clear();
+        self.payload.extend_from_slice(&id_hash(id).to_le_bytes());
+        self.payload.extend_from_slice(&seq.to_le_bytes());
+        self.payload.resize(len, (seq % 251) as u8);
+    }
+
     /// One burst of `burst` messages of one order as a single bundle.
     fn app_tick_bundled(&mut self, i: usize, burst: u32, order: Order, safe: bool) {
         let p = &self.procs[i];
@@ -702,11 +707,7 @@ impl GroupSim {
         let mut bundle = std::mem::take(&mut self.bundle);
         bundle.clear();
         for next in first..first + u64::from(burst).min(self.procs[i].remaining) {
-            let len = self.rng.gen_range(16..=self.cfg.payload_bytes_max);
-            self.payload.clear();
-            self.payload.extend_from_slice(&id_hash(&id).to_le_bytes());
-            self.payload.extend_from_slice(&next.to_le_bytes());
-            self.payload.resize(len, (next % 251) as u8);
+            self.write_payload(&id, next);
             if !bundle.push(&self.payload, max) {
                 break;
             }

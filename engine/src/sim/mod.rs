@@ -476,22 +476,9 @@ impl Sim {
             if self.apps[i].remaining == 0 {
                 break;
             }
-            let (orders, safe_probability) = match (i, &self.cfg.sequencer_orders) {
-                (0, Some(o)) => (o, self.cfg.sequencer_safe_probability),
-                (0, None) => (&self.cfg.orders, self.cfg.sequencer_safe_probability),
-                _ => (&self.cfg.orders, None),
-            };
-            let order = orders[self.rng.gen_range(0..orders.len())];
-            let safe = self
-                .rng
-                .gen_bool(safe_probability.unwrap_or(self.cfg.safe_probability));
-            let len = self.rng.gen_range(8..=self.cfg.payload_bytes_max);
-            // Payload: (sender, seq) then filler, so deliveries can be verified.
+            let (order, safe) = self.draw_order(i);
             let next_seq = self.cfg.messages_per_member - self.apps[i].remaining + 1;
-            self.payload.clear();
-            self.payload
-                .extend_from_slice(&(((i as u64) << 40) | next_seq).to_le_bytes());
-            self.payload.resize(len, (next_seq % 251) as u8);
+            self.write_payload(i, next_seq);
             match self.members[i].send(Time(self.net.now()), order, safe, &self.payload) {
                 Ok(seq) => {
                     assert_eq!(seq.0, next_seq, "send numbering");
@@ -507,9 +494,8 @@ impl Sim {
         self.schedule_app(i);
     }
 
-    /// One burst as bundles of one order (as many as the messages need), or as plain sends
-    /// if the order drawn is gbcast.
-    fn app_tick_bundled(&mut self, i: usize, burst: u32) {
+    /// The order and safe flag of member `i`'s next message (or bundle).
+    fn draw_order(&mut self, i: usize) -> (Order, bool) {
         let (orders, safe_probability) = match (i, &self.cfg.sequencer_orders) {
             (0, Some(o)) => (o, self.cfg.sequencer_safe_probability),
             (0, None) => (&self.cfg.orders, self.cfg.sequencer_safe_probability),
@@ -519,6 +505,23 @@ impl Sim {
         let safe = self
             .rng
             .gen_bool(safe_probability.unwrap_or(self.cfg.safe_probability));
+        (order, safe)
+    }
+
+    /// Writes member `i`'s message `seq` into `self.payload`: (sender, seq) then filler of a
+    /// random length, so deliveries can be verified.
+    fn write_payload(&mut self, i: usize, seq: u64) {
+        let len = self.rng.gen_range(8..=self.cfg.payload_bytes_max);
+        self.payload.clear();
+        self.payload
+            .extend_from_slice(&(((i as u64) << 40) | seq).to_le_bytes());
+        self.payload.resize(len, (seq % 251) as u8);
+    }
+
+    /// One burst as bundles of one order (as many as the messages need), or as plain sends
+    /// if the order drawn is gbcast.
+    fn app_tick_bundled(&mut self, i: usize, burst: u32) {
+        let (order, safe) = self.draw_order(i);
         let max = self.members[i].config().payload_bytes_max();
         let mut bundle = std::mem::take(&mut self.bundle);
         bundle.clear();
@@ -527,11 +530,7 @@ impl Sim {
             let first = self.cfg.messages_per_member - self.apps[i].remaining + 1;
             let mut next_seq = first;
             while left > 0 && next_seq <= self.cfg.messages_per_member {
-                let len = self.rng.gen_range(8..=self.cfg.payload_bytes_max);
-                self.payload.clear();
-                self.payload
-                    .extend_from_slice(&(((i as u64) << 40) | next_seq).to_le_bytes());
-                self.payload.resize(len, (next_seq % 251) as u8);
+                self.write_payload(i, next_seq);
                 let pushed = if order == Order::Gbcast {
                     bundle.is_empty() && bundle.push(&self.payload, max)
                 } else {
