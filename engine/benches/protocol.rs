@@ -30,6 +30,11 @@
 //!   slower of the two threads per message (they overlap), measured across threads, so it is
 //!   noisier than the single-threaded cases.
 //!
+//! * `node_send/invoker`: the same path on *one* thread: an invoker-mode node
+//!   ([`cohort::NodeBuilder::invoker`]); the thread sends a burst of 256 with `send` and runs
+//!   the node's turn. Single-threaded, so it is the steadiest figure of the sender's user
+//!   space (no kernel: the memory transport).
+//!
 //! `cargo bench -p cohort --bench protocol` (criterion reports time per message as
 //! "thrpt: elements/s"; ns/msg = 1e9 / that).
 
@@ -356,12 +361,51 @@ fn node_send(c: &mut Criterion) {
     group.flush().expect("flush");
 }
 
+/// The sender's whole user-space path on one thread: an invoker-mode node alone in its group
+/// on the memory transport; the thread sends a burst with `send` (the stage) and then runs
+/// the node's turn (take, bundle, log, pack, self-delivery), as a busy invoker-mode sender
+/// does.
+fn node_send_invoker(c: &mut Criterion) {
+    let node = Node::builder()
+        .bind("127.0.0.1:7000".parse().expect("address"))
+        .driver(Driver::Memory(MemoryNetwork::new(1)))
+        .invoker()
+        .start()
+        .expect("node starts");
+    let members = [node.local_addr()];
+    let group = node
+        .join("bench", &members, |d: &Delivery<'_>| {
+            std::hint::black_box(d.payload.len());
+        })
+        .expect("join");
+    let mut g = c.benchmark_group("node_send");
+    g.throughput(Throughput::Elements(BURST));
+    g.bench_function("invoker", |b| {
+        b.iter(|| {
+            let mut sent = 0;
+            while sent < BURST {
+                match group.send(Order::Fifo, false, &PAYLOAD) {
+                    Ok(_) => sent += 1,
+                    Err(SendError::WouldBlock) => {
+                        node.poll();
+                    }
+                    Err(e) => panic!("send: {e}"),
+                }
+            }
+            node.poll();
+        })
+    });
+    g.finish();
+    group.flush().expect("flush");
+}
+
 criterion_group!(
     benches,
     send_pack,
     send_owned_pack,
     receive_deliver,
-    node_send
+    node_send,
+    node_send_invoker
 );
 fn main() {
     if let Ok(spec) = std::env::var("COHORT_REPLAY") {

@@ -48,12 +48,14 @@ use crate::runtime::poller::{
     Control, FlushOutcome, GroupCounters, GroupSlot, LeaveOutcome, Poller, PollerCounters, Waiter,
 };
 pub use crate::runtime::stage::SEND_STAGE_BYTES_MAX;
-use crate::runtime::stage::{Kind, Stage, Staged, FLUSHES_STAGED_MAX, RECORD_HEADER_BYTES};
+use crate::runtime::stage::{Entry, Kind, Stage, Staged, FLUSHES_STAGED_MAX};
 
-/// Bytes the send stage takes per message beside its payload (record header and framing):
-/// a group stages at most [`SEND_STAGE_BYTES_MAX`] / (this + payload) messages (at least one)
-/// in front of the member, and the poller holds at most as many again, taken.
-pub const SEND_STAGE_BYTES_PER_MESSAGE: usize = RECORD_HEADER_BYTES + framing::PLAIN_HEADER_BYTES;
+/// The fewest bytes the send stage takes per plain message beside its payload (its length in
+/// a bundle, and its framing): a group stages at most [`SEND_STAGE_BYTES_MAX`] / (this +
+/// payload) messages (at least one) in front of the member, and the poller holds at most as
+/// many again, taken, and one record's worth gathered.
+pub const SEND_STAGE_BYTES_PER_MESSAGE: usize =
+    crate::wire::BUNDLE_ENTRY_HEADER_BYTES + framing::PLAIN_HEADER_BYTES;
 use crate::runtime::invoker::{recv_driving, Invoker};
 use crate::runtime::Doorbell;
 use crate::runtime::{group_id, trace_writer, Clock, Idle};
@@ -1152,14 +1154,30 @@ impl Group {
 
     /// The stage, locked, once it has room for a record of `len` bytes: `WouldBlock` at once
     /// without `wait`, else sleeping for room until `wait`'s deadline (none: forever).
+    #[inline]
     fn stage_with_room(
         &self,
         len: usize,
         wait: Option<Option<Instant>>,
         flush: bool,
     ) -> Result<MutexGuard<'_, Staged>, SendError> {
+        let s = self.inner.stage.lock();
+        if !s.closed && s.has_room(len) && (!flush || s.flushes.len() < FLUSHES_STAGED_MAX) {
+            return Ok(s);
+        }
+        self.stage_wait_room(s, len, wait, flush)
+    }
+
+    /// [`Group::stage_with_room`] once the stage was full (or closed).
+    #[cold]
+    fn stage_wait_room<'g>(
+        &'g self,
+        mut s: MutexGuard<'g, Staged>,
+        len: usize,
+        wait: Option<Option<Instant>>,
+        flush: bool,
+    ) -> Result<MutexGuard<'g, Staged>, SendError> {
         let stage = &self.inner.stage;
-        let mut s = stage.lock();
         loop {
             if s.closed {
                 return Err(SendError::Closed);
@@ -1209,17 +1227,21 @@ impl Group {
         write_framing: impl FnOnce(&mut Vec<u8>),
         body: Body<'_>,
     ) -> Claim<'g> {
-        // The member's current incarnation; numbering restarts at 1 when it changed (a block).
-        let incarnation = self.inner.counters.incarnation.load(Ordering::Relaxed);
-        if incarnation != s.incarnation {
-            s.incarnation = incarnation;
-            s.next_seq = 1;
-        }
-        let start = s.bytes.len();
-        s.begin(kind, order, safe, framing_len + body.len());
+        self.renumber(&mut s);
+        let len = framing_len + body.len();
+        // Plain sends go into the stage as bundles (see `runtime::stage`); gbcast never.
+        let entry =
+            (kind == Kind::Send && order != Order::Gbcast).then(|| s.begin_entry(order, safe, len));
+        let start = match entry {
+            Some(e) => e.start,
+            None => {
+                let start = s.bytes.len();
+                s.begin(kind, order, safe, len);
+                start
+            }
+        };
         write_framing(&mut s.bytes);
         let at = s.bytes.len();
-        debug_assert_eq!(at - start, RECORD_HEADER_BYTES + framing_len);
         match body {
             Body::Zeroed(len) => s.bytes.resize(at + len, 0),
             Body::Bytes(bytes) => s.bytes.extend_from_slice(bytes),
@@ -1229,7 +1251,19 @@ impl Group {
             staged: s,
             start,
             body: at,
+            entry,
             committed: false,
+        }
+    }
+
+    /// Follows the member's current incarnation: numbering restarts at 1 when it changed (a
+    /// block).
+    #[inline]
+    fn renumber(&self, s: &mut Staged) {
+        let incarnation = self.inner.counters.incarnation.load(Ordering::Relaxed);
+        if incarnation != s.incarnation {
+            s.incarnation = incarnation;
+            s.next_seq = 1;
         }
     }
 
@@ -1338,14 +1372,42 @@ impl Group {
     /// send window and the stage in front of it are full. The bytes are copied into the
     /// group's send stage (no allocation); the poller copies them into the member's log.
     pub fn send(&self, order: Order, safe: bool, bytes: &[u8]) -> Result<Seq, SendError> {
-        self.open_plain(order, safe, Body::Bytes(bytes), None)?
-            .commit()
+        self.send_plain(order, safe, bytes, None)
     }
 
     /// Like [`Group::send`], but waits for room in the window.
     pub fn send_blocking(&self, order: Order, safe: bool, bytes: &[u8]) -> Result<Seq, SendError> {
-        self.open_plain(order, safe, Body::Bytes(bytes), Some(None))?
-            .commit()
+        self.send_plain(order, safe, bytes, Some(None))
+    }
+
+    /// A plain send copied in: what a [`Claim`] does, without one (nothing is written in
+    /// place, and moving a claim about costs more than the append on this hot path).
+    #[inline]
+    fn send_plain(
+        &self,
+        order: Order,
+        safe: bool,
+        bytes: &[u8],
+        wait: Option<Option<Instant>>,
+    ) -> Result<Seq, SendError> {
+        if order == Order::Gbcast {
+            return self
+                .open_plain(order, safe, Body::Bytes(bytes), wait)?
+                .commit();
+        }
+        self.check_len(bytes.len())?;
+        let len = framing::PLAIN_HEADER_BYTES + bytes.len();
+        let mut s = self.stage_with_room(len, wait, false)?;
+        self.renumber(&mut s);
+        let entry = s.begin_entry(order, safe, len);
+        framing::push_plain(&mut s.bytes);
+        s.bytes.extend_from_slice(bytes);
+        s.commit_entry(entry);
+        let seq = Seq(s.next_seq);
+        s.next_seq += 1;
+        drop(s);
+        self.inner.doorbell.ring_staged(entry.start == 0);
+        Ok(seq)
     }
 
     /// Claims a message of exactly `len` bytes to write in place (Aeron's `tryClaim`): the
@@ -1417,6 +1479,8 @@ pub struct Claim<'g> {
     /// Where the record starts in the stage, and its body (after the framing).
     start: usize,
     body: usize,
+    /// The bundle entry it is (a plain send).
+    entry: Option<Entry>,
     committed: bool,
 }
 
@@ -1431,6 +1495,9 @@ impl Claim<'_> {
     pub fn commit(mut self) -> Result<Seq, SendError> {
         let seq = self.seq();
         self.staged.next_seq += 1;
+        if let Some(entry) = self.entry {
+            self.staged.commit_entry(entry);
+        }
         self.committed = true;
         let (group, first) = (self.group, self.start == 0);
         drop(self); // the stage's lock

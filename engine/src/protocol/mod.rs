@@ -502,6 +502,38 @@ impl Bundle {
         true
     }
 
+    /// Appends every message of `encoded`, a bundle payload in the wire format (a u16
+    /// count, then each message with its u16 length: what [`wire::bundle_count`] accepts),
+    /// with one copy, unless the payload would grow past `bytes_max` or the count overflow:
+    /// false then, and nothing changed. `encoded` is trusted to be well formed (it is the
+    /// caller's own, e.g. the runtime's send stage; walking it to check would cost as much as
+    /// the copy): only its count is read, and a debug build checks the rest.
+    pub fn extend_encoded(&mut self, encoded: &[u8], bytes_max: usize) -> bool {
+        debug_assert!(wire::bundle_count(encoded).is_ok(), "a malformed bundle");
+        let (Some(count), Some(entries)) = (
+            encoded.first_chunk::<{ wire::BUNDLE_HEADER_BYTES }>(),
+            encoded.get(wire::BUNDLE_HEADER_BYTES..),
+        ) else {
+            return false;
+        };
+        let count = u16::from_le_bytes(*count);
+        let bytes = self.bytes().max(wire::BUNDLE_HEADER_BYTES) + entries.len();
+        if count == 0
+            || bytes > bytes_max
+            || u32::from(self.count) + u32::from(count) > u32::from(u16::MAX)
+        {
+            return false;
+        }
+        if self.count == 0 {
+            self.bytes.clear();
+            self.bytes.extend_from_slice(&[0, 0]);
+        }
+        self.bytes.extend_from_slice(entries);
+        self.count += count;
+        self.bytes[..wire::BUNDLE_HEADER_BYTES].copy_from_slice(&self.count.to_le_bytes());
+        true
+    }
+
     pub fn clear(&mut self) {
         self.count = 0;
         self.bytes.clear();
@@ -1905,6 +1937,8 @@ impl Member {
             self.in_causal_waiters[w as usize] = false;
             self.mark_dirty(w as usize);
         }
+        // Its payload is handed out below even once freed: no store may take its buffer.
+        self.streams[s].lent = seq;
         self.free_delivered(s);
         if forced && is_gbcast(flags) {
             // The final rule's gbcast: the round ends here.

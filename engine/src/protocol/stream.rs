@@ -10,6 +10,12 @@
 //! application messages, written by the application into a buffer it then hands over): the
 //! slot's previous buffer, cleared, goes back to the caller for reuse, so neither path copies
 //! twice nor allocates once buffers circulate.
+//!
+//! **Hot buffers.** Buffers are interchangeable, and the one a slot owns was last written a
+//! whole log ago (seqs cycle through every slot): writing a record into it misses the cache
+//! on every line. So a store first takes the buffer of the slot freed *last* (a bounded stack
+//! of freed seqs, [`SPARE_SLOTS_MAX`]): the working set is the records in flight, not the
+//! log's capacity.
 
 /// Where a stored record's payload comes from.
 pub(crate) enum RecordPayload<'a> {
@@ -59,9 +65,18 @@ pub(crate) struct Slot {
 }
 
 /// Per-sender stream state.
+/// Freed slots a stream remembers for their (recently written) buffers.
+pub(crate) const SPARE_SLOTS_MAX: usize = 256;
+
 #[derive(Debug)]
 pub(crate) struct Stream {
     slots: Box<[Slot]>,
+    /// Seqs of the slots freed last, most recent at the back (see "Hot buffers").
+    spare: std::collections::VecDeque<u64>,
+    spare_max: usize,
+    /// The seq whose payload a delivery may still borrow after it was freed (its buffer is
+    /// never a spare).
+    pub lent: u64,
     mask: u64,
     /// Lowest seq still held (everything below is freed).
     pub base: u64,
@@ -94,6 +109,11 @@ impl Stream {
         let slots: Vec<Slot> = (0..capacity_messages).map(|_| Slot::default()).collect();
         Stream {
             slots: slots.into_boxed_slice(),
+            spare: std::collections::VecDeque::with_capacity(
+                SPARE_SLOTS_MAX.min(capacity_messages),
+            ),
+            spare_max: SPARE_SLOTS_MAX.min(capacity_messages),
+            lent: 0,
             mask: capacity_messages as u64 - 1,
             base: 1,
             delivered: 0,
@@ -155,6 +175,7 @@ impl Stream {
     ) -> &mut Slot {
         let payload = payload.into();
         self.bytes += payload.len();
+        self.take_spare_buffer(seq);
         let slot = self.slot_mut(seq);
         debug_assert!(!slot.present);
         slot.present = true;
@@ -180,6 +201,22 @@ impl Stream {
     }
 
     /// Advances `contiguous` over held records; true if it moved.
+    /// Gives the slot of `seq` the buffer of the slot freed last, if that is still free and
+    /// not [`Stream::lent`] (a delivery hands out a record's payload after freeing it, and a
+    /// store may happen in between).
+    #[inline]
+    fn take_spare_buffer(&mut self, seq: u64) {
+        let Some(spare) = self.spare.pop_back() else {
+            return;
+        };
+        let (to, from) = ((seq & self.mask) as usize, (spare & self.mask) as usize);
+        if to != from && !self.slots[from].present && spare != self.lent {
+            let buffer = std::mem::take(&mut self.slots[from].payload);
+            let old = std::mem::replace(&mut self.slots[to].payload, buffer);
+            self.slots[from].payload = old;
+        }
+    }
+
     #[inline]
     pub fn advance_contiguous(&mut self) -> bool {
         let before = self.contiguous;
@@ -204,6 +241,10 @@ impl Stream {
             slot.present = false;
             let len = slot.payload.len();
             self.bytes -= len;
+            if self.spare.len() >= self.spare_max {
+                self.spare.pop_front();
+            }
+            self.spare.push_back(base);
             self.base += 1;
             freed += 1;
         }
@@ -227,5 +268,54 @@ impl Stream {
             }
             out.push((first, seq - first));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_takes_the_buffer_freed_last_but_never_a_lent_one() {
+        let mut st = Stream::new(8);
+        for seq in 1..=3 {
+            st.store(seq, 0, &[seq as u8; 100][..]);
+        }
+        let buffer_of = |st: &Stream, seq| st.slot(seq).payload.as_ptr();
+        let (two, three) = (buffer_of(&st, 2), buffer_of(&st, 3));
+        assert_eq!(st.free_through(3), 3);
+        st.lent = 3; // a delivery still borrows record 3
+        st.store(4, 0, &[4u8; 10][..]);
+        assert_eq!(
+            st.delivered_payload(3),
+            &[3u8; 100][..],
+            "the lent record is intact"
+        );
+        assert_ne!(buffer_of(&st, 4), three, "not the lent buffer");
+        st.store(5, 0, &[5u8; 10][..]);
+        assert_eq!(
+            buffer_of(&st, 5),
+            two,
+            "the buffer of the slot freed last (hot)"
+        );
+        assert_eq!(st.slot(5).payload, [5u8; 10]);
+        assert_eq!(st.slot(4).payload, [4u8; 10]);
+        // A moved-in payload hands back a recently freed buffer for the caller to reuse.
+        st.lent = 0;
+        st.free_through(5);
+        let five = buffer_of_freed(&st, 5);
+        let mut mine = vec![6u8; 20];
+        st.store(6, 0, RecordPayload::Move(&mut mine));
+        assert_eq!(st.slot(6).payload, [6u8; 20]);
+        assert_eq!(
+            mine.as_ptr(),
+            five,
+            "the caller gets the hot buffer back, cleared"
+        );
+        assert!(mine.is_empty());
+    }
+
+    fn buffer_of_freed(st: &Stream, seq: u64) -> *const u8 {
+        st.delivered_payload(seq).as_ptr()
     }
 }

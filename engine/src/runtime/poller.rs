@@ -10,7 +10,7 @@ use crate::protocol::{Bundle, MemberStats, Time};
 use crate::runtime::framing::{self, Want};
 use crate::stats::{GroupMetric, GroupStats, PollerDrop, PollerStats};
 use crate::trace::TraceEvent;
-use crate::wire::{FrameHeader, FRAME_HEADER_BYTES};
+use crate::wire::{self, FrameHeader, FRAME_HEADER_BYTES};
 use crate::Order;
 use cohort_transport::counters::{CountersError, CountersFile, HEARTBEAT_INTERVAL_MS_RECOMMENDED};
 use cohort_transport::{Dest, SendBatch, Transport};
@@ -441,7 +441,10 @@ impl GroupSlot {
         let incarnation = self.counters.incarnation.load(Ordering::Relaxed);
         let (mut sent, mut dropped) = (0u64, 0u64);
         for _ in 0..STAGED_RECORDS_PER_GROUP_PER_TURN_MAX {
-            if !self.taken.refill(&self.stage) {
+            if !self
+                .taken
+                .refill(&self.stage, self.endpoint.payload_bytes_max())
+            {
                 break;
             }
             let Some(r) = self.taken.peek() else {
@@ -451,29 +454,49 @@ impl GroupSlot {
                 break;
             };
             let (kind, numbered) = (r.kind, r.incarnation);
-            // Plain sends of one order, numbered in this incarnation, gather into a bundle:
-            // one record for all of them (see `Member::send_bundle`).
-            if kind == Kind::Send && numbered == incarnation && r.order != Order::Gbcast {
+            // Bundles of plain sends numbered in this incarnation gather into one bundle of
+            // their order: one record for all of them (see `Member::send_bundle`).
+            if kind == Kind::Bundle && numbered == incarnation {
                 let key = (r.order, r.safe);
-                let fits = self.bundle.is_empty()
-                    || self.bundle_key == key
-                        && self.bundle.bytes_with(r.payload.len()) <= self.bundle_bytes_max;
-                if fits {
-                    if self.bundle.is_empty() {
-                        self.bundle_key = key;
-                        self.bundle_incarnation = incarnation;
-                        self.bundle_bytes_max = self.endpoint.payload_bytes_max();
-                    }
-                    if self.bundle.push(r.payload, self.bundle_bytes_max) {
-                        let body = r.payload.len().saturating_sub(framing::PLAIN_HEADER_BYTES);
-                        self.bundle_app_bytes += body as u64;
-                        self.taken.advance();
-                        work = true;
-                        continue;
-                    }
-                    // Alone too large for a bundle (the record's own limit is the member's):
-                    // it goes out as a plain record below.
+                if self.bundle.is_empty() {
+                    self.bundle_key = key;
+                    self.bundle_incarnation = incarnation;
+                    self.bundle_bytes_max = self.endpoint.payload_bytes_max();
+                    // Staged under a larger limit than the member's now (the view changed):
+                    // it is taken whole and goes out split (see `send_bundle`).
+                    self.bundle_splitting = r.payload.len() > self.bundle_bytes_max;
                 }
+                let before = self.bundle.count();
+                let taken = if self.bundle.is_empty() {
+                    let max = if self.bundle_splitting {
+                        usize::MAX
+                    } else {
+                        self.bundle_bytes_max
+                    };
+                    self.bundle.extend_encoded(r.payload, max)
+                } else {
+                    self.bundle_key == key
+                        && !self.bundle_splitting
+                        && self.bundle.extend_encoded(r.payload, self.bundle_bytes_max)
+                };
+                if taken {
+                    // Application bytes: without the bundle's lengths and the framing.
+                    let n = usize::from(self.bundle.count() - before);
+                    let beside = wire::BUNDLE_HEADER_BYTES
+                        + n * (wire::BUNDLE_ENTRY_HEADER_BYTES + framing::PLAIN_HEADER_BYTES);
+                    self.bundle_app_bytes += r.payload.len().saturating_sub(beside) as u64;
+                    self.taken.advance();
+                    work = true;
+                    continue;
+                }
+                if self.bundle.is_empty() {
+                    // Unreachable (the handles write whole bundles): dropped, not stalled.
+                    debug_assert!(false, "an empty bundle record in the send stage");
+                    dropped += 1;
+                    self.taken.advance();
+                    continue;
+                }
+                // Else the bundle so far goes first; this record is looked at again.
             }
             // Anything else keeps its place behind the bundle gathered so far.
             if !self.bundle.is_empty() {
@@ -483,6 +506,14 @@ impl GroupSlot {
                     Err(Some(n)) => dropped += n,
                 }
                 continue; // the record is looked at again
+            }
+            if kind == Kind::Bundle {
+                // Numbered before this member blocked: never sent under the next
+                // incarnation's numbers.
+                dropped += u64::from(wire::bundle_count(r.payload).unwrap_or(1));
+                self.taken.advance();
+                work = true;
+                continue;
             }
             if kind == Kind::Flush {
                 work = true;
@@ -717,6 +748,11 @@ impl GroupSlot {
                     break;
                 };
                 polled = true;
+                let sender_addr = self
+                    .addrs
+                    .get(d.sender as usize)
+                    .copied()
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
                 for (seq, payload) in d.messages() {
                     if self.gone {
                         break; // the handler panicked
@@ -749,11 +785,7 @@ impl GroupSlot {
                         group: &self.name,
                         view: d.view,
                         sender: d.sender,
-                        sender_addr: self
-                            .addrs
-                            .get(d.sender as usize)
-                            .copied()
-                            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                        sender_addr,
                         seq,
                         order: d.order,
                         safe: d.safe,

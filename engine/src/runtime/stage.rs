@@ -20,9 +20,17 @@
 //! the poller one uncontended lock per turn — the per-message cost on either side is the
 //! append (and the copy into the member's log), which a ring would not remove.
 //!
+//! Plain sends of one order are staged **as a bundle** (the wire format of
+//! [`crate::protocol::Bundle`]): a send extends the last record if that is a bundle of its
+//! order, safety and incarnation with room (up to [`Staged::bundle_bytes_max`], the member's
+//! record payload limit the poller publishes), so a run of sends is one record that the
+//! poller hands to its member with one copy instead of taking them one by one.
+//!
 //! ```text
 //! record: kind:u8 order:u8 safe:u8 reserved:u8 len:u32le incarnation:u64le  payload[len]
-//! kind:   0 send, 1 request (takes the next waiter), 2 flush (takes the next flush; len 0)
+//! kind:   0 send (gbcast), 1 request (takes the next waiter), 2 flush (takes the next flush;
+//!         len 0), 3 bundle of plain sends (payload: count:u16le, then per message
+//!         len:u16le bytes[len], each message framed)
 //! ```
 
 use super::poller::{FlushOutcome, Waiter};
@@ -36,12 +44,16 @@ use std::time::Duration;
 pub const SEND_STAGE_BYTES_MAX: usize = 64 * 1024;
 /// Bytes of a record's header.
 pub const RECORD_HEADER_BYTES: usize = 16;
+/// The most a record takes beside its payload: a bundle record's header with one entry.
+const RECORD_BYTES_MAX_BESIDE: usize =
+    RECORD_HEADER_BYTES + crate::wire::BUNDLE_HEADER_BYTES + crate::wire::BUNDLE_ENTRY_HEADER_BYTES;
 /// Flushes staged per group at once (more wait for room, like sends).
 pub const FLUSHES_STAGED_MAX: usize = 64;
 
 const KIND_SEND: u8 = 0;
 const KIND_REQUEST: u8 = 1;
 const KIND_FLUSH: u8 = 2;
+const KIND_BUNDLE: u8 = 3;
 
 /// What a record asks of the member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +63,8 @@ pub(crate) enum Kind {
     Request,
     /// A flush: the next of [`Staged::flushes`].
     Flush,
+    /// Plain sends of one order: a bundle payload.
+    Bundle,
 }
 
 fn order_code(order: Order) -> u8 {
@@ -84,21 +98,124 @@ pub(crate) struct Staged {
     pub closed: bool,
     /// Senders sleeping for room.
     pub room_waiters: u32,
+    /// The last record if it is a bundle later sends may extend (its header's length and
+    /// count are written when it closes).
+    pub open_bundle: Option<OpenBundle>,
+    /// The largest bundle payload (the poller's member's record payload limit; 0 until the
+    /// poller first looked: every send then starts its own bundle).
+    pub bundle_bytes_max: usize,
+}
+
+/// The bundle record sends extend: where it starts, its key, and its payload's length and
+/// message count so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OpenBundle {
+    at: usize,
+    order: Order,
+    safe: bool,
+    incarnation: u64,
+    len: usize,
+    count: u16,
+}
+
+/// A bundle entry [`Staged::begin_entry`] opened: commit it with [`Staged::commit_entry`] or
+/// truncate the stage to `start`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entry {
+    /// Where the entry (or the new record holding it) starts.
+    pub start: usize,
+    /// Whether it extends the open bundle (else it began a record).
+    extends: bool,
+    len: usize,
 }
 
 impl Staged {
-    /// Whether a record of `len` payload bytes fits now.
+    /// Whether a record of `len` payload bytes (or a message of `len` bytes, as a bundle entry
+    /// or in a bundle record of its own) fits now.
+    #[inline]
     pub fn has_room(&self, len: usize) -> bool {
         self.bytes.is_empty()
-            || self.bytes.len() + RECORD_HEADER_BYTES + len <= SEND_STAGE_BYTES_MAX
+            || self.bytes.len() + RECORD_BYTES_MAX_BESIDE + len <= SEND_STAGE_BYTES_MAX
     }
 
-    /// Appends a record header for `len` payload bytes (which the caller appends next).
+    /// Appends a record header for `len` payload bytes (which the caller appends next). It
+    /// closes the open bundle: nothing staged later may overtake this record.
     pub fn begin(&mut self, kind: Kind, order: Order, safe: bool, len: usize) {
+        self.close_bundle();
+        self.header(kind, order, safe, len);
+    }
+
+    /// Opens a bundle entry for a plain message of `len` bytes (its framing included), which
+    /// the caller appends next: it extends the open bundle if that is of `order`, `safe` and
+    /// this incarnation and has room, else a new bundle record begins.
+    #[inline]
+    pub fn begin_entry(&mut self, order: Order, safe: bool, len: usize) -> Entry {
+        let entry_bytes = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + len;
+        let start = self.bytes.len();
+        let extends = self.open_bundle.is_some_and(|b| {
+            b.order == order
+                && b.safe == safe
+                && b.incarnation == self.incarnation
+                && b.count < u16::MAX
+                && b.len + entry_bytes <= self.bundle_bytes_max
+        });
+        if !extends {
+            self.close_bundle();
+            let payload = crate::wire::BUNDLE_HEADER_BYTES + entry_bytes;
+            self.header(Kind::Bundle, order, safe, payload);
+            self.bytes.extend_from_slice(&1u16.to_le_bytes());
+        }
+        self.bytes.extend_from_slice(&(len as u16).to_le_bytes());
+        Entry {
+            start,
+            extends,
+            len,
+        }
+    }
+
+    /// Counts the entry (whose bytes the caller appended) in its bundle record.
+    #[inline]
+    pub fn commit_entry(&mut self, entry: Entry) {
+        let entry_bytes = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + entry.len;
+        match &mut self.open_bundle {
+            Some(b) if entry.extends => {
+                b.len += entry_bytes;
+                b.count += 1;
+            }
+            _ => {
+                // Its header is already right for one message.
+                let (h1, h2) = (self.bytes[entry.start + 1], self.bytes[entry.start + 2]);
+                self.open_bundle = Some(OpenBundle {
+                    at: entry.start,
+                    order: order_of(h1),
+                    safe: h2 != 0,
+                    incarnation: self.incarnation,
+                    len: crate::wire::BUNDLE_HEADER_BYTES + entry_bytes,
+                    count: 1,
+                });
+            }
+        }
+    }
+
+    /// Writes the open bundle's length and count into its header: nothing extends it after.
+    pub fn close_bundle(&mut self) {
+        let Some(b) = self.open_bundle.take() else {
+            return;
+        };
+        let Some(h) = self.bytes.get_mut(b.at..b.at + RECORD_HEADER_BYTES + 2) else {
+            debug_assert!(false, "the open bundle is gone from the stage");
+            return;
+        };
+        h[4..8].copy_from_slice(&(b.len as u32).to_le_bytes());
+        h[16..18].copy_from_slice(&b.count.to_le_bytes());
+    }
+
+    fn header(&mut self, kind: Kind, order: Order, safe: bool, len: usize) {
         let kind = match kind {
             Kind::Send => KIND_SEND,
             Kind::Request => KIND_REQUEST,
             Kind::Flush => KIND_FLUSH,
+            Kind::Bundle => KIND_BUNDLE,
         };
         let mut h = [0u8; RECORD_HEADER_BYTES];
         h[0] = kind;
@@ -183,17 +300,20 @@ impl Taken {
     }
 
     /// Once the last stage is done: takes the next one (swapping buffers, so neither side
-    /// allocates) and wakes senders waiting for room. False if there was nothing.
-    pub fn refill(&mut self, stage: &Stage) -> bool {
+    /// allocates) and wakes senders waiting for room. False if there was nothing. Publishes
+    /// `bundle_bytes_max` to the senders.
+    pub fn refill(&mut self, stage: &Stage, bundle_bytes_max: usize) -> bool {
         if !self.is_done() {
             return true;
         }
         self.bytes.clear();
         self.pos = 0;
         let mut s = stage.lock();
+        s.bundle_bytes_max = bundle_bytes_max;
         if s.bytes.is_empty() {
             return false;
         }
+        s.close_bundle();
         std::mem::swap(&mut s.bytes, &mut self.bytes);
         self.waiters.append(&mut s.waiters);
         self.flushes.append(&mut s.flushes);
@@ -214,6 +334,7 @@ impl Taken {
         let kind = match h[0] {
             KIND_SEND => Kind::Send,
             KIND_REQUEST => Kind::Request,
+            KIND_BUNDLE => Kind::Bundle,
             _ => Kind::Flush,
         };
         let mut inc = [0u8; 8];
@@ -265,7 +386,7 @@ mod tests {
         assert!(stage_send(&stage, Order::Causal, false, b""));
         stage.lock().begin(Kind::Flush, Order::Fifo, false, 0);
         let mut taken = Taken::default();
-        assert!(taken.refill(&stage));
+        assert!(taken.refill(&stage, 1400));
         assert!(stage.lock().bytes.is_empty(), "the stage was taken whole");
         let r = taken.peek().unwrap();
         assert_eq!(
@@ -282,7 +403,89 @@ mod tests {
         assert_eq!(taken.peek().unwrap().kind, Kind::Flush);
         taken.advance();
         assert!(taken.peek().is_none() && taken.is_done());
-        assert!(!taken.refill(&stage), "nothing staged since");
+        assert!(!taken.refill(&stage, 1400), "nothing staged since");
+    }
+
+    /// Stages a plain message as a bundle entry, committed.
+    fn stage_plain(stage: &Stage, order: Order, safe: bool, bytes: &[u8]) {
+        let mut s = stage.lock();
+        let entry = s.begin_entry(order, safe, bytes.len());
+        s.bytes.extend_from_slice(bytes);
+        s.commit_entry(entry);
+    }
+
+    fn messages(r: &Record<'_>) -> Vec<Vec<u8>> {
+        assert_eq!(r.kind, Kind::Bundle);
+        let count = crate::wire::bundle_count(r.payload).expect("a well-formed bundle");
+        let m: Vec<Vec<u8>> = crate::wire::bundle_messages(r.payload)
+            .map(<[u8]>::to_vec)
+            .collect();
+        assert_eq!(m.len(), usize::from(count));
+        m
+    }
+
+    #[test]
+    fn plain_sends_of_one_order_extend_one_bundle_record() {
+        let stage = Stage::new();
+        let mut taken = Taken::default();
+        assert!(!taken.refill(&stage, 40), "the poller publishes its limit");
+        assert_eq!(stage.lock().bundle_bytes_max, 40);
+        stage.lock().incarnation = 3;
+        stage_plain(&stage, Order::Total, false, b"a");
+        stage_plain(&stage, Order::Total, false, b"bb");
+        // Another order, or safety, begins a record.
+        stage_plain(&stage, Order::Total, true, b"c");
+        stage_plain(&stage, Order::Fifo, false, b"d");
+        // A record of another kind closes the bundle: later sends do not overtake it.
+        stage.lock().begin(Kind::Flush, Order::Fifo, false, 0);
+        stage_plain(&stage, Order::Fifo, false, b"e");
+        // A new incarnation begins a record.
+        stage.lock().incarnation = 4;
+        stage_plain(&stage, Order::Fifo, false, b"f");
+        // The limit: 2 + (2 + 16) + (2 + 16) = 38 fits 40, a third does not.
+        for _ in 0..3 {
+            stage_plain(&stage, Order::Fifo, false, &[7u8; 16]);
+        }
+        // An entry dropped before its commit leaves the bundle as it was.
+        {
+            let mut s = stage.lock();
+            let entry = s.begin_entry(Order::Fifo, false, 5);
+            s.bytes.truncate(entry.start);
+        }
+        stage_plain(&stage, Order::Fifo, false, b"g");
+        assert!(taken.refill(&stage, 40));
+        assert_eq!(stage.lock().open_bundle, None, "the taken bundle is closed");
+        let mut records = Vec::new();
+        while let Some(r) = taken.peek() {
+            let m = if r.kind == Kind::Flush {
+                Vec::new()
+            } else {
+                messages(&r)
+            };
+            records.push((r.kind, r.order, r.safe, r.incarnation, m));
+            taken.advance();
+        }
+        let v = |s: &[&[u8]]| s.iter().map(|m| m.to_vec()).collect::<Vec<_>>();
+        let sixteen = [7u8; 16];
+        assert_eq!(
+            records,
+            vec![
+                (Kind::Bundle, Order::Total, false, 3, v(&[b"a", b"bb"])),
+                (Kind::Bundle, Order::Total, true, 3, v(&[b"c"])),
+                (Kind::Bundle, Order::Fifo, false, 3, v(&[b"d"])),
+                (Kind::Flush, Order::Fifo, false, 3, Vec::new()),
+                (Kind::Bundle, Order::Fifo, false, 3, v(&[b"e"])),
+                (Kind::Bundle, Order::Fifo, false, 4, v(&[b"f", &sixteen])),
+                (
+                    Kind::Bundle,
+                    Order::Fifo,
+                    false,
+                    4,
+                    v(&[&sixteen, &sixteen])
+                ),
+                (Kind::Bundle, Order::Fifo, false, 4, v(&[b"g"])),
+            ]
+        );
     }
 
     #[test]
@@ -298,7 +501,7 @@ mod tests {
             "then it is full"
         );
         let mut taken = Taken::default();
-        assert!(taken.refill(&stage));
+        assert!(taken.refill(&stage, 1400));
         let small = [2u8; 64];
         let mut n = 0;
         while stage_send(&stage, Order::Fifo, false, &small) {
@@ -306,7 +509,7 @@ mod tests {
         }
         assert_eq!(n, SEND_STAGE_BYTES_MAX / (RECORD_HEADER_BYTES + 64));
         assert!(
-            taken.refill(&stage),
+            taken.refill(&stage, 1400),
             "not done with the taken stage: no new take"
         );
         assert!(
@@ -314,7 +517,7 @@ mod tests {
             "the stage waits until the taken one is fed"
         );
         taken.advance();
-        assert!(taken.refill(&stage));
+        assert!(taken.refill(&stage, 1400));
         assert!(stage.lock().bytes.is_empty());
     }
 }
