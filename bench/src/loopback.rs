@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use cohort::node::{Delivery, Driver, Group, Handler, Node, NodeBuilder, SendError};
-use cohort::Idle;
+use cohort::{Idle, Order};
 
 use crate::axes::{BenchOrder, Senders};
 use crate::ceiling::DriverName;
@@ -118,6 +118,24 @@ pub struct LoopbackPoint {
     pub seconds: f64,
     pub idle: Idle,
     pub threading: Threading,
+    /// Messages per send call: 1 sends with `Group::send`, more with `Group::send_batch`.
+    pub batch: usize,
+}
+
+/// Sends `batch` copies of `payload` (one `Group::send` if `batch` is 1, else one
+/// `Group::send_batch` of `copies`, which holds that many references to it): how many went.
+fn send_some(
+    group: &Group,
+    order: Order,
+    safe: bool,
+    payload: &[u8],
+    copies: &[&[u8]],
+) -> Result<u64, SendError> {
+    if copies.len() <= 1 {
+        group.send(order, safe, payload).map(|_| 1)
+    } else {
+        group.send_batch(order, safe, copies).map(|(_, n)| n as u64)
+    }
 }
 
 /// Who runs a member node's turns.
@@ -163,6 +181,15 @@ impl LoopbackResult {
         self.delivered_in_window as f64 / (n - 1) as f64 / self.window_seconds
     }
 
+    /// The transport label's suffix for batched sends (none for single sends).
+    fn batch_label(&self) -> String {
+        if self.point.batch > 1 {
+            format!("/batch{}", self.point.batch)
+        } else {
+            String::new()
+        }
+    }
+
     pub fn record(&self, ceiling_msgs_per_s: f64) -> ResultRecord {
         let msgs = self.msgs_per_s();
         let mut extra = serde_json::Map::new();
@@ -178,17 +205,22 @@ impl LoopbackResult {
             "threads with one Node each, one process".into(),
         );
         extra.insert("threading".into(), self.point.threading.label().into());
+        extra.insert("batch".into(), self.point.batch.into());
         ResultRecord {
             scenario: "loopback".into(),
             // Invoker-mode results are a path of their own (their own targets and plot).
             transport: match self.point.threading {
-                Threading::Poller => {
-                    format!("{}/{}", self.driver_name, self.point.addressing.label())
-                }
-                Threading::Invoker => format!(
-                    "{}/{}/invoker",
+                Threading::Poller => format!(
+                    "{}/{}{}",
                     self.driver_name,
-                    self.point.addressing.label()
+                    self.point.addressing.label(),
+                    self.batch_label()
+                ),
+                Threading::Invoker => format!(
+                    "{}/{}/invoker{}",
+                    self.driver_name,
+                    self.point.addressing.label(),
+                    self.batch_label()
                 ),
             },
             order: self.point.order.label().into(),
@@ -259,14 +291,19 @@ pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         let g = group.groups[r].clone();
         let stop = stop.clone();
         let payload = vec![0xC3u8; p.size];
+        let batch = p.batch;
         threads.push(
             std::thread::Builder::new()
                 .name(format!("bench-send-{r}"))
                 .spawn(move || -> Result<u64, SendError> {
-                    let mut sent = 0u64;
+                    let copies = vec![&payload[..]; batch];
+                    let (mut sent, mut since_check) = (0u64, 0u64);
                     while sent < sends_max && !stop.load(Ordering::Relaxed) {
-                        match g.send(order, safe, &payload) {
-                            Ok(_) => sent += 1,
+                        match send_some(&g, order, safe, &payload, &copies) {
+                            Ok(n) => {
+                                sent += n;
+                                since_check += n;
+                            }
                             Err(SendError::WouldBlock) => {
                                 if Instant::now() >= deadline {
                                     break;
@@ -275,8 +312,11 @@ pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                             }
                             Err(e) => return Err(e),
                         }
-                        if sent.is_multiple_of(64) && Instant::now() >= deadline {
-                            break;
+                        if since_check >= 64 {
+                            since_check = 0;
+                            if Instant::now() >= deadline {
+                                break;
+                            }
                         }
                     }
                     Ok(sent)
@@ -376,6 +416,7 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         let sender = is_sender(rank);
         let addressing = p.addressing;
         let seconds = p.seconds;
+        let batch = p.batch;
         threads.push(
             std::thread::Builder::new()
                 .name(format!("bench-member-{rank}"))
@@ -408,11 +449,15 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                     // Nothing (the run was called off) or the start.
                     go_rx.recv().context("the run was called off")?;
                     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-                    let mut sent = 0u64;
+                    let (mut sent, mut since_poll) = (0u64, 0u64);
                     if sender {
+                        let copies = vec![&payload[..]; batch];
                         while sent < sends_max {
-                            match group.send(order, safe, &payload) {
-                                Ok(_) => sent += 1,
+                            match send_some(&group, order, safe, &payload, &copies) {
+                                Ok(n) => {
+                                    sent += n;
+                                    since_poll += n;
+                                }
                                 Err(SendError::WouldBlock) => {
                                     if Instant::now() >= deadline {
                                         break;
@@ -421,7 +466,8 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                                 }
                                 Err(e) => bail!("send failed: {e}"),
                             }
-                            if sent.is_multiple_of(SENDS_PER_POLL) {
+                            if since_poll >= SENDS_PER_POLL {
+                                since_poll = 0;
                                 node.poll();
                                 if Instant::now() >= deadline {
                                     break;

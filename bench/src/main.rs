@@ -158,6 +158,10 @@ struct LoopbackArgs {
         default_value = "poller,invoker"
     )]
     threading: Vec<Threading>,
+    /// Messages per send call: 1 sends each with `Group::send`, more sends bursts of that
+    /// many with `Group::send_batch` (one stage lock per burst); 1..=4096.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -301,6 +305,9 @@ fn loopback_plan(a: &LoopbackArgs) -> anyhow::Result<Plan> {
     check_nonempty("orders", &a.orders)?;
     check_nonempty("senders", &a.senders)?;
     check_nonempty("threading", &a.threading)?;
+    if a.batch == 0 || a.batch > 4096 {
+        bail!("--batch: {} is out of range 1..=4096", a.batch);
+    }
     if a.drivers.contains(&DriverName::Memory) {
         bail!("--drivers: loopback runs the kernel drivers (uring, mmsg); use `inproc` for memory");
     }
@@ -320,6 +327,7 @@ fn loopback_plan(a: &LoopbackArgs) -> anyhow::Result<Plan> {
             ceiling_seconds: a.ceiling_seconds,
             idle: a.idle,
             threading: a.threading.clone(),
+            batch: a.batch,
         }),
         ..Plan::default()
     })

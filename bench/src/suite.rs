@@ -55,6 +55,8 @@ pub struct LoopbackPlan {
     pub ceiling_seconds: f64,
     pub idle: IdleName,
     pub threading: Vec<Threading>,
+    /// Messages per send call (1: `Group::send`; more: `Group::send_batch`).
+    pub batch: usize,
 }
 
 /// The latency part of a plan.
@@ -102,6 +104,7 @@ pub fn quick() -> Plan {
             ceiling_seconds: 1.0,
             idle: IdleName::Backoff,
             threading: vec![Threading::Poller, Threading::Invoker],
+            batch: 1,
         }),
         latency: Some(LatencyPlan {
             drivers: vec![DriverName::Uring],
@@ -156,6 +159,7 @@ pub fn full() -> Plan {
             ceiling_seconds: 1.0,
             idle: IdleName::Backoff,
             threading: vec![Threading::Poller, Threading::Invoker],
+            batch: 1,
         }),
         latency: Some(LatencyPlan {
             drivers: vec![DriverName::Uring],
@@ -391,6 +395,7 @@ pub fn run_plan(plan: &Plan, outputs: &Outputs) -> anyhow::Result<SuiteOutcome> 
                     seconds: p.seconds,
                     idle: p.idle.idle(),
                     threading,
+                    batch: p.batch,
                 };
                 match loopback::run_point(point) {
                     Ok(r) => {

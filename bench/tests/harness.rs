@@ -190,6 +190,7 @@ fn a_short_loopback_run_delivers_everything_it_sent() {
         seconds: 0.2,
         idle: cohort::Idle::Backoff,
         threading: Threading::Poller,
+        batch: 1,
     })
     .unwrap();
     assert!(r.msgs_sent > 0);
@@ -211,11 +212,18 @@ fn a_short_invoker_mode_loopback_run_delivers_everything_it_sent() {
         seconds: 0.2,
         idle: cohort::Idle::Backoff,
         threading: Threading::Invoker,
+        batch: 16,
     })
     .unwrap();
     assert!(r.msgs_sent > 0);
     assert!(r.complete, "not every message was delivered");
-    assert!(r.record(1.0).transport.ends_with("/fanout/invoker"));
+    let rec = r.record(1.0);
+    assert!(
+        rec.transport.ends_with("/fanout/invoker/batch16"),
+        "{}",
+        rec.transport
+    );
+    assert_eq!(rec.extra.get("batch"), Some(&serde_json::Value::from(16)));
 }
 
 #[test]
@@ -230,6 +238,7 @@ fn a_payload_larger_than_the_node_datagram_is_refused_with_the_reason() {
         seconds: 0.1,
         idle: cohort::Idle::Backoff,
         threading: Threading::Poller,
+        batch: 1,
     };
     let e = run_loopback(too_large).expect_err("8192 B does not fit a 1472 B datagram");
     assert!(format!("{e:#}").contains("datagram size"), "{e:#}");

@@ -33,7 +33,8 @@
 //! * `node_send/invoker`: the same path on *one* thread: an invoker-mode node
 //!   ([`cohort::NodeBuilder::invoker`]); the thread sends a burst of 256 with `send` and runs
 //!   the node's turn. Single-threaded, so it is the steadiest figure of the sender's user
-//!   space (no kernel: the memory transport).
+//!   space (no kernel: the memory transport). `node_send/invoker_batch16` sends the same
+//!   bursts with `Group::send_batch`, 16 messages per call (one stage lock per call).
 //!
 //! `cargo bench -p cohort --bench protocol` (criterion reports time per message as
 //! "thrpt: elements/s"; ns/msg = 1e9 / that).
@@ -390,6 +391,23 @@ fn node_send_invoker(c: &mut Criterion) {
                         node.poll();
                     }
                     Err(e) => panic!("send: {e}"),
+                }
+            }
+            node.poll();
+        })
+    });
+    g.bench_function("invoker_batch16", |b| {
+        let copies = [&PAYLOAD[..]; 16];
+        b.iter(|| {
+            let mut sent = 0;
+            while sent < BURST as usize {
+                let want = (BURST as usize - sent).min(copies.len());
+                match group.send_batch(Order::Fifo, false, &copies[..want]) {
+                    Ok((_, n)) => sent += n,
+                    Err(SendError::WouldBlock) => {
+                        node.poll();
+                    }
+                    Err(e) => panic!("send_batch: {e}"),
                 }
             }
             node.poll();

@@ -563,3 +563,124 @@ fn threads_sending_on_one_group_handle_share_one_gapless_numbering() {
         "every thread's messages, once"
     );
 }
+
+#[test]
+fn send_batch_stages_what_fits_under_one_lock_with_consecutive_numbers() {
+    let net = MemoryNetwork::new(17);
+    const WINDOW: usize = 4;
+    let a = Node::builder()
+        .bind("127.0.0.1:8171".parse().unwrap())
+        .driver(Driver::Memory(net.clone()))
+        .window_messages_max(WINDOW)
+        .suspect_timeout(NO_SUSPICION)
+        .start()
+        .unwrap();
+    let b_addr: SocketAddr = "127.0.0.1:8172".parse().unwrap();
+    let members = [a.local_addr(), b_addr];
+    let ga = a.join("batch", &members, |_: &Delivery<'_>| {}).unwrap();
+    let too_large = vec![0u8; ga.payload_bytes_max() + 1];
+    assert!(
+        matches!(
+            ga.send_batch(Order::Total, false, &[&[1u8; 8][..], &too_large]),
+            Err(SendError::TooLarge { .. })
+        ),
+        "any message too large refuses the whole batch"
+    );
+    assert_eq!(
+        ga.send_batch(Order::Total, false, &[]),
+        Ok((cohort::protocol::Seq(1), 0)),
+        "nothing sent, nothing numbered"
+    );
+    // b is not started: the window and the stage in front fill, and batches stage a part.
+    let payloads: Vec<Vec<u8>> = (1..=5000u64).map(|i| pattern(i, 40)).collect();
+    let mut next = 0usize;
+    let mut partial = false;
+    let mut refused_in_a_row = 0;
+    while refused_in_a_row < 50 && next < payloads.len() {
+        let batch: Vec<&[u8]> = payloads[next..(next + 64).min(payloads.len())]
+            .iter()
+            .map(Vec::as_slice)
+            .collect();
+        match ga.send_batch(Order::Total, false, &batch) {
+            Ok((first, n)) => {
+                assert_eq!(first.0, next as u64 + 1, "numbers continue across batches");
+                assert!(n >= 1 && n <= batch.len());
+                partial |= n < batch.len();
+                next += n;
+                refused_in_a_row = 0;
+            }
+            Err(SendError::WouldBlock) => {
+                refused_in_a_row += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(partial, "a batch met the full stage and staged only a part");
+    assert!(
+        next < payloads.len(),
+        "the window and the stage bound the batches"
+    );
+    assert!(
+        next as u64
+            <= (WINDOW * 64 + 2 * SEND_STAGE_BYTES_MAX / (SEND_STAGE_BYTES_PER_MESSAGE + 40))
+                as u64,
+        "more accepted than window + staged + taken"
+    );
+    // b starts: everything staged is delivered there, in order, with its numbers.
+    let b = node(&net, "127.0.0.1:8172");
+    let log_b = Log::default();
+    let _gb = b.join("batch", &members, recorder(&log_b)).unwrap();
+    while next < payloads.len() {
+        let batch: Vec<&[u8]> = payloads[next..].iter().map(Vec::as_slice).collect();
+        match ga.send_batch(Order::Total, false, &batch) {
+            Ok((first, n)) => {
+                assert_eq!(first.0, next as u64 + 1);
+                next += n;
+            }
+            Err(SendError::WouldBlock) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    ga.flush().expect("flush returns once b holds everything");
+    wait_until("b delivers everything a sent", || {
+        log_b.lock().unwrap().len() == payloads.len()
+    });
+    let got: Vec<(u16, u64, Vec<u8>)> = log_b
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| (e.1, e.2, e.3.clone()))
+        .collect();
+    let want: Vec<(u16, u64, Vec<u8>)> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (0, i as u64 + 1, p.clone()))
+        .collect();
+    assert_eq!(got, want);
+    assert!(
+        ga.stats().bundles_sent > 0,
+        "staged batches go out as bundles"
+    );
+    // gbcast is never bundled, but a batch of it is numbered and delivered the same way.
+    let (first, n) = ga
+        .send_batch(Order::Gbcast, false, &[b"g1", b"g2", b"g3"])
+        .expect("room for three");
+    assert_eq!((first.0, n), (payloads.len() as u64 + 1, 3));
+    wait_until("b delivers the gbcast batch", || {
+        log_b.lock().unwrap().len() == payloads.len() + 3
+    });
+    let tail: Vec<(u64, Vec<u8>)> = log_b.lock().unwrap()[payloads.len()..]
+        .iter()
+        .map(|e| (e.2, e.3.clone()))
+        .collect();
+    let n0 = payloads.len() as u64;
+    assert_eq!(
+        tail,
+        vec![
+            (n0 + 1, b"g1".to_vec()),
+            (n0 + 2, b"g2".to_vec()),
+            (n0 + 3, b"g3".to_vec())
+        ]
+    );
+}
