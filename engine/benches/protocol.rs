@@ -5,7 +5,8 @@
 //!   at once, so the log is freed by the delivery) — send + pack + self-delivery.
 //! * `send_owned_pack/<order>`: the same with [`Member::send_owned`]: per message the
 //!   "application" writes the 64 B into a buffer it owns (as into a claim) and the buffer moves
-//!   into the log; the buffer handed back (the slot's previous one) is the next message's.
+//!   into the log; the buffer handed back (a freed message's: see "Hot buffers" in
+//!   `protocol/stream.rs`) is the next message's.
 //! * `receive_deliver/<order>`: a receiver of a 3-member group (rank 2; rank 0 is the
 //!   sequencer, rank 1 the sender) is fed the exact datagrams it received, at the virtual times
 //!   it received them, in a recorded fault-free run (data frames, status frames, the

@@ -845,7 +845,9 @@ impl Member {
             n,
             me,
             now,
-            streams: (0..n).map(|_| Stream::new(cfg.log_messages_max)).collect(),
+            streams: (0..n)
+                .map(|r| Stream::new(cfg.log_messages_max, r == me))
+                .collect(),
             acks: vec![0; n * n],
             stable: vec![0; n],
             stable_holders: vec![n as u32 - 1; n],
@@ -1047,8 +1049,9 @@ impl Member {
     }
 
     /// [`Member::send`] without the copy: the bytes of `payload` move into the log. On success
-    /// `payload` holds the log slot's previous buffer instead (cleared, its capacity kept) for
-    /// the caller to reuse; on an error it is untouched.
+    /// `payload` holds a buffer the log freed instead (cleared, its capacity kept: the slot's
+    /// previous one, or one freed more recently) for the caller to reuse; on an error it is
+    /// untouched.
     pub fn send_owned(
         &mut self,
         now: Time,
