@@ -1436,6 +1436,9 @@ impl Group {
         }
         let Some(first) = messages.first() else {
             let mut s = self.inner.stage.lock();
+            if s.closed {
+                return Err(SendError::Closed);
+            }
             self.renumber(&mut s);
             return Ok((Seq(s.next_seq), 0));
         };
