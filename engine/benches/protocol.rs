@@ -42,7 +42,7 @@
 
 use cohort::node::{Delivery, SendError};
 use cohort::protocol::{Dest, Member, MemberConfig, Time};
-use cohort::{Driver, MemoryNetwork, Node, Order};
+use cohort::{Driver, Group, MemoryNetwork, Node, Order};
 use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use std::collections::VecDeque;
 
@@ -321,18 +321,27 @@ fn replay_only(spec: &str) {
     );
 }
 
-fn node_send(c: &mut Criterion) {
-    let node = Node::builder()
+/// A node alone in its group on the memory transport (its poller's turns run on the caller's
+/// thread if `invoker`), delivering to a handler that only touches the payload.
+fn lone_node(invoker: bool) -> (Node, Group) {
+    let mut builder = Node::builder()
         .bind("127.0.0.1:7000".parse().expect("address"))
-        .driver(Driver::Memory(MemoryNetwork::new(1)))
-        .start()
-        .expect("node starts");
+        .driver(Driver::Memory(MemoryNetwork::new(1)));
+    if invoker {
+        builder = builder.invoker();
+    }
+    let node = builder.start().expect("node starts");
     let members = [node.local_addr()];
     let group = node
         .join("bench", &members, |d: &Delivery<'_>| {
             std::hint::black_box(d.payload.len());
         })
         .expect("join");
+    (node, group)
+}
+
+fn node_send(c: &mut Criterion) {
+    let (_node, group) = lone_node(false);
     let mut g = c.benchmark_group("node_send");
     g.throughput(Throughput::Elements(BURST));
     g.bench_function("send", |b| {
@@ -368,18 +377,7 @@ fn node_send(c: &mut Criterion) {
 /// the node's turn (take, bundle, log, pack, self-delivery), as a busy invoker-mode sender
 /// does.
 fn node_send_invoker(c: &mut Criterion) {
-    let node = Node::builder()
-        .bind("127.0.0.1:7000".parse().expect("address"))
-        .driver(Driver::Memory(MemoryNetwork::new(1)))
-        .invoker()
-        .start()
-        .expect("node starts");
-    let members = [node.local_addr()];
-    let group = node
-        .join("bench", &members, |d: &Delivery<'_>| {
-            std::hint::black_box(d.payload.len());
-        })
-        .expect("join");
+    let (node, group) = lone_node(true);
     let mut g = c.benchmark_group("node_send");
     g.throughput(Throughput::Elements(BURST));
     g.bench_function("invoker", |b| {

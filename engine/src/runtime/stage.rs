@@ -124,8 +124,10 @@ pub(crate) struct OpenBundle {
 pub(crate) struct Entry {
     /// Where the entry (or the new record holding it) starts.
     pub start: usize,
-    /// Whether it extends the open bundle (else it began a record).
+    /// Whether it extends the open bundle (else it began a record of `order` and `safe`).
     extends: bool,
+    order: Order,
+    safe: bool,
     len: usize,
 }
 
@@ -169,6 +171,8 @@ impl Staged {
         Entry {
             start,
             extends,
+            order,
+            safe,
             len,
         }
     }
@@ -184,11 +188,10 @@ impl Staged {
             }
             _ => {
                 // Its header is already right for one message.
-                let (h1, h2) = (self.bytes[entry.start + 1], self.bytes[entry.start + 2]);
                 self.open_bundle = Some(OpenBundle {
                     at: entry.start,
-                    order: order_of(h1),
-                    safe: h2 != 0,
+                    order: entry.order,
+                    safe: entry.safe,
                     incarnation: self.incarnation,
                     len: crate::wire::BUNDLE_HEADER_BYTES + entry_bytes,
                     count: 1,
