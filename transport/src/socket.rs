@@ -2,7 +2,8 @@
 //!
 //! [`open_udp_socket`] turns a [`SocketConfig`] into an [`OpenedSocket`]:
 //!
-//! * the **unicast socket**, bound to `cfg.bind`: non-blocking, `SO_REUSEADDR`, the requested
+//! * the **unicast socket**, bound to `cfg.bind`: non-blocking, exclusive (no `SO_REUSEADDR`:
+//!   on UDP it lets a bind to port 0 share a port already in use), the requested
 //!   `SO_RCVBUF`/`SO_SNDBUF` (read back; when the kernel capped them a warning names the sysctl
 //!   that lifts the cap, once per process), `IP_MULTICAST_IF`/TTL/`IP_MULTICAST_LOOP` when the
 //!   group is multicast (so group datagrams leave on the named interface, never by the default
@@ -138,11 +139,12 @@ pub fn open_udp_socket(cfg: &SocketConfig) -> Result<OpenedSocket, TransportErro
     socket
         .set_nonblocking(true)
         .map_err(io_err("set_nonblocking"))?;
-    socket
-        .set_reuse_address(true)
-        .map_err(io_err("SO_REUSEADDR"))?;
 
     // When the unicast socket binds the group port itself it must share it with other members.
+    // Otherwise it sets neither SO_REUSEADDR nor SO_REUSEPORT: on a UDP socket SO_REUSEADDR lets
+    // a bind to port 0 pick a port another SO_REUSEADDR socket already holds (Linux skips such
+    // ports' conflict check), and then one of the two silently gets the other's datagrams. A
+    // fixed port already taken is refused with EADDRINUSE instead of shared unknowingly.
     let bind_is_group_port = match &cfg.group {
         GroupMode::Multicast { group, .. } => {
             cfg.bind.port() == group.port()
@@ -151,6 +153,9 @@ pub fn open_udp_socket(cfg: &SocketConfig) -> Result<OpenedSocket, TransportErro
         GroupMode::UnicastFanOut { .. } => false,
     };
     if bind_is_group_port {
+        socket
+            .set_reuse_address(true)
+            .map_err(io_err("SO_REUSEADDR"))?;
         socket
             .set_reuse_port(true)
             .map_err(io_err("SO_REUSEPORT"))?;
@@ -544,6 +549,23 @@ mod tests {
         assert_ne!(opened.local_addr.port(), 0);
         assert!(opened.recv_buffer_bytes > 0 && opened.send_buffer_bytes > 0);
         assert!(opened.group_socket.is_none());
+    }
+
+    #[test]
+    fn a_unicast_port_in_use_is_refused_not_shared() {
+        // With SO_REUSEADDR on both, the second bind would succeed and one of the two sockets
+        // would silently get the other's datagrams (and a bind to port 0 may pick such a port).
+        let cfg = SocketConfig::unicast("127.0.0.1:0".parse().unwrap());
+        let first = open_udp_socket(&cfg).unwrap();
+        let again = SocketConfig::unicast(first.local_addr);
+        match open_udp_socket(&again) {
+            Err(TransportError::Io { op, source }) => {
+                assert_eq!(op, "bind");
+                assert_eq!(source.kind(), io::ErrorKind::AddrInUse);
+            }
+            Err(other) => panic!("refused for the wrong reason: {other}"),
+            Ok(second) => panic!("port {} bound twice", second.local_addr),
+        }
     }
 
     #[test]
