@@ -78,6 +78,11 @@ pub(crate) struct Stream {
     /// The seq whose payload a delivery may still borrow after it was freed (its buffer is
     /// never a spare).
     pub lent: u64,
+    /// The payload of [`Stream::lent`] when a store took its slot before the delivery was
+    /// handed out (a gbcast decision written into a full own log during `poll_deliver`), and
+    /// that seq (0: none).
+    lent_aside: Vec<u8>,
+    lent_aside_seq: u64,
     mask: u64,
     /// Lowest seq still held (everything below is freed).
     pub base: u64,
@@ -119,6 +124,8 @@ impl Stream {
             spare: std::collections::VecDeque::with_capacity(spare_max),
             spare_max,
             lent: 0,
+            lent_aside: Vec::new(),
+            lent_aside_seq: 0,
             mask: capacity_messages as u64 - 1,
             base: 1,
             delivered: 0,
@@ -161,6 +168,9 @@ impl Stream {
     #[inline]
     pub fn delivered_payload(&self, seq: u64) -> &[u8] {
         debug_assert!(seq < self.base && seq + self.mask >= self.base);
+        if seq == self.lent_aside_seq {
+            return &self.lent_aside;
+        }
         &self.slots[(seq & self.mask) as usize].payload
     }
 
@@ -180,6 +190,12 @@ impl Stream {
     ) -> &mut Slot {
         let payload = payload.into();
         self.bytes += payload.len();
+        let at = (seq & self.mask) as usize;
+        if self.lent != 0 && self.lent < seq && (self.lent & self.mask) as usize == at {
+            // The slot of the record a delivery may still borrow: its payload moves aside.
+            std::mem::swap(&mut self.lent_aside, &mut self.slots[at].payload);
+            self.lent_aside_seq = self.lent;
+        }
         self.take_spare_buffer(seq);
         let slot = self.slot_mut(seq);
         debug_assert!(!slot.present);
@@ -300,6 +316,28 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_into_the_lent_records_slot_keeps_its_payload_aside() {
+        for hot in [false, true] {
+            let mut st = Stream::new(8, hot);
+            for seq in 1..=8 {
+                st.store(seq, 0, &[seq as u8; 40][..]);
+            }
+            assert_eq!(st.free_through(1), 1);
+            st.lent = 1; // a delivery still borrows record 1
+            st.store(9, 0, &[9u8; 30][..]); // the same slot: the log is full again
+            assert_eq!(st.delivered_payload(1), &[1u8; 40][..], "hot {hot}");
+            assert_eq!(st.slot(9).payload, [9u8; 30]);
+            // The next delivery lends record 2; record 1's bytes are no longer needed.
+            assert_eq!(st.free_through(2), 1);
+            st.lent = 2;
+            st.store(10, 0, &[10u8; 20][..]);
+            assert_eq!(st.delivered_payload(2), &[2u8; 40][..], "hot {hot}");
+            assert_eq!(st.slot(10).payload, [10u8; 20]);
+            assert_eq!(st.slot(9).payload, [9u8; 30]);
+        }
+    }
 
     #[test]
     fn a_store_takes_the_buffer_freed_last_but_never_a_lent_one() {
