@@ -365,3 +365,48 @@ fn a_joiner_cut_off_while_its_state_transfer_retries_is_not_suspected() {
         assert!(!blocked(&o, "m3"), "seed {seed}");
     }
 }
+
+#[test]
+fn a_joiner_whose_provider_fails_before_any_state_arrives_still_gets_in() {
+    // m3 asks to join; m0 (leader and state provider) admits it and sends the state, which
+    // the partition drops; m0 crashes before its retry (a quarter of the change timeout,
+    // 12.5 ms, after its install). No member sends m3 its view again, so m3 keeps asking to
+    // join a view that already lists it. Of that view's four members three are alive, but
+    // without m3 taking part the next change cannot finish, and once m3's grace runs out
+    // m1 and m2 are two of four: they used to block (seed 3703 of the bundle sweep). Now a
+    // member that gets a join request from a joiner of its view tells it the view: m3 takes
+    // part in the change that excludes m0, without state, and gets it in the next view.
+    for seed in 0..6 {
+        let mut c = scenario(
+            seed,
+            3,
+            vec![
+                (4 * MS, Fault::Join(3)),
+                // Its request has reached the leader (20–40 µs), the state has not reached it.
+                (4 * MS + 100_000, Fault::Partition(vec![3])),
+                (10 * MS, Fault::Crash(0)),
+                (10 * MS, Fault::Heal),
+            ],
+        );
+        c.net.loss = 0.0;
+        let o = run(c);
+        assert_clean(&o);
+        let four = ["m0", "m1", "m2", "m3"].map(String::from).to_vec();
+        let three = four[1..].to_vec();
+        for id in ["m1", "m2"] {
+            assert_eq!(
+                views_of(&o, id),
+                [
+                    (1, four[..3].to_vec()),
+                    (2, four.clone()),
+                    (3, three.clone())
+                ],
+                "seed {seed}: views at {id}"
+            );
+            assert!(!blocked(&o, id), "seed {seed}: {id} blocked");
+        }
+        // m3 never installed view 2 (no state): its first view is the next one.
+        assert_eq!(views_of(&o, "m3"), [(3, three.clone())], "seed {seed}");
+        assert!(!blocked(&o, "m3"), "seed {seed}");
+    }
+}

@@ -64,7 +64,12 @@
 //! (module `state`). The joiner acknowledges and holds back the new view's messages
 //! meanwhile, restores ([`GroupEvent::Restore`]) and only then installs the view (its first
 //! `view` trace event) and delivers. If the sender fails mid-transfer, the joiner reports
-//! "no state" in the next change and gets the next view's snapshot instead.
+//! "no state" in the next change and gets the next view's snapshot instead. A joiner that got
+//! nothing of its stream keeps asking to join; a member of the view that gets such a request
+//! (past the provider's first retry, the joiner unheard in the view) sends it a *view notice*,
+//! the stream's header alone, so that it takes part in the view without state in any case
+//! (else a provider failing before its first chunk got through left the view counting a
+//! member that could not take part, and one more failure blocked a live majority).
 //!
 //! # What it trusts
 //! Membership messages are decoded with every length checked; a message about another view,
@@ -692,18 +697,8 @@ impl Endpoint {
         if self.snapshot_for == 0 {
             return;
         }
-        let Some(member) = &self.member else { return };
-        let header = StateHeader {
-            view: self.view,
-            members: self.members.clone(),
-            app_seq_base: member
-                .config()
-                .app_seq_base
-                .clone()
-                .into_iter()
-                .chain(std::iter::repeat(0))
-                .take(self.members.len())
-                .collect(),
+        let Some(header) = self.state_header() else {
+            return;
         };
         let data = Arc::new(state::encode_stream(&header, snapshot));
         tracing::debug!(me = %self.me, view = self.view, t = self.now.0, to = self.snapshot_for, bytes = data.len(), "sending state");
@@ -721,6 +716,24 @@ impl Endpoint {
             }
         }
         self.snapshot_for = 0;
+    }
+
+    /// The header of a state stream (or view notice) for the current view: its id, members
+    /// and sequence bases (true ones only at a member that installed the view).
+    fn state_header(&self) -> Option<StateHeader> {
+        let member = self.member.as_ref()?;
+        Some(StateHeader {
+            view: self.view,
+            members: self.members.clone(),
+            app_seq_base: member
+                .config()
+                .app_seq_base
+                .clone()
+                .into_iter()
+                .chain(std::iter::repeat(0))
+                .take(self.members.len())
+                .collect(),
+        })
     }
 
     // ----------------------------------------------------------------------------------------
@@ -1825,7 +1838,11 @@ impl Endpoint {
         {
             return;
         }
-        if self.members.contains(&id) || self.join_requests.contains(&id) {
+        if let Some(r) = self.members.iter().position(|m| *m == id) {
+            self.send_view_notice(r);
+            return;
+        }
+        if self.join_requests.contains(&id) {
             return;
         }
         let leader = self.leader();
@@ -1848,14 +1865,55 @@ impl Endpoint {
         }
     }
 
+    /// A joiner of this view (rank `r`) asks to join again: it has not got the view from its
+    /// state stream (lost, and the provider may have failed before its retry). Unless it was
+    /// heard from in this view or its provider's first retry is not due yet, tell it the
+    /// view (a view notice, the state stream's header alone): it takes part in the view
+    /// without state, and in the next change it reports none and gets the next view's.
+    /// Without this it stayed outside a view that counted it, and a failure that left a
+    /// majority of that view alive could block every member.
+    fn send_view_notice(&mut self, r: usize) {
+        let grace = self.joiner_grace_until.get(r).copied().unwrap_or(0);
+        if grace == 0 || r == self.rank as usize || self.suspected[r] {
+            return; // not a joiner of this view (or not one to wait for)
+        }
+        let installed_at = grace.saturating_sub(self.cfg.change_timeout_ns);
+        let first_retry = installed_at + self.cfg.change_timeout_ns / 4;
+        let to = self.members[r].clone();
+        let Some(m) = &self.member else { return };
+        if !self.installed
+            || self.now.as_nanos() < first_retry
+            || m.last_heard(r as u16).as_nanos() > installed_at
+            || self.snapshot_for & bit(r) != 0
+            || self.state_out.iter().any(|o| o.to == to)
+        {
+            return;
+        }
+        let Some(header) = self.state_header() else {
+            return;
+        };
+        tracing::debug!(me = %self.me, view = self.view, t = self.now.0, to, "sending the view to a joiner that asks again");
+        self.state_out.push(StateOut {
+            to,
+            data: Arc::new(state::encode_view_notice(&header)),
+            acked: 0,
+            next: 0,
+            retry_at: self.now.plus_nanos(self.cfg.change_timeout_ns / 4),
+            duplicate_acks: 0,
+            resend: None,
+        });
+    }
+
     fn on_state(&mut self, from: &str, view: u64, offset: u64, total: u64, chunk: &[u8]) {
         let wanted = match self.phase {
             Phase::Joining => true,
             Phase::InView => !self.installed && view == self.view,
             _ => false,
         };
-        if self.phase == Phase::InView && self.installed && view == self.view {
-            // Already restored: the sender missed our last acknowledgement.
+        let notice = offset == 0 && state::is_view_notice(chunk);
+        if self.phase == Phase::InView && view == self.view && (self.installed || notice) {
+            // Already restored (the sender missed our last acknowledgement), or a view
+            // notice for the view we are in: nothing to take.
             self.send_to(from, Msg::StateAck { through: total });
             return;
         }
@@ -1916,6 +1974,13 @@ impl Endpoint {
             self.outbox.push_back((from.to_owned(), ack_env));
         }
         let si = self.state_in.as_ref().expect("state in");
+        if si.view_only {
+            if si.complete() || self.phase == Phase::InView {
+                // The view is all a notice brings; the state comes from a provider.
+                self.state_in = None;
+            }
+            return;
+        }
         if si.complete() && self.phase == Phase::InView && self.restore_ready.is_none() {
             let si = self.state_in.take().expect("state in");
             // The header carries the view's true sequence bases (ours were computed without

@@ -5,6 +5,11 @@
 //! The stream is `[header length u32][header][application snapshot]`; the header names the
 //! view the receiver joins (id, member ids, per-member sequence bases), so that the receiver
 //! can take part in the view (acknowledge, hold back) while the snapshot is still arriving.
+//!
+//! A *view notice* is a stream of the header alone, flagged by the top bit of the header
+//! length ([`VIEW_ONLY`]): any member of a view sends one to a joiner of that view that asks
+//! to join again (its state stream was lost and its provider may have failed), so that the
+//! joiner takes part in the view without state and gets the state in the next view.
 
 use super::control::MEMBER_ID_BYTES_MAX;
 use crate::protocol::{Time, MEMBERS_MAX};
@@ -18,8 +23,27 @@ pub struct StateHeader {
     pub app_seq_base: Vec<u64>,
 }
 
+/// Bit of the header length that marks a view notice (a stream of the header alone).
+pub const VIEW_ONLY: u32 = 1 << 31;
+
 /// Builds the stream bytes for `header` and `snapshot`.
 pub fn encode_stream(header: &StateHeader, snapshot: &[u8]) -> Vec<u8> {
+    encode(header, snapshot, 0)
+}
+
+/// Builds a view notice: the stream of `header` alone, flagged [`VIEW_ONLY`].
+pub fn encode_view_notice(header: &StateHeader) -> Vec<u8> {
+    encode(header, &[], VIEW_ONLY)
+}
+
+/// Whether a stream that starts with `first` (its chunk at offset 0) is a view notice.
+pub fn is_view_notice(first: &[u8]) -> bool {
+    first
+        .get(..4)
+        .is_some_and(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & VIEW_ONLY != 0)
+}
+
+fn encode(header: &StateHeader, snapshot: &[u8], flags: u32) -> Vec<u8> {
     let mut h = Vec::with_capacity(16 + header.members.len() * 72);
     h.extend_from_slice(&header.view.to_le_bytes());
     h.push(header.members.len() as u8);
@@ -29,7 +53,7 @@ pub fn encode_stream(header: &StateHeader, snapshot: &[u8]) -> Vec<u8> {
         h.extend_from_slice(&b.to_le_bytes());
     }
     let mut out = Vec::with_capacity(4 + h.len() + snapshot.len());
-    out.extend_from_slice(&(h.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(h.len() as u32 | flags).to_le_bytes());
     out.extend_from_slice(&h);
     out.extend_from_slice(snapshot);
     out
@@ -41,7 +65,7 @@ pub fn decode_header(stream: &[u8]) -> Result<Option<(StateHeader, usize)>, &'st
     let Some(len) = stream.get(..4) else {
         return Ok(None);
     };
-    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let len = (u32::from_le_bytes([len[0], len[1], len[2], len[3]]) & !VIEW_ONLY) as usize;
     if len > 9 + MEMBERS_MAX * (1 + MEMBER_ID_BYTES_MAX + 8) {
         return Err("state header too long");
     }
@@ -170,6 +194,8 @@ pub(crate) struct StateIn {
     /// Bytes held contiguously from the start.
     pub contiguous: u64,
     pub header: Option<(StateHeader, usize)>,
+    /// A view notice (the header alone, no snapshot).
+    pub view_only: bool,
 }
 
 impl StateIn {
@@ -186,6 +212,7 @@ impl StateIn {
             have: vec![false; chunks],
             contiguous: 0,
             header: None,
+            view_only: is_view_notice(first),
         }
     }
 
@@ -234,6 +261,21 @@ mod tests {
         let (back, at) = decode_header(&s).unwrap().unwrap();
         assert_eq!(back, h);
         assert_eq!(&s[at..], b"snapshot");
+    }
+
+    #[test]
+    fn a_view_notice_is_the_header_alone_and_says_so() {
+        let h = StateHeader {
+            view: 4,
+            members: vec!["a".into(), "b".into()],
+            app_seq_base: vec![7, 0],
+        };
+        let s = encode_view_notice(&h);
+        assert!(is_view_notice(&s));
+        assert!(!is_view_notice(&encode_stream(&h, b"")));
+        assert!(!is_view_notice(&s[..3]));
+        let (back, at) = decode_header(&s).unwrap().unwrap();
+        assert_eq!((back, at), (h, s.len()));
     }
 
     #[test]
