@@ -34,7 +34,7 @@ use hdrhistogram::Histogram;
 use crate::axes::BenchOrder;
 use crate::ceiling::DriverName;
 use crate::group_ceiling::{private_multicast_group, Addressing};
-use crate::loopback::{node_builder, node_driver, start_group, Threading};
+use crate::loopback::{node_builder, node_driver, start_group, OwnMessages, Threading};
 use crate::output::ResultRecord;
 
 /// Most messages per point.
@@ -190,6 +190,7 @@ pub fn run_point(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
         Addressing::Fanout,
         2,
         p.idle.idle(),
+        OwnMessages::Deliver,
         |rank| run.handler(rank),
     )?;
     set_timer_slack_ns(TIMER_SLACK_NS);

@@ -79,6 +79,7 @@ pub fn start_group<H: Handler>(
     addressing: Addressing,
     members: usize,
     idle: Idle,
+    own: OwnMessages,
     mut handler: impl FnMut(usize) -> H,
 ) -> anyhow::Result<RunningGroup> {
     if !(2..=MEMBERS_MAX).contains(&members) {
@@ -87,7 +88,9 @@ pub fn start_group<H: Handler>(
     let multicast = private_multicast_group();
     let mut nodes = Vec::with_capacity(members);
     for _ in 0..members {
-        let b = node_builder(node_driver(driver)?, addressing, multicast).idle(idle);
+        let b = node_builder(node_driver(driver)?, addressing, multicast)
+            .idle(idle)
+            .discard_own_messages(own == OwnMessages::Discard);
         nodes.push(b.start().context("starting a node")?);
     }
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.local_addr()).collect();
@@ -120,6 +123,7 @@ pub struct LoopbackPoint {
     pub threading: Threading,
     /// Messages per send call: 1 sends with `Group::send`, more with `Group::send_batch`.
     pub batch: usize,
+    pub own: OwnMessages,
 }
 
 /// Sends `batch` copies of `payload` (one `Group::send` if `batch` is 1, else one
@@ -135,6 +139,26 @@ fn send_some(
         group.send(order, safe, payload).map(|_| 1)
     } else {
         group.send_batch(order, safe, copies).map(|(_, n)| n as u64)
+    }
+}
+
+/// Whether a sending member's handler gets its own messages. The loopback handlers count only
+/// the others' messages, so by default the nodes discard their own
+/// (`NodeBuilder::discard_own_messages`, Spread's `SELF_DISCARD`): the sender skips an upcall
+/// per message that nobody would look at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum OwnMessages {
+    #[default]
+    Discard,
+    Deliver,
+}
+
+impl OwnMessages {
+    pub fn label(self) -> &'static str {
+        match self {
+            OwnMessages::Discard => "discarded",
+            OwnMessages::Deliver => "delivered",
+        }
     }
 }
 
@@ -181,13 +205,17 @@ impl LoopbackResult {
         self.delivered_in_window as f64 / (n - 1) as f64 / self.window_seconds
     }
 
-    /// The transport label's suffix for batched sends (none for single sends).
+    /// The transport label's suffix for batched sends and for own messages delivered (none
+    /// for single sends that discard their own).
     fn batch_label(&self) -> String {
+        let mut label = String::new();
         if self.point.batch > 1 {
-            format!("/batch{}", self.point.batch)
-        } else {
-            String::new()
+            label = format!("/batch{}", self.point.batch);
         }
+        if self.point.own == OwnMessages::Deliver {
+            label.push_str("/own");
+        }
+        label
     }
 
     pub fn record(&self, ceiling_msgs_per_s: f64) -> ResultRecord {
@@ -206,6 +234,7 @@ impl LoopbackResult {
         );
         extra.insert("threading".into(), self.point.threading.label().into());
         extra.insert("batch".into(), self.point.batch.into());
+        extra.insert("own_messages".into(), self.point.own.label().into());
         ResultRecord {
             scenario: "loopback".into(),
             // Invoker-mode results are a path of their own (their own targets and plot).
@@ -259,6 +288,7 @@ pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         p.addressing,
         n,
         p.idle,
+        p.own,
         |rank| {
             let c = counters[rank].clone();
             move |d: &Delivery<'_>| {
@@ -417,11 +447,13 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         let addressing = p.addressing;
         let seconds = p.seconds;
         let batch = p.batch;
+        let discard_own = p.own == OwnMessages::Discard;
         threads.push(
             std::thread::Builder::new()
                 .name(format!("bench-member-{rank}"))
                 .spawn(move || -> anyhow::Result<MemberReport> {
                     let node = node_builder(driver, addressing, multicast)
+                        .discard_own_messages(discard_own)
                         .invoker()
                         .start()
                         .context("starting a node")?;

@@ -17,7 +17,7 @@ use cohort_bench::axes::{BenchOrder, Senders};
 use cohort_bench::ceiling::{self, DriverName};
 use cohort_bench::group_ceiling::Addressing;
 use cohort_bench::latency::IdleName;
-use cohort_bench::loopback::Threading;
+use cohort_bench::loopback::{OwnMessages, Threading};
 use cohort_bench::netns::NetnsPlan;
 use cohort_bench::suite::{self, InprocPlan, LatencyPlan, LoopbackPlan, Outputs, Plan};
 
@@ -162,6 +162,10 @@ struct LoopbackArgs {
     /// many with `Group::send_batch` (one stage lock per burst); 1..=4096.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Whether a sender's handler gets its own messages: `discard` (the default: the
+    /// handlers count only the others') or `deliver` (one upcall per own message more).
+    #[arg(long, value_enum, default_value = "discard")]
+    own_messages: OwnMessages,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -328,6 +332,7 @@ fn loopback_plan(a: &LoopbackArgs) -> anyhow::Result<Plan> {
             idle: a.idle,
             threading: a.threading.clone(),
             batch: a.batch,
+            own: a.own_messages,
         }),
         ..Plan::default()
     })

@@ -20,7 +20,7 @@ use crate::group_ceiling::{self, Addressing, GroupPoint};
 use crate::inproc::{self, InprocPoint};
 use crate::latency::{self, IdleName, LatencyPoint};
 use crate::loopback::{
-    self, LoopbackPoint, Threading, NODE_DATAGRAM_BYTES, NODE_SEND_BATCH_DATAGRAMS,
+    self, LoopbackPoint, OwnMessages, Threading, NODE_DATAGRAM_BYTES, NODE_SEND_BATCH_DATAGRAMS,
 };
 use crate::netns::{self, NetnsPlan};
 use crate::output::{thousands, JsonLines, Progress, ResultRecord, Table};
@@ -57,6 +57,7 @@ pub struct LoopbackPlan {
     pub threading: Vec<Threading>,
     /// Messages per send call (1: `Group::send`; more: `Group::send_batch`).
     pub batch: usize,
+    pub own: OwnMessages,
 }
 
 /// The latency part of a plan.
@@ -105,6 +106,7 @@ pub fn quick() -> Plan {
             idle: IdleName::Backoff,
             threading: vec![Threading::Poller, Threading::Invoker],
             batch: 1,
+            own: OwnMessages::Discard,
         }),
         latency: Some(LatencyPlan {
             drivers: vec![DriverName::Uring],
@@ -160,6 +162,7 @@ pub fn full() -> Plan {
             idle: IdleName::Backoff,
             threading: vec![Threading::Poller, Threading::Invoker],
             batch: 1,
+            own: OwnMessages::Discard,
         }),
         latency: Some(LatencyPlan {
             drivers: vec![DriverName::Uring],
@@ -396,6 +399,7 @@ pub fn run_plan(plan: &Plan, outputs: &Outputs) -> anyhow::Result<SuiteOutcome> 
                     idle: p.idle.idle(),
                     threading,
                     batch: p.batch,
+                    own: p.own,
                 };
                 match loopback::run_point(point) {
                     Ok(r) => {

@@ -10,7 +10,7 @@ use cohort_bench::axes::{BenchOrder, Senders};
 use cohort_bench::ceiling::DriverName;
 use cohort_bench::group_ceiling::{run_group_point, Addressing, GroupPoint};
 use cohort_bench::inproc::{run_point as run_inproc, InprocPoint};
-use cohort_bench::loopback::{run_point as run_loopback, LoopbackPoint, Threading};
+use cohort_bench::loopback::{run_point as run_loopback, LoopbackPoint, OwnMessages, Threading};
 use cohort_bench::output::{read_json_lines, ResultRecord};
 use cohort_bench::{plots, suite};
 
@@ -191,6 +191,7 @@ fn a_short_loopback_run_delivers_everything_it_sent() {
         idle: cohort::Idle::Backoff,
         threading: Threading::Poller,
         batch: 1,
+        own: OwnMessages::Discard,
     })
     .unwrap();
     assert!(r.msgs_sent > 0);
@@ -213,17 +214,22 @@ fn a_short_invoker_mode_loopback_run_delivers_everything_it_sent() {
         idle: cohort::Idle::Backoff,
         threading: Threading::Invoker,
         batch: 16,
+        own: OwnMessages::Deliver,
     })
     .unwrap();
     assert!(r.msgs_sent > 0);
     assert!(r.complete, "not every message was delivered");
     let rec = r.record(1.0);
     assert!(
-        rec.transport.ends_with("/fanout/invoker/batch16"),
+        rec.transport.ends_with("/fanout/invoker/batch16/own"),
         "{}",
         rec.transport
     );
     assert_eq!(rec.extra.get("batch"), Some(&serde_json::Value::from(16)));
+    assert_eq!(
+        rec.extra.get("own_messages"),
+        Some(&serde_json::Value::from("delivered"))
+    );
 }
 
 #[test]
@@ -239,6 +245,7 @@ fn a_payload_larger_than_the_node_datagram_is_refused_with_the_reason() {
         idle: cohort::Idle::Backoff,
         threading: Threading::Poller,
         batch: 1,
+        own: OwnMessages::Discard,
     };
     let e = run_loopback(too_large).expect_err("8192 B does not fit a 1472 B datagram");
     assert!(format!("{e:#}").contains("datagram size"), "{e:#}");

@@ -36,6 +36,8 @@
 //!   the node's turn. Single-threaded, so it is the steadiest figure of the sender's user
 //!   space (no kernel: the memory transport). `node_send/invoker_batch16` sends the same
 //!   bursts with `Group::send_batch`, 16 messages per call (one stage lock per call).
+//!   `node_send/invoker_discard_own` is `invoker` on a node that discards its own messages
+//!   ([`cohort::NodeBuilder::discard_own_messages`]): no upcall per message.
 //!
 //! `cargo bench -p cohort --bench protocol` (criterion reports time per message as
 //! "thrpt: elements/s"; ns/msg = 1e9 / that).
@@ -323,10 +325,11 @@ fn replay_only(spec: &str) {
 
 /// A node alone in its group on the memory transport (its poller's turns run on the caller's
 /// thread if `invoker`), delivering to a handler that only touches the payload.
-fn lone_node(invoker: bool) -> (Node, Group) {
+fn lone_node(invoker: bool, discard_own: bool) -> (Node, Group) {
     let mut builder = Node::builder()
         .bind("127.0.0.1:7000".parse().expect("address"))
-        .driver(Driver::Memory(MemoryNetwork::new(1)));
+        .driver(Driver::Memory(MemoryNetwork::new(1)))
+        .discard_own_messages(discard_own);
     if invoker {
         builder = builder.invoker();
     }
@@ -341,7 +344,7 @@ fn lone_node(invoker: bool) -> (Node, Group) {
 }
 
 fn node_send(c: &mut Criterion) {
-    let (_node, group) = lone_node(false);
+    let (_node, group) = lone_node(false, false);
     let mut g = c.benchmark_group("node_send");
     g.throughput(Throughput::Elements(BURST));
     g.bench_function("send", |b| {
@@ -376,25 +379,27 @@ fn node_send(c: &mut Criterion) {
 /// on the memory transport; the thread sends a burst with `send` (the stage) and then runs
 /// the node's turn (take, bundle, log, pack, self-delivery), as a busy invoker-mode sender
 /// does.
+/// Sends [`BURST`] messages with `send` on an invoker-mode node's own thread, running its turn
+/// when the stage is full and once at the end.
+fn send_burst_invoker(node: &Node, group: &Group) {
+    let mut sent = 0;
+    while sent < BURST {
+        match group.send(Order::Fifo, false, &PAYLOAD) {
+            Ok(_) => sent += 1,
+            Err(SendError::WouldBlock) => {
+                node.poll();
+            }
+            Err(e) => panic!("send: {e}"),
+        }
+    }
+    node.poll();
+}
+
 fn node_send_invoker(c: &mut Criterion) {
-    let (node, group) = lone_node(true);
+    let (node, group) = lone_node(true, false);
     let mut g = c.benchmark_group("node_send");
     g.throughput(Throughput::Elements(BURST));
-    g.bench_function("invoker", |b| {
-        b.iter(|| {
-            let mut sent = 0;
-            while sent < BURST {
-                match group.send(Order::Fifo, false, &PAYLOAD) {
-                    Ok(_) => sent += 1,
-                    Err(SendError::WouldBlock) => {
-                        node.poll();
-                    }
-                    Err(e) => panic!("send: {e}"),
-                }
-            }
-            node.poll();
-        })
-    });
+    g.bench_function("invoker", |b| b.iter(|| send_burst_invoker(&node, &group)));
     g.bench_function("invoker_batch16", |b| {
         let copies = [&PAYLOAD[..]; 16];
         b.iter(|| {
@@ -411,6 +416,12 @@ fn node_send_invoker(c: &mut Criterion) {
             }
             node.poll();
         })
+    });
+    group.flush().expect("flush");
+    drop((group, node));
+    let (node, group) = lone_node(true, true);
+    g.bench_function("invoker_discard_own", |b| {
+        b.iter(|| send_burst_invoker(&node, &group))
     });
     g.finish();
     group.flush().expect("flush");

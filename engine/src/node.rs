@@ -376,6 +376,7 @@ pub struct NodeBuilder {
     suspect_timeout: Option<Duration>,
     join_timeout: Duration,
     group_members_max: usize,
+    discard_own: bool,
 }
 
 impl Default for NodeBuilder {
@@ -398,6 +399,7 @@ impl Default for NodeBuilder {
             suspect_timeout: None,
             join_timeout: Duration::from_millis(JOIN_TIMEOUT_MS_DEFAULT),
             group_members_max: GROUP_MEMBERS_DEFAULT,
+            discard_own: false,
         }
     }
 }
@@ -445,6 +447,19 @@ impl NodeBuilder {
     /// any). `cpus` does not apply (the application places its thread).
     pub fn invoker(mut self) -> Self {
         self.invoker = true;
+        self
+    }
+
+    /// This node's members do not deliver their own plain messages to their handlers
+    /// (Spread's `SELF_DISCARD`, JGroups' `discard_own_messages`): a sender that only
+    /// publishes skips the upcall for each message it sent. The messages are ordered,
+    /// numbered, made stable and delivered at every other member exactly as before (and a
+    /// trace still records them delivered here: the protocol delivered them, the handler was
+    /// not asked); [`GroupStats::own_discarded`] counts them. Requests are not plain
+    /// messages: this member's own requests still reach [`Handler::on_request`]. Off by
+    /// default.
+    pub fn discard_own_messages(mut self, discard: bool) -> Self {
+        self.discard_own = discard;
         self
     }
 
@@ -676,6 +691,7 @@ impl NodeBuilder {
             suspect_ns,
             join_timeout: self.join_timeout,
             group_members_max: self.group_members_max,
+            discard_own: self.discard_own,
             trace_enabled: self.trace_dir.is_some(),
             trace_path,
             counters_path,
@@ -726,6 +742,7 @@ pub struct Node {
     suspect_ns: u64,
     join_timeout: Duration,
     group_members_max: usize,
+    discard_own: bool,
     trace_enabled: bool,
     trace_path: Option<PathBuf>,
     counters_path: Option<PathBuf>,
@@ -906,7 +923,7 @@ impl Node {
         let stage = Arc::new(Stage::new());
         let (installed_tx, installed_rx) = bounded(1);
         let counters = Arc::new(GroupCounters::default());
-        let slot = GroupSlot::new(
+        let mut slot = GroupSlot::new(
             id,
             name.to_owned(),
             endpoint,
@@ -915,6 +932,7 @@ impl Node {
             counters.clone(),
             Some(installed_tx),
         );
+        slot.discard_own = self.discard_own;
         let (done_tx, done_rx) = bounded(1);
         self.control
             .send(Control::Join {
@@ -1084,6 +1102,9 @@ pub struct GroupStats {
     /// one order go out as one record (a bundle), delivered together everywhere; `sent /
     /// bundles_sent` is roughly how many per record under load.
     pub bundles_sent: u64,
+    /// This member's own plain messages not handed to its handler
+    /// ([`NodeBuilder::discard_own_messages`]).
+    pub own_discarded: u64,
 }
 
 /// How long one sleep of a blocking send or flush lasts before it checks again (the poller
@@ -1133,6 +1154,7 @@ impl Group {
             blocks: c.blocks.load(Ordering::Relaxed),
             sends_dropped: c.sends_dropped.load(Ordering::Relaxed),
             bundles_sent: c.bundles_sent.load(Ordering::Relaxed),
+            own_discarded: c.own_discarded.load(Ordering::Relaxed),
         }
     }
 

@@ -432,6 +432,11 @@ pub struct Delivery<'a> {
 }
 
 impl<'a> Delivery<'a> {
+    /// Whether the record is a bundle (of plain messages only).
+    pub fn is_bundle(&self) -> bool {
+        self.bundled
+    }
+
     /// The record's messages in order, each with its sequence number.
     pub fn messages(&self) -> impl Iterator<Item = (Seq, &'a [u8])> + 'a {
         let first = self.seq.0;

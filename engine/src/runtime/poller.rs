@@ -125,6 +125,8 @@ pub(crate) struct GroupCounters {
     /// Records that carried several of this member's messages (sends taken from the stage
     /// together, see `GroupSlot::take_requests`).
     pub bundles_sent: AtomicU64,
+    /// This member's own plain messages not handed to its handler (`discard_own`).
+    pub own_discarded: AtomicU64,
     /// Replies this member could not send (leaving, too large, or the reply queue full).
     pub replies_dropped: AtomicU64,
     /// This member's requests waiting for replies (bounded by [`REQUESTS_OUTSTANDING_MAX`]).
@@ -205,6 +207,9 @@ pub(crate) struct GroupSlot {
     leaving: Option<(Time, Sender<LeaveOutcome>)>,
     /// The group is done here (left, or its handler panicked): removed at the end of the turn.
     gone: bool,
+    /// This member's own plain messages skip the handler
+    /// ([`crate::node::NodeBuilder::discard_own_messages`]).
+    pub discard_own: bool,
     /// In fan-out mode: this group's peers are exactly the transport's peer list (so one
     /// `Dest::Group` datagram reaches them); otherwise one copy per peer is queued.
     fanout_exact: bool,
@@ -270,6 +275,7 @@ impl GroupSlot {
             peers_changed: false,
             leaving: None,
             gone: false,
+            discard_own: false,
             fanout_exact: true,
             stats: None,
             published: MemberStats::default(),
@@ -741,13 +747,19 @@ impl GroupSlot {
                 progress = true;
                 self.on_event(ev);
             }
-            let mut count = 0u64;
+            let (mut count, mut discarded) = (0u64, 0u64);
             let mut polled = false;
             while !self.gone {
                 let Some(d) = self.endpoint.poll_deliver() else {
                     break;
                 };
                 polled = true;
+                let own_discarded = self.discard_own && d.sender == self.my_rank;
+                if own_discarded && d.is_bundle() {
+                    // A bundle holds plain messages only: skipped whole.
+                    discarded += u64::from(d.count);
+                    continue;
+                }
                 let sender_addr = self
                     .addrs
                     .get(d.sender as usize)
@@ -758,6 +770,10 @@ impl GroupSlot {
                         break; // the handler panicked
                     }
                     let (body, request) = match framing::parse(payload) {
+                        framing::Framed::Plain(_) if own_discarded => {
+                            discarded += 1;
+                            continue;
+                        }
                         framing::Framed::Plain(body) => (body, None),
                         framing::Framed::Request { id, want, body } => (body, Some((id, want))),
                         framing::Framed::Reply { id, null, to, body } => {
@@ -825,6 +841,11 @@ impl GroupSlot {
             if polled {
                 progress = true;
                 self.counters.delivered.fetch_add(count, Ordering::Relaxed);
+                if discarded > 0 {
+                    self.counters
+                        .own_discarded
+                        .fetch_add(discarded, Ordering::Relaxed);
+                }
                 self.complete_requests();
             }
             work |= progress;
