@@ -1430,13 +1430,10 @@ impl Group {
     /// its number and where it starts.
     #[inline]
     fn append_plain(s: &mut Staged, order: Order, safe: bool, bytes: &[u8]) -> (Seq, usize) {
-        let entry = s.begin_entry(order, safe, framing::PLAIN_HEADER_BYTES + bytes.len());
-        framing::push_plain(&mut s.bytes);
-        s.bytes.extend_from_slice(bytes);
-        s.commit_entry(entry);
+        let start = s.push_entry(order, safe, framing::KIND_PLAIN, bytes);
         let seq = Seq(s.next_seq);
         s.next_seq += 1;
-        (seq, entry.start)
+        (seq, start)
     }
 
     /// Multicasts `messages`, in order, with `order` (and safe delivery if `safe`) under

@@ -20,7 +20,7 @@ pub const REQUEST_HEADER_BYTES: usize = 1 + 8 + 1 + 2;
 /// Bytes of a reply's framing before the requester's id.
 pub const REPLY_HEADER_BYTES: usize = 1 + 8 + 1 + 1;
 
-const KIND_PLAIN: u8 = 0;
+pub(crate) const KIND_PLAIN: u8 = 0;
 const KIND_REQUEST: u8 = 1;
 const KIND_REPLY: u8 = 2;
 
