@@ -1404,7 +1404,7 @@ impl Group {
 
     /// A plain send copied in: what a [`Claim`] does, without one (nothing is written in
     /// place, and moving a claim about costs more than the append on this hot path).
-    #[inline]
+    #[inline(always)]
     fn send_plain(
         &self,
         order: Order,
@@ -1428,7 +1428,7 @@ impl Group {
 
     /// Appends a plain message to the stage (locked, numbered, with room) as a bundle entry:
     /// its number and where it starts.
-    #[inline]
+    #[inline(always)]
     fn append_plain(s: &mut Staged, order: Order, safe: bool, bytes: &[u8]) -> (Seq, usize) {
         let start = s.push_entry(order, safe, framing::KIND_PLAIN, bytes);
         let seq = Seq(s.next_seq);

@@ -76,6 +76,12 @@ fn order_code(order: Order) -> u8 {
     }
 }
 
+/// A bundle's order and safety in one byte (compared once per send).
+#[inline]
+fn bundle_key(order: Order, safe: bool) -> u8 {
+    (order_code(order) << 1) | safe as u8
+}
+
 fn order_of(code: u8) -> Order {
     match code {
         0 => Order::Fifo,
@@ -111,8 +117,8 @@ pub(crate) struct Staged {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct OpenBundle {
     at: usize,
-    order: Order,
-    safe: bool,
+    /// Its order and safety ([`bundle_key`]).
+    key: u8,
     incarnation: u64,
     len: usize,
     count: u16,
@@ -155,8 +161,7 @@ impl Staged {
         let entry_bytes = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + len;
         let start = self.bytes.len();
         let extends = self.open_bundle.is_some_and(|b| {
-            b.order == order
-                && b.safe == safe
+            b.key == bundle_key(order, safe)
                 && b.incarnation == self.incarnation
                 && b.count < u16::MAX
                 && b.len + entry_bytes <= self.bundle_bytes_max
@@ -189,8 +194,7 @@ impl Staged {
         let (max, incarnation) = (self.bundle_bytes_max, self.incarnation);
         match &mut self.open_bundle {
             Some(b)
-                if b.order == order
-                    && b.safe == safe
+                if b.key == bundle_key(order, safe)
                     && b.incarnation == incarnation
                     && b.count < u16::MAX
                     && b.len + entry_bytes <= max =>
@@ -216,8 +220,7 @@ impl Staged {
         self.bytes.extend_from_slice(&1u16.to_le_bytes());
         self.open_bundle = Some(OpenBundle {
             at: start,
-            order,
-            safe,
+            key: bundle_key(order, safe),
             incarnation: self.incarnation,
             len,
             count: 1,
@@ -237,8 +240,7 @@ impl Staged {
                 // Its header is already right for one message.
                 self.open_bundle = Some(OpenBundle {
                     at: entry.start,
-                    order: entry.order,
-                    safe: entry.safe,
+                    key: bundle_key(entry.order, entry.safe),
                     incarnation: self.incarnation,
                     len: crate::wire::BUNDLE_HEADER_BYTES + entry_bytes,
                     count: 1,
