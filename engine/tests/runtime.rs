@@ -473,6 +473,34 @@ fn a_panicking_handler_takes_down_its_group_only() {
 }
 
 #[test]
+fn a_handler_panicking_inside_a_bundle_gets_no_further_upcall() {
+    let net = MemoryNetwork::new(12);
+    let a = node(&net, "127.0.0.1:7963");
+    let me = [a.local_addr()];
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = calls.clone();
+    let bad = a
+        .join("bad", &me, move |_: &Delivery<'_>| {
+            if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 3 {
+                panic!("handler bug at the third message");
+            }
+        })
+        .unwrap();
+    // Ten messages staged under one lock: one bundle record.
+    let messages = [&b"m"[..]; 10];
+    assert_eq!(bad.send_batch(Order::Fifo, false, &messages).unwrap().1, 10);
+    wait_until("the bad group is closed", || {
+        bad.send(Order::Fifo, false, b"again") == Err(SendError::Closed)
+    });
+    assert_eq!(bad.stats().bundles_sent, 1, "the ten went as one bundle");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "no upcall after the panic"
+    );
+}
+
+#[test]
 fn node_config_files_are_parsed_and_typos_are_errors_naming_the_file() {
     use cohort::node::{ConfigError, DriverName, IdleName, NodeConfig};
     let path = std::path::Path::new("node.toml");
