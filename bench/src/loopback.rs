@@ -194,6 +194,26 @@ pub struct LoopbackResult {
     /// Every message reached every member before the drain bound.
     pub complete: bool,
     pub window_stalls: u64,
+    /// The nodes' datagram counters over the whole run (all members, warm-up and drain
+    /// included): how full the datagrams and the send calls were.
+    pub nodes: NodeTotals,
+}
+
+/// Datagram counters summed over a run's nodes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeTotals {
+    pub send_calls: u64,
+    pub datagrams_sent: u64,
+    pub datagrams_received: u64,
+}
+
+impl NodeTotals {
+    fn add(mut self, s: cohort::node::NodeStats) -> Self {
+        self.send_calls += s.send_calls;
+        self.datagrams_sent += s.datagrams_sent;
+        self.datagrams_received += s.datagrams_received;
+        self
+    }
 }
 
 impl LoopbackResult {
@@ -227,6 +247,12 @@ impl LoopbackResult {
         extra.insert("complete".into(), self.complete.into());
         extra.insert("msgs_sent".into(), self.msgs_sent.into());
         extra.insert("window_stalls".into(), self.window_stalls.into());
+        extra.insert("send_calls".into(), self.nodes.send_calls.into());
+        extra.insert("datagrams_sent".into(), self.nodes.datagrams_sent.into());
+        extra.insert(
+            "datagrams_received".into(),
+            self.nodes.datagrams_received.into(),
+        );
         extra.insert("seconds".into(), self.window_seconds.into());
         extra.insert(
             "members_are".into(),
@@ -393,6 +419,10 @@ pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
     let complete = total(&counters) == expected;
     let window_stalls = group.groups.iter().map(|g| g.stats().window_stalls).sum();
     let driver_name = group.driver_name;
+    let nodes = group
+        .nodes
+        .iter()
+        .fold(NodeTotals::default(), |t, n| t.add(n.stats()));
     drop(group);
     Ok(LoopbackResult {
         point: p,
@@ -402,6 +432,7 @@ pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         window_seconds: (t1 - t0).as_secs_f64(),
         complete,
         window_stalls,
+        nodes,
     })
 }
 
@@ -413,6 +444,7 @@ struct MemberReport {
     sent: u64,
     window_stalls: u64,
     driver_name: &'static str,
+    stats: cohort::node::NodeStats,
 }
 
 /// One loopback point in invoker mode: one thread per member that starts its node (no
@@ -555,11 +587,13 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                             std::thread::yield_now();
                         }
                     }
+                    let stats = node.stats();
                     drop(node);
                     Ok(MemberReport {
                         sent,
                         window_stalls,
                         driver_name,
+                        stats,
                     })
                 })
                 .context("spawning a member thread")?,
@@ -622,5 +656,8 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         window_seconds: (t1 - t0).as_secs_f64(),
         complete: total() == msgs_sent * (n as u64 - 1),
         window_stalls: reports.iter().map(|r| r.window_stalls).sum(),
+        nodes: reports
+            .iter()
+            .fold(NodeTotals::default(), |t, r| t.add(r.stats)),
     })
 }
