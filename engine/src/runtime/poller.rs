@@ -770,8 +770,8 @@ impl GroupSlot {
                         .all(|m| m.first() == Some(&framing::KIND_PLAIN))
                 {
                     // Plain messages only (what every bundle a member makes holds): one
-                    // guarded loop of upcalls, no per-message framing dispatch.
-                    // One `Delivery`, its per-message fields updated in place.
+                    // guarded loop of upcalls, no per-message framing dispatch, and one
+                    // `Delivery` whose per-message fields are updated in place.
                     let mut delivery = Delivery {
                         group: &self.name,
                         view: d.view,
