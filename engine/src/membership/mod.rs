@@ -750,7 +750,7 @@ impl Endpoint {
         };
         if frame.header.group() != self.cfg.group {
             if let Some(m) = &mut self.member {
-                m.handle_datagram(now, bytes);
+                m.handle_frame(now, &frame); // counted there
             }
             return;
         }
@@ -764,7 +764,7 @@ impl Endpoint {
             return;
         }
         if let Some(m) = &mut self.member {
-            m.handle_datagram(now, bytes);
+            m.handle_frame(now, &frame);
         }
         self.advance();
     }

@@ -1164,15 +1164,21 @@ impl Member {
     /// Processes one datagram from the network (`from` is informational: the frame names its
     /// sender's rank). Malformed or foreign datagrams are counted and dropped.
     pub fn handle_datagram(&mut self, now: Time, bytes: &[u8]) {
+        match Frame::parse(bytes) {
+            Ok(frame) => self.handle_frame(now, &frame),
+            Err(_) => {
+                self.now = self.now.max(now);
+                self.stats.datagrams_received += 1;
+                self.stats.dropped_malformed += 1;
+            }
+        }
+    }
+
+    /// [`Member::handle_datagram`] of a frame the caller already parsed (and so validated:
+    /// the membership layer parses each datagram once to route it).
+    pub fn handle_frame(&mut self, now: Time, frame: &Frame<'_>) {
         self.now = self.now.max(now);
         self.stats.datagrams_received += 1;
-        let frame = match Frame::parse(bytes) {
-            Ok(f) => f,
-            Err(_) => {
-                self.stats.dropped_malformed += 1;
-                return;
-            }
-        };
         let h = frame.header;
         let from = h.sender() as usize;
         if h.group() != self.cfg.group || h.view() != self.cfg.view || from >= self.n {
@@ -1212,7 +1218,7 @@ impl Member {
         match frame.kind() {
             // A status frame (no records) has nothing more for us.
             FrameKind::Data if h.record_count() == 0 => {}
-            FrameKind::Data => self.on_data(from, &frame),
+            FrameKind::Data => self.on_data(from, frame),
             FrameKind::Nak => self.on_nak(from, frame.nak_ranges()),
             // The membership layer takes these before the member sees them.
             FrameKind::Membership => self.stats.dropped_foreign += 1,
