@@ -375,10 +375,6 @@ fn node_send(c: &mut Criterion) {
     group.flush().expect("flush");
 }
 
-/// The sender's whole user-space path on one thread: an invoker-mode node alone in its group
-/// on the memory transport; the thread sends a burst with `send` (the stage) and then runs
-/// the node's turn (take, bundle, log, pack, self-delivery), as a busy invoker-mode sender
-/// does.
 /// Sends [`BURST`] messages with `send` on an invoker-mode node's own thread, running its turn
 /// when the stage is full and once at the end.
 fn send_burst_invoker(node: &Node, group: &Group) {
@@ -395,6 +391,10 @@ fn send_burst_invoker(node: &Node, group: &Group) {
     node.poll();
 }
 
+/// The sender's whole user-space path on one thread: an invoker-mode node alone in its group
+/// on the memory transport; the thread sends a burst with `send` (the stage) and then runs
+/// the node's turn (take, bundle, log, pack, self-delivery unless discarded), as a busy
+/// invoker-mode sender does.
 fn node_send_invoker(c: &mut Criterion) {
     let (node, group) = lone_node(true, false);
     let mut g = c.benchmark_group("node_send");
