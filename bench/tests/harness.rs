@@ -230,6 +230,17 @@ fn a_short_invoker_mode_loopback_run_delivers_everything_it_sent() {
         rec.extra.get("own_messages"),
         Some(&serde_json::Value::from("delivered"))
     );
+    // The nodes' counters: every datagram sent on loopback arrived, and each send call
+    // carried at least one.
+    let count = |k: &str| {
+        rec.extra
+            .get(k)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap()
+    };
+    assert!(count("datagrams_sent") > 0);
+    assert_eq!(count("datagrams_received"), count("datagrams_sent"));
+    assert!(count("send_calls") <= count("datagrams_sent"));
 }
 
 #[test]
