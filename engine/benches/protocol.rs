@@ -16,6 +16,9 @@
 //!   log slot allocates its buffer (about one message in ten in this run).
 //! * `receive_deliver_64_members/<order>`: the same with 64 members (one sender, 62 silent
 //!   members whose status frames the receiver processes).
+//! * `receive_deliver_bundled/<order>`: `receive_deliver` with the sender's bursts sent as
+//!   bundles (`Member::send_bundle`, as many 64 B messages per record as one holds), as a
+//!   node sends under load: the receive path of real traffic.
 //!
 //! The recorded run is steady traffic: the sender sends bursts of [`BURST_MESSAGES`] every
 //! [`BURST_SPACING_NS`] (100 k msg/s) and every member is polled every [`STEP_NS`] of virtual
@@ -43,7 +46,7 @@
 //! "thrpt: elements/s"; ns/msg = 1e9 / that).
 
 use cohort::node::{Delivery, SendError};
-use cohort::protocol::{Dest, Member, MemberConfig, Time};
+use cohort::protocol::{Bundle, Dest, Member, MemberConfig, Time};
 use cohort::{Driver, Group, MemoryNetwork, Node, Order};
 use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use std::collections::VecDeque;
@@ -157,6 +160,7 @@ fn record_receiver_input(
     order: Order,
     safe: bool,
     burst_spacing_ns: u64,
+    bundled: bool,
 ) -> Vec<(Time, Vec<u8>)> {
     let mut members: Vec<Member> = (0..n)
         .map(|r| Member::new(config(n, r as u16), Time::ZERO))
@@ -173,8 +177,28 @@ fn record_receiver_input(
         if now >= next_burst {
             next_burst += burst_spacing_ns;
             let burst_end = (sent + BURST_MESSAGES).min(messages);
-            while sent < burst_end && members[1].send(Time(now), order, safe, &PAYLOAD).is_ok() {
-                sent += 1;
+            if bundled {
+                // As a runtime sends a burst: as many per record as one holds.
+                let max = members[1].config().payload_bytes_max();
+                while sent < burst_end {
+                    let mut bundle = Bundle::new();
+                    while sent + usize::from(bundle.count()) < burst_end
+                        && bundle.push(&PAYLOAD, max)
+                    {}
+                    let count = usize::from(bundle.count());
+                    if members[1]
+                        .send_bundle(Time(now), order, safe, &mut bundle)
+                        .is_err()
+                    {
+                        break;
+                    }
+                    sent += count;
+                }
+            } else {
+                while sent < burst_end && members[1].send(Time(now), order, safe, &PAYLOAD).is_ok()
+                {
+                    sent += 1;
+                }
             }
         }
         for (i, m) in members.iter_mut().enumerate() {
@@ -196,9 +220,9 @@ fn record_receiver_input(
             members[to].handle_datagram(Time(now), &bytes);
         }
         for (i, m) in members.iter_mut().enumerate() {
-            while m.poll_deliver().is_some() {
+            while let Some(d) = m.poll_deliver() {
                 if i == 2 {
-                    delivered_at_receiver += 1;
+                    delivered_at_receiver += usize::from(d.count);
                 }
             }
         }
@@ -207,17 +231,25 @@ fn record_receiver_input(
 }
 
 fn receive_deliver(c: &mut Criterion) {
-    receive_deliver_in_group(c, "receive_deliver", 3, RECEIVE_MESSAGES);
+    receive_deliver_in_group(c, "receive_deliver", 3, RECEIVE_MESSAGES, false);
     // One sender in a 64-member group: the cost that must not grow much with the group.
-    receive_deliver_in_group(c, "receive_deliver_64_members", 64, RECEIVE_MESSAGES);
+    receive_deliver_in_group(c, "receive_deliver_64_members", 64, RECEIVE_MESSAGES, false);
+    // The sender's bursts in bundles, as a node sends them under load.
+    receive_deliver_in_group(c, "receive_deliver_bundled", 3, RECEIVE_MESSAGES, true);
 }
 
-fn receive_deliver_in_group(c: &mut Criterion, group: &str, n: usize, messages: usize) {
+fn receive_deliver_in_group(
+    c: &mut Criterion,
+    group: &str,
+    n: usize,
+    messages: usize,
+    bundled: bool,
+) {
     let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(messages as u64));
     g.sample_size(20);
     for (name, order, safe) in orders() {
-        let input = record_receiver_input(n, messages, order, safe, BURST_SPACING_NS);
+        let input = record_receiver_input(n, messages, order, safe, BURST_SPACING_NS, bundled);
         let mut buf = vec![0u8; 1472];
         g.bench_function(name, |b| {
             b.iter_batched(
@@ -244,7 +276,7 @@ fn replay(m: &mut Member, input: &[(Time, Vec<u8>)], buf: &mut [u8]) -> usize {
         let now = *now;
         m.handle_datagram(now, d);
         while let Some(d) = m.poll_deliver() {
-            delivered += d.body.len();
+            delivered += d.messages().map(|(_, m)| m.len()).sum::<usize>();
         }
         while let Some(t) = m.poll_transmit(now, buf) {
             std::hint::black_box(t.len);
@@ -270,7 +302,7 @@ fn replay_only(spec: &str) {
     let messages: usize = parts
         .get(3)
         .map_or(RECEIVE_MESSAGES, |m| m.parse().expect("messages"));
-    let input = record_receiver_input(n, messages, order, safe, spacing);
+    let input = record_receiver_input(n, messages, order, safe, spacing, false);
     // What the receiver is fed: status frames (no records), full and sparse vectors.
     let (mut status, mut full, mut sparse, mut entries) = (0, 0, 0, 0);
     for (_, d) in &input {
