@@ -124,6 +124,36 @@ pub(crate) struct OpenBundle {
     count: u16,
 }
 
+impl OpenBundle {
+    /// A bundle record at `at` holding one entry of `entry_bytes`.
+    fn one(at: usize, key: u8, incarnation: u64, entry_bytes: usize) -> OpenBundle {
+        OpenBundle {
+            at,
+            key,
+            incarnation,
+            len: crate::wire::BUNDLE_HEADER_BYTES + entry_bytes,
+            count: 1,
+        }
+    }
+
+    /// Whether an entry of `entry_bytes` with `key`, numbered in `incarnation`, extends this
+    /// bundle without taking it past `max` payload bytes.
+    #[inline]
+    fn takes(&self, key: u8, incarnation: u64, entry_bytes: usize, max: usize) -> bool {
+        self.key == key
+            && self.incarnation == incarnation
+            && self.count < u16::MAX
+            && self.len + entry_bytes <= max
+    }
+
+    /// Counts one more entry of `entry_bytes`.
+    #[inline]
+    fn add(&mut self, entry_bytes: usize) {
+        self.len += entry_bytes;
+        self.count += 1;
+    }
+}
+
 /// A bundle entry [`Staged::begin_entry`] opened: commit it with [`Staged::commit_entry`] or
 /// truncate the stage to `start`.
 #[derive(Clone, Copy, Debug)]
@@ -160,17 +190,12 @@ impl Staged {
     pub fn begin_entry(&mut self, order: Order, safe: bool, len: usize) -> Entry {
         let entry_bytes = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + len;
         let start = self.bytes.len();
-        let extends = self.open_bundle.is_some_and(|b| {
-            b.key == bundle_key(order, safe)
-                && b.incarnation == self.incarnation
-                && b.count < u16::MAX
-                && b.len + entry_bytes <= self.bundle_bytes_max
-        });
+        let key = bundle_key(order, safe);
+        let extends = self
+            .open_bundle
+            .is_some_and(|b| b.takes(key, self.incarnation, entry_bytes, self.bundle_bytes_max));
         if !extends {
-            self.close_bundle();
-            let payload = crate::wire::BUNDLE_HEADER_BYTES + entry_bytes;
-            self.header(Kind::Bundle, order, safe, payload);
-            self.bytes.extend_from_slice(&1u16.to_le_bytes());
+            self.begin_bundle(order, safe, entry_bytes);
         }
         self.bytes.extend_from_slice(&(len as u16).to_le_bytes());
         Entry {
@@ -191,17 +216,13 @@ impl Staged {
         let len = 1 + body.len();
         let entry_bytes = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + len;
         let start = self.bytes.len();
-        let (max, incarnation) = (self.bundle_bytes_max, self.incarnation);
+        let (key, max, incarnation) = (
+            bundle_key(order, safe),
+            self.bundle_bytes_max,
+            self.incarnation,
+        );
         match &mut self.open_bundle {
-            Some(b)
-                if b.key == bundle_key(order, safe)
-                    && b.incarnation == incarnation
-                    && b.count < u16::MAX
-                    && b.len + entry_bytes <= max =>
-            {
-                b.len += entry_bytes;
-                b.count += 1;
-            }
+            Some(b) if b.takes(key, incarnation, entry_bytes, max) => b.add(entry_bytes),
             _ => self.open_bundle_with(start, order, safe, entry_bytes),
         }
         let [l0, l1] = (len as u16).to_le_bytes();
@@ -210,21 +231,21 @@ impl Staged {
         start
     }
 
-    /// Closes the open bundle and opens one (at `start`) counting one entry of `entry_bytes`,
-    /// whose bytes the caller appends.
+    /// Closes the open bundle and writes the header and count of a bundle record holding one
+    /// entry of `entry_bytes` (whose length and bytes the caller appends).
+    fn begin_bundle(&mut self, order: Order, safe: bool, entry_bytes: usize) {
+        self.close_bundle();
+        let payload = crate::wire::BUNDLE_HEADER_BYTES + entry_bytes;
+        self.header(Kind::Bundle, order, safe, payload);
+        self.bytes.extend_from_slice(&1u16.to_le_bytes());
+    }
+
+    /// [`Staged::begin_bundle`] at `start`, open for later sends at once (the entry is whole).
     #[inline(never)]
     fn open_bundle_with(&mut self, start: usize, order: Order, safe: bool, entry_bytes: usize) {
-        self.close_bundle();
-        let len = crate::wire::BUNDLE_HEADER_BYTES + entry_bytes;
-        self.header(Kind::Bundle, order, safe, len);
-        self.bytes.extend_from_slice(&1u16.to_le_bytes());
-        self.open_bundle = Some(OpenBundle {
-            at: start,
-            key: bundle_key(order, safe),
-            incarnation: self.incarnation,
-            len,
-            count: 1,
-        });
+        self.begin_bundle(order, safe, entry_bytes);
+        let key = bundle_key(order, safe);
+        self.open_bundle = Some(OpenBundle::one(start, key, self.incarnation, entry_bytes));
     }
 
     /// Counts the entry (whose bytes the caller appended) in its bundle record.
@@ -232,19 +253,16 @@ impl Staged {
     pub fn commit_entry(&mut self, entry: Entry) {
         let entry_bytes = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + entry.len;
         match &mut self.open_bundle {
-            Some(b) if entry.extends => {
-                b.len += entry_bytes;
-                b.count += 1;
-            }
+            Some(b) if entry.extends => b.add(entry_bytes),
             _ => {
                 // Its header is already right for one message.
-                self.open_bundle = Some(OpenBundle {
-                    at: entry.start,
-                    key: bundle_key(entry.order, entry.safe),
-                    incarnation: self.incarnation,
-                    len: crate::wire::BUNDLE_HEADER_BYTES + entry_bytes,
-                    count: 1,
-                });
+                let key = bundle_key(entry.order, entry.safe);
+                self.open_bundle = Some(OpenBundle::one(
+                    entry.start,
+                    key,
+                    self.incarnation,
+                    entry_bytes,
+                ));
             }
         }
     }
