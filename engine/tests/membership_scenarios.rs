@@ -331,6 +331,19 @@ fn one_seed_with_faults_replays_exactly() {
     assert_eq!(a.final_states, b.final_states);
 }
 
+/// A 3-member group that m3 asks to join at 4 ms, m3 cut off 100 µs later (its request has
+/// reached the leader, 20–40 µs, its state has not reached it), then `later`; no random loss.
+fn joiner_cut_off_then(seed: u64, later: &[(u64, Fault)]) -> GroupSimOutcome {
+    let mut faults = vec![
+        (4 * MS, Fault::Join(3)),
+        (4 * MS + 100_000, Fault::Partition(vec![3])),
+    ];
+    faults.extend_from_slice(later);
+    let mut c = scenario(seed, 3, faults);
+    c.net.loss = 0.0;
+    run(c)
+}
+
 #[test]
 fn a_joiner_cut_off_while_its_state_transfer_retries_is_not_suspected() {
     // m3 asks to join, then is cut off for a while: the others install the view that admits
@@ -338,18 +351,7 @@ fn a_joiner_cut_off_while_its_state_transfer_retries_is_not_suspected() {
     // heal, 28 ms after their install — past the 25 ms suspect timeout, within that plus the
     // change timeout (20 ms), the grace a joiner gets.
     for seed in 0..6 {
-        let mut c = scenario(
-            seed,
-            3,
-            vec![
-                (4 * MS, Fault::Join(3)),
-                // Its request has reached the leader (20–40 µs), the state has not reached it.
-                (4 * MS + 100_000, Fault::Partition(vec![3])),
-                (32 * MS, Fault::Heal),
-            ],
-        );
-        c.net.loss = 0.0;
-        let o = run(c);
+        let o = joiner_cut_off_then(seed, &[(32 * MS, Fault::Heal)]);
         assert_clean(&o);
         // Admitted once and kept: no exclusion and readmission (nor a block and a new
         // incarnation).
@@ -377,19 +379,7 @@ fn a_joiner_whose_provider_fails_before_any_state_arrives_still_gets_in() {
     // member that gets a join request from a joiner of its view tells it the view: m3 takes
     // part in the change that excludes m0, without state, and gets it in the next view.
     for seed in 0..6 {
-        let mut c = scenario(
-            seed,
-            3,
-            vec![
-                (4 * MS, Fault::Join(3)),
-                // Its request has reached the leader (20–40 µs), the state has not reached it.
-                (4 * MS + 100_000, Fault::Partition(vec![3])),
-                (10 * MS, Fault::Crash(0)),
-                (10 * MS, Fault::Heal),
-            ],
-        );
-        c.net.loss = 0.0;
-        let o = run(c);
+        let o = joiner_cut_off_then(seed, &[(10 * MS, Fault::Crash(0)), (10 * MS, Fault::Heal)]);
         assert_clean(&o);
         let four = ["m0", "m1", "m2", "m3"].map(String::from).to_vec();
         let three = four[1..].to_vec();

@@ -704,18 +704,19 @@ impl Endpoint {
         tracing::debug!(me = %self.me, view = self.view, t = self.now.0, to = self.snapshot_for, bytes = data.len(), "sending state");
         for r in 0..self.members.len() {
             if self.snapshot_for & bit(r) != 0 {
-                self.state_out.push(StateOut {
-                    to: self.members[r].clone(),
-                    data: data.clone(),
-                    acked: 0,
-                    next: 0,
-                    retry_at: self.now.plus_nanos(self.cfg.change_timeout_ns / 4),
-                    duplicate_acks: 0,
-                    resend: None,
-                });
+                let retry_at = self.now.plus_nanos(self.state_retry_ns());
+                let to = self.members[r].clone();
+                self.state_out
+                    .push(StateOut::new(to, data.clone(), retry_at));
             }
         }
         self.snapshot_for = 0;
+    }
+
+    /// How long a state stream (or view notice) waits for an acknowledgement before it goes
+    /// back to what was acknowledged: a quarter of the change timeout.
+    fn state_retry_ns(&self) -> u64 {
+        self.cfg.change_timeout_ns / 4
     }
 
     /// The header of a state stream (or view notice) for the current view: its id, members
@@ -1011,7 +1012,7 @@ impl Endpoint {
     fn advance_in_view(&mut self) {
         let n = self.members.len();
         let me = self.rank as usize;
-        let (now, retry) = (self.now, self.cfg.change_timeout_ns / 4);
+        let (now, retry) = (self.now, self.state_retry_ns());
         for out in &mut self.state_out {
             out.on_timer(now, retry);
         }
@@ -1823,7 +1824,7 @@ impl Endpoint {
             // Commits are final whoever sends them (a later leader adopts the same cut).
             Msg::Commit(c) => self.on_commit(c),
             Msg::StateAck { through } => {
-                let (now, retry) = (self.now, self.cfg.change_timeout_ns / 4);
+                let (now, retry) = (self.now, self.state_retry_ns());
                 if let Some(out) = self.state_out.iter_mut().find(|o| o.to == env.from) {
                     out.on_ack(through, now, retry);
                 }
@@ -1878,7 +1879,7 @@ impl Endpoint {
             return; // not a joiner of this view (or not one to wait for)
         }
         let installed_at = grace.saturating_sub(self.cfg.change_timeout_ns);
-        let first_retry = installed_at + self.cfg.change_timeout_ns / 4;
+        let first_retry = installed_at + self.state_retry_ns();
         let to = self.members[r].clone();
         let Some(m) = &self.member else { return };
         if !self.installed
@@ -1893,15 +1894,9 @@ impl Endpoint {
             return;
         };
         tracing::debug!(me = %self.me, view = self.view, t = self.now.0, to, "sending the view to a joiner that asks again");
-        self.state_out.push(StateOut {
-            to,
-            data: Arc::new(state::encode_view_notice(&header)),
-            acked: 0,
-            next: 0,
-            retry_at: self.now.plus_nanos(self.cfg.change_timeout_ns / 4),
-            duplicate_acks: 0,
-            resend: None,
-        });
+        let retry_at = self.now.plus_nanos(self.state_retry_ns());
+        let data = Arc::new(state::encode_view_notice(&header));
+        self.state_out.push(StateOut::new(to, data, retry_at));
     }
 
     fn on_state(&mut self, from: &str, view: u64, offset: u64, total: u64, chunk: &[u8]) {

@@ -131,6 +131,19 @@ pub(crate) struct StateOut {
 }
 
 impl StateOut {
+    /// A stream of `data` to `to`, nothing sent yet, retried from `retry_at`.
+    pub fn new(to: String, data: Arc<Vec<u8>>, retry_at: Time) -> Self {
+        StateOut {
+            to,
+            data,
+            acked: 0,
+            next: 0,
+            retry_at,
+            duplicate_acks: 0,
+            resend: None,
+        }
+    }
+
     pub fn total(&self) -> u64 {
         self.data.len() as u64
     }
@@ -295,15 +308,7 @@ mod tests {
 
     #[test]
     fn sender_goes_back_to_the_acknowledged_offset_after_a_timeout() {
-        let mut out = StateOut {
-            to: "b".into(),
-            data: Arc::new(vec![1u8; 10_000]),
-            acked: 0,
-            next: 0,
-            retry_at: Time(100),
-            duplicate_acks: 0,
-            resend: None,
-        };
+        let mut out = StateOut::new("b".into(), Arc::new(vec![1u8; 10_000]), Time(100));
         let mut sent = 0;
         while let Some((off, len)) = out.take_chunk(1000, 4000) {
             assert_eq!(off, sent);
