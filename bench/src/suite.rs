@@ -524,7 +524,11 @@ pub fn tables(records: &[ResultRecord]) -> Vec<(&'static str, Table)> {
                 thousands(r.msgs_per_s),
                 format!("{:.1}", r.mb_per_s),
                 thousands(r.ceiling_msgs_per_s),
-                format!("{:.3}", r.ratio),
+                // A sender that reached the bench's send cap stopped early: a lower bound.
+                match r.extra.get("send_cap_reached").and_then(|v| v.as_bool()) {
+                    Some(true) => format!("≥{:.3}", r.ratio),
+                    _ => format!("{:.3}", r.ratio),
+                },
                 flag(r, "complete"),
             ]);
         }

@@ -196,6 +196,12 @@ fn a_short_loopback_run_delivers_everything_it_sent() {
     .unwrap();
     assert!(r.msgs_sent > 0);
     assert!(r.complete, "not every message was delivered");
+    // The bench's safety cap must sit far above what loopback moves, or the rate is the cap's.
+    assert!(
+        !r.send_cap_reached,
+        "{} sent: the send cap was reached",
+        r.msgs_sent
+    );
     let rec = r.record(r.msgs_per_s() * 2.0);
     assert!((rec.ratio - 0.5).abs() < 1e-9);
     assert_eq!(rec.transport, "sendmmsg/fanout");
@@ -219,6 +225,12 @@ fn a_short_invoker_mode_loopback_run_delivers_everything_it_sent() {
     .unwrap();
     assert!(r.msgs_sent > 0);
     assert!(r.complete, "not every message was delivered");
+    // The bench's safety cap must sit far above what loopback moves, or the rate is the cap's.
+    assert!(
+        !r.send_cap_reached,
+        "{} sent: the send cap was reached",
+        r.msgs_sent
+    );
     let rec = r.record(1.0);
     assert!(
         rec.transport.ends_with("/fanout/invoker/batch16/own"),
@@ -226,6 +238,10 @@ fn a_short_invoker_mode_loopback_run_delivers_everything_it_sent() {
         rec.transport
     );
     assert_eq!(rec.extra.get("batch"), Some(&serde_json::Value::from(16)));
+    assert_eq!(
+        rec.extra.get("send_cap_reached"),
+        Some(&serde_json::Value::from(false))
+    );
     assert_eq!(
         rec.extra.get("own_messages"),
         Some(&serde_json::Value::from("delivered"))
