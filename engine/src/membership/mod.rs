@@ -539,7 +539,7 @@ impl Endpoint {
     ) -> Result<Seq, GroupSendError> {
         self.send_with(
             now,
-            payload.len(),
+            || payload.len(),
             1,
             |m| m.send(now, order, safe, payload),
             |held| held.push_back((order, safe, payload.to_vec())),
@@ -556,12 +556,12 @@ impl Endpoint {
         safe: bool,
         bundle: &mut Bundle,
     ) -> Result<Seq, GroupSendError> {
-        let largest = bundle.messages().map(<[u8]>::len).max().unwrap_or(0);
         let count = bundle.count() as usize;
         let cell = std::cell::RefCell::new(bundle);
         self.send_with(
             now,
-            largest,
+            // Walked only when the bundle is held (each message then goes on its own).
+            || cell.borrow().messages().map(<[u8]>::len).max().unwrap_or(0),
             count,
             |m| m.send_bundle(now, order, safe, &mut cell.borrow_mut()),
             |held| {
@@ -589,19 +589,19 @@ impl Endpoint {
         let cell = std::cell::RefCell::new(payload);
         self.send_with(
             now,
-            len,
+            || len,
             1,
             |m| m.send_owned(now, order, safe, &mut cell.borrow_mut()),
             |held| held.push_back((order, safe, std::mem::take(&mut **cell.borrow_mut()))),
         )
     }
 
-    /// The send path of `count` messages (the largest of `len` bytes): straight into the
-    /// member when the view runs, else held.
+    /// The send path of `count` messages (the largest of `len()` bytes, asked only when
+    /// they are held): straight into the member when the view runs, else held.
     fn send_with(
         &mut self,
         now: Time,
-        len: usize,
+        len: impl FnOnce() -> usize,
         count: usize,
         direct: impl FnOnce(&mut Member) -> Result<Seq, SendError>,
         hold: impl FnOnce(&mut VecDeque<(Order, bool, Vec<u8>)>),
@@ -626,6 +626,7 @@ impl Endpoint {
             };
         }
         let max = self.held_payload_bytes_max();
+        let len = len();
         if len > max {
             return Err(GroupSendError::TooLarge { len, max });
         }

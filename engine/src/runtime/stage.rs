@@ -211,7 +211,7 @@ impl Staged {
     /// counts it: [`Staged::begin_entry`], the bytes and [`Staged::commit_entry`] in one step
     /// (the plain send's hot path). Returns where the entry (or the new record holding it)
     /// starts.
-    #[inline]
+    #[inline(always)]
     pub fn push_entry(&mut self, order: Order, safe: bool, head: u8, body: &[u8]) -> usize {
         let len = 1 + body.len();
         let entry_bytes = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + len;
