@@ -279,7 +279,7 @@ pub fn run_group_point_placed(
                         }
                         t.recv(RECV_DATAGRAMS_PER_CALL, &mut |from, d| {
                             if from == me {
-                                return; // our own multicast, looped back
+                                return; // our own multicast (the transport filters it where the kernel lets it)
                             }
                             match unpack_datagram(d) {
                                 Ok(u) => {

@@ -14,8 +14,10 @@
 //! receiver (`recv_dropped`), never an error at the sender.
 //!
 //! **Group.** In multicast mode an endpoint joins its group address; `Dest::Group` (or
-//! `Dest::Addr(group)`) reaches every endpoint joined to it, the sender included when its
-//! `loopback` flag is on. In fan-out mode `Dest::Group` is one copy per peer.
+//! `Dest::Addr(group)`) reaches every *other* endpoint joined to it: like the kernel drivers,
+//! which filter a member's multicasts looped back to itself, a sender never gets its own
+//! group datagrams (all endpoints share one "host", so `loopback` changes nothing here). In
+//! fan-out mode `Dest::Group` is one copy per peer.
 //!
 //! **Faults** ([`FaultConfig`], per network, changeable at run time with
 //! [`MemoryNetwork::set_faults`]) are drawn from one ChaCha8 RNG seeded at construction, once per
@@ -477,15 +479,8 @@ impl MemoryNetwork {
             queue_datagrams_max,
         });
         st.endpoints.insert(addr, endpoint.clone());
-        let mut loopback = false;
-        if let GroupMode::Multicast {
-            group,
-            loopback: lo,
-            ..
-        } = &cfg.group
-        {
+        if let GroupMode::Multicast { group, .. } = &cfg.group {
             st.groups.entry(*group).or_default().push(addr);
-            loopback = *lo;
         }
         drop(st);
         let batch = cfg.batch_datagrams_max;
@@ -494,7 +489,6 @@ impl MemoryNetwork {
             endpoint,
             addr,
             targets: GroupTargets::new(&cfg.group),
-            loopback,
             datagram_bytes_max: cfg.datagram_bytes_max,
             stats: TransportStats::default(),
             scratch: Vec::with_capacity(batch),
@@ -510,7 +504,6 @@ pub struct MemoryTransport {
     endpoint: Arc<Endpoint>,
     addr: SocketAddr,
     targets: GroupTargets,
-    loopback: bool,
     datagram_bytes_max: usize,
     stats: TransportStats,
     /// Datagrams taken out of the queue by `recv`, lent to the callback outside the lock.
@@ -535,8 +528,8 @@ impl MemoryTransport {
         for addr in wire {
             if let Some(members) = st.groups.get(addr) {
                 for m in members {
-                    if *m == self.addr && !self.loopback {
-                        continue;
+                    if *m == self.addr {
+                        continue; // never our own multicasts back
                     }
                     if !st.link_open(self.addr, *m) {
                         st.stats.partitioned += 1;

@@ -87,6 +87,7 @@ static RCVBUF_WARNED: AtomicBool = AtomicBool::new(false);
 static SNDBUF_WARNED: AtomicBool = AtomicBool::new(false);
 static GSO_WARNED: AtomicBool = AtomicBool::new(false);
 static GRO_WARNED: AtomicBool = AtomicBool::new(false);
+static OWN_FILTER_WARNED: AtomicBool = AtomicBool::new(false);
 
 fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> TransportError {
     move |source| TransportError::io(op, source)
@@ -228,6 +229,9 @@ pub fn open_udp_socket(cfg: &SocketConfig) -> Result<OpenedSocket, TransportErro
             gs.bind(&SockAddr::from(*group))
                 .map_err(io_err("bind group port"))?;
             join_group(&gs, &group_ip, iface)?;
+            if let SocketAddr::V4(own) = local_addr {
+                drop_own_multicasts(&gs, own);
+            }
             group_socket = Some(gs);
         }
     }
@@ -264,6 +268,61 @@ fn join_group(socket: &Socket, group: &Ipv4Addr, iface: &Ipv4Addr) -> Result<(),
     socket
         .join_multicast_v4(group, iface)
         .map_err(|source| TransportError::io("IP_ADD_MEMBERSHIP", source))
+}
+
+/// Makes the kernel drop the datagrams the group socket would receive from `own` (this
+/// member's unicast address, the source of its multicasts). With `IP_MULTICAST_LOOP` every
+/// multicast loops back to each member socket on the host that joined the group, the sender's
+/// own included; a member never needs its own datagrams back (the protocol appends its own
+/// records locally), so without the filter each one cost a queued copy, a copy to user space
+/// and a parse on the sender only to be discarded there. The classic BPF program runs where
+/// the UDP layer filters a socket's datagrams (`sk_filter`, with the packet starting at the
+/// UDP header): source port, then the IPv4 source address from the network header. Not
+/// attached for a wildcard address (its datagrams' source is chosen per route, so `own`
+/// would not name them). Best effort: without the filter nothing changes but the cost, so a
+/// refusal is a warning, once per process.
+fn drop_own_multicasts(group_socket: &Socket, own: SocketAddrV4) {
+    if own.ip().is_unspecified() {
+        return;
+    }
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let program = [
+        // A = UDP source port (offset 0 of the UDP header).
+        op(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 0, 0, 0),
+        // Another port: accept (skip to the last instruction).
+        op(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            0,
+            3,
+            u32::from(own.port()),
+        ),
+        // A = IPv4 source address (offset 12 of the network header).
+        op(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            0,
+            0,
+            (libc::SKF_NET_OFF + 12) as u32,
+        ),
+        // Our own address too: drop; else accept.
+        op(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            0,
+            1,
+            u32::from(*own.ip()),
+        ),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
+    ];
+    if let Err(e) = group_socket.attach_filter(&program) {
+        if !OWN_FILTER_WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %e, "SO_ATTACH_FILTER refused: own multicasts are received and dropped in user space");
+        }
+    }
 }
 
 /// Sets SO_RCVBUF/SO_SNDBUF as requested and reads them back; warns once per direction when
@@ -606,23 +665,43 @@ mod multicast_tests {
         let b = mk().expect("second member opens");
         assert!(a.group_socket.is_some() && b.group_socket.is_some());
         a.socket.send_to(b"hello", &SockAddr::from(group)).unwrap();
-        for s in [&a, &b] {
+        b.socket
+            .send_to(b"marker!", &SockAddr::from(group))
+            .unwrap();
+        // Each member's group socket gets the other's datagram and never its own (the kernel
+        // filter drops a member's multicasts looped back to itself). `a` sent first, so its
+        // own datagram, were it delivered, would be queued at `a` before `b`'s.
+        for (s, other) in [(&a, &b), (&b, &a)] {
             let gs = s.group_socket.as_ref().unwrap();
-            let mut got = None;
+            let mut from_other = None;
+            let mut from_self = 0;
             for _ in 0..200 {
                 let mut buf = [MaybeUninit::<u8>::uninit(); 64];
                 match gs.recv_from(&mut buf) {
-                    // Ignore anyone else's datagrams; ours come from a's unicast address.
-                    Ok((n, from)) if from.as_socket() == Some(a.local_addr) => {
-                        got = Some((n, a.local_addr));
+                    // Ignore anyone else's datagrams (other tests' groups are private).
+                    Ok((n, from)) if from.as_socket() == Some(other.local_addr) => {
+                        from_other = Some(n);
                         break;
                     }
+                    Ok((_, from)) if from.as_socket() == Some(s.local_addr) => from_self += 1,
                     Ok(_) => {}
                     Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
                 }
             }
-            let (n, _) = got.expect("group datagram from the first member arrives");
-            assert_eq!(n, 5);
+            let n = from_other.expect("the other member's group datagram arrives");
+            assert_eq!(n, if std::ptr::eq(other, &a) { 5 } else { 7 });
+            assert_eq!(from_self, 0, "a member received its own multicast");
+        }
+        // b's own datagram came after a's: drain b's socket of what is queued and check that
+        // none of it is b's own.
+        let gs = b.group_socket.as_ref().unwrap();
+        let mut buf = [MaybeUninit::<u8>::uninit(); 64];
+        while let Ok((_, from)) = gs.recv_from(&mut buf) {
+            assert_ne!(
+                from.as_socket(),
+                Some(b.local_addr),
+                "b received its own multicast"
+            );
         }
     }
 }
