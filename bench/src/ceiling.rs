@@ -213,10 +213,10 @@ fn rate(count: f64, seconds: f64) -> f64 {
 }
 
 /// Sender, receiver, and whether GSO (sender) and GRO (receiver) are really on.
-type TransportPair = (Box<dyn Transport>, Box<dyn Transport>, bool);
+pub(crate) type TransportPair = (Box<dyn Transport>, Box<dyn Transport>, bool);
 
 /// Opens a sender and a receiver for `driver` on loopback (or a fresh memory network).
-fn open_pair(driver: DriverName, cfg: &SocketConfig) -> anyhow::Result<TransportPair> {
+pub(crate) fn open_pair(driver: DriverName, cfg: &SocketConfig) -> anyhow::Result<TransportPair> {
     Ok(match driver {
         DriverName::Uring => {
             let tx = uring::open(cfg).context("opening the io_uring sender")?;

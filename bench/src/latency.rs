@@ -20,6 +20,19 @@
 //! most [`DRAIN_MS_MAX`] of waiting for the last deliveries. Messages not delivered by then
 //! (unsent or in flight) are recorded with their latency so far as a lower bound and counted
 //! in `lost`, so a stalled run shows in the percentiles instead of vanishing from them.
+//!
+//! The raw floor ([`run_floor`]): the same schedule, sender waits, warm-up, bounds and
+//! recording, but over plain UDP on 127.0.0.1 through the same driver and socket settings as a
+//! node (`cohort_transport`, [`SocketConfig::unicast`] defaults), one sender thread (this one)
+//! and one receiver thread, 16 B datagrams carrying the intended time. No protocol, no node, no
+//! poller hop on the sending side: it measures kernel, driver and scheduling only, so a Cohort
+//! row can be read against what this machine's path gives at best. The receiver polls `recv`
+//! without blocking and, when a call found nothing, idles the way a node's poller does with the
+//! same strategy: BusySpin yields (`sched_yield`); Backoff spins, then yields, then waits in the
+//! transport for a datagram for doubling periods, with the engine's constants
+//! ([`cohort::runtime::BACKOFF_SPINS_MAX`] and the others). Loopback UDP drops only when a
+//! receive buffer overflows; a datagram lost anyway counts in `lost` like an undelivered
+//! message (its lower bound is then taken for a later index, which is close at these rates).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,11 +41,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use cohort::node::{Delivery, Driver, Group, SendError};
+use cohort::runtime::{
+    BACKOFF_PARK_NS_MAX, BACKOFF_PARK_NS_MIN, BACKOFF_SPINS_MAX, BACKOFF_YIELDS_MAX,
+};
 use cohort::Idle;
+use cohort_transport::{Dest, SendBatch, SocketConfig, Transport};
 use hdrhistogram::Histogram;
 
 use crate::axes::BenchOrder;
-use crate::ceiling::DriverName;
+use crate::ceiling::{open_pair, DriverName, RECV_DATAGRAMS_PER_CALL};
 use crate::group_ceiling::{private_multicast_group, Addressing};
 use crate::loopback::{node_builder, node_driver, start_group, OwnMessages, Threading};
 use crate::output::ResultRecord;
@@ -110,6 +127,8 @@ pub struct LatencyResult {
     pub sender_stalled: bool,
     /// Scheduled messages not delivered at the end (recorded as lower bounds).
     pub undelivered: u64,
+    /// The raw floor of the point ([`run_floor`]: plain UDP, no node), not a Cohort run.
+    pub raw_floor: bool,
 }
 
 impl LatencyResult {
@@ -139,14 +158,20 @@ impl LatencyResult {
             "ceiling_is".into(),
             "the offered rate (ratio = delivered / offered)".into(),
         );
-        extra.insert("threading".into(), self.point.threading.label().into());
+        extra.insert("threading".into(), self.threading_label().into());
         ResultRecord {
             scenario: "latency".into(),
-            transport: match self.point.threading {
-                Threading::Poller => format!("{}/fanout", self.driver_name),
-                Threading::Invoker => format!("{}/fanout/invoker", self.driver_name),
+            transport: match (self.raw_floor, self.point.threading) {
+                (true, _) => format!("{}/{RAW_LABEL}", self.driver_name),
+                (false, Threading::Poller) => format!("{}/fanout", self.driver_name),
+                (false, Threading::Invoker) => format!("{}/fanout/invoker", self.driver_name),
             },
-            order: self.point.order.label().into(),
+            // The floor has no protocol, so no order.
+            order: if self.raw_floor {
+                "none".into()
+            } else {
+                self.point.order.label().into()
+            },
             size: PAYLOAD_BYTES,
             members: 2,
             senders: 1,
@@ -160,7 +185,29 @@ impl LatencyResult {
             extra,
         }
     }
+
+    /// The `threading` field of the record: who ran the receiving side.
+    fn threading_label(&self) -> &'static str {
+        if self.raw_floor {
+            RAW_LABEL
+        } else {
+            self.point.threading.label()
+        }
+    }
+
+    /// The record of a Cohort run with the percentiles of its raw floor (same driver, idle
+    /// strategy and rate, measured just before) as extras, so that a reader compares the two
+    /// without finding the floor's row.
+    pub fn record_with_floor(&self, floor: &LatencyResult) -> ResultRecord {
+        let mut r = self.record();
+        r.extra.insert("floor_p50_us".into(), floor.p50_us.into());
+        r.extra.insert("floor_p99_us".into(), floor.p99_us.into());
+        r
+    }
 }
+
+/// The transport suffix and `threading` field of a raw floor record.
+pub const RAW_LABEL: &str = "raw";
 
 /// Asks the kernel for a small timer slack through `/proc/self/timerslack_ns` (no unsafe
 /// code). That file is the process's main thread: the binary runs the sender there. Best
@@ -177,9 +224,6 @@ struct Recorder {
 
 /// Runs one latency point.
 pub fn run_point(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
-    if p.rate == 0 || p.seconds.is_nan() || p.seconds <= 0.0 {
-        bail!("rate and seconds must be positive");
-    }
     if p.threading == Threading::Invoker {
         return run_point_invoker(p);
     }
@@ -195,17 +239,129 @@ pub fn run_point(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
     )?;
     set_timer_slack_ns(TIMER_SLACK_NS);
     let sender = group.groups[1].clone();
-    let sent = run.schedule(&p, &sender, |wait| match wait {
+    let sent = run.schedule(&p, group_send(&sender, p.order), sleep_then_yield)?;
+    let driver_name = group.driver_name;
+    drop(group);
+    Ok(run.result(p, driver_name, sent, false))
+}
+
+/// How the sending thread waits when nothing else runs its turns (poller mode and the raw
+/// floor): sleeps until [`SPIN_BEFORE_NS`] before the next intended time, then yields.
+fn sleep_then_yield(wait: Wait) {
+    match wait {
         Wait::Until(left) if left > SPIN_BEFORE_NS => {
             std::thread::sleep(Duration::from_nanos(left - SPIN_BEFORE_NS))
         }
         Wait::Until(_) | Wait::Full => std::thread::yield_now(),
         Wait::Sent => {}
         Wait::Drain => std::thread::sleep(Duration::from_millis(1)),
-    })?;
-    let driver_name = group.driver_name;
-    drop(group);
-    Ok(run.result(p, driver_name, sent))
+    }
+}
+
+/// A schedule's send through a Cohort group: true if the message went, false if the window
+/// was full.
+fn group_send(sender: &Group, order: BenchOrder) -> impl FnMut(&[u8]) -> anyhow::Result<bool> + '_ {
+    let (order, safe) = order.order();
+    move |payload| match sender.send(order, safe, payload) {
+        Ok(_) => Ok(true),
+        Err(SendError::WouldBlock) => Ok(false),
+        Err(e) => bail!("send failed: {e}"),
+    }
+}
+
+/// Runs the raw floor of a latency point (see the module docs): the point's schedule over
+/// plain UDP with its driver and idle strategy; the order and threading do not apply.
+pub fn run_floor(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
+    if p.driver == DriverName::Memory {
+        bail!("the raw floor runs the kernel drivers only (io_uring, sendmmsg)");
+    }
+    let run = Run::new(&p)?;
+    // A node's socket settings: the defaults (GSO and GRO asked for, 8 MB buffers).
+    let cfg = SocketConfig::unicast(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let (mut tx, rx, _) = open_pair(p.driver, &cfg)?;
+    let driver_name = rx.driver().name();
+    let dest = Dest::Addr(rx.local_addr());
+    let from = tx.local_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    // The sender gives up 2 x seconds after its start and then drains for at most
+    // DRAIN_MS_MAX; the receiver stops when told, or a second after that at the latest.
+    let receive_for =
+        Duration::from_secs_f64(p.seconds * 2.0) + Duration::from_millis(DRAIN_MS_MAX + 1_000);
+    let receiver = {
+        let stop = stop.clone();
+        let record = run.recorder();
+        let idle = p.idle;
+        std::thread::Builder::new()
+            .name("latency-floor-rx".into())
+            .spawn(move || receive_floor(rx, from, idle, record, &stop, receive_for))
+            .context("spawning the floor's receiver thread")?
+    };
+    set_timer_slack_ns(TIMER_SLACK_NS);
+    let mut batch = SendBatch::new(1, PAYLOAD_BYTES);
+    let sent = run.schedule(
+        &p,
+        |payload| {
+            // A datagram the socket refused stays in the batch and is offered again.
+            if batch.is_empty() {
+                batch.push(dest, payload)?;
+            }
+            let taken = tx.send(&batch)?;
+            batch.consume(taken);
+            Ok(batch.is_empty())
+        },
+        sleep_then_yield,
+    );
+    // Stop and join the receiver before any error of the schedule returns.
+    stop.store(true, Ordering::Relaxed);
+    let received = receiver
+        .join()
+        .map_err(|_| anyhow::anyhow!("the floor's receiver thread panicked"));
+    let sent = sent?;
+    received??;
+    Ok(run.result(p, driver_name, sent, true))
+}
+
+/// The floor's receiver: records every datagram from `from` (the sender; anything else that
+/// reaches the port is not ours) until `stop` or `receive_for` has passed, idling as a node's
+/// poller with strategy `idle` does when a call found nothing.
+fn receive_floor(
+    mut rx: Box<dyn Transport>,
+    from: SocketAddr,
+    idle: IdleName,
+    mut record: impl FnMut(&[u8]),
+    stop: &AtomicBool,
+    receive_for: Duration,
+) -> anyhow::Result<()> {
+    let end = Instant::now() + receive_for;
+    // Idle turns in a row and the next wait in the transport, as in the engine's poller.
+    let (mut idle_turns, mut park_ns) = (0u32, BACKOFF_PARK_NS_MIN);
+    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+        let n = rx.recv(RECV_DATAGRAMS_PER_CALL, &mut |src, d| {
+            if src == from {
+                record(d);
+            }
+        })?;
+        if n > 0 {
+            (idle_turns, park_ns) = (0, BACKOFF_PARK_NS_MIN);
+            continue;
+        }
+        match idle {
+            IdleName::BusySpin => std::thread::yield_now(),
+            IdleName::Backoff => {
+                idle_turns = idle_turns.saturating_add(1);
+                if idle_turns <= BACKOFF_SPINS_MAX {
+                    std::hint::spin_loop();
+                } else if idle_turns <= BACKOFF_SPINS_MAX + BACKOFF_YIELDS_MAX {
+                    std::thread::yield_now();
+                } else {
+                    // Returns as soon as a datagram is readable, like the poller's wait.
+                    rx.wait_readable(Duration::from_nanos(park_ns))?;
+                    park_ns = (park_ns * 2).min(BACKOFF_PARK_NS_MAX);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the sender's loop waits for; the threading decides how it waits.
@@ -240,6 +396,9 @@ struct Sent {
 
 impl Run {
     fn new(p: &LatencyPoint) -> anyhow::Result<Self> {
+        if p.rate == 0 || p.seconds.is_nan() || p.seconds <= 0.0 {
+            bail!("rate and seconds must be positive");
+        }
         let scheduled = ((p.rate as f64 * p.seconds) as u64).clamp(1, MESSAGES_MAX);
         Ok(Run {
             scheduled,
@@ -258,15 +417,15 @@ impl Run {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    /// Sends the schedule through `sender` (rank 1), calling `wait` whenever it waits, then
-    /// waits (at most [`DRAIN_MS_MAX`]) for the last deliveries.
+    /// Sends the schedule through `send` (true: the message went; false: no room, retry),
+    /// calling `wait` whenever it waits, then waits (at most [`DRAIN_MS_MAX`]) for the last
+    /// deliveries.
     fn schedule(
         &self,
         p: &LatencyPoint,
-        sender: &Group,
+        mut send: impl FnMut(&[u8]) -> anyhow::Result<bool>,
         mut wait: impl FnMut(Wait),
     ) -> anyhow::Result<Sent> {
-        let (order, safe) = p.order.order();
         let period_ns = 1e9 / p.rate as f64;
         let start_ns = self.now_ns() + 1_000_000;
         let give_up_ns = start_ns + (p.seconds * 2.0 * 1e9) as u64;
@@ -283,19 +442,13 @@ impl Run {
             }
             payload[0..8].copy_from_slice(&intended.to_le_bytes());
             payload[8..16].copy_from_slice(&i.to_le_bytes());
-            loop {
-                match sender.send(order, safe, &payload) {
-                    Ok(_) => break,
-                    Err(SendError::WouldBlock) => {
-                        would_block += 1;
-                        if self.now_ns() > give_up_ns {
-                            sender_stalled = true;
-                            break 'schedule;
-                        }
-                        wait(Wait::Full);
-                    }
-                    Err(e) => bail!("send failed: {e}"),
+            while !send(&payload)? {
+                would_block += 1;
+                if self.now_ns() > give_up_ns {
+                    sender_stalled = true;
+                    break 'schedule;
                 }
+                wait(Wait::Full);
             }
             wait(Wait::Sent);
         }
@@ -314,15 +467,24 @@ impl Run {
     }
     /// The member's handler: rank 0 records the latency of each message from rank 1.
     fn handler(&self, rank: usize) -> impl FnMut(&Delivery<'_>) + Send + 'static {
-        let recorder = self.recorder.clone();
-        let delivered = self.delivered.clone();
-        let (epoch, warmup) = (self.epoch, self.warmup);
+        let mut record = self.recorder();
         move |d: &Delivery<'_>| {
             if rank != 0 || d.sender == 0 {
                 return;
             }
+            record(d.payload);
+        }
+    }
+
+    /// Records the latency of one received payload (the member's handler and the floor's
+    /// receiver); a payload shorter than [`PAYLOAD_BYTES`] is ignored.
+    fn recorder(&self) -> impl FnMut(&[u8]) + Send + 'static {
+        let recorder = self.recorder.clone();
+        let delivered = self.delivered.clone();
+        let (epoch, warmup) = (self.epoch, self.warmup);
+        move |payload: &[u8]| {
             let now = epoch.elapsed().as_nanos() as u64;
-            let Some((head, _)) = d.payload.split_first_chunk::<PAYLOAD_BYTES>() else {
+            let Some((head, _)) = payload.split_first_chunk::<PAYLOAD_BYTES>() else {
                 return;
             };
             let intended = u64::from_le_bytes(head[0..8].try_into().unwrap_or([0; 8]));
@@ -339,7 +501,13 @@ impl Run {
     }
 
     /// The percentiles, with every undelivered message recorded as a lower bound.
-    fn result(&self, p: LatencyPoint, driver_name: &'static str, t: Sent) -> LatencyResult {
+    fn result(
+        &self,
+        p: LatencyPoint,
+        driver_name: &'static str,
+        t: Sent,
+        raw_floor: bool,
+    ) -> LatencyResult {
         let seconds = t.end_ns.saturating_sub(t.start_ns) as f64 / 1e9;
         let mut r = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
         // Messages not delivered by now (never sent, or sent and still in flight): delivery
@@ -368,6 +536,7 @@ impl Run {
             would_block: t.would_block,
             sender_stalled: t.sender_stalled,
             undelivered,
+            raw_floor,
         }
     }
 }
@@ -422,7 +591,7 @@ fn run_point_invoker(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
     // Spin on the node's turns, giving way to other runnable threads when a turn found
     // nothing (what `Idle::BusySpin` does); a sent message goes out at once (this thread is
     // the sender's poller).
-    let sent = run.schedule(&p, &sender, |wait| {
+    let sent = run.schedule(&p, group_send(&sender, p.order), |wait| {
         if !node.poll() && matches!(wait, Wait::Until(_)) {
             std::thread::yield_now();
         }
@@ -438,5 +607,58 @@ fn run_point_invoker(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
         Err(_) => bail!("the receiving member's thread panicked"),
     }
     drop(node);
-    Ok(run.result(p, driver_name, sent))
+    Ok(run.result(p, driver_name, sent, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(threading: Threading, raw_floor: bool, p99_us: f64) -> LatencyResult {
+        LatencyResult {
+            point: LatencyPoint {
+                driver: DriverName::Uring,
+                idle: IdleName::BusySpin,
+                order: BenchOrder::Fifo,
+                rate: 10_000,
+                seconds: 1.0,
+                threading,
+            },
+            driver_name: "io_uring",
+            scheduled: 10_000,
+            delivered: 10_000,
+            recorded: 9_000,
+            p50_us: p99_us / 2.0,
+            p99_us,
+            p999_us: p99_us * 2.0,
+            max_us: p99_us * 3.0,
+            seconds: 1.0,
+            would_block: 0,
+            sender_stalled: false,
+            undelivered: 0,
+            raw_floor,
+        }
+    }
+
+    #[test]
+    fn a_cohort_row_carries_its_floor_and_the_floor_row_names_itself_raw() {
+        let floor = result(Threading::Poller, true, 10.0);
+        let f = floor.record();
+        assert_eq!(f.transport, "io_uring/raw");
+        assert_eq!(f.order, "none");
+        assert_eq!(f.extra["threading"], RAW_LABEL);
+        assert!(!f.extra.contains_key("floor_p99_us"));
+        for (threading, transport) in [
+            (Threading::Poller, "io_uring/fanout"),
+            (Threading::Invoker, "io_uring/fanout/invoker"),
+        ] {
+            let r = result(threading, false, 40.0).record_with_floor(&floor);
+            assert_eq!(r.transport, transport);
+            assert_eq!(r.order, "fifo");
+            assert_eq!(r.p99_us, Some(40.0));
+            assert_eq!(r.extra["threading"], threading.label());
+            assert_eq!(r.extra["floor_p99_us"], 10.0);
+            assert_eq!(r.extra["floor_p50_us"], 5.0);
+        }
+    }
 }

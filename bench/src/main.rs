@@ -76,7 +76,8 @@ enum Command {
     Inproc(InprocArgs),
     /// Member nodes over UDP on 127.0.0.1, against the raw group ceiling of each path.
     Loopback(LoopbackArgs),
-    /// One-way latency at fixed offered rates (2 members, loopback).
+    /// One-way latency at fixed offered rates (2 members, loopback), each after the raw floor
+    /// of the same path (the same schedule over plain UDP, no protocol).
     Latency(LatencyArgs),
     /// 3 hosts in network namespaces on a bridge (root): `cohort member` processes, IP
     /// multicast, with and without random loss, against the raw ceiling of the same path.

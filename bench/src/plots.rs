@@ -3,7 +3,8 @@
 //! * `throughput-<transport>-s<senders>-m<members>`: loopback msgs/s vs payload, one line per
 //!   order, and the raw ceiling of the same path as a dashed line;
 //! * `latency`: one-way latency percentiles (p50, p99, p99.9, max) vs offered rate, per idle
-//!   strategy;
+//!   strategy, and the raw floor's p50 and p99 (plain UDP, no protocol) as series of their own
+//!   (`raw <idle> p50`);
 //! * `cpu-per-msg`: inproc receiver CPU ns per delivered message vs group size, per order.
 //!
 //! Text is laid out (both backends) with a TrueType font read at run time from [`FONT_PATHS`]
@@ -18,6 +19,7 @@ use anyhow::Context;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::latency::RAW_LABEL;
 use crate::output::ResultRecord;
 
 /// Fonts tried for PNG text, in order.
@@ -71,7 +73,7 @@ struct Chart<'a> {
     series: Vec<Series>,
 }
 
-const COLORS: [RGBColor; 8] = [
+const COLORS: [RGBColor; 12] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -80,6 +82,10 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(80, 80, 80),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(0, 0, 0),
+    RGBColor(255, 187, 120),
 ];
 
 fn bounds(series: &[Series], pick: impl Fn(&(f64, f64)) -> f64) -> (f64, f64) {
@@ -289,17 +295,26 @@ pub fn write_all(records: &[ResultRecord], dir: &Path) -> anyhow::Result<PlotRep
                 .to_string();
             let rate = r.ceiling_msgs_per_s;
             let max = r.extra.get("max_us").and_then(|v| v.as_f64());
-            for (name, v) in [
-                ("p50", r.p50_us),
-                ("p99", r.p99_us),
-                ("p99.9", r.p999_us),
-                ("max", max),
-            ] {
+            let raw = r.extra.get("threading").and_then(|v| v.as_str()) == Some(RAW_LABEL);
+            // The floor only as a reference (p50, p99): all four of it would double the lines.
+            let percentiles = if raw {
+                &[("p50", r.p50_us), ("p99", r.p99_us)][..]
+            } else {
+                &[
+                    ("p50", r.p50_us),
+                    ("p99", r.p99_us),
+                    ("p99.9", r.p999_us),
+                    ("max", max),
+                ][..]
+            };
+            for &(name, v) in percentiles {
                 if let Some(v) = v {
-                    series
-                        .entry(format!("{idle} {name}"))
-                        .or_default()
-                        .push((rate, v));
+                    let key = if raw {
+                        format!("{RAW_LABEL} {idle} {name}")
+                    } else {
+                        format!("{idle} {name}")
+                    };
+                    series.entry(key).or_default().push((rate, v));
                 }
             }
         }
@@ -307,7 +322,7 @@ pub fn write_all(records: &[ResultRecord], dir: &Path) -> anyhow::Result<PlotRep
             .into_iter()
             .map(|(name, mut points)| {
                 points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let dashed = name.starts_with("backoff");
+                let dashed = name.contains("backoff");
                 Series {
                     name,
                     points,

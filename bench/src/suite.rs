@@ -6,6 +6,10 @@
 //! measured once, right before the orders that share it are run (the orders do not change the
 //! path), so a drifting machine moves both sides of each ratio together.
 //!
+//! Latency: the raw floor of a (driver, idle strategy, rate) ([`latency::run_floor`]) is
+//! measured once, right before the orders and threadings that share it, by the same rule; its
+//! row comes first and its p50/p99 go into theirs as `floor_p50_us` / `floor_p99_us`.
+//!
 //! netns (root only; [`crate::netns`]): the same rule per sender count, and the loss-free and
 //! lossy runs of each order alternate; the loss target is judged from the lossy records.
 
@@ -253,18 +257,21 @@ fn loopback_paths(p: &LoopbackPlan) -> Vec<GroupPoint> {
     out
 }
 
-fn latency_points(p: &LatencyPlan) -> Vec<LatencyPoint> {
+/// Latency points grouped by their raw floor: one (driver, idle, rate) each, with the points
+/// (orders x threadings) that share it; the floor runs with the first one's settings.
+fn latency_groups(p: &LatencyPlan) -> Vec<Vec<LatencyPoint>> {
     let mut out = Vec::new();
     for &driver in &p.drivers {
-        for &order in &p.orders {
-            for &threading in &p.threading {
-                for &idle in &p.idles {
-                    // An invoker-mode member's own thread spins: one point, as BusySpin.
-                    if threading == Threading::Invoker && idle != IdleName::BusySpin {
-                        continue;
-                    }
-                    for &rate in &p.rates {
-                        out.push(LatencyPoint {
+        for &idle in &p.idles {
+            for &rate in &p.rates {
+                let mut points = Vec::new();
+                for &order in &p.orders {
+                    for &threading in &p.threading {
+                        // An invoker-mode member's own thread spins: one point, as BusySpin.
+                        if threading == Threading::Invoker && idle != IdleName::BusySpin {
+                            continue;
+                        }
+                        points.push(LatencyPoint {
                             driver,
                             idle,
                             order,
@@ -273,6 +280,10 @@ fn latency_points(p: &LatencyPlan) -> Vec<LatencyPoint> {
                             threading,
                         });
                     }
+                }
+                // No point, no floor (backoff with invoker threading only).
+                if !points.is_empty() {
+                    out.push(points);
                 }
             }
         }
@@ -286,7 +297,12 @@ pub fn plan_steps(plan: &Plan) -> usize {
     let l = plan.loopback.as_ref().map_or(0, |p| {
         loopback_paths(p).len() * (1 + p.orders.len() * p.threading.len())
     });
-    let t = plan.latency.as_ref().map_or(0, |p| latency_points(p).len());
+    let t = plan.latency.as_ref().map_or(0, |p| {
+        latency_groups(p)
+            .iter()
+            .map(|points| 1 + points.len())
+            .sum()
+    });
     let n = plan.netns.as_ref().map_or(0, NetnsPlan::steps);
     i + l + t + n
 }
@@ -422,22 +438,45 @@ pub fn run_plan(plan: &Plan, outputs: &Outputs) -> anyhow::Result<SuiteOutcome> 
     }
 
     if let Some(p) = &plan.latency {
-        for point in latency_points(p) {
-            progress.next(&format!(
-                "latency {} {} {} at {} msg/s",
-                point.driver.label(),
-                point.idle.label(),
-                point.order.label(),
-                point.rate
-            ));
-            match latency::run_point(point) {
-                Ok(r) => emit(r.record(), &mut outcome)?,
-                Err(e) => outcome.skipped.push(format!(
-                    "latency {} {} at {}: {e:#}",
-                    point.driver.label(),
-                    point.idle.label(),
-                    point.rate
-                )),
+        for points in latency_groups(p) {
+            let first = points[0];
+            let what = format!(
+                "latency {} {} at {} msg/s",
+                first.driver.label(),
+                first.idle.label(),
+                first.rate
+            );
+            progress.next(&format!("{what}: raw floor"));
+            let floor = match latency::run_floor(first) {
+                Ok(f) => {
+                    emit(f.record(), &mut outcome)?;
+                    Some(f)
+                }
+                Err(e) => {
+                    outcome.skipped.push(format!("{what}: raw floor: {e:#}"));
+                    None
+                }
+            };
+            for point in points {
+                progress.next(&format!(
+                    "{what}: {} ({})",
+                    point.order.label(),
+                    point.threading.label()
+                ));
+                match latency::run_point(point) {
+                    Ok(r) => {
+                        let rec = match &floor {
+                            Some(f) => r.record_with_floor(f),
+                            None => r.record(),
+                        };
+                        emit(rec, &mut outcome)?;
+                    }
+                    Err(e) => outcome.skipped.push(format!(
+                        "{what}: {} ({}): {e:#}",
+                        point.order.label(),
+                        point.threading.label()
+                    )),
+                }
             }
         }
     }
@@ -547,6 +586,7 @@ pub fn tables(records: &[ResultRecord]) -> Vec<(&'static str, Table)> {
             "delivered msg/s",
             "p50 µs",
             "p99 µs",
+            "raw p99 µs",
             "p99.9 µs",
             "max µs",
             "lost",
@@ -565,6 +605,7 @@ pub fn tables(records: &[ResultRecord]) -> Vec<(&'static str, Table)> {
                 thousands(r.msgs_per_s),
                 opt_us(r.p50_us),
                 opt_us(r.p99_us),
+                opt_us(r.extra.get("floor_p99_us").and_then(|v| v.as_f64())),
                 opt_us(r.p999_us),
                 opt_us(r.extra.get("max_us").and_then(|v| v.as_f64())),
                 r.extra
@@ -575,7 +616,7 @@ pub fn tables(records: &[ResultRecord]) -> Vec<(&'static str, Table)> {
             ]);
         }
         out.push((
-            "latency (2 members, loopback, one-way, from the intended send time)",
+            "latency (2 members, loopback, one-way, from the intended send time; `/raw`: the same schedule over plain UDP, no protocol)",
             t,
         ));
     }
@@ -708,6 +749,7 @@ pub fn targets(records: &[ResultRecord]) -> Vec<TargetVerdict> {
     for r in records.iter().filter(|r| {
         r.scenario == "latency"
             && r.extra.get("idle").and_then(|v| v.as_str()) == Some("busyspin")
+            && r.extra.get("threading").and_then(|v| v.as_str()) != Some(latency::RAW_LABEL)
             && (r.ceiling_msgs_per_s - 10_000.0).abs() < 1.0
     }) {
         let p99 = r.p99_us.unwrap_or(f64::INFINITY);
@@ -718,7 +760,10 @@ pub fn targets(records: &[ResultRecord]) -> Vec<TargetVerdict> {
             ),
             figure: Some(p99),
             met: Some(p99 < 30.0),
-            detail: format!("p99 {p99:.1} µs"),
+            detail: match r.extra.get("floor_p99_us").and_then(|v| v.as_f64()) {
+                Some(floor) => format!("p99 {p99:.1} µs; raw path p99 {floor:.1} µs"),
+                None => format!("p99 {p99:.1} µs; raw path not measured"),
+            },
         });
     }
     let lossy: Vec<&ResultRecord> = records
@@ -834,10 +879,10 @@ mod tests {
         let t = q.latency.as_ref().unwrap();
         assert!(t.rates.contains(&10_000) && t.idles.contains(&IdleName::BusySpin));
         assert_eq!(l.threading, vec![Threading::Poller, Threading::Invoker]);
-        // 3 x 2 inproc + (1 ceiling + 4 orders x 2 threadings) loopback + 3 latency
-        // (+ netns where root)
+        // 3 x 2 inproc + (1 ceiling + 4 orders x 2 threadings) loopback + (busyspin: 1 floor
+        // + 2 threadings, backoff: 1 floor + poller) latency (+ netns where root)
         let netns = q.netns.as_ref().map_or(0, NetnsPlan::steps);
-        assert_eq!(plan_steps(&q), 6 + 9 + 3 + netns);
+        assert_eq!(plan_steps(&q), 6 + 9 + 5 + netns);
         if let Some(n) = &q.netns {
             assert_eq!(n.loss_percents, vec![0, 1]);
             assert_eq!(n.size, 64);
@@ -862,6 +907,46 @@ mod tests {
         assert_eq!(n.orders, vec![BenchOrder::Fifo, BenchOrder::Total]);
         assert_eq!(n.loss_percents, vec![0, 1]);
         assert_eq!(n.size, 64);
+    }
+
+    #[test]
+    fn latency_points_share_one_raw_floor_per_driver_idle_and_rate() {
+        let plan = LatencyPlan {
+            drivers: vec![DriverName::Uring, DriverName::Mmsg],
+            idles: vec![IdleName::BusySpin, IdleName::Backoff],
+            rates: vec![1_000, 10_000],
+            orders: vec![BenchOrder::Fifo, BenchOrder::Total],
+            seconds: 1.0,
+            threading: vec![Threading::Poller, Threading::Invoker],
+        };
+        let groups = latency_groups(&plan);
+        assert_eq!(
+            groups.len(),
+            2 * 2 * 2,
+            "one floor per (driver, idle, rate)"
+        );
+        for g in &groups {
+            let f = g[0];
+            assert!(g
+                .iter()
+                .all(|p| (p.driver, p.idle, p.rate) == (f.driver, f.idle, f.rate)));
+            // Invoker mode runs under the busy-spin label only.
+            let expected = if f.idle == IdleName::BusySpin { 4 } else { 2 };
+            assert_eq!(g.len(), expected, "{g:?}");
+        }
+        // Invoker threading alone: no backoff point, so no backoff floor either.
+        let invoker_only = LatencyPlan {
+            threading: vec![Threading::Invoker],
+            ..plan
+        };
+        let groups = latency_groups(&invoker_only);
+        assert_eq!(groups.len(), 2 * 2);
+        assert!(groups.iter().all(|g| g[0].idle == IdleName::BusySpin));
+        let plan = Plan {
+            latency: Some(invoker_only),
+            ..Plan::default()
+        };
+        assert_eq!(plan_steps(&plan), 4 * (1 + 2));
     }
 
     fn netns_record(loss: u64, ratio: Option<f64>) -> ResultRecord {

@@ -10,6 +10,7 @@ use cohort_bench::axes::{BenchOrder, Senders};
 use cohort_bench::ceiling::DriverName;
 use cohort_bench::group_ceiling::{run_group_point, Addressing, GroupPoint};
 use cohort_bench::inproc::{run_point as run_inproc, InprocPoint};
+use cohort_bench::latency::{run_floor, IdleName, LatencyPoint, LatencyResult};
 use cohort_bench::loopback::{run_point as run_loopback, LoopbackPoint, OwnMessages, Threading};
 use cohort_bench::output::{read_json_lines, ResultRecord};
 use cohort_bench::{plots, suite};
@@ -282,6 +283,66 @@ fn a_payload_larger_than_the_node_datagram_is_refused_with_the_reason() {
     assert!(format!("{e:#}").contains("datagram size"), "{e:#}");
 }
 
+fn raw_floor_at_1k(driver: DriverName, idle: IdleName) -> LatencyResult {
+    run_floor(LatencyPoint {
+        driver,
+        idle,
+        order: BenchOrder::Total,
+        rate: 1_000,
+        seconds: 0.2,
+        threading: Threading::Invoker,
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_short_raw_floor_run_records_every_scheduled_message_after_warm_up() {
+    // Both drivers, and both idle strategies (Backoff waits in the transport when idle).
+    for (driver, idle, label) in [
+        (DriverName::Uring, IdleName::BusySpin, "io_uring"),
+        (DriverName::Mmsg, IdleName::Backoff, "sendmmsg"),
+    ] {
+        let r = raw_floor_at_1k(driver, idle);
+        assert!(r.raw_floor);
+        assert_eq!(r.scheduled, 200, "1 k msg/s for 0.2 s");
+        assert_eq!(r.delivered, r.scheduled, "{label}: every datagram arrived");
+        assert_eq!(r.undelivered, 0);
+        assert!(!r.sender_stalled);
+        // The first 10 % (20 messages) are warm-up; nothing undelivered adds lower bounds.
+        assert_eq!(r.recorded, 180);
+        assert!(r.p50_us > 0.0, "{label}: {r:?}");
+        assert!(
+            r.p50_us <= r.p99_us && r.p99_us <= r.max_us,
+            "{label}: {r:?}"
+        );
+        // The row the table and JSON lines get: its own transport and threading, no order.
+        let rec = r.record();
+        assert_eq!(rec.scenario, "latency");
+        assert_eq!(rec.transport, format!("{label}/raw"));
+        assert_eq!(rec.order, "none");
+        assert_eq!(rec.size, 16);
+        assert_eq!((rec.members, rec.senders), (2, 1));
+        assert_eq!(rec.ceiling_msgs_per_s, 1_000.0);
+        assert_eq!(rec.p99_us, Some(r.p99_us));
+        let text = |k: &str| rec.extra.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        assert_eq!(text("threading").as_deref(), Some("raw"));
+        assert_eq!(text("idle").as_deref(), Some(idle.label()));
+        assert_eq!(text("driver").as_deref(), Some(label));
+        assert_eq!(rec.extra["delivered"], 200);
+        assert_eq!(rec.extra["lost"], 0);
+        assert_design_fields(&serde_json::to_string(&rec).unwrap());
+    }
+    let zero_rate = LatencyPoint {
+        driver: DriverName::Mmsg,
+        idle: IdleName::BusySpin,
+        order: BenchOrder::Fifo,
+        rate: 0,
+        seconds: 0.2,
+        threading: Threading::Poller,
+    };
+    assert!(run_floor(zero_rate).is_err(), "a zero rate is refused");
+}
+
 fn record(
     scenario: &str,
     transport: &str,
@@ -331,9 +392,26 @@ fn synthetic_records() -> Vec<ResultRecord> {
         r.p999_us = Some(p99 * 2.0);
         r.extra.insert("idle".into(), idle.into());
         r.extra.insert("max_us".into(), (p99 * 5.0).into());
+        r.extra.insert("threading".into(), "poller".into());
+        r.extra.insert("floor_p99_us".into(), (p99 / 2.0).into());
         rs.push(r);
+        // The raw floor of the same point: a row of its own.
+        let mut f = floor_record(rate, idle, p99 / 2.0);
+        f.extra.insert("max_us".into(), p99.into());
+        rs.push(f);
     }
     rs
+}
+
+fn floor_record(rate: f64, idle: &str, p99: f64) -> ResultRecord {
+    let mut f = record("latency", "io_uring/raw", "none", 16, 2);
+    f.ceiling_msgs_per_s = rate;
+    f.p50_us = Some(p99 / 3.0);
+    f.p99_us = Some(p99);
+    f.p999_us = Some(p99 * 1.5);
+    f.extra.insert("idle".into(), idle.into());
+    f.extra.insert("threading".into(), "raw".into());
+    f
 }
 
 #[test]
@@ -362,6 +440,10 @@ fn plots_are_written_for_each_kind_of_result() {
     let svg = std::fs::read_to_string(dir.path().join("latency.svg")).unwrap();
     if !report.without_text {
         assert!(svg.contains("busyspin p99"), "the legend names each series");
+        assert!(
+            svg.contains("raw busyspin p99"),
+            "the raw floor is a series of its own"
+        );
     }
 }
 
@@ -382,13 +464,31 @@ fn targets_are_judged_from_the_records_with_their_figures() {
     let g = find("3 to 64 members (fifo");
     assert_eq!(g.met, Some(false));
     assert!((g.figure.unwrap() - 1.8).abs() < 1e-9);
-    // Only the BusySpin point at 10 k msg/s is judged: p99 25 µs < 30 µs.
+    // Only the BusySpin point at 10 k msg/s is judged, not its raw floor: p99 25 µs < 30 µs,
+    // with the floor's p99 beside it.
     let lat: Vec<_> = verdicts
         .iter()
         .filter(|v| v.target.contains("p99"))
         .collect();
     assert_eq!(lat.len(), 1);
     assert_eq!(lat[0].met, Some(true));
+    assert!(lat[0].target.contains("io_uring/fanout"), "{:?}", lat[0]);
+    assert_eq!(lat[0].detail, "p99 25.0 µs; raw path p99 12.5 µs");
+    // The table shows the floor's p99 on the Cohort row and the floor as its own row.
+    let tables = suite::tables(&synthetic_records());
+    let (_, t) = tables
+        .iter()
+        .find(|(title, _)| title.starts_with("latency"))
+        .unwrap();
+    let text = t.render();
+    assert!(
+        text.contains("raw p99 µs") && text.contains("io_uring/raw"),
+        "{text}"
+    );
+    assert!(
+        text.contains("12.5"),
+        "the floor's p99 on the Cohort row: {text}"
+    );
     assert_eq!(find("netns").met, None);
 }
 
