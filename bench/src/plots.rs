@@ -2,9 +2,9 @@
 //!
 //! * `throughput-<transport>-s<senders>-m<members>`: loopback msgs/s vs payload, one line per
 //!   order, and the raw ceiling of the same path as a dashed line;
-//! * `latency`: one-way latency percentiles (p50, p99, p99.9, max) vs offered rate, per idle
-//!   strategy, and the raw floor's p50 and p99 (plain UDP, no protocol) as series of their own
-//!   (`raw <idle> p50`);
+//! * `latency`: one-way latency percentiles (p50, p99, p99.9; the max is in the table) vs
+//!   offered rate, per threading and idle strategy (`poller busyspin p99`), and the raw
+//!   floor's p50 and p99 (plain UDP, no protocol) as series of their own (`raw <idle> p50`);
 //! * `cpu-per-msg`: inproc receiver CPU ns per delivered message vs group size, per order.
 //!
 //! Text is laid out (both backends) with a TrueType font read at run time from [`FONT_PATHS`]
@@ -73,7 +73,7 @@ struct Chart<'a> {
     series: Vec<Series>,
 }
 
-const COLORS: [RGBColor; 12] = [
+const COLORS: [RGBColor; 13] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -86,6 +86,7 @@ const COLORS: [RGBColor; 12] = [
     RGBColor(23, 190, 207),
     RGBColor(0, 0, 0),
     RGBColor(255, 187, 120),
+    RGBColor(152, 223, 138),
 ];
 
 fn bounds(series: &[Series], pick: impl Fn(&(f64, f64)) -> f64) -> (f64, f64) {
@@ -294,25 +295,26 @@ pub fn write_all(records: &[ResultRecord], dir: &Path) -> anyhow::Result<PlotRep
                 .unwrap_or("?")
                 .to_string();
             let rate = r.ceiling_msgs_per_s;
-            let max = r.extra.get("max_us").and_then(|v| v.as_f64());
-            let raw = r.extra.get("threading").and_then(|v| v.as_str()) == Some(RAW_LABEL);
-            // The floor only as a reference (p50, p99): all four of it would double the lines.
+            let threading = r
+                .extra
+                .get("threading")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?");
+            let raw = threading == RAW_LABEL;
+            // The floor only as a reference (p50, p99), and no max for Cohort's rows (it is in
+            // the table): a series per threading and idle strategy keeps poller and invoker
+            // rows apart, and all of it would be more lines than a reader can follow.
             let percentiles = if raw {
                 &[("p50", r.p50_us), ("p99", r.p99_us)][..]
             } else {
-                &[
-                    ("p50", r.p50_us),
-                    ("p99", r.p99_us),
-                    ("p99.9", r.p999_us),
-                    ("max", max),
-                ][..]
+                &[("p50", r.p50_us), ("p99", r.p99_us), ("p99.9", r.p999_us)][..]
             };
             for &(name, v) in percentiles {
                 if let Some(v) = v {
                     let key = if raw {
                         format!("{RAW_LABEL} {idle} {name}")
                     } else {
-                        format!("{idle} {name}")
+                        format!("{threading} {idle} {name}")
                     };
                     series.entry(key).or_default().push((rate, v));
                 }
