@@ -51,7 +51,9 @@ use hdrhistogram::Histogram;
 use crate::axes::BenchOrder;
 use crate::ceiling::{open_pair, DriverName, RECV_DATAGRAMS_PER_CALL};
 use crate::group_ceiling::{private_multicast_group, Addressing};
-use crate::loopback::{node_builder, node_driver, start_group, OwnMessages, Threading};
+use crate::loopback::{
+    node_builder, node_driver, start_group, OwnMessages, Threading, NODE_DATAGRAM_BYTES,
+};
 use crate::output::ResultRecord;
 
 /// Most messages per point.
@@ -232,6 +234,7 @@ pub fn run_point(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
         "bench-latency",
         p.driver,
         Addressing::Fanout,
+        NODE_DATAGRAM_BYTES,
         2,
         p.idle.idle(),
         OwnMessages::Deliver,
@@ -548,10 +551,15 @@ fn run_point_invoker(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
     let run = Run::new(&p)?;
     let driver = node_driver(p.driver)?;
     let start = |driver: Driver| {
-        node_builder(driver, Addressing::Fanout, private_multicast_group())
-            .invoker()
-            .start()
-            .context("starting a node")
+        node_builder(
+            driver,
+            Addressing::Fanout,
+            private_multicast_group(),
+            NODE_DATAGRAM_BYTES,
+        )
+        .invoker()
+        .start()
+        .context("starting a node")
     };
     let node = start(driver.clone())?;
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();

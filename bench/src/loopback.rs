@@ -13,9 +13,10 @@
 //! it. After the send period the run waits (at most [`DRAIN_MS_MAX`]) until every message was
 //! delivered everywhere and says whether it was.
 //!
-//! Not reachable through the public API (so not measured here): turning GSO/GRO off (a node's
-//! socket always asks for them; both fall back by themselves), and payloads larger than a
-//! 1472 B datagram allows (no datagram size option on the node builder).
+//! Datagrams are 1472 B, or 8972 B (jumbo, [`NodeBuilder::datagram_bytes`]) for payloads a
+//! 1472 B datagram cannot carry (the 8192 B axis); the ceiling of such a path uses the same
+//! size. Not reachable through the public API (so not measured here): turning GSO/GRO off (a
+//! node's socket always asks for them; both fall back by themselves).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,23 +64,32 @@ pub fn node_driver(d: DriverName) -> anyhow::Result<Driver> {
     })
 }
 
-/// A node builder on `127.0.0.1:0` with `driver` and `addressing` (multicast on `group`).
-pub fn node_builder(driver: Driver, addressing: Addressing, group: SocketAddr) -> NodeBuilder {
+/// A node builder on `127.0.0.1:0` with `driver`, `addressing` (multicast on `group`) and
+/// datagrams of `datagram_bytes`.
+pub fn node_builder(
+    driver: Driver,
+    addressing: Addressing,
+    group: SocketAddr,
+    datagram_bytes: usize,
+) -> NodeBuilder {
     let b = Node::builder()
         .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .driver(driver);
+        .driver(driver)
+        .datagram_bytes(datagram_bytes);
     match addressing {
         Addressing::Multicast => b.multicast(group, Ipv4Addr::LOCALHOST),
         Addressing::Fanout => b.unicast_fanout(),
     }
 }
 
-/// Starts `members` nodes on 127.0.0.1 and joins them all to group `name`; `handler(rank)`
-/// makes each member's handler.
+/// Starts `members` nodes on 127.0.0.1 with datagrams of `datagram_bytes` and joins them all
+/// to group `name`; `handler(rank)` makes each member's handler.
+#[allow(clippy::too_many_arguments)]
 pub fn start_group<H: Handler>(
     name: &str,
     driver: DriverName,
     addressing: Addressing,
+    datagram_bytes: usize,
     members: usize,
     idle: Idle,
     own: OwnMessages,
@@ -91,7 +101,7 @@ pub fn start_group<H: Handler>(
     let multicast = private_multicast_group();
     let mut nodes = Vec::with_capacity(members);
     for _ in 0..members {
-        let b = node_builder(node_driver(driver)?, addressing, multicast)
+        let b = node_builder(node_driver(driver)?, addressing, multicast, datagram_bytes)
             .idle(idle)
             .discard_own_messages(own == OwnMessages::Discard);
         nodes.push(b.start().context("starting a node")?);
@@ -127,6 +137,14 @@ pub struct LoopbackPoint {
     /// Messages per send call: 1 sends with `Group::send`, more with `Group::send_batch`.
     pub batch: usize,
     pub own: OwnMessages,
+    /// The nodes' datagram size ([`datagram_bytes_for_payload`] picks it for a payload).
+    pub datagram_bytes: usize,
+}
+
+/// The datagram size the loopback nodes (and the ceiling of their path) use for `size` B
+/// payloads in a group of `members`: 1472 B when a payload fits, else 8972 B (jumbo).
+pub fn datagram_bytes_for_payload(size: usize, members: usize) -> usize {
+    crate::inproc::datagram_bytes_for_payload(size, members)
 }
 
 /// Sends `batch` copies of `payload` (one `Group::send` if `batch` is 1, else one
@@ -268,6 +286,7 @@ impl LoopbackResult {
         extra.insert("threading".into(), self.point.threading.label().into());
         extra.insert("batch".into(), self.point.batch.into());
         extra.insert("own_messages".into(), self.point.own.label().into());
+        extra.insert("datagram_bytes".into(), self.point.datagram_bytes.into());
         ResultRecord {
             scenario: "loopback".into(),
             // Invoker-mode results are a path of their own (their own targets and plot).
@@ -332,6 +351,7 @@ pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         "bench-loopback",
         p.driver,
         p.addressing,
+        p.datagram_bytes,
         n,
         p.idle,
         p.own,
@@ -340,8 +360,9 @@ pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
     let max = group.groups[0].payload_bytes_max();
     if p.size > max {
         bail!(
-            "a {} B payload exceeds the node's {max} B maximum (the node builder has no datagram size option)",
-            p.size
+            "a {} B payload exceeds the node's {max} B maximum (datagram size {} B)",
+            p.size,
+            p.datagram_bytes
         );
     }
     let senders = p.senders.count(n);
@@ -496,6 +517,7 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         let payload = vec![0xC3u8; p.size];
         let sender = is_sender(rank);
         let addressing = p.addressing;
+        let datagram_bytes = p.datagram_bytes;
         let seconds = p.seconds;
         let batch = p.batch;
         let discard_own = p.own == OwnMessages::Discard;
@@ -503,7 +525,7 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
             std::thread::Builder::new()
                 .name(format!("bench-member-{rank}"))
                 .spawn(move || -> anyhow::Result<MemberReport> {
-                    let node = node_builder(driver, addressing, multicast)
+                    let node = node_builder(driver, addressing, multicast, datagram_bytes)
                         .discard_own_messages(discard_own)
                         .invoker()
                         .start()
@@ -521,8 +543,9 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                     let max = group.payload_bytes_max();
                     if payload.len() > max {
                         let why = format!(
-                            "a {} B payload exceeds the node's {max} B maximum (the node builder has no datagram size option)",
-                            payload.len()
+                            "a {} B payload exceeds the node's {max} B maximum (datagram size {} B)",
+                            payload.len(),
+                            datagram_bytes
                         );
                         let _ = ready_tx.send(Err(why.clone()));
                         bail!(why);

@@ -23,9 +23,7 @@ use crate::ceiling::DriverName;
 use crate::group_ceiling::{self, Addressing, GroupPoint};
 use crate::inproc::{self, InprocPoint};
 use crate::latency::{self, IdleName, LatencyPoint};
-use crate::loopback::{
-    self, LoopbackPoint, OwnMessages, Threading, NODE_DATAGRAM_BYTES, NODE_SEND_BATCH_DATAGRAMS,
-};
+use crate::loopback::{self, LoopbackPoint, OwnMessages, Threading, NODE_SEND_BATCH_DATAGRAMS};
 use crate::netns::{self, NetnsPlan};
 use crate::output::{thousands, JsonLines, Progress, ResultRecord, Table};
 use crate::plots;
@@ -246,7 +244,7 @@ fn loopback_paths(p: &LoopbackPlan) -> Vec<GroupPoint> {
                             senders: senders.count(members),
                             size,
                             seconds: p.ceiling_seconds,
-                            datagram_bytes: NODE_DATAGRAM_BYTES,
+                            datagram_bytes: loopback::datagram_bytes_for_payload(size, members),
                             batch: NODE_SEND_BATCH_DATAGRAMS,
                         });
                     }
@@ -368,24 +366,19 @@ pub fn run_plan(plan: &Plan, outputs: &Outputs) -> anyhow::Result<SuiteOutcome> 
     if let Some(p) = &plan.loopback {
         for path in loopback_paths(p) {
             let what = format!(
-                "loopback {} {} {} members, {} sender(s), {} B",
+                "loopback {} {} {} members, {} sender(s), {} B{}",
                 path.driver.label(),
                 path.addressing.label(),
                 path.members,
                 path.senders,
-                path.size
+                path.size,
+                if path.datagram_bytes == loopback::NODE_DATAGRAM_BYTES {
+                    String::new()
+                } else {
+                    format!(" in {} B datagrams", path.datagram_bytes)
+                }
             );
             progress.next(&format!("{what}: raw ceiling"));
-            if path.size > NODE_DATAGRAM_BYTES {
-                for order in &p.orders {
-                    progress.next(&format!("{what}: {} (skipped)", order.label()));
-                }
-                outcome.skipped.push(format!(
-                    "{what}: a {} B payload does not fit the node's {NODE_DATAGRAM_BYTES} B datagram (the node builder has no datagram size option)",
-                    path.size
-                ));
-                continue;
-            }
             let ceiling = group_ceiling::run_group_point(path)
                 .with_context(|| format!("{what}: raw ceiling"))?;
             let ceiling_rate = ceiling.msgs_per_s(path.members);
@@ -416,6 +409,7 @@ pub fn run_plan(plan: &Plan, outputs: &Outputs) -> anyhow::Result<SuiteOutcome> 
                     threading,
                     batch: p.batch,
                     own: p.own,
+                    datagram_bytes: path.datagram_bytes,
                 };
                 match loopback::run_point(point) {
                     Ok(r) => {

@@ -11,7 +11,10 @@ use cohort_bench::ceiling::DriverName;
 use cohort_bench::group_ceiling::{run_group_point, Addressing, GroupPoint};
 use cohort_bench::inproc::{run_point as run_inproc, InprocPoint};
 use cohort_bench::latency::{run_floor, IdleName, LatencyPoint, LatencyResult};
-use cohort_bench::loopback::{run_point as run_loopback, LoopbackPoint, OwnMessages, Threading};
+use cohort_bench::loopback::{
+    datagram_bytes_for_payload, run_point as run_loopback, LoopbackPoint, OwnMessages, Threading,
+    NODE_DATAGRAM_BYTES,
+};
 use cohort_bench::output::{read_json_lines, ResultRecord};
 use cohort_bench::{plots, suite};
 
@@ -193,6 +196,7 @@ fn a_short_loopback_run_delivers_everything_it_sent() {
         threading: Threading::Poller,
         batch: 1,
         own: OwnMessages::Discard,
+        datagram_bytes: NODE_DATAGRAM_BYTES,
     })
     .unwrap();
     assert!(r.msgs_sent > 0);
@@ -222,6 +226,7 @@ fn a_short_invoker_mode_loopback_run_delivers_everything_it_sent() {
         threading: Threading::Invoker,
         batch: 16,
         own: OwnMessages::Deliver,
+        datagram_bytes: NODE_DATAGRAM_BYTES,
     })
     .unwrap();
     assert!(r.msgs_sent > 0);
@@ -259,7 +264,7 @@ fn a_short_invoker_mode_loopback_run_delivers_everything_it_sent() {
 }
 
 #[test]
-fn a_payload_larger_than_the_node_datagram_is_refused_with_the_reason() {
+fn a_payload_larger_than_the_node_datagram_is_refused_and_runs_in_jumbo_datagrams() {
     let too_large = LoopbackPoint {
         driver: DriverName::Mmsg,
         addressing: Addressing::Fanout,
@@ -272,15 +277,38 @@ fn a_payload_larger_than_the_node_datagram_is_refused_with_the_reason() {
         threading: Threading::Poller,
         batch: 1,
         own: OwnMessages::Discard,
+        datagram_bytes: NODE_DATAGRAM_BYTES,
     };
     let e = run_loopback(too_large).expect_err("8192 B does not fit a 1472 B datagram");
-    assert!(format!("{e:#}").contains("datagram size"), "{e:#}");
+    assert!(format!("{e:#}").contains("datagram size 1472 B"), "{e:#}");
     let e = run_loopback(LoopbackPoint {
         threading: Threading::Invoker,
         ..too_large
     })
     .expect_err("nor in invoker mode (and the run is called off, not hung)");
-    assert!(format!("{e:#}").contains("datagram size"), "{e:#}");
+    assert!(format!("{e:#}").contains("datagram size 1472 B"), "{e:#}");
+    // The harness runs it in the datagram size it picks for the payload: 8972 B (jumbo).
+    let jumbo = datagram_bytes_for_payload(8192, 2);
+    assert_eq!(jumbo, 8972);
+    assert_eq!(datagram_bytes_for_payload(1024, 2), NODE_DATAGRAM_BYTES);
+    for threading in [Threading::Poller, Threading::Invoker] {
+        let r = run_loopback(LoopbackPoint {
+            threading,
+            datagram_bytes: jumbo,
+            seconds: 0.2,
+            ..too_large
+        })
+        .unwrap();
+        assert!(r.msgs_sent > 0);
+        assert!(
+            r.complete,
+            "{threading:?}: not every 8192 B message was delivered"
+        );
+        assert_eq!(
+            r.record(1.0).extra.get("datagram_bytes"),
+            Some(&serde_json::Value::from(8972))
+        );
+    }
 }
 
 fn raw_floor_at_1k(driver: DriverName, idle: IdleName) -> LatencyResult {

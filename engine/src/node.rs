@@ -88,6 +88,16 @@ pub const CONTROL_REPLY_TIMEOUT_MS: u64 = 5_000;
 /// The window in bytes ([`crate::protocol::MemberConfig::window_bytes_max`], 256 KiB)
 /// bounds larger payloads first.
 pub const WINDOW_MESSAGES_DEFAULT: usize = 2048;
+/// Smallest datagram a node accepts ([`NodeBuilder::datagram_bytes`]): an Ethernet MTU of
+/// 1500 minus the IPv4 and UDP headers, the size every part of the protocol (status frames of
+/// 64 members, membership messages listing them) is built and tested for.
+pub const DATAGRAM_BYTES_MIN: usize = cohort_transport::DATAGRAM_BYTES_DEFAULT;
+/// Largest datagram a node accepts: the largest UDP payload over IPv4.
+pub const DATAGRAM_BYTES_MAX: usize = 65_507;
+/// Records of the largest payload the send window holds at least (the window in bytes is
+/// 256 KiB or this many such records, whichever is more: with jumbo datagrams 256 KiB would
+/// hold only ~29 records and the sender would wait on every acknowledgement round trip).
+const WINDOW_RECORDS_MIN: usize = 32;
 /// Default heartbeat interval; a member is suspected after 10 missed heartbeats.
 pub const HEARTBEAT_MS_DEFAULT: u64 = 100;
 const HEARTBEAT_NS_MIN: u64 = 1_000_000;
@@ -263,6 +273,12 @@ pub enum StartError {
     Cpu { cpu: usize, available: Vec<usize> },
     #[error("window of {window} messages: use 1..={max}")]
     Window { window: usize, max: usize },
+    #[error("datagrams of {bytes} B: use {min}..={max} (the path MTU minus 28 B of IPv4 and UDP headers)")]
+    DatagramBytes {
+        bytes: usize,
+        min: usize,
+        max: usize,
+    },
     #[error("opening the transport: {0}")]
     Transport(#[from] TransportError),
     #[error("trace directory {path}: {source}; pass a writable directory")]
@@ -377,6 +393,7 @@ pub struct NodeBuilder {
     join_timeout: Duration,
     group_members_max: usize,
     discard_own: bool,
+    datagram_bytes: usize,
 }
 
 impl Default for NodeBuilder {
@@ -400,6 +417,7 @@ impl Default for NodeBuilder {
             join_timeout: Duration::from_millis(JOIN_TIMEOUT_MS_DEFAULT),
             group_members_max: GROUP_MEMBERS_DEFAULT,
             discard_own: false,
+            datagram_bytes: cohort_transport::DATAGRAM_BYTES_DEFAULT,
         }
     }
 }
@@ -477,6 +495,19 @@ impl NodeBuilder {
     /// Write every member's trace to `dir/<member>.jsonl` (off by default).
     pub fn trace_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.trace_dir = Some(dir.into());
+        self
+    }
+
+    /// The largest UDP payload of this node's datagrams, in bytes (default 1472: an Ethernet
+    /// MTU of 1500 minus 28 B of IPv4 and UDP headers; [`DATAGRAM_BYTES_MIN`] ..=
+    /// [`DATAGRAM_BYTES_MAX`]). Larger datagrams carry larger payloads
+    /// ([`Group::payload_bytes_max`]) and more bundled messages per record: 8972 for jumbo
+    /// frames (MTU 9000), up to 65507 on loopback. **Every member of a group must use the
+    /// same size**: a datagram larger than a receiver's size is dropped there (counted), and
+    /// one larger than the path MTU is fragmented by IP. The send window in bytes grows with
+    /// it to hold at least 32 of the largest records.
+    pub fn datagram_bytes(mut self, bytes: usize) -> Self {
+        self.datagram_bytes = bytes;
         self
     }
 
@@ -593,7 +624,15 @@ impl NodeBuilder {
                 }
             }
         };
+        if !(DATAGRAM_BYTES_MIN..=DATAGRAM_BYTES_MAX).contains(&self.datagram_bytes) {
+            return Err(StartError::DatagramBytes {
+                bytes: self.datagram_bytes,
+                min: DATAGRAM_BYTES_MIN,
+                max: DATAGRAM_BYTES_MAX,
+            });
+        }
         let mut cfg = SocketConfig::unicast(bind);
+        cfg.datagram_bytes_max = self.datagram_bytes;
         let multicast = self.multicast.is_some();
         if let Some((group, iface)) = self.multicast {
             cfg.group = GroupMode::Multicast {
@@ -914,8 +953,11 @@ impl Node {
         m.log_messages_max = (self.window_messages_max + CONTROL_RECORDS_RESERVE + 1)
             .next_power_of_two()
             .max(m.log_messages_max);
-        // A one-member view carries the largest payload: every view's window holds it.
-        m.window_bytes_max = m.window_bytes_max.max(m.payload_bytes_max());
+        // A one-member view carries the largest payload: every view's window holds it, and
+        // at least WINDOW_RECORDS_MIN records of it (large datagrams).
+        m.window_bytes_max = m
+            .window_bytes_max
+            .max(WINDOW_RECORDS_MIN * m.payload_bytes_max());
         let endpoint = make(cfg, self.clock.now());
         let payload_bytes_max = endpoint
             .payload_bytes_max_any_view()
@@ -1641,6 +1683,7 @@ impl Drop for Claim<'_> {
 /// pollers = 1
 /// cpus = [2]
 /// window_messages_max = 256
+/// datagram_bytes = 1472      # 8972 for jumbo frames; every member of a group alike
 /// trace_dir = "/var/tmp/cohort-trace"
 ///
 /// [multicast]                # omit for unicast fan-out
@@ -1666,8 +1709,15 @@ pub struct NodeConfig {
     pub cpus: Vec<usize>,
     #[serde(default = "window_default")]
     pub window_messages_max: usize,
+    /// [`NodeBuilder::datagram_bytes`].
+    #[serde(default = "datagram_bytes_default")]
+    pub datagram_bytes: usize,
     #[serde(default)]
     pub trace_dir: Option<PathBuf>,
+}
+
+fn datagram_bytes_default() -> usize {
+    cohort_transport::DATAGRAM_BYTES_DEFAULT
 }
 
 fn one() -> usize {
@@ -1755,7 +1805,8 @@ impl NodeConfig {
             })
             .pollers(self.pollers)
             .cpus(&self.cpus)
-            .window_messages_max(self.window_messages_max);
+            .window_messages_max(self.window_messages_max)
+            .datagram_bytes(self.datagram_bytes);
         if let Some(m) = &self.multicast {
             b = b.multicast(m.group, m.iface).multicast_ttl(m.ttl);
         }

@@ -761,3 +761,65 @@ fn a_member_that_discards_its_own_messages_delivers_only_the_others() {
     assert_eq!(gb.stats().own_discarded, 0, "off by default");
     assert_eq!(gb.stats().delivered, all as u64);
 }
+
+#[test]
+fn jumbo_datagrams_carry_payloads_a_standard_datagram_cannot() {
+    let net = MemoryNetwork::new(23);
+    let jumbo = |addr: &str| {
+        Node::builder()
+            .bind(addr.parse().unwrap())
+            .driver(Driver::Memory(net.clone()))
+            .suspect_timeout(NO_SUSPICION)
+            .datagram_bytes(8972)
+            .start()
+            .expect("a node with 8972 B datagrams starts")
+    };
+    let (a, b) = (jumbo("127.0.0.1:8291"), jumbo("127.0.0.1:8292"));
+    let members = [a.local_addr(), b.local_addr()];
+    let (log_a, log_b) = (Log::default(), Log::default());
+    let ga = a.join("jumbo", &members, recorder(&log_a)).unwrap();
+    let _gb = b.join("jumbo", &members, recorder(&log_b)).unwrap();
+    let max = ga.payload_bytes_max();
+    assert!(
+        (8192..8972).contains(&max),
+        "an 8192 B payload fits an 8972 B datagram (largest {max} B)"
+    );
+    // Large messages, each near the largest, and runs of small ones that bundle.
+    let mut sent = Vec::new();
+    for i in 0..40u64 {
+        sent.push(pattern(i, if i % 4 == 0 { max } else { 64 }));
+    }
+    for m in &sent {
+        ga.send_blocking(Order::Fifo, false, m).unwrap();
+    }
+    ga.flush().expect("a's sends become stable");
+    wait_until("b delivers every message of a's", || {
+        log_b.lock().unwrap().len() == sent.len()
+    });
+    let got: Vec<Vec<u8>> = log_b.lock().unwrap().iter().map(|e| e.3.clone()).collect();
+    assert_eq!(got, sent, "delivered unchanged and in order");
+    // The same payload is refused by a node with standard datagrams, and out-of-range sizes
+    // are refused at start with a clear error.
+    let standard = node(&net, "127.0.0.1:8293");
+    let gs = standard
+        .join("standard", &[standard.local_addr()], |_: &Delivery<'_>| {})
+        .unwrap();
+    assert!(gs.payload_bytes_max() < 1472);
+    assert!(matches!(
+        gs.send(Order::Fifo, false, &sent[0]),
+        Err(SendError::TooLarge { .. })
+    ));
+    for bytes in [1000, 65_508] {
+        let e = Node::builder()
+            .bind("127.0.0.1:8294".parse().unwrap())
+            .driver(Driver::Memory(net.clone()))
+            .datagram_bytes(bytes)
+            .start()
+            .err()
+            .expect("refused");
+        assert!(
+            e.to_string().contains(&format!("datagrams of {bytes} B")),
+            "{e}"
+        );
+    }
+}

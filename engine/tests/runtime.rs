@@ -525,6 +525,7 @@ fn node_config_files_are_parsed_and_typos_are_errors_naming_the_file() {
         cfg.window_messages_max,
         cohort::node::WINDOW_MESSAGES_DEFAULT
     );
+    assert_eq!(cfg.datagram_bytes, 1472);
     let typo = NodeConfig::from_toml("bind = \"127.0.0.1:7001\"\nwindow = 5\n", path);
     match typo {
         Err(ConfigError::Invalid { path: p, message }) => {
@@ -536,11 +537,34 @@ fn node_config_files_are_parsed_and_typos_are_errors_naming_the_file() {
     assert!(NodeConfig::from_toml("bind = \"nowhere\"", path).is_err());
     // A memory-network node from a config: the builder carries the settings.
     let net = MemoryNetwork::new(11);
-    let cfg =
-        NodeConfig::from_toml("bind = \"127.0.0.1:7971\"\nwindow_messages_max = 4", path).unwrap();
-    let node = cfg.builder().driver(Driver::Memory(net)).start().unwrap();
+    let cfg = NodeConfig::from_toml(
+        "bind = \"127.0.0.1:7971\"\nwindow_messages_max = 4\ndatagram_bytes = 8972",
+        path,
+    )
+    .unwrap();
+    let node = cfg
+        .builder()
+        .driver(Driver::Memory(net.clone()))
+        .start()
+        .unwrap();
     assert_eq!(
         node.local_addr(),
         "127.0.0.1:7971".parse::<SocketAddr>().unwrap()
     );
+    let g = node
+        .join("jumbo", &[node.local_addr()], |_: &cohort::Delivery<'_>| {})
+        .unwrap();
+    assert!(
+        g.payload_bytes_max() > 8192,
+        "the datagram size reached the node"
+    );
+    // An out-of-range size parses and is refused at start, naming the size.
+    let tiny = NodeConfig::from_toml("bind = \"127.0.0.1:7972\"\ndatagram_bytes = 100", path)
+        .unwrap()
+        .builder()
+        .driver(Driver::Memory(net))
+        .start()
+        .err()
+        .expect("refused");
+    assert!(tiny.to_string().contains("datagrams of 100 B"), "{tiny}");
 }

@@ -28,8 +28,8 @@
 //!
 //! Node settings can come from a TOML file (`--config FILE`, the [`NodeConfig`] format:
 //! `bind`, `[multicast]`, `driver`, `idle`, `pollers`, `cpus`, `window_messages_max`,
-//! `trace_dir`); the flags `--bind`, `--multicast`, `--iface`, `--driver`, `--idle`,
-//! `--window` and `--trace` override what the file says.
+//! `datagram_bytes`, `trace_dir`); the flags `--bind`, `--multicast`, `--iface`, `--driver`,
+//! `--idle`, `--window`, `--datagram-bytes` and `--trace` override what the file says.
 //!
 //! For tests on real sockets (the kernel may have no `tc netem`), `--faults SPEC` puts the
 //! transport's seeded fault layer under the node: `SPEC` is a comma list of `loss=P`,
@@ -220,6 +220,10 @@ pub struct Args {
     /// Send window in messages [default: the config file's, else the library's].
     #[arg(long, value_name = "MESSAGES")]
     pub window: Option<usize>,
+    /// Largest UDP payload of a datagram, 1472..=65507 (8972 for jumbo frames; every member
+    /// of a group alike) [default: the config file's, else 1472].
+    #[arg(long, value_name = "BYTES")]
+    pub datagram_bytes: Option<usize>,
     /// Seeded faults on every datagram this member sends (tests), e.g.
     /// `loss=0.05,dup=0.01,reorder=0.1,delay_us=200,jitter_us=100,seed=7`.
     #[arg(long, value_name = "SPEC")]
@@ -583,6 +587,9 @@ fn node_builder(args: &Args) -> anyhow::Result<(cohort::NodeBuilder, &'static st
     }
     if let Some(window) = args.window {
         builder = builder.window_messages_max(window);
+    }
+    if let Some(bytes) = args.datagram_bytes {
+        builder = builder.datagram_bytes(bytes);
     }
     if let Some(ms) = args.heartbeat_ms {
         builder = builder.heartbeat(Duration::from_millis(ms));

@@ -269,7 +269,12 @@ fn run_group(name: &str, n: usize, extra: &[&str], duration: &str) -> (Report, V
                     &list,
                 ])
                 .args(["--order", "fifo,causal,total,gbcast", "--count", "500"])
-                .args(["--size", "600", "--duration", duration, "--no-counters"])
+                .args(if extra.iter().any(|e| e == "--size") {
+                    &[][..] // the caller's size
+                } else {
+                    &["--size", "600"][..]
+                })
+                .args(["--duration", duration, "--no-counters"])
                 .arg("--trace")
                 .arg(&dir)
                 .args(&extra)
@@ -307,6 +312,33 @@ fn members_with_injected_loss_delay_reordering_and_duplication_deliver_everythin
     assert!(codes.iter().all(|c| *c == Some(0)), "{codes:?}");
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.deliveries, 3 * 3 * 500, "no message lost");
+}
+
+#[test]
+fn members_with_jumbo_datagrams_deliver_everything_and_a_size_out_of_range_is_refused() {
+    // 3000 B messages: more than a 1472 B datagram carries, so they exist only in 8972 B ones.
+    let (report, codes) = run_group(
+        "jumbo",
+        3,
+        &["--datagram-bytes", "8972", "--size", "3000"],
+        RUN_DURATION_SECS,
+    );
+    assert!(codes.iter().all(|c| *c == Some(0)), "{codes:?}");
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.deliveries, 3 * 3 * 500, "no message lost");
+    refused(
+        &[
+            "--group",
+            "g",
+            "--bind",
+            "127.0.0.1:9",
+            "--members",
+            "127.0.0.1:9",
+            "--datagram-bytes",
+            "100",
+        ],
+        "datagrams of 100 B: use 1472..=65507",
+    );
 }
 
 /// The hidden flag breaks the protocol as it says: under injected loss (20 % of every
