@@ -198,34 +198,27 @@ fn without_config_the_bind_address_is_required() {
     refused(&["--group", "g", "--members", "127.0.0.1:9"], "--bind");
 }
 
+/// A one-member group on an address nothing listens on (the flags the refusal tests add to).
+const ALONE: [&str; 6] = [
+    "--group",
+    "g",
+    "--bind",
+    "127.0.0.1:9",
+    "--members",
+    "127.0.0.1:9",
+];
+
 #[test]
 fn an_interface_without_multicast_is_refused() {
     refused(
-        &[
-            "--group",
-            "g",
-            "--bind",
-            "127.0.0.1:9",
-            "--members",
-            "127.0.0.1:9",
-            "--iface",
-            "127.0.0.1",
-        ],
+        &[&ALONE[..], &["--iface", "127.0.0.1"]].concat(),
         "--iface only applies to multicast",
     );
 }
 
 #[test]
 fn bad_fault_specs_are_refused_with_the_problem_named() {
-    let base = [
-        "--group",
-        "g",
-        "--bind",
-        "127.0.0.1:9",
-        "--members",
-        "127.0.0.1:9",
-        "--faults",
-    ];
+    let base = [&ALONE[..], &["--faults"]].concat();
     for (spec, says) in [
         ("loss=2", "a probability is a number from 0 to 1"),
         ("jitter=5", "unknown fault \"jitter\""),
@@ -327,16 +320,7 @@ fn members_with_jumbo_datagrams_deliver_everything_and_a_size_out_of_range_is_re
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.deliveries, 3 * 3 * 500, "no message lost");
     refused(
-        &[
-            "--group",
-            "g",
-            "--bind",
-            "127.0.0.1:9",
-            "--members",
-            "127.0.0.1:9",
-            "--datagram-bytes",
-            "100",
-        ],
+        &[&ALONE[..], &["--datagram-bytes", "100"]].concat(),
         "datagrams of 100 B: use 1472..=65507",
     );
 }
