@@ -407,8 +407,9 @@ pub fn private_multicast_group() -> SocketAddr {
 }
 
 /// Multicast on loopback (interface 127.0.0.1, TTL 1, loop on): two receivers on this host
-/// each get every group datagram, and the sender gets none of its own back. If the machine refuses the join, the
-/// check says loudly which setting is missing and checks that the refusal is a clear error.
+/// each get every group datagram, and the sender gets none of its own back. If the machine
+/// refuses the join, the check says loudly which setting is missing and checks that the
+/// refusal is a clear error.
 pub fn multicast_reaches_two_receivers_and_not_the_sender(
     make: MakeTransport<'_>,
     template: &SocketConfig,

@@ -11,7 +11,9 @@
 //!   enabled when asked and available, `SO_BUSY_POLL` when configured;
 //! * in multicast mode, the **group socket**: bound to the group address and port with
 //!   `SO_REUSEADDR` + `SO_REUSEPORT` (so several members on one host receive the group),
-//!   `IP_MULTICAST_ALL` off, and the membership joined on the configured interface address.
+//!   `IP_MULTICAST_ALL` off, the membership joined on the configured interface address, and a
+//!   socket filter that drops the member's own multicasts looped back to it
+//!   (`drop_own_multicasts`).
 //!   When `cfg.bind` already is the group port on the wildcard or group address, the unicast
 //!   socket itself joins and no second socket is opened.
 //!
