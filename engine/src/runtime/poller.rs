@@ -232,6 +232,15 @@ impl Drop for GroupSlot {
 }
 
 /// The address of a member id (`host:port` or `host:port#incarnation`).
+/// The message of a staged bundle payload that holds exactly one (its framing and body, what
+/// a plain record carries); None for more than one, or a malformed payload.
+fn lone_message(payload: &[u8]) -> Option<&[u8]> {
+    let (count, rest) = payload.split_first_chunk::<{ wire::BUNDLE_HEADER_BYTES }>()?;
+    let (len, message) = rest.split_first_chunk::<{ wire::BUNDLE_ENTRY_HEADER_BYTES }>()?;
+    (u16::from_le_bytes(*count) == 1 && usize::from(u16::from_le_bytes(*len)) == message.len())
+        .then_some(message)
+}
+
 fn addr_of(id: &str) -> Option<SocketAddr> {
     node_of(id).parse().ok()
 }
@@ -465,6 +474,43 @@ impl GroupSlot {
             if kind == Kind::Bundle && numbered == incarnation {
                 let key = (r.order, r.safe);
                 if self.bundle.is_empty() {
+                    // A lone message that the next staged record will not join goes to the
+                    // member straight from the stage: one copy of its payload (into the log)
+                    // instead of two (into the bundle, then into the log), with the same
+                    // record on the wire. Large payloads are mostly alone in their bundle.
+                    let max = self.endpoint.payload_bytes_max();
+                    if let Some(one) = lone_message(r.payload).filter(|m| m.len() <= max) {
+                        let joins = self.taken.peek_next().is_some_and(|n| {
+                            n.kind == Kind::Bundle
+                                && n.incarnation == incarnation
+                                && (n.order, n.safe) == key
+                                && r.payload.len() + n.payload.len() - wire::BUNDLE_HEADER_BYTES
+                                    <= max
+                        });
+                        if !joins {
+                            match self.endpoint.send(now, r.order, r.safe, one) {
+                                Ok(_) => {
+                                    let body = one.len() - framing::PLAIN_HEADER_BYTES;
+                                    self.bytes_sent_unpublished += body as u64;
+                                    self.stalled = false;
+                                    sent += 1;
+                                }
+                                Err(GroupSendError::WouldBlock | GroupSendError::NotInstalled) => {
+                                    self.note_stalled();
+                                    break;
+                                }
+                                Err(GroupSendError::Leaving) => dropped += 1,
+                                Err(GroupSendError::TooLarge { len, max }) => {
+                                    // Checked against the member's limit just above.
+                                    debug_assert!(false, "lone message of {len} B past {max} B");
+                                    dropped += 1;
+                                }
+                            }
+                            self.taken.advance();
+                            work = true;
+                            continue;
+                        }
+                    }
                     self.bundle_key = key;
                     self.bundle_incarnation = incarnation;
                     self.bundle_bytes_max = self.endpoint.payload_bytes_max();

@@ -397,9 +397,20 @@ impl Taken {
 
     /// The next record, if any (not consumed: [`Taken::advance`] does).
     pub fn peek(&self) -> Option<Record<'_>> {
+        self.record_at(self.pos)
+    }
+
+    /// The record after the one [`Taken::peek`] returns, if this stage holds one.
+    pub fn peek_next(&self) -> Option<Record<'_>> {
         let h = self.bytes.get(self.pos..self.pos + RECORD_HEADER_BYTES)?;
         let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
-        let start = self.pos + RECORD_HEADER_BYTES;
+        self.record_at(self.pos + RECORD_HEADER_BYTES + len)
+    }
+
+    fn record_at(&self, at: usize) -> Option<Record<'_>> {
+        let h = self.bytes.get(at..at + RECORD_HEADER_BYTES)?;
+        let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+        let start = at + RECORD_HEADER_BYTES;
         let payload = self.bytes.get(start..start + len)?;
         let kind = match h[0] {
             KIND_SEND => Kind::Send,
@@ -463,14 +474,18 @@ mod tests {
             (r.kind, r.order, r.safe, r.incarnation, r.payload),
             (Kind::Send, Order::Total, true, 7, &b"abc"[..])
         );
+        let next = taken.peek_next().unwrap();
+        assert_eq!((next.order, next.payload), (Order::Causal, &b""[..]));
         taken.advance();
         let r = taken.peek().unwrap();
         assert_eq!(
             (r.kind, r.order, r.payload),
             (Kind::Send, Order::Causal, &b""[..])
         );
+        assert_eq!(taken.peek_next().unwrap().kind, Kind::Flush);
         taken.advance();
         assert_eq!(taken.peek().unwrap().kind, Kind::Flush);
+        assert!(taken.peek_next().is_none(), "the last record has no next");
         taken.advance();
         assert!(taken.peek().is_none() && taken.is_done());
         assert!(!taken.refill(&stage, 1400), "nothing staged since");
