@@ -182,6 +182,15 @@ fn group_ceiling_moves_packed_messages_between_member_threads() {
     assert_eq!(c.payload_bytes_received, c.msgs_received * 64);
 }
 
+/// The bench's safety cap must sit far above what loopback moves, or the rate is the cap's.
+fn assert_uncapped(r: &cohort_bench::loopback::LoopbackResult) {
+    assert!(
+        !r.send_cap_reached,
+        "{} sent: the send cap was reached",
+        r.msgs_sent
+    );
+}
+
 #[test]
 fn a_short_loopback_run_delivers_everything_it_sent() {
     let r = run_loopback(LoopbackPoint {
@@ -201,12 +210,7 @@ fn a_short_loopback_run_delivers_everything_it_sent() {
     .unwrap();
     assert!(r.msgs_sent > 0);
     assert!(r.complete, "not every message was delivered");
-    // The bench's safety cap must sit far above what loopback moves, or the rate is the cap's.
-    assert!(
-        !r.send_cap_reached,
-        "{} sent: the send cap was reached",
-        r.msgs_sent
-    );
+    assert_uncapped(&r);
     let rec = r.record(r.msgs_per_s() * 2.0);
     assert!((rec.ratio - 0.5).abs() < 1e-9);
     assert_eq!(rec.transport, "sendmmsg/fanout");
@@ -231,12 +235,7 @@ fn a_short_invoker_mode_loopback_run_delivers_everything_it_sent() {
     .unwrap();
     assert!(r.msgs_sent > 0);
     assert!(r.complete, "not every message was delivered");
-    // The bench's safety cap must sit far above what loopback moves, or the rate is the cap's.
-    assert!(
-        !r.send_cap_reached,
-        "{} sent: the send cap was reached",
-        r.msgs_sent
-    );
+    assert_uncapped(&r);
     let rec = r.record(1.0);
     assert!(
         rec.transport.ends_with("/fanout/invoker/batch16/own"),
