@@ -167,6 +167,10 @@ struct LoopbackArgs {
     /// handlers count only the others') or `deliver` (one upcall per own message more).
     #[arg(long, value_enum, default_value = "discard")]
     own_messages: OwnMessages,
+    /// Runs of each path (its ceiling, then every order); each point reports the run with the
+    /// median ratio, with the range beside it (JSON `ratio_min`, `ratio_max`).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -300,6 +304,16 @@ fn inproc_plan(a: &InprocArgs) -> anyhow::Result<Plan> {
     })
 }
 
+fn check_repeat(repeat: usize) -> anyhow::Result<()> {
+    if repeat == 0 || repeat > cohort_bench::ceiling::REPEAT_MAX {
+        bail!(
+            "--repeat must be in 1..={}",
+            cohort_bench::ceiling::REPEAT_MAX
+        );
+    }
+    Ok(())
+}
+
 fn loopback_plan(a: &LoopbackArgs) -> anyhow::Result<Plan> {
     check_seconds("seconds", a.seconds)?;
     check_seconds("ceiling-seconds", a.ceiling_seconds)?;
@@ -313,6 +327,7 @@ fn loopback_plan(a: &LoopbackArgs) -> anyhow::Result<Plan> {
     if a.batch == 0 || a.batch > 4096 {
         bail!("--batch: {} is out of range 1..=4096", a.batch);
     }
+    check_repeat(a.repeat)?;
     if a.drivers.contains(&DriverName::Memory) {
         bail!("--drivers: loopback runs the kernel drivers (uring, mmsg); use `inproc` for memory");
     }
@@ -334,6 +349,7 @@ fn loopback_plan(a: &LoopbackArgs) -> anyhow::Result<Plan> {
             threading: a.threading.clone(),
             batch: a.batch,
             own: a.own_messages,
+            repeat: a.repeat,
         }),
         ..Plan::default()
     })
@@ -375,12 +391,7 @@ fn netns_plan(a: &NetnsArgs) -> anyhow::Result<Plan> {
     if a.driver == DriverName::Memory {
         bail!("--driver: netns runs the kernel drivers (uring, mmsg)");
     }
-    if a.repeat == 0 || a.repeat > cohort_bench::ceiling::REPEAT_MAX {
-        bail!(
-            "--repeat must be in 1..={}",
-            cohort_bench::ceiling::REPEAT_MAX
-        );
-    }
+    check_repeat(a.repeat)?;
     if let Some(l) = a.loss.iter().find(|&&l| l > 100) {
         bail!("--loss: {l} is not a percentage (0..=100)");
     }

@@ -4,7 +4,11 @@
 //!
 //! Loopback: the raw ceiling of a path (driver, addressing, members, senders, payload) is
 //! measured once, right before the orders that share it are run (the orders do not change the
-//! path), so a drifting machine moves both sides of each ratio together.
+//! path), so a drifting machine moves both sides of each ratio together. With `repeat` > 1
+//! the path runs that many times (ceiling, then the orders, each time) and each point reports
+//! the run whose ratio is the median of its runs (the upper one of an even count), with
+//! `repeat`, `ratio_min` and `ratio_max` beside it: a ratio paired with the ceiling of its own
+//! run, not one run's luck.
 //!
 //! Latency: the raw floor of a (driver, idle strategy, rate) ([`latency::run_floor`]) is
 //! measured once, right before the orders and threadings that share it, by the same rule; its
@@ -60,6 +64,9 @@ pub struct LoopbackPlan {
     /// Messages per send call (1: `Group::send`; more: `Group::send_batch`).
     pub batch: usize,
     pub own: OwnMessages,
+    /// Runs of each path (its ceiling, then every order), 1 ..= [`crate::ceiling::REPEAT_MAX`];
+    /// each point reports the run with the median ratio (see the module docs).
+    pub repeat: usize,
 }
 
 /// The latency part of a plan.
@@ -109,6 +116,7 @@ pub fn quick() -> Plan {
             threading: vec![Threading::Poller, Threading::Invoker],
             batch: 1,
             own: OwnMessages::Discard,
+            repeat: 1,
         }),
         latency: Some(LatencyPlan {
             drivers: vec![DriverName::Uring],
@@ -165,6 +173,7 @@ pub fn full() -> Plan {
             threading: vec![Threading::Poller, Threading::Invoker],
             batch: 1,
             own: OwnMessages::Discard,
+            repeat: 1,
         }),
         latency: Some(LatencyPlan {
             drivers: vec![DriverName::Uring],
@@ -255,6 +264,23 @@ fn loopback_paths(p: &LoopbackPlan) -> Vec<GroupPoint> {
     out
 }
 
+/// The run with the median ratio of a point's runs (the upper median of an even count); with
+/// more than one run planned it carries `repeat` (runs planned), `runs` (runs that gave a
+/// result), `ratio_min` and `ratio_max`. None when no run gave a result.
+pub fn median_ratio_run(mut runs: Vec<ResultRecord>, repeat: usize) -> Option<ResultRecord> {
+    runs.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
+    let (min, max) = (runs.first()?.ratio, runs.last()?.ratio);
+    let n = runs.len();
+    let mut rec = runs.swap_remove(n / 2);
+    if repeat > 1 {
+        rec.extra.insert("repeat".into(), repeat.into());
+        rec.extra.insert("runs".into(), n.into());
+        rec.extra.insert("ratio_min".into(), min.into());
+        rec.extra.insert("ratio_max".into(), max.into());
+    }
+    Some(rec)
+}
+
 /// Latency points grouped by their raw floor: one (driver, idle, rate) each, with the points
 /// (orders x threadings) that share it; the floor runs with the first one's settings.
 fn latency_groups(p: &LatencyPlan) -> Vec<Vec<LatencyPoint>> {
@@ -293,7 +319,7 @@ fn latency_groups(p: &LatencyPlan) -> Vec<Vec<LatencyPoint>> {
 pub fn plan_steps(plan: &Plan) -> usize {
     let i = plan.inproc.as_ref().map_or(0, |p| inproc_points(p).len());
     let l = plan.loopback.as_ref().map_or(0, |p| {
-        loopback_paths(p).len() * (1 + p.orders.len() * p.threading.len())
+        loopback_paths(p).len() * p.repeat.max(1) * (1 + p.orders.len() * p.threading.len())
     });
     let t = plan.latency.as_ref().map_or(0, |p| {
         latency_groups(p)
@@ -378,54 +404,71 @@ pub fn run_plan(plan: &Plan, outputs: &Outputs) -> anyhow::Result<SuiteOutcome> 
                     format!(" in {} B datagrams", path.datagram_bytes)
                 }
             );
-            progress.next(&format!("{what}: raw ceiling"));
-            let ceiling = group_ceiling::run_group_point(path)
-                .with_context(|| format!("{what}: raw ceiling"))?;
-            let ceiling_rate = ceiling.msgs_per_s(path.members);
             let senders = if path.senders == 1 {
                 Senders::One
             } else {
                 Senders::All
             };
-            for (&threading, &order) in p
+            let points: Vec<(Threading, BenchOrder)> = p
                 .threading
                 .iter()
-                .flat_map(|t| p.orders.iter().map(move |o| (t, o)))
-            {
-                progress.next(&format!(
-                    "{what}: {} ({})",
-                    order.label(),
-                    threading.label()
-                ));
-                let point = LoopbackPoint {
-                    driver: path.driver,
-                    addressing: path.addressing,
-                    members: path.members,
-                    senders,
-                    order,
-                    size: path.size,
-                    seconds: p.seconds,
-                    idle: p.idle.idle(),
-                    threading,
-                    batch: p.batch,
-                    own: p.own,
-                    datagram_bytes: path.datagram_bytes,
+                .flat_map(|&t| p.orders.iter().map(move |&o| (t, o)))
+                .collect();
+            let repeat = p.repeat.max(1);
+            let mut runs: Vec<Vec<ResultRecord>> = vec![Vec::new(); points.len()];
+            for run in 0..repeat {
+                let of = if repeat > 1 {
+                    format!(" [run {} of {repeat}]", run + 1)
+                } else {
+                    String::new()
                 };
-                match loopback::run_point(point) {
-                    Ok(r) => {
-                        let mut rec = r.record(ceiling_rate);
-                        rec.extra
-                            .insert("ceiling_gso".into(), ceiling.gso_effective.into());
-                        rec.extra.insert(
-                            "ceiling_msgs_per_datagram".into(),
-                            ceiling.msgs_per_datagram.into(),
-                        );
-                        rec.extra.insert("idle".into(), p.idle.label().into());
-                        emit(rec, &mut outcome)?;
+                progress.next(&format!("{what}: raw ceiling{of}"));
+                let ceiling = group_ceiling::run_group_point(path)
+                    .with_context(|| format!("{what}: raw ceiling"))?;
+                let ceiling_rate = ceiling.msgs_per_s(path.members);
+                for (&(threading, order), runs) in points.iter().zip(runs.iter_mut()) {
+                    progress.next(&format!(
+                        "{what}: {} ({}){of}",
+                        order.label(),
+                        threading.label()
+                    ));
+                    let point = LoopbackPoint {
+                        driver: path.driver,
+                        addressing: path.addressing,
+                        members: path.members,
+                        senders,
+                        order,
+                        size: path.size,
+                        seconds: p.seconds,
+                        idle: p.idle.idle(),
+                        threading,
+                        batch: p.batch,
+                        own: p.own,
+                        datagram_bytes: path.datagram_bytes,
+                    };
+                    match loopback::run_point(point) {
+                        Ok(r) => {
+                            let mut rec = r.record(ceiling_rate);
+                            rec.extra
+                                .insert("ceiling_gso".into(), ceiling.gso_effective.into());
+                            rec.extra.insert(
+                                "ceiling_msgs_per_datagram".into(),
+                                ceiling.msgs_per_datagram.into(),
+                            );
+                            rec.extra.insert("idle".into(), p.idle.label().into());
+                            runs.push(rec);
+                        }
+                        Err(e) => outcome.skipped.push(format!(
+                            "{what}: {} ({}){of}: {e:#}",
+                            order.label(),
+                            threading.label()
+                        )),
                     }
-                    Err(e) => outcome
-                        .skipped
-                        .push(format!("{what}: {}: {e:#}", order.label())),
+                }
+            }
+            for runs in runs {
+                if let Some(rec) = median_ratio_run(runs, repeat) {
+                    emit(rec, &mut outcome)?;
                 }
             }
         }

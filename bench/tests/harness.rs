@@ -64,6 +64,10 @@ fn out_of_range_arguments_are_refused_with_the_flag_named() {
         (&["inproc", "--messages", "0"][..], "--messages"),
         (&["loopback", "--drivers", "memory"][..], "inproc"),
         (&["loopback", "--members", "1"][..], "--members: 1"),
+        (
+            &["loopback", "--repeat", "0"][..],
+            "--repeat must be in 1..=15",
+        ),
         (&["latency", "--rates", "0"][..], "--rates: 0"),
     ] {
         let o = bench(args);
@@ -550,4 +554,80 @@ fn plot_subcommand_redraws_from_a_json_file() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("r.jsonl:1"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_repeated_loopback_path_reports_each_point_once_with_its_median_run_and_range() {
+    let plan = suite::Plan {
+        loopback: Some(suite::LoopbackPlan {
+            drivers: vec![DriverName::Mmsg],
+            addressing: vec![Addressing::Fanout],
+            members: vec![2],
+            senders: vec![Senders::One],
+            orders: vec![BenchOrder::Fifo, BenchOrder::Total],
+            sizes: vec![64],
+            seconds: 0.1,
+            ceiling_seconds: 0.05,
+            idle: IdleName::Backoff,
+            threading: vec![Threading::Invoker],
+            batch: 1,
+            own: OwnMessages::Discard,
+            repeat: 3,
+        }),
+        ..suite::Plan::default()
+    };
+    assert_eq!(
+        suite::plan_steps(&plan),
+        3 * (1 + 2),
+        "3 runs of a ceiling and 2 orders"
+    );
+    let outcome = suite::run_plan(
+        &plan,
+        &suite::Outputs {
+            json: None,
+            plots: None,
+        },
+    )
+    .unwrap();
+    assert!(outcome.skipped.is_empty(), "{:?}", outcome.skipped);
+    assert_eq!(
+        outcome.records.len(),
+        2,
+        "one record per order, not per run"
+    );
+    for r in &outcome.records {
+        let f = |k: &str| r.extra.get(k).and_then(|v| v.as_f64()).unwrap();
+        assert_eq!(f("repeat"), 3.0);
+        assert_eq!(f("runs"), 3.0);
+        assert!(
+            f("ratio_min") <= r.ratio && r.ratio <= f("ratio_max"),
+            "{} within [{}, {}]",
+            r.ratio,
+            f("ratio_min"),
+            f("ratio_max")
+        );
+        assert_eq!(
+            r.extra.get("complete"),
+            Some(&serde_json::Value::from(true))
+        );
+    }
+}
+
+#[test]
+fn the_median_run_is_the_middle_ratio_and_one_run_carries_no_range() {
+    let run = |ratio: f64| ResultRecord {
+        ratio,
+        ..synthetic_records()[0].clone()
+    };
+    let m = suite::median_ratio_run(vec![run(0.3), run(0.1), run(0.2), run(0.4)], 4).unwrap();
+    assert_eq!(m.ratio, 0.3, "the upper median of an even count");
+    assert_eq!(m.extra.get("ratio_min").and_then(|v| v.as_f64()), Some(0.1));
+    assert_eq!(m.extra.get("ratio_max").and_then(|v| v.as_f64()), Some(0.4));
+    let one = suite::median_ratio_run(vec![run(0.5)], 1).unwrap();
+    assert_eq!(one.ratio, 0.5);
+    assert!(
+        !one.extra.contains_key("ratio_min"),
+        "one run planned: no range"
+    );
+    assert!(suite::median_ratio_run(Vec::new(), 3).is_none());
 }
