@@ -416,14 +416,8 @@ fn synthetic_records() -> Vec<ResultRecord> {
         ("backoff", 10_000.0, 80.0),
         ("busyspin", 1_000.0, 20.0),
     ] {
-        let mut r = record("latency", "io_uring/fanout", "fifo", 16, 2);
-        r.ceiling_msgs_per_s = rate;
-        r.p50_us = Some(p99 / 3.0);
-        r.p99_us = Some(p99);
-        r.p999_us = Some(p99 * 2.0);
-        r.extra.insert("idle".into(), idle.into());
+        let mut r = latency_record("io_uring/fanout", "fifo", (rate, idle, "poller"), p99, 2.0);
         r.extra.insert("max_us".into(), (p99 * 5.0).into());
-        r.extra.insert("threading".into(), "poller".into());
         r.extra.insert("floor_p99_us".into(), (p99 / 2.0).into());
         rs.push(r);
         // The raw floor of the same point: a row of its own.
@@ -434,15 +428,27 @@ fn synthetic_records() -> Vec<ResultRecord> {
     rs
 }
 
+/// A latency record at (offered rate, idle strategy, threading) with p50 = p99 / 3 and
+/// p99.9 = p99 x `p999_factor`.
+fn latency_record(
+    transport: &str,
+    order: &str,
+    (rate, idle, threading): (f64, &str, &str),
+    p99: f64,
+    p999_factor: f64,
+) -> ResultRecord {
+    let mut r = record("latency", transport, order, 16, 2);
+    r.ceiling_msgs_per_s = rate;
+    r.p50_us = Some(p99 / 3.0);
+    r.p99_us = Some(p99);
+    r.p999_us = Some(p99 * p999_factor);
+    r.extra.insert("idle".into(), idle.into());
+    r.extra.insert("threading".into(), threading.into());
+    r
+}
+
 fn floor_record(rate: f64, idle: &str, p99: f64) -> ResultRecord {
-    let mut f = record("latency", "io_uring/raw", "none", 16, 2);
-    f.ceiling_msgs_per_s = rate;
-    f.p50_us = Some(p99 / 3.0);
-    f.p99_us = Some(p99);
-    f.p999_us = Some(p99 * 1.5);
-    f.extra.insert("idle".into(), idle.into());
-    f.extra.insert("threading".into(), "raw".into());
-    f
+    latency_record("io_uring/raw", "none", (rate, idle, "raw"), p99, 1.5)
 }
 
 #[test]

@@ -402,16 +402,19 @@ impl Taken {
 
     /// The record after the one [`Taken::peek`] returns, if this stage holds one.
     pub fn peek_next(&self) -> Option<Record<'_>> {
-        let h = self.bytes.get(self.pos..self.pos + RECORD_HEADER_BYTES)?;
-        let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
-        self.record_at(self.pos + RECORD_HEADER_BYTES + len)
+        self.record_at(self.end_of(self.pos)?)
+    }
+
+    /// Where the record at `at` ends (header and payload), if a whole header is there.
+    fn end_of(&self, at: usize) -> Option<usize> {
+        let h = self.bytes.get(at..at + RECORD_HEADER_BYTES)?;
+        Some(at + RECORD_HEADER_BYTES + u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize)
     }
 
     fn record_at(&self, at: usize) -> Option<Record<'_>> {
-        let h = self.bytes.get(at..at + RECORD_HEADER_BYTES)?;
-        let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
         let start = at + RECORD_HEADER_BYTES;
-        let payload = self.bytes.get(start..start + len)?;
+        let payload = self.bytes.get(start..self.end_of(at)?)?;
+        let h = &self.bytes[at..start];
         let kind = match h[0] {
             KIND_SEND => Kind::Send,
             KIND_REQUEST => Kind::Request,
@@ -431,12 +434,8 @@ impl Taken {
 
     /// Consumes the record [`Taken::peek`] returned.
     pub fn advance(&mut self) {
-        let Some(h) = self.bytes.get(self.pos..self.pos + RECORD_HEADER_BYTES) else {
-            self.pos = self.bytes.len();
-            return;
-        };
-        let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
-        self.pos = (self.pos + RECORD_HEADER_BYTES + len).min(self.bytes.len());
+        let end = self.bytes.len();
+        self.pos = self.end_of(self.pos).map_or(end, |e| e.min(end));
     }
 
     /// Drops what is left (the group is done): the caller answers the side objects.
