@@ -29,8 +29,8 @@
 //! row can be read against what this machine's path gives at best. The receiver polls `recv`
 //! without blocking and, when a call found nothing, idles the way a node's poller does with the
 //! same strategy: BusySpin yields (`sched_yield`); Backoff spins, then yields, then waits in the
-//! transport for a datagram for doubling periods, with the engine's constants
-//! ([`cohort::runtime::BACKOFF_SPINS_MAX`] and the others). Loopback UDP drops only when a
+//! transport for a datagram for doubling periods, by the engine's own
+//! [`cohort::runtime::Backoff`]. Loopback UDP drops only when a
 //! receive buffer overflows; a datagram lost anyway counts in `lost` like an undelivered
 //! message (its lower bound is then taken for a later index, which is close at these rates).
 
@@ -41,9 +41,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use cohort::node::{Delivery, Driver, Group, SendError};
-use cohort::runtime::{
-    BACKOFF_PARK_NS_MAX, BACKOFF_PARK_NS_MIN, BACKOFF_SPINS_MAX, BACKOFF_YIELDS_MAX,
-};
+use cohort::runtime::{Backoff, BackoffStep};
 use cohort::Idle;
 use cohort_transport::{Dest, SendBatch, SocketConfig, Transport};
 use hdrhistogram::Histogram;
@@ -336,8 +334,8 @@ fn receive_floor(
     receive_for: Duration,
 ) -> anyhow::Result<()> {
     let end = Instant::now() + receive_for;
-    // Idle turns in a row and the next wait in the transport, as in the engine's poller.
-    let (mut idle_turns, mut park_ns) = (0u32, BACKOFF_PARK_NS_MIN);
+    // The engine's Backoff state: this receiver idles as a node's poller does.
+    let mut backoff = Backoff::default();
     while !stop.load(Ordering::Relaxed) && Instant::now() < end {
         let n = rx.recv(RECV_DATAGRAMS_PER_CALL, &mut |src, d| {
             if src == from {
@@ -345,23 +343,19 @@ fn receive_floor(
             }
         })?;
         if n > 0 {
-            (idle_turns, park_ns) = (0, BACKOFF_PARK_NS_MIN);
+            backoff.reset();
             continue;
         }
         match idle {
             IdleName::BusySpin => std::thread::yield_now(),
-            IdleName::Backoff => {
-                idle_turns = idle_turns.saturating_add(1);
-                if idle_turns <= BACKOFF_SPINS_MAX {
-                    std::hint::spin_loop();
-                } else if idle_turns <= BACKOFF_SPINS_MAX + BACKOFF_YIELDS_MAX {
-                    std::thread::yield_now();
-                } else {
-                    // Returns as soon as a datagram is readable, like the poller's wait.
-                    rx.wait_readable(Duration::from_nanos(park_ns))?;
-                    park_ns = (park_ns * 2).min(BACKOFF_PARK_NS_MAX);
+            IdleName::Backoff => match backoff.idle_turn() {
+                BackoffStep::Spin => std::hint::spin_loop(),
+                BackoffStep::Yield => std::thread::yield_now(),
+                // Returns as soon as a datagram is readable, like the poller's wait.
+                BackoffStep::Park(ns) => {
+                    rx.wait_readable(Duration::from_nanos(ns))?;
                 }
-            }
+            },
         }
     }
     Ok(())

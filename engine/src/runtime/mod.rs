@@ -89,6 +89,55 @@ pub const BACKOFF_PARK_NS_MAX: u64 = 250_000;
 /// Longest wait of [`Idle::Blocking`] in the transport.
 pub const BLOCKING_WAIT_NS_MAX: u64 = 1_000_000;
 
+/// What the next idle turn of [`Idle::Backoff`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackoffStep {
+    Spin,
+    Yield,
+    /// Wait (in the transport, woken early by work) at most this many ns.
+    Park(u64),
+}
+
+/// The state of [`Idle::Backoff`]: [`BACKOFF_SPINS_MAX`] spins, then
+/// [`BACKOFF_YIELDS_MAX`] yields, then waits that double from [`BACKOFF_PARK_NS_MIN`] to
+/// [`BACKOFF_PARK_NS_MAX`]; work resets it. The poller idles by it; so does the bench's raw
+/// latency floor, which must idle as a node does.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    idle_turns: u32,
+    park_ns: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            idle_turns: 0,
+            park_ns: BACKOFF_PARK_NS_MIN,
+        }
+    }
+}
+
+impl Backoff {
+    /// A turn did work: the next idle turn spins again.
+    pub fn reset(&mut self) {
+        *self = Backoff::default();
+    }
+
+    /// One more idle turn: what to do.
+    pub fn idle_turn(&mut self) -> BackoffStep {
+        self.idle_turns = self.idle_turns.saturating_add(1);
+        if self.idle_turns <= BACKOFF_SPINS_MAX {
+            BackoffStep::Spin
+        } else if self.idle_turns <= BACKOFF_SPINS_MAX + BACKOFF_YIELDS_MAX {
+            BackoffStep::Yield
+        } else {
+            let park = self.park_ns;
+            self.park_ns = (self.park_ns * 2).min(BACKOFF_PARK_NS_MAX);
+            BackoffStep::Park(park)
+        }
+    }
+}
+
 /// How application threads wake an idle poller without a system call per send.
 ///
 /// The poller raises `sleeping` before it waits (in the transport or parked), then looks at
@@ -217,5 +266,28 @@ mod tests {
         assert_eq!(group_id(""), 0x811c_9dc5);
         assert_eq!(group_id("a"), 0xe40c_292c);
         assert_ne!(group_id("prices"), group_id("orders"));
+    }
+
+    #[test]
+    fn backoff_spins_then_yields_then_parks_doubling_to_its_cap_and_work_resets_it() {
+        let mut b = Backoff::default();
+        for _ in 0..BACKOFF_SPINS_MAX {
+            assert_eq!(b.idle_turn(), BackoffStep::Spin);
+        }
+        for _ in 0..BACKOFF_YIELDS_MAX {
+            assert_eq!(b.idle_turn(), BackoffStep::Yield);
+        }
+        let mut want = BACKOFF_PARK_NS_MIN;
+        for _ in 0..20 {
+            assert_eq!(b.idle_turn(), BackoffStep::Park(want));
+            want = (want * 2).min(BACKOFF_PARK_NS_MAX);
+        }
+        assert_eq!(
+            b.idle_turn(),
+            BackoffStep::Park(BACKOFF_PARK_NS_MAX),
+            "capped"
+        );
+        b.reset();
+        assert_eq!(b.idle_turn(), BackoffStep::Spin);
     }
 }

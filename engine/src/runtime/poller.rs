@@ -2,8 +2,7 @@
 
 use super::stage::{Kind, Stage, Taken};
 use super::Doorbell;
-use super::{Clock, Idle, BACKOFF_PARK_NS_MAX, BACKOFF_PARK_NS_MIN, BACKOFF_SPINS_MAX};
-use super::{BACKOFF_YIELDS_MAX, BLOCKING_WAIT_NS_MAX};
+use super::{Backoff, BackoffStep, Clock, Idle, BLOCKING_WAIT_NS_MAX};
 use crate::membership::{self, node_of, Endpoint, GroupEvent, GroupSendError, ViewInfo};
 use crate::node::{Delivery, Handler, Reply, RequestError, View};
 use crate::protocol::{Bundle, MemberStats, Seq, Time};
@@ -231,7 +230,6 @@ impl Drop for GroupSlot {
     }
 }
 
-/// The address of a member id (`host:port` or `host:port#incarnation`).
 /// The message of a staged bundle payload that holds exactly one (its framing and body, what
 /// a plain record carries); None for more than one, or a malformed payload.
 fn lone_message(payload: &[u8]) -> Option<&[u8]> {
@@ -241,6 +239,18 @@ fn lone_message(payload: &[u8]) -> Option<&[u8]> {
         .then_some(message)
 }
 
+/// Runs `upcalls` into group `group`'s handler, catching a panic: a panicking handler takes
+/// its group down (`gone`), not the poller's other groups. False if it panicked.
+fn guard_upcalls(group: &str, gone: &mut bool, upcalls: impl FnOnce()) -> bool {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(upcalls)).is_err() {
+        tracing::error!(group = %group, "the handler panicked; leaving the group");
+        *gone = true;
+        return false;
+    }
+    true
+}
+
+/// The address of a member id (`host:port` or `host:port#incarnation`).
 fn addr_of(id: &str) -> Option<SocketAddr> {
     node_of(id).parse().ok()
 }
@@ -513,7 +523,7 @@ impl GroupSlot {
                     }
                     self.bundle_key = key;
                     self.bundle_incarnation = incarnation;
-                    self.bundle_bytes_max = self.endpoint.payload_bytes_max();
+                    self.bundle_bytes_max = max;
                     // Staged under a larger limit than the member's now (the view changed):
                     // it is taken whole and goes out split (see `send_bundle`).
                     self.bundle_splitting = r.payload.len() > self.bundle_bytes_max;
@@ -772,12 +782,7 @@ impl GroupSlot {
     /// the poller's other groups. False if it panicked.
     fn upcall(&mut self, f: impl FnOnce(&mut dyn Handler)) -> bool {
         let handler = &mut *self.handler;
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(handler))).is_err() {
-            tracing::error!(group = %self.name, "the handler panicked; leaving the group");
-            self.gone = true;
-            return false;
-        }
-        true
+        guard_upcalls(&self.name, &mut self.gone, || f(handler))
     }
 
     /// Hands events and deliveries to the handler (events first: a view's deliveries come
@@ -831,7 +836,7 @@ impl GroupSlot {
                     };
                     let (mut delivered, mut bytes) = (0u64, 0u64);
                     let handler = &mut self.handler;
-                    let upcalls = std::panic::AssertUnwindSafe(|| {
+                    guard_upcalls(&self.name, &mut self.gone, || {
                         for framed in wire::bundle_messages(d.body) {
                             let payload = &framed[framing::PLAIN_HEADER_BYTES..];
                             delivery.seq = Seq(d.seq.0 + delivered);
@@ -842,14 +847,9 @@ impl GroupSlot {
                             handler.on_deliver(&delivery);
                         }
                     });
-                    let panicked = std::panic::catch_unwind(upcalls).is_err();
                     self.events += delivered;
                     count += delivered;
                     self.bytes_delivered_unpublished += bytes;
-                    if panicked {
-                        tracing::error!(group = %self.name, "the handler panicked; leaving the group");
-                        self.gone = true;
-                    }
                     continue;
                 }
                 for (seq, payload) in d.messages() {
@@ -1068,8 +1068,7 @@ pub(crate) struct Poller {
     batch: SendBatch,
     scratch: Vec<u8>,
     local: SocketAddr,
-    idle_turns: u32,
-    park_ns: u64,
+    backoff: Backoff,
     /// The node's counters file (removed when the poller stops) and this poller's counters.
     counters_file: Option<CountersFile>,
     stats: Option<PollerStats>,
@@ -1119,8 +1118,7 @@ impl Poller {
             batch: SendBatch::new(SEND_BATCH_DATAGRAMS_MAX, datagram_bytes_max),
             scratch: vec![0; datagram_bytes_max],
             local,
-            idle_turns: 0,
-            park_ns: BACKOFF_PARK_NS_MIN,
+            backoff: Backoff::default(),
             counters_file,
             stats,
             heartbeat_at: now,
@@ -1157,8 +1155,7 @@ impl Poller {
             }
         }
         if work {
-            self.idle_turns = 0;
-            self.park_ns = BACKOFF_PARK_NS_MIN;
+            self.backoff.reset();
         }
         Some(work)
     }
@@ -1515,17 +1512,13 @@ impl Poller {
         let backlog = !self.batch.is_empty();
         match self.idle {
             Idle::BusySpin => std::thread::yield_now(),
-            Idle::Backoff => {
-                self.idle_turns = self.idle_turns.saturating_add(1);
-                if self.idle_turns <= BACKOFF_SPINS_MAX || backlog {
-                    std::hint::spin_loop();
-                } else if self.idle_turns <= BACKOFF_SPINS_MAX + BACKOFF_YIELDS_MAX {
-                    std::thread::yield_now();
-                } else {
-                    self.sleep(until(self.park_ns));
-                    self.park_ns = (self.park_ns * 2).min(BACKOFF_PARK_NS_MAX);
-                }
-            }
+            // Datagrams the transport did not take yet: retried soon, never parked on.
+            Idle::Backoff if backlog => std::hint::spin_loop(),
+            Idle::Backoff => match self.backoff.idle_turn() {
+                BackoffStep::Spin => std::hint::spin_loop(),
+                BackoffStep::Yield => std::thread::yield_now(),
+                BackoffStep::Park(ns) => self.sleep(until(ns)),
+            },
             Idle::Blocking => {
                 if backlog {
                     std::thread::yield_now();
