@@ -250,6 +250,58 @@ fn guard_upcalls(group: &str, gone: &mut bool, upcalls: impl FnOnce()) -> bool {
     true
 }
 
+/// Which slot holds each group id: sorted by id, looked up by binary search (once per
+/// datagram received: cheaper than hashing for the few groups a node holds, and the keys are
+/// ours, never a peer's).
+#[derive(Debug, Default)]
+struct GroupIndex(Vec<(u32, usize)>);
+
+impl GroupIndex {
+    #[inline]
+    fn get(&self, id: &u32) -> Option<&usize> {
+        let i = self.0.binary_search_by_key(id, |&(k, _)| k).ok()?;
+        Some(&self.0[i].1)
+    }
+
+    fn contains_key(&self, id: &u32) -> bool {
+        self.get(id).is_some()
+    }
+}
+
+impl FromIterator<(u32, usize)> for GroupIndex {
+    fn from_iter<I: IntoIterator<Item = (u32, usize)>>(iter: I) -> Self {
+        let mut v: Vec<(u32, usize)> = iter.into_iter().collect();
+        v.sort_unstable_by_key(|&(k, _)| k);
+        GroupIndex(v)
+    }
+}
+
+/// Delivers the leading run of plain messages of the bundle `body` to `handler`, one upcall
+/// each through `delivery` (whose `seq` is the bundle's first; `seq`, `event` and `payload`
+/// are set per message), and stops at the first message that is not plain. `delivered` and
+/// `bytes` count what was handed over, so they are right even when the handler panics.
+#[inline]
+fn deliver_plain_run<'a>(
+    body: &'a [u8],
+    delivery: &mut Delivery<'a>,
+    handler: &mut dyn Handler,
+    delivered: &mut u64,
+    bytes: &mut u64,
+) {
+    let first = delivery.seq.0;
+    for framed in wire::bundle_messages(body) {
+        let Some((&framing::KIND_PLAIN, payload)) = framed.split_first() else {
+            break;
+        };
+        delivery.seq = Seq(first + *delivered);
+        delivery.event += 1;
+        delivery.payload = payload;
+        *delivered += 1;
+        *bytes += payload.len() as u64;
+        handler.on_deliver(delivery);
+    }
+}
+
 /// The address of a member id (`host:port` or `host:port#incarnation`).
 fn addr_of(id: &str) -> Option<SocketAddr> {
     node_of(id).parse().ok()
@@ -816,13 +868,12 @@ impl GroupSlot {
                     .get(d.sender as usize)
                     .copied()
                     .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-                if d.is_bundle()
-                    && wire::bundle_messages(d.body)
-                        .all(|m| m.first() == Some(&framing::KIND_PLAIN))
-                {
-                    // Plain messages only (what every bundle a member makes holds): one
-                    // guarded loop of upcalls, no per-message framing dispatch, and one
-                    // `Delivery` whose per-message fields are updated in place.
+                // Plain messages (what every bundle a member makes holds): one guarded loop
+                // of upcalls, no per-message framing dispatch, and one `Delivery` whose
+                // per-message fields are updated in place. It stops at the first message that
+                // is not plain (a peer's odd bundle); the general loop below takes the rest.
+                let mut skip = 0usize;
+                if d.is_bundle() {
                     let mut delivery = Delivery {
                         group: &self.name,
                         view: d.view,
@@ -835,24 +886,25 @@ impl GroupSlot {
                         payload: &[],
                     };
                     let (mut delivered, mut bytes) = (0u64, 0u64);
-                    let handler = &mut self.handler;
+                    let handler = &mut *self.handler;
                     guard_upcalls(&self.name, &mut self.gone, || {
-                        for framed in wire::bundle_messages(d.body) {
-                            let payload = &framed[framing::PLAIN_HEADER_BYTES..];
-                            delivery.seq = Seq(d.seq.0 + delivered);
-                            delivery.event += 1;
-                            delivery.payload = payload;
-                            delivered += 1;
-                            bytes += payload.len() as u64;
-                            handler.on_deliver(&delivery);
-                        }
+                        deliver_plain_run(
+                            d.body,
+                            &mut delivery,
+                            handler,
+                            &mut delivered,
+                            &mut bytes,
+                        )
                     });
                     self.events += delivered;
                     count += delivered;
                     self.bytes_delivered_unpublished += bytes;
-                    continue;
+                    if delivered == u64::from(d.count) {
+                        continue;
+                    }
+                    skip = delivered as usize;
                 }
-                for (seq, payload) in d.messages() {
+                for (seq, payload) in d.messages().skip(skip) {
                     if self.gone {
                         break; // the handler panicked
                     }
@@ -1064,7 +1116,7 @@ pub(crate) struct Poller {
     pub multicast: bool,
     doorbell: Arc<Doorbell>,
     groups: Vec<GroupSlot>,
-    index: HashMap<u32, usize>,
+    index: GroupIndex,
     batch: SendBatch,
     scratch: Vec<u8>,
     local: SocketAddr,
@@ -1114,7 +1166,7 @@ impl Poller {
             multicast,
             doorbell,
             groups: Vec::new(),
-            index: HashMap::new(),
+            index: GroupIndex::default(),
             batch: SendBatch::new(SEND_BATCH_DATAGRAMS_MAX, datagram_bytes_max),
             scratch: vec![0; datagram_bytes_max],
             local,
@@ -1259,7 +1311,7 @@ impl Poller {
             .iter()
             .enumerate()
             .map(|(i, g)| (g.id, i))
-            .collect();
+            .collect::<GroupIndex>();
         if self.multicast {
             return;
         }
@@ -1544,5 +1596,92 @@ impl Poller {
             }
         }
         self.doorbell.wake_up();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bundle body (count, then each message with its u16 length) of framed messages.
+    fn bundle(framed: &[Vec<u8>]) -> Vec<u8> {
+        let mut b = (framed.len() as u16).to_le_bytes().to_vec();
+        for m in framed {
+            b.extend_from_slice(&(m.len() as u16).to_le_bytes());
+            b.extend_from_slice(m);
+        }
+        b
+    }
+
+    fn plain(body: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        framing::push_plain(&mut m);
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[derive(Default)]
+    struct Seen(Vec<(u64, u64, Vec<u8>)>);
+
+    impl Handler for Seen {
+        fn on_deliver(&mut self, d: &Delivery<'_>) {
+            self.0.push((d.seq.0, d.event, d.payload.to_vec()));
+        }
+    }
+
+    fn delivery(seq: u64, event: u64) -> Delivery<'static> {
+        Delivery {
+            group: "g",
+            view: 1,
+            sender: 0,
+            sender_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            seq: Seq(seq),
+            order: Order::Fifo,
+            safe: false,
+            event,
+            payload: &[],
+        }
+    }
+
+    #[test]
+    fn a_plain_bundle_is_delivered_whole_with_consecutive_numbers_and_events() {
+        let body = bundle(&[plain(b"a"), plain(b""), plain(b"ccc")]);
+        let (mut seen, mut d) = (Seen::default(), delivery(7, 100));
+        let (mut delivered, mut bytes) = (0, 0);
+        deliver_plain_run(&body, &mut d, &mut seen, &mut delivered, &mut bytes);
+        assert_eq!((delivered, bytes), (3, 4));
+        let want = [
+            (7, 101, b"a".to_vec()),
+            (8, 102, vec![]),
+            (9, 103, b"ccc".to_vec()),
+        ];
+        assert_eq!(seen.0, want);
+    }
+
+    #[test]
+    fn the_plain_run_stops_at_the_first_message_that_is_not_plain() {
+        let mut request = Vec::new();
+        framing::push_request(&mut request, 5, Want::None);
+        request.extend_from_slice(b"ask");
+        let body = bundle(&[plain(b"x"), plain(b"y"), request, plain(b"z")]);
+        let (mut seen, mut d) = (Seen::default(), delivery(1, 0));
+        let (mut delivered, mut bytes) = (0, 0);
+        deliver_plain_run(&body, &mut d, &mut seen, &mut delivered, &mut bytes);
+        // The rest (the request and what follows it) is the general loop's, from number 3.
+        assert_eq!((delivered, bytes), (2, 2));
+        assert_eq!(seen.0, [(1, 1, b"x".to_vec()), (2, 2, b"y".to_vec())]);
+    }
+
+    #[test]
+    fn the_group_index_finds_every_id_it_was_built_from_and_no_other() {
+        let ids = [0xdead_beef_u32, 3, u32::MAX, 0, 77];
+        let index: GroupIndex = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(index.get(id), Some(&i), "id {id:#x}");
+        }
+        for absent in [1, 4, 76, 78, 0xdead_beee, u32::MAX - 1] {
+            assert!(!index.contains_key(&absent), "id {absent:#x}");
+        }
+        assert!(!GroupIndex::default().contains_key(&0));
     }
 }
