@@ -42,6 +42,13 @@
 //!   `node_send/invoker_discard_own` is `invoker` on a node that discards its own messages
 //!   ([`cohort::NodeBuilder::discard_own_messages`]): no upcall per message.
 //!
+//! * `node_pair/invoker_discard_own`: both ends of the data path on *one* thread: two
+//!   invoker-mode nodes in one group on the memory transport, discarding their own messages;
+//!   the sender sends a burst of 256 with `send` (running both turns when its window is
+//!   full), and then the two take turns until the receiver delivered the burst. Every instruction of both sides' user space per
+//!   message, no kernel, no second core: the steadiest figure of what a message costs
+//!   (under callgrind, [`pair_receiver_turn`] is the receiver's share).
+//!
 //! `cargo bench -p cohort --bench protocol` (criterion reports time per message as
 //! "thrpt: elements/s"; ns/msg = 1e9 / that).
 
@@ -459,13 +466,75 @@ fn node_send_invoker(c: &mut Criterion) {
     group.flush().expect("flush");
 }
 
+/// One turn of the pair bench's receiver: its own function, so that callgrind can tell the
+/// receiver's instructions from the sender's.
+#[inline(never)]
+fn pair_receiver_turn(node: &Node) -> bool {
+    node.poll()
+}
+
+fn node_pair(c: &mut Criterion) {
+    let net = MemoryNetwork::new(2);
+    let addrs: Vec<std::net::SocketAddr> = (0..2)
+        .map(|i| format!("127.0.0.1:{}", 7100 + i).parse().expect("address"))
+        .collect();
+    let start = |addr| {
+        Node::builder()
+            .bind(addr)
+            .driver(Driver::Memory(net.clone()))
+            .unicast_fanout()
+            .invoker()
+            .discard_own_messages(true)
+            .start()
+            .expect("node starts")
+    };
+    let (a, b) = (start(addrs[0]), start(addrs[1]));
+    let delivered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = delivered.clone();
+    let sender = a.join("pair", &addrs, |_: &Delivery<'_>| {}).expect("join");
+    let _receiver = b
+        .join("pair", &addrs, move |d: &Delivery<'_>| {
+            std::hint::black_box(d.payload.len());
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+        .expect("join");
+    let mut want = 0u64;
+    let mut g = c.benchmark_group("node_pair");
+    g.throughput(Throughput::Elements(BURST));
+    g.bench_function("invoker_discard_own", |bench| {
+        bench.iter(|| {
+            let mut sent = 0;
+            while sent < BURST {
+                match sender.send(Order::Fifo, false, &PAYLOAD) {
+                    Ok(_) => sent += 1,
+                    Err(SendError::WouldBlock) => {
+                        a.poll();
+                        pair_receiver_turn(&b);
+                    }
+                    Err(e) => panic!("send: {e}"),
+                }
+            }
+            want += BURST;
+            let mut turns = 0u32;
+            while delivered.load(std::sync::atomic::Ordering::Relaxed) < want {
+                a.poll();
+                pair_receiver_turn(&b);
+                turns += 1;
+                assert!(turns < 10_000_000, "the pair stopped making progress");
+            }
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     send_pack,
     send_owned_pack,
     receive_deliver,
     node_send,
-    node_send_invoker
+    node_send_invoker,
+    node_pair
 );
 fn main() {
     if let Ok(spec) = std::env::var("COHORT_REPLAY") {
