@@ -216,6 +216,9 @@ pub struct LoopbackResult {
     /// Every message reached every member before the drain bound.
     pub complete: bool,
     pub window_stalls: u64,
+    /// Invoker mode: idle turns followed by a yield during the send period, summed over the
+    /// senders and over the other members (who waited for whom); none with poller threads.
+    pub idle_yields: Option<IdleYields>,
     /// A sender stopped at [`SENDS_PER_SECOND_MAX`] before the send period ended (the rate
     /// is then a lower bound).
     pub send_cap_reached: bool,
@@ -239,6 +242,13 @@ impl NodeTotals {
         self.datagrams_received += s.datagrams_received;
         self
     }
+}
+
+/// See [`LoopbackResult::idle_yields`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdleYields {
+    pub senders: u64,
+    pub others: u64,
 }
 
 impl LoopbackResult {
@@ -273,6 +283,10 @@ impl LoopbackResult {
         extra.insert("msgs_sent".into(), self.msgs_sent.into());
         extra.insert("window_stalls".into(), self.window_stalls.into());
         extra.insert("send_cap_reached".into(), self.send_cap_reached.into());
+        if let Some(y) = self.idle_yields {
+            extra.insert("sender_idle_yields".into(), y.senders.into());
+            extra.insert("receiver_idle_yields".into(), y.others.into());
+        }
         extra.insert("send_calls".into(), self.nodes.send_calls.into());
         extra.insert("datagrams_sent".into(), self.nodes.datagrams_sent.into());
         extra.insert(
@@ -465,6 +479,7 @@ pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         window_seconds: (t1 - t0).as_secs_f64(),
         complete,
         window_stalls,
+        idle_yields: None,
         send_cap_reached,
         nodes,
     })
@@ -476,6 +491,10 @@ const SENDS_PER_POLL: u64 = 512;
 /// What one invoker-mode member thread reports.
 struct MemberReport {
     sent: u64,
+    sender: bool,
+    /// Turns that found nothing to do, each followed by a yield, before the send period
+    /// ended: how often this member waited for the other side.
+    idle_yields: u64,
     window_stalls: u64,
     driver_name: &'static str,
     stats: cohort::node::NodeStats,
@@ -555,7 +574,7 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                     // Nothing (the run was called off) or the start.
                     go_rx.recv().context("the run was called off")?;
                     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-                    let (mut sent, mut since_poll) = (0u64, 0u64);
+                    let (mut sent, mut since_poll, mut idle_yields) = (0u64, 0u64, 0u64);
                     if sender {
                         let copies = vec![&payload[..]; batch];
                         while sent < sends_max {
@@ -573,6 +592,7 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                                     // them (spinning here starved a receiver that shared
                                     // the core: 20x slower with one more busy process).
                                     if !node.poll() {
+                                        idle_yields += 1;
                                         std::thread::yield_now();
                                     }
                                 }
@@ -605,6 +625,9 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                             break;
                         }
                         if !node.poll() {
+                            if Instant::now() < deadline {
+                                idle_yields += 1;
+                            }
                             std::thread::yield_now();
                         }
                     }
@@ -633,6 +656,8 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                     drop(node);
                     Ok(MemberReport {
                         sent,
+                        sender,
+                        idle_yields,
                         window_stalls,
                         driver_name,
                         stats,
@@ -699,6 +724,19 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         complete: total() == msgs_sent * (n as u64 - 1),
         window_stalls: reports.iter().map(|r| r.window_stalls).sum(),
         send_cap_reached: reports.iter().any(|r| r.sent >= sends_max),
+        idle_yields: Some(reports.iter().fold(IdleYields::default(), |y, r| {
+            if r.sender {
+                IdleYields {
+                    senders: y.senders + r.idle_yields,
+                    ..y
+                }
+            } else {
+                IdleYields {
+                    others: y.others + r.idle_yields,
+                    ..y
+                }
+            }
+        })),
         nodes: reports
             .iter()
             .fold(NodeTotals::default(), |t, r| t.add(r.stats)),

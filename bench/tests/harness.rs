@@ -218,6 +218,9 @@ fn a_short_loopback_run_delivers_everything_it_sent() {
     let rec = r.record(r.msgs_per_s() * 2.0);
     assert!((rec.ratio - 0.5).abs() < 1e-9);
     assert_eq!(rec.transport, "sendmmsg/fanout");
+    // Poller threads idle on their own: no idle turns of the members' threads to count.
+    assert_eq!(r.idle_yields, None);
+    assert!(!rec.extra.contains_key("receiver_idle_yields"));
 }
 
 #[test]
@@ -264,6 +267,11 @@ fn a_short_invoker_mode_loopback_run_delivers_everything_it_sent() {
     };
     assert!(count("datagrams_sent") > 0 && count("datagrams_received") > 0);
     assert!(count("send_calls") <= count("datagrams_sent"));
+    // Idle turns are counted per side; every member sends here, so none is a receiver only.
+    let yields = r.idle_yields.expect("invoker mode counts idle turns");
+    assert_eq!(yields.others, 0, "{yields:?}");
+    assert_eq!(count("sender_idle_yields"), yields.senders);
+    assert_eq!(count("receiver_idle_yields"), 0);
 }
 
 #[test]
