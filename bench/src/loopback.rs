@@ -216,6 +216,8 @@ pub struct LoopbackResult {
     /// Every message reached every member before the drain bound.
     pub complete: bool,
     pub window_stalls: u64,
+    /// Invoker mode: the senders' CPU time per message sent over their send loops (ns).
+    pub sender_cpu_ns_per_msg: Option<f64>,
     /// Invoker mode: idle turns followed by a yield during the send period, summed over the
     /// senders and over the other members (who waited for whom); none with poller threads.
     pub idle_yields: Option<IdleYields>,
@@ -283,6 +285,9 @@ impl LoopbackResult {
         extra.insert("msgs_sent".into(), self.msgs_sent.into());
         extra.insert("window_stalls".into(), self.window_stalls.into());
         extra.insert("send_cap_reached".into(), self.send_cap_reached.into());
+        if let Some(ns) = self.sender_cpu_ns_per_msg {
+            extra.insert("sender_cpu_ns_per_msg".into(), ns.into());
+        }
         if let Some(y) = self.idle_yields {
             extra.insert("sender_idle_yields".into(), y.senders.into());
             extra.insert("receiver_idle_yields".into(), y.others.into());
@@ -479,10 +484,20 @@ pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         window_seconds: (t1 - t0).as_secs_f64(),
         complete,
         window_stalls,
+        sender_cpu_ns_per_msg: None,
         idle_yields: None,
         send_cap_reached,
         nodes,
     })
+}
+
+/// CPU time this thread has run, in ns (`/proc/thread-self/schedstat`); none where the
+/// kernel does not say. Time the scheduler kept the thread waiting, and a virtual machine's
+/// stolen time where the kernel accounts it, is not counted: per message sent it is a cost
+/// figure that other load on a shared machine moves far less than a rate.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
 }
 
 /// Sends between two turns of an invoker-mode sender (a full stage also runs one).
@@ -492,6 +507,8 @@ const SENDS_PER_POLL: u64 = 512;
 struct MemberReport {
     sent: u64,
     sender: bool,
+    /// A sender's CPU time over its send loop (see [`thread_cpu_ns`]).
+    cpu_ns: Option<u64>,
     /// Turns that found nothing to do, each followed by a yield, before the send period
     /// ended: how often this member waited for the other side.
     idle_yields: u64,
@@ -575,7 +592,9 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                     go_rx.recv().context("the run was called off")?;
                     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
                     let (mut sent, mut since_poll, mut idle_yields) = (0u64, 0u64, 0u64);
+                    let mut cpu_ns = None;
                     if sender {
+                        let cpu_start = thread_cpu_ns();
                         let copies = vec![&payload[..]; batch];
                         while sent < sends_max {
                             match send_some(&group, order, safe, &payload, &copies) {
@@ -606,6 +625,9 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                                 }
                             }
                         }
+                        cpu_ns = cpu_start
+                            .zip(thread_cpu_ns())
+                            .map(|(a, b)| b.saturating_sub(a));
                         sent_total.fetch_add(sent, Ordering::SeqCst);
                         senders_done.fetch_add(1, Ordering::SeqCst);
                     }
@@ -657,6 +679,7 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                     Ok(MemberReport {
                         sent,
                         sender,
+                        cpu_ns,
                         idle_yields,
                         window_stalls,
                         driver_name,
@@ -724,6 +747,13 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         complete: total() == msgs_sent * (n as u64 - 1),
         window_stalls: reports.iter().map(|r| r.window_stalls).sum(),
         send_cap_reached: reports.iter().any(|r| r.sent >= sends_max),
+        sender_cpu_ns_per_msg: {
+            let (ns, sent) = reports
+                .iter()
+                .filter_map(|r| r.cpu_ns.map(|ns| (ns, r.sent)))
+                .fold((0u64, 0u64), |(a, b), (ns, sent)| (a + ns, b + sent));
+            (sent > 0).then(|| ns as f64 / sent as f64)
+        },
         idle_yields: Some(reports.iter().fold(IdleYields::default(), |y, r| {
             if r.sender {
                 IdleYields {
