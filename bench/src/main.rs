@@ -66,12 +66,22 @@ impl OutputArgs {
     }
 }
 
+#[derive(clap::Args, Debug)]
+struct AllArgs {
+    /// Runs per loopback path (its ceiling, then every order, each time); each point reports
+    /// its median-ratio run with the range. The other scenarios run once.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// The representative subset (same as --quick).
     Quick(OutputArgs),
     /// The full matrix of every scenario.
-    All(OutputArgs),
+    All(AllArgs),
     /// Pure protocol cost: N sans-IO members in one thread.
     Inproc(InprocArgs),
     /// Member nodes over UDP on 127.0.0.1, against the raw group ceiling of each path.
@@ -454,7 +464,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             "nothing to run: pass --quick, or a subcommand (quick, all, inproc, loopback, latency, netns, ceiling, plot); see --help"
         ),
         Some(Command::Quick(o)) => run_and_print(&suite::quick(), &o.outputs()),
-        Some(Command::All(o)) => run_and_print(&suite::full(), &o.outputs()),
+        Some(Command::All(a)) => {
+            check_repeat(a.repeat)?;
+            run_and_print(&suite::full_repeated(a.repeat), &a.out.outputs())
+        }
         Some(Command::Inproc(a)) => run_and_print(&inproc_plan(&a)?, &a.out.outputs()),
         Some(Command::Loopback(a)) => run_and_print(&loopback_plan(&a)?, &a.out.outputs()),
         Some(Command::Latency(a)) => run_and_print(&latency_plan(&a)?, &a.out.outputs()),

@@ -187,6 +187,15 @@ pub fn full() -> Plan {
     }
 }
 
+/// [`full`] with each loopback path run `repeat` times (its median-ratio run reported).
+pub fn full_repeated(repeat: usize) -> Plan {
+    let mut plan = full();
+    if let Some(l) = &mut plan.loopback {
+        l.repeat = repeat;
+    }
+    plan
+}
+
 /// Where results go.
 #[derive(Clone, Debug, Default)]
 pub struct Outputs {
@@ -944,6 +953,24 @@ mod tests {
         assert_eq!(n.orders, vec![BenchOrder::Fifo, BenchOrder::Total]);
         assert_eq!(n.loss_percents, vec![0, 1]);
         assert_eq!(n.size, 64);
+    }
+
+    #[test]
+    fn a_repeated_full_plan_repeats_the_loopback_paths_only() {
+        let (once, thrice) = (full(), full_repeated(3));
+        assert_eq!(thrice.loopback.as_ref().unwrap().repeat, 3);
+        let loopback_steps = |p: &Plan| {
+            plan_steps(&Plan {
+                loopback: p.loopback.clone(),
+                ..Plan::default()
+            })
+        };
+        assert_eq!(loopback_steps(&thrice), 3 * loopback_steps(&once));
+        assert_eq!(
+            plan_steps(&thrice) - loopback_steps(&thrice),
+            plan_steps(&once) - loopback_steps(&once),
+            "the other scenarios run once"
+        );
     }
 
     #[test]

@@ -68,6 +68,7 @@ fn out_of_range_arguments_are_refused_with_the_flag_named() {
             &["loopback", "--repeat", "0"][..],
             "--repeat must be in 1..=15",
         ),
+        (&["all", "--repeat", "16"][..], "--repeat must be in 1..=15"),
         (&["latency", "--rates", "0"][..], "--rates: 0"),
     ] {
         let o = bench(args);
