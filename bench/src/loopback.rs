@@ -492,9 +492,10 @@ pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
 }
 
 /// CPU time this thread has run, in ns (`/proc/thread-self/schedstat`); none where the
-/// kernel does not say. Time the scheduler kept the thread waiting, and a virtual machine's
-/// stolen time where the kernel accounts it, is not counted: per message sent it is a cost
-/// figure that other load on a shared machine moves far less than a rate.
+/// kernel does not say. Time the thread waited to be scheduled is not counted, so a sender's
+/// CPU time per message equals 1 / its rate exactly when it never waited for anything: the
+/// sign that its own thread is the bottleneck. (On this VM the figure moves with the other
+/// load as much as the rate does: a slowed core runs the same work for longer.)
 fn thread_cpu_ns() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     s.split_whitespace().next()?.parse().ok()

@@ -44,10 +44,11 @@
 //!
 //! * `node_pair/invoker_discard_own`: both ends of the data path on *one* thread: two
 //!   invoker-mode nodes in one group on the memory transport, discarding their own messages;
-//!   the sender sends a burst of 256 with `send` (running both turns when its window is
-//!   full), and then the two take turns until the receiver delivered the burst. Every instruction of both sides' user space per
-//!   message, no kernel, no second core: the steadiest figure of what a message costs
-//!   (under callgrind, [`pair_receiver_turn`] is the receiver's share).
+//!   the sender sends a burst of 256 with `send` (running both turns when its stage is full),
+//!   and then the two take turns until the receiver delivered the burst. Every instruction
+//!   of both sides' user space per message, no kernel, no second core: the steadiest figure
+//!   of what a message costs (under callgrind, [`pair_receiver_turn`] is the receiver's
+//!   share).
 //!
 //! `cargo bench -p cohort --bench protocol` (criterion reports time per message as
 //! "thrpt: elements/s"; ns/msg = 1e9 / that).
