@@ -47,6 +47,15 @@ struct Outstanding {
 }
 
 impl Outstanding {
+    /// Takes a reply unless the request already has what it waits for: replies that arrive
+    /// in the same turn as the one that completed it (several members answering at once) are
+    /// not handed over, so `First` gets one non-null reply and `Count(k)` gets `k`.
+    fn offer(&mut self, reply: Reply) {
+        if !self.is_complete() {
+            self.replies.push(reply);
+        }
+    }
+
     fn is_complete(&self) -> bool {
         let answered = |m: &String| self.replies.iter().any(|r| r.from == *m);
         let all = self
@@ -922,7 +931,7 @@ impl GroupSlot {
                                     self.outstanding.get_mut(&id),
                                     self.ids.get(d.sender as usize),
                                 ) {
-                                    o.replies.push(Reply {
+                                    o.offer(Reply {
                                         from: from.clone(),
                                         addr: addr_of(from)
                                             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -1670,6 +1679,50 @@ mod tests {
         // The rest (the request and what follows it) is the general loop's, from number 3.
         assert_eq!((delivered, bytes), (2, 2));
         assert_eq!(seen.0, [(1, 1, b"x".to_vec()), (2, 2, b"y".to_vec())]);
+    }
+
+    fn reply(from: &str, payload: Option<&[u8]>) -> Reply {
+        Reply {
+            from: from.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            payload: payload.map(<[u8]>::to_vec),
+        }
+    }
+
+    fn outstanding(want: Want) -> Outstanding {
+        Outstanding {
+            want,
+            expected: Some(vec!["a".into(), "b".into(), "c".into()]),
+            replies: Vec::new(),
+            done: crossbeam_channel::bounded(1).0,
+        }
+    }
+
+    #[test]
+    fn a_request_takes_no_reply_after_it_has_what_it_waits_for() {
+        // First: a null reply does not complete it, the first non-null one does; a second
+        // non-null one arriving in the same turn is not taken.
+        let mut o = outstanding(Want::First);
+        o.offer(reply("c", None));
+        o.offer(reply("a", Some(b"x")));
+        o.offer(reply("b", Some(b"y")));
+        let got: Vec<&str> = o.replies.iter().map(|r| r.from.as_str()).collect();
+        assert_eq!(got, ["c", "a"]);
+        assert!(o.is_complete());
+        // Count(2): two non-null replies, then nothing.
+        let mut o = outstanding(Want::Count(2));
+        for (m, p) in [("a", b"1"), ("b", b"2"), ("c", b"3")] {
+            o.offer(reply(m, Some(p)));
+        }
+        assert_eq!(o.replies.len(), 2);
+        // All: every member's reply, nulls included.
+        let mut o = outstanding(Want::All);
+        o.offer(reply("a", None));
+        o.offer(reply("b", Some(b"2")));
+        assert!(!o.is_complete());
+        o.offer(reply("c", None));
+        assert_eq!(o.replies.len(), 3);
+        assert!(o.is_complete());
     }
 
     #[test]
