@@ -755,19 +755,16 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                 .fold((0u64, 0u64), |(a, b), (ns, sent)| (a + ns, b + sent));
             (sent > 0).then(|| ns as f64 / sent as f64)
         },
-        idle_yields: Some(reports.iter().fold(IdleYields::default(), |y, r| {
-            if r.sender {
-                IdleYields {
-                    senders: y.senders + r.idle_yields,
-                    ..y
-                }
-            } else {
-                IdleYields {
-                    others: y.others + r.idle_yields,
-                    ..y
-                }
-            }
-        })),
+        idle_yields: {
+            let sum = |senders: bool| {
+                let mine = reports.iter().filter(|r| r.sender == senders);
+                mine.map(|r| r.idle_yields).sum()
+            };
+            Some(IdleYields {
+                senders: sum(true),
+                others: sum(false),
+            })
+        },
         nodes: reports
             .iter()
             .fold(NodeTotals::default(), |t, r| t.add(r.stats)),
