@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use cohort::node::{Delivery, Driver, Group, Handler, Node, NodeBuilder, SendError};
+use cohort::node::{Delivery, Driver, Group, Handler, Node, NodeBuilder, Publisher, SendError};
 use cohort::{Idle, Order};
 
 use crate::axes::{BenchOrder, Senders};
@@ -135,8 +135,10 @@ pub struct LoopbackPoint {
     pub seconds: f64,
     pub idle: Idle,
     pub threading: Threading,
-    /// Messages per send call: 1 sends with `Group::send`, more with `Group::send_batch`.
+    /// Messages per send call: 1 sends each with `api`, more with `Group::send_batch`.
     pub batch: usize,
+    /// How single sends are made.
+    pub api: SendApi,
     pub own: OwnMessages,
     /// The nodes' datagram size ([`datagram_bytes_for_payload`] picks it for a payload).
     pub datagram_bytes: usize,
@@ -148,19 +150,55 @@ pub fn datagram_bytes_for_payload(size: usize, members: usize) -> usize {
     crate::inproc::datagram_bytes_for_payload(size, members)
 }
 
-/// Sends `batch` copies of `payload` (one `Group::send` if `batch` is 1, else one
-/// `Group::send_batch` of `copies`, which holds that many references to it): how many went.
-fn send_some(
-    group: &Group,
-    order: Order,
-    safe: bool,
-    payload: &[u8],
-    copies: &[&[u8]],
-) -> Result<u64, SendError> {
-    if copies.len() <= 1 {
-        group.send(order, safe, payload).map(|_| 1)
-    } else {
-        group.send_batch(order, safe, copies).map(|(_, n)| n as u64)
+/// How the loopback senders send one message at a time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum SendApi {
+    /// The group's exclusive `Publisher` (Aeron's exclusive publication): no lock.
+    #[default]
+    Publisher,
+    /// `Group::send` on a group handle: the locked send stage any thread may share.
+    Handle,
+}
+
+impl SendApi {
+    pub fn label(self) -> &'static str {
+        match self {
+            SendApi::Publisher => "publisher",
+            SendApi::Handle => "handle",
+        }
+    }
+}
+
+/// A sending thread's way to send: `batch` copies of the payload per call (one send with
+/// the point's API if `batch` is 1, else one `Group::send_batch` of `copies`, which holds
+/// that many references to it).
+enum Sending<'p> {
+    Publisher(Publisher),
+    Handle(Group),
+    Batch(Group, Vec<&'p [u8]>),
+}
+
+impl<'p> Sending<'p> {
+    fn new(group: &Group, api: SendApi, payload: &'p [u8], batch: usize) -> anyhow::Result<Self> {
+        Ok(match api {
+            _ if batch > 1 => Sending::Batch(group.clone(), vec![payload; batch]),
+            SendApi::Publisher => Sending::Publisher(
+                group
+                    .publisher()
+                    .context("claiming the group's publisher")?,
+            ),
+            SendApi::Handle => Sending::Handle(group.clone()),
+        })
+    }
+
+    /// Sends once: how many messages went.
+    #[inline]
+    fn send(&mut self, order: Order, safe: bool, payload: &[u8]) -> Result<u64, SendError> {
+        match self {
+            Sending::Publisher(p) => p.send(order, safe, payload).map(|_| 1),
+            Sending::Handle(g) => g.send(order, safe, payload).map(|_| 1),
+            Sending::Batch(g, copies) => g.send_batch(order, safe, copies).map(|(_, n)| n as u64),
+        }
     }
 }
 
@@ -262,12 +300,15 @@ impl LoopbackResult {
         self.delivered_in_window as f64 / (n - 1) as f64 / self.window_seconds
     }
 
-    /// The transport label's suffix for batched sends and for own messages delivered (none
-    /// for single sends that discard their own).
+    /// The transport label's suffix for batched sends, for sends through a group handle and
+    /// for own messages delivered (none for single sends through the publisher that discard
+    /// their own).
     fn batch_label(&self) -> String {
         let mut label = String::new();
         if self.point.batch > 1 {
             label = format!("/batch{}", self.point.batch);
+        } else if self.point.api == SendApi::Handle {
+            label = "/handle".into();
         }
         if self.point.own == OwnMessages::Deliver {
             label.push_str("/own");
@@ -305,6 +346,12 @@ impl LoopbackResult {
         );
         extra.insert("threading".into(), self.point.threading.label().into());
         extra.insert("batch".into(), self.point.batch.into());
+        let api = if self.point.batch > 1 {
+            "handle (send_batch)"
+        } else {
+            self.point.api.label()
+        };
+        extra.insert("send_api".into(), api.into());
         extra.insert("own_messages".into(), self.point.own.label().into());
         extra.insert("datagram_bytes".into(), self.point.datagram_bytes.into());
         ResultRecord {
@@ -401,15 +448,15 @@ pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         let g = group.groups[r].clone();
         let stop = stop.clone();
         let payload = vec![0xC3u8; p.size];
-        let batch = p.batch;
+        let (batch, api) = (p.batch, p.api);
         threads.push(
             std::thread::Builder::new()
                 .name(format!("bench-send-{r}"))
-                .spawn(move || -> Result<u64, SendError> {
-                    let copies = vec![&payload[..]; batch];
+                .spawn(move || -> anyhow::Result<u64> {
+                    let mut sending = Sending::new(&g, api, &payload, batch)?;
                     let (mut sent, mut since_check) = (0u64, 0u64);
                     while sent < sends_max && !stop.load(Ordering::Relaxed) {
-                        match send_some(&g, order, safe, &payload, &copies) {
+                        match sending.send(order, safe, &payload) {
                             Ok(n) => {
                                 sent += n;
                                 since_check += n;
@@ -420,7 +467,7 @@ pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                                 }
                                 std::thread::yield_now()
                             }
-                            Err(e) => return Err(e),
+                            Err(e) => return Err(e.into()),
                         }
                         if since_check >= 64 {
                             since_check = 0;
@@ -557,7 +604,7 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         let addressing = p.addressing;
         let datagram_bytes = p.datagram_bytes;
         let seconds = p.seconds;
-        let batch = p.batch;
+        let (batch, api) = (p.batch, p.api);
         let discard_own = p.own == OwnMessages::Discard;
         threads.push(
             std::thread::Builder::new()
@@ -596,9 +643,9 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                     let mut cpu_ns = None;
                     if sender {
                         let cpu_start = thread_cpu_ns();
-                        let copies = vec![&payload[..]; batch];
+                        let mut sending = Sending::new(&group, api, &payload, batch)?;
                         while sent < sends_max {
-                            match send_some(&group, order, safe, &payload, &copies) {
+                            match sending.send(order, safe, &payload) {
                                 Ok(n) => {
                                     sent += n;
                                     since_poll += n;

@@ -17,7 +17,7 @@ use cohort_bench::axes::{BenchOrder, Senders};
 use cohort_bench::ceiling::{self, DriverName};
 use cohort_bench::group_ceiling::Addressing;
 use cohort_bench::latency::IdleName;
-use cohort_bench::loopback::{OwnMessages, Threading};
+use cohort_bench::loopback::{OwnMessages, SendApi, Threading};
 use cohort_bench::netns::NetnsPlan;
 use cohort_bench::suite::{self, InprocPlan, LatencyPlan, LoopbackPlan, Outputs, Plan};
 
@@ -169,10 +169,14 @@ struct LoopbackArgs {
         default_value = "poller,invoker"
     )]
     threading: Vec<Threading>,
-    /// Messages per send call: 1 sends each with `Group::send`, more sends bursts of that
-    /// many with `Group::send_batch` (one stage lock per burst); 1..=4096.
+    /// Messages per send call: 1 sends each with `--api`, more sends bursts of that many
+    /// with `Group::send_batch` (one stage lock per burst); 1..=4096.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// How single sends are made: `publisher` (the group's exclusive `Publisher`, no lock:
+    /// the default) or `handle` (`Group::send`, the locked stage any thread may share).
+    #[arg(long, value_enum, default_value = "publisher")]
+    api: SendApi,
     /// Whether a sender's handler gets its own messages: `discard` (the default: the
     /// handlers count only the others') or `deliver` (one upcall per own message more).
     #[arg(long, value_enum, default_value = "discard")]
@@ -358,6 +362,7 @@ fn loopback_plan(a: &LoopbackArgs) -> anyhow::Result<Plan> {
             idle: a.idle,
             threading: a.threading.clone(),
             batch: a.batch,
+            api: a.api,
             own: a.own_messages,
             repeat: a.repeat,
         }),

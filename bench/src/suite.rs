@@ -27,7 +27,9 @@ use crate::ceiling::DriverName;
 use crate::group_ceiling::{self, Addressing, GroupPoint};
 use crate::inproc::{self, InprocPoint};
 use crate::latency::{self, IdleName, LatencyPoint};
-use crate::loopback::{self, LoopbackPoint, OwnMessages, Threading, NODE_SEND_BATCH_DATAGRAMS};
+use crate::loopback::{
+    self, LoopbackPoint, OwnMessages, SendApi, Threading, NODE_SEND_BATCH_DATAGRAMS,
+};
 use crate::netns::{self, NetnsPlan};
 use crate::output::{thousands, JsonLines, Progress, ResultRecord, Table};
 use crate::plots;
@@ -61,8 +63,9 @@ pub struct LoopbackPlan {
     pub ceiling_seconds: f64,
     pub idle: IdleName,
     pub threading: Vec<Threading>,
-    /// Messages per send call (1: `Group::send`; more: `Group::send_batch`).
+    /// Messages per send call (1: one send with `api`; more: `Group::send_batch`).
     pub batch: usize,
+    pub api: SendApi,
     pub own: OwnMessages,
     /// Runs of each path (its ceiling, then every order), 1 ..= [`crate::ceiling::REPEAT_MAX`];
     /// each point reports the run with the median ratio (see the module docs).
@@ -115,6 +118,7 @@ pub fn quick() -> Plan {
             idle: IdleName::Backoff,
             threading: vec![Threading::Poller, Threading::Invoker],
             batch: 1,
+            api: SendApi::Publisher,
             own: OwnMessages::Discard,
             repeat: 1,
         }),
@@ -172,6 +176,7 @@ pub fn full() -> Plan {
             idle: IdleName::Backoff,
             threading: vec![Threading::Poller, Threading::Invoker],
             batch: 1,
+            api: SendApi::Publisher,
             own: OwnMessages::Discard,
             repeat: 1,
         }),
@@ -452,6 +457,7 @@ pub fn run_plan(plan: &Plan, outputs: &Outputs) -> anyhow::Result<SuiteOutcome> 
                         idle: p.idle.idle(),
                         threading,
                         batch: p.batch,
+                        api: p.api,
                         own: p.own,
                         datagram_bytes: path.datagram_bytes,
                     };

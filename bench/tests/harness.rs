@@ -12,8 +12,8 @@ use cohort_bench::group_ceiling::{run_group_point, Addressing, GroupPoint};
 use cohort_bench::inproc::{run_point as run_inproc, InprocPoint};
 use cohort_bench::latency::{run_floor, IdleName, LatencyPoint, LatencyResult};
 use cohort_bench::loopback::{
-    datagram_bytes_for_payload, run_point as run_loopback, LoopbackPoint, OwnMessages, Threading,
-    NODE_DATAGRAM_BYTES,
+    datagram_bytes_for_payload, run_point as run_loopback, LoopbackPoint, OwnMessages, SendApi,
+    Threading, NODE_DATAGRAM_BYTES,
 };
 use cohort_bench::output::{read_json_lines, ResultRecord};
 use cohort_bench::{plots, suite};
@@ -209,6 +209,7 @@ fn a_short_loopback_run_delivers_everything_it_sent() {
         idle: cohort::Idle::Backoff,
         threading: Threading::Poller,
         batch: 1,
+        api: SendApi::Publisher,
         own: OwnMessages::Discard,
         datagram_bytes: NODE_DATAGRAM_BYTES,
     })
@@ -219,9 +220,41 @@ fn a_short_loopback_run_delivers_everything_it_sent() {
     let rec = r.record(r.msgs_per_s() * 2.0);
     assert!((rec.ratio - 0.5).abs() < 1e-9);
     assert_eq!(rec.transport, "sendmmsg/fanout");
+    assert_eq!(
+        rec.extra.get("send_api"),
+        Some(&serde_json::Value::from("publisher"))
+    );
     // Poller threads idle on their own: no idle turns of the members' threads to count.
     assert_eq!(r.idle_yields, None);
     assert!(!rec.extra.contains_key("receiver_idle_yields"));
+}
+
+#[test]
+fn a_loopback_run_through_group_handles_is_labelled_so_and_delivers_everything() {
+    let r = run_loopback(LoopbackPoint {
+        driver: DriverName::Mmsg,
+        addressing: Addressing::Fanout,
+        members: 2,
+        senders: Senders::One,
+        order: BenchOrder::Fifo,
+        size: 64,
+        seconds: 0.2,
+        idle: cohort::Idle::Backoff,
+        threading: Threading::Invoker,
+        batch: 1,
+        api: SendApi::Handle,
+        own: OwnMessages::Discard,
+        datagram_bytes: NODE_DATAGRAM_BYTES,
+    })
+    .unwrap();
+    assert!(r.msgs_sent > 0);
+    assert!(r.complete, "not every message was delivered");
+    let rec = r.record(1.0);
+    assert_eq!(rec.transport, "sendmmsg/fanout/invoker/handle");
+    assert_eq!(
+        rec.extra.get("send_api"),
+        Some(&serde_json::Value::from("handle"))
+    );
 }
 
 #[test]
@@ -237,6 +270,7 @@ fn a_short_invoker_mode_loopback_run_delivers_everything_it_sent() {
         idle: cohort::Idle::Backoff,
         threading: Threading::Invoker,
         batch: 16,
+        api: SendApi::Publisher,
         own: OwnMessages::Deliver,
         datagram_bytes: NODE_DATAGRAM_BYTES,
     })
@@ -251,6 +285,10 @@ fn a_short_invoker_mode_loopback_run_delivers_everything_it_sent() {
         rec.transport
     );
     assert_eq!(rec.extra.get("batch"), Some(&serde_json::Value::from(16)));
+    assert_eq!(
+        rec.extra.get("send_api"),
+        Some(&serde_json::Value::from("handle (send_batch)"))
+    );
     assert_eq!(
         rec.extra.get("send_cap_reached"),
         Some(&serde_json::Value::from(false))
@@ -288,6 +326,7 @@ fn a_payload_larger_than_the_node_datagram_is_refused_and_runs_in_jumbo_datagram
         idle: cohort::Idle::Backoff,
         threading: Threading::Poller,
         batch: 1,
+        api: SendApi::Publisher,
         own: OwnMessages::Discard,
         datagram_bytes: NODE_DATAGRAM_BYTES,
     };
@@ -586,6 +625,7 @@ fn a_repeated_loopback_path_reports_each_point_once_with_its_median_run_and_rang
             idle: IdleName::Backoff,
             threading: vec![Threading::Invoker],
             batch: 1,
+            api: SendApi::Publisher,
             own: OwnMessages::Discard,
             repeat: 3,
         }),

@@ -48,7 +48,9 @@
 //!   and then the two take turns until the receiver delivered the burst. Every instruction
 //!   of both sides' user space per message, no kernel, no second core: the steadiest figure
 //!   of what a message costs (under callgrind, [`pair_receiver_turn`] is the receiver's
-//!   share).
+//!   share). `node_pair/invoker_discard_own_publisher` sends through the group's exclusive
+//!   [`cohort::Publisher`] instead (the lock-free ring), as does
+//!   `node_send/invoker_discard_own_publisher`.
 //!
 //! `cargo bench -p cohort --bench protocol` (criterion reports time per message as
 //! "thrpt: elements/s"; ns/msg = 1e9 / that).
@@ -463,6 +465,23 @@ fn node_send_invoker(c: &mut Criterion) {
     g.bench_function("invoker_discard_own", |b| {
         b.iter(|| send_burst_invoker(&node, &group))
     });
+    let mut publisher = group.publisher().expect("publisher");
+    g.bench_function("invoker_discard_own_publisher", |b| {
+        b.iter(|| {
+            let mut sent = 0;
+            while sent < BURST {
+                match publisher.send(Order::Fifo, false, &PAYLOAD) {
+                    Ok(_) => sent += 1,
+                    Err(SendError::WouldBlock) => {
+                        node.poll();
+                    }
+                    Err(e) => panic!("publisher send: {e}"),
+                }
+            }
+            node.poll();
+        })
+    });
+    drop(publisher);
     g.finish();
     group.flush().expect("flush");
 }
@@ -502,28 +521,35 @@ fn node_pair(c: &mut Criterion) {
     let mut want = 0u64;
     let mut g = c.benchmark_group("node_pair");
     g.throughput(Throughput::Elements(BURST));
-    g.bench_function("invoker_discard_own", |bench| {
-        bench.iter(|| {
-            let mut sent = 0;
-            while sent < BURST {
-                match sender.send(Order::Fifo, false, &PAYLOAD) {
-                    Ok(_) => sent += 1,
-                    Err(SendError::WouldBlock) => {
-                        a.poll();
-                        pair_receiver_turn(&b);
-                    }
-                    Err(e) => panic!("send: {e}"),
+    // A burst sent with `send`, running both turns when the sender is full; then both take
+    // turns until the receiver delivered it.
+    let mut pair_burst = |send: &mut dyn FnMut() -> Result<cohort::Seq, SendError>| {
+        let mut sent = 0;
+        while sent < BURST {
+            match send() {
+                Ok(_) => sent += 1,
+                Err(SendError::WouldBlock) => {
+                    a.poll();
+                    pair_receiver_turn(&b);
                 }
+                Err(e) => panic!("send: {e}"),
             }
-            want += BURST;
-            let mut turns = 0u32;
-            while delivered.load(std::sync::atomic::Ordering::Relaxed) < want {
-                a.poll();
-                pair_receiver_turn(&b);
-                turns += 1;
-                assert!(turns < 10_000_000, "the pair stopped making progress");
-            }
-        })
+        }
+        want += BURST;
+        let mut turns = 0u32;
+        while delivered.load(std::sync::atomic::Ordering::Relaxed) < want {
+            a.poll();
+            pair_receiver_turn(&b);
+            turns += 1;
+            assert!(turns < 10_000_000, "the pair stopped making progress");
+        }
+    };
+    g.bench_function("invoker_discard_own", |bench| {
+        bench.iter(|| pair_burst(&mut || sender.send(Order::Fifo, false, &PAYLOAD)))
+    });
+    let mut publisher = sender.publisher().expect("publisher");
+    g.bench_function("invoker_discard_own_publisher", |bench| {
+        bench.iter(|| pair_burst(&mut || publisher.send(Order::Fifo, false, &PAYLOAD)))
     });
     g.finish();
 }

@@ -48,7 +48,9 @@ use crate::runtime::poller::{
     Control, FlushOutcome, GroupCounters, GroupSlot, LeaveOutcome, Poller, PollerCounters, Waiter,
 };
 pub use crate::runtime::stage::SEND_STAGE_BYTES_MAX;
-use crate::runtime::stage::{Entry, Kind, Stage, Staged, FLUSHES_STAGED_MAX};
+use crate::runtime::stage::{
+    Entry, Exclusive, Kind, RingWriter, Stage, Staged, FLUSHES_STAGED_MAX,
+};
 
 /// The fewest bytes the send stage takes per plain message beside its payload (its length in
 /// a bundle, and its framing): a group stages at most [`SEND_STAGE_BYTES_MAX`] / (this +
@@ -348,6 +350,8 @@ pub enum SendError {
     TooLarge { len: usize, max: usize },
     #[error("the group was left or the node shut down")]
     Closed,
+    #[error("a Publisher holds this group: send through it, or drop it first")]
+    Exclusive,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -962,7 +966,9 @@ impl Node {
         let payload_bytes_max = endpoint
             .payload_bytes_max_any_view()
             .saturating_sub(framing::PLAIN_HEADER_BYTES);
-        let stage = Arc::new(Stage::new());
+        let stage = Arc::new(Stage::for_payloads_up_to(
+            payload_bytes_max + framing::PLAIN_HEADER_BYTES,
+        ));
         let (installed_tx, installed_rx) = bounded(1);
         let counters = Arc::new(GroupCounters::default());
         let mut slot = GroupSlot::new(
@@ -1226,7 +1232,11 @@ impl Group {
         flush: bool,
     ) -> Result<MutexGuard<'_, Staged>, SendError> {
         let s = self.inner.stage.lock();
-        if !s.closed && s.has_room(len) && (!flush || s.flushes.len() < FLUSHES_STAGED_MAX) {
+        if !s.closed
+            && s.exclusive == Exclusive::Free
+            && s.has_room(len)
+            && (!flush || s.flushes.len() < FLUSHES_STAGED_MAX)
+        {
             return Ok(s);
         }
         self.stage_wait_room(s, len, wait, flush)
@@ -1242,11 +1252,24 @@ impl Group {
         flush: bool,
     ) -> Result<MutexGuard<'g, Staged>, SendError> {
         let stage = &self.inner.stage;
+        // A flush while a publisher holds the group waits until the poller took every ring
+        // record published before it (see `runtime::stage`).
+        let mut ring_mark = None;
         loop {
             if s.closed {
                 return Err(SendError::Closed);
             }
-            if s.has_room(len) && (!flush || s.flushes.len() < FLUSHES_STAGED_MAX) {
+            let admitted = match s.exclusive {
+                Exclusive::Free => true,
+                Exclusive::Held if !flush => return Err(SendError::Exclusive),
+                // A publisher's last records are still in the ring: sends wait for them.
+                Exclusive::Draining if !flush => false,
+                Exclusive::Held | Exclusive::Draining => {
+                    let mark = *ring_mark.get_or_insert_with(|| stage.ring.tail());
+                    stage.ring.head() >= mark
+                }
+            };
+            if admitted && s.has_room(len) && (!flush || s.flushes.len() < FLUSHES_STAGED_MAX) {
                 return Ok(s);
             }
             self.inner.doorbell.ring();
@@ -1262,20 +1285,65 @@ impl Group {
                     slice = slice.min(left);
                 }
             }
-            // In invoker mode on the owner thread, room comes from this thread's turns (none
-            // runs when this is a handler inside one: then it sleeps like any other thread).
-            if let Some(invoker) = &self.inner.invoker {
-                if invoker.is_owner_here() {
-                    drop(s);
-                    let ran = invoker.turn(true).is_some();
-                    s = stage.lock();
-                    if ran {
-                        continue;
-                    }
-                }
-            }
-            s = stage.wait_room(s, slice);
+            s = self.wait_room_once(s, slice);
         }
+    }
+
+    /// Waits once for the poller to make room: in invoker mode on the owner thread, room
+    /// comes from this thread's turns (none runs when this is a handler inside one: then it
+    /// sleeps like any other thread), else it sleeps on the room signal at most `slice`.
+    fn wait_room_once<'g>(
+        &'g self,
+        s: MutexGuard<'g, Staged>,
+        slice: Duration,
+    ) -> MutexGuard<'g, Staged> {
+        let stage = &self.inner.stage;
+        if let Some(invoker) = &self.inner.invoker {
+            if invoker.is_owner_here() {
+                drop(s);
+                let ran = invoker.turn(true).is_some();
+                let s = stage.lock();
+                if ran {
+                    return s;
+                }
+                return stage.wait_room(s, slice);
+            }
+        }
+        stage.wait_room(s, slice)
+    }
+
+    /// Claims the group's **exclusive publisher** (Aeron's `ExclusivePublication`): a
+    /// single-threaded sender whose sends reach the poller through a lock-free ring instead
+    /// of the locked stage — no lock, no read-modify-write, one copy of the payload. While it
+    /// lives, this member's other sends on the group (from any handle: `send`,
+    /// `send_batch`, `claim`, `request`, ...) are refused with [`SendError::Exclusive`];
+    /// [`Group::flush`] still works and covers the publisher's sends before it. Its numbers
+    /// continue the group's; once it is dropped, the handles send again (after the poller
+    /// took its last records: until then their sends see `WouldBlock`).
+    ///
+    /// Errors: `Exclusive` when another publisher holds the group, `Closed`.
+    pub fn publisher(&self) -> Result<Publisher, SendError> {
+        let mut s = self.inner.stage.lock();
+        if s.closed {
+            return Err(SendError::Closed);
+        }
+        if s.exclusive == Exclusive::Held {
+            return Err(SendError::Exclusive);
+        }
+        // From `Draining` too: the last publisher's messages are ahead in the same ring.
+        let Some(writer) = self.inner.stage.take_writer() else {
+            debug_assert!(false, "no publisher holds the group, but its ring is taken");
+            return Err(SendError::Exclusive);
+        };
+        self.renumber(&mut s);
+        s.exclusive = Exclusive::Held;
+        Ok(Publisher {
+            group: self.clone(),
+            writer: Some(writer),
+            next_seq: s.next_seq,
+            incarnation: s.incarnation,
+            owner_thread: self.inner.invoker.as_ref().and_then(|i| i.owner_tag()),
+        })
     }
 
     /// Starts a numbered record in the stage (locked, with room): its framing is written,
@@ -1583,6 +1651,109 @@ impl Group {
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(FlushError::Closed),
         }
+    }
+}
+
+/// A group's exclusive sender, from [`Group::publisher`]: `&mut self` sends, without the
+/// stage's lock. Send it to the thread that sends; drop it to give the group back to the
+/// handles.
+pub struct Publisher {
+    group: Group,
+    /// The ring's writing side (given back to the group when dropped).
+    writer: Option<RingWriter>,
+    /// The number the next send carries, in `incarnation`.
+    next_seq: u64,
+    incarnation: u64,
+    /// Invoker mode: the thread that runs the node's turns (on it, a send needs no
+    /// doorbell), as [`crate::runtime::invoker::thread_tag`] names it.
+    owner_thread: Option<usize>,
+}
+
+impl Publisher {
+    /// Multicasts `bytes` with `order` (and safe delivery if `safe`) without waiting, like
+    /// [`Group::send`]: its sequence number, or `WouldBlock` when the ring (and the send
+    /// window behind it) is full.
+    #[inline]
+    pub fn send(&mut self, order: Order, safe: bool, bytes: &[u8]) -> Result<Seq, SendError> {
+        let inner = &*self.group.inner;
+        self.group.check_len(bytes.len())?;
+        if inner.stage.ring_closed.load(Ordering::Relaxed) {
+            return Err(SendError::Closed);
+        }
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(SendError::Closed);
+        };
+        let incarnation = inner.counters.incarnation.load(Ordering::Relaxed);
+        if incarnation != self.incarnation {
+            self.incarnation = incarnation;
+            self.next_seq = 1;
+        }
+        if !writer.push(order, safe, incarnation, framing::KIND_PLAIN, bytes) {
+            inner.doorbell.ring();
+            return Err(SendError::WouldBlock);
+        }
+        let seq = Seq(self.next_seq);
+        self.next_seq += 1;
+        // A poller that may be asleep must see the message or be woken: the doorbell's
+        // fence orders this thread's publication before its look at the poller's flag (the
+        // stage's lock does that for the handles). The owner thread of an invoker node runs
+        // the turns itself: nobody sleeps on this message meanwhile.
+        if self.owner_thread != Some(crate::runtime::invoker::thread_tag()) {
+            inner.doorbell.ring();
+        }
+        Ok(seq)
+    }
+
+    /// Like [`Publisher::send`], but waits for room.
+    pub fn send_blocking(
+        &mut self,
+        order: Order,
+        safe: bool,
+        bytes: &[u8],
+    ) -> Result<Seq, SendError> {
+        loop {
+            match self.send(order, safe, bytes) {
+                Err(SendError::WouldBlock) => {
+                    let s = self.group.inner.stage.lock();
+                    drop(
+                        self.group
+                            .wait_room_once(s, Duration::from_micros(ROOM_WAIT_SLICE_US)),
+                    );
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The group it sends on.
+    pub fn group(&self) -> &Group {
+        &self.group
+    }
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("group", &self.group.name())
+            .field("next_seq", &self.next_seq)
+            .finish()
+    }
+}
+
+impl Drop for Publisher {
+    /// Gives the group back: the handles send again once the poller took the ring's last
+    /// records, numbered after them.
+    fn drop(&mut self) {
+        let stage = &self.group.inner.stage;
+        let mut s = stage.lock();
+        if let Some(writer) = self.writer.take() {
+            stage.put_writer(writer);
+        }
+        s.exclusive = Exclusive::Draining;
+        s.next_seq = self.next_seq;
+        s.incarnation = self.incarnation;
+        drop(s);
+        self.group.inner.doorbell.ring();
     }
 }
 

@@ -50,6 +50,7 @@ pub mod faults;
 pub mod memory;
 pub mod mmsg;
 pub mod socket;
+pub mod spsc;
 pub mod waker;
 
 pub use faults::{FaultStats, FaultyTransport};

@@ -1,6 +1,6 @@
 //! The data-plane poller loop (see the module documentation of [`crate::runtime`]).
 
-use super::stage::{Kind, Stage, Taken};
+use super::stage::{Exclusive, Kind, Stage, Taken};
 use super::Doorbell;
 use super::{Backoff, BackoffStep, Clock, Idle, BLOCKING_WAIT_NS_MAX};
 use crate::membership::{self, node_of, Endpoint, GroupEvent, GroupSendError, ViewInfo};
@@ -327,13 +327,14 @@ impl GroupSlot {
         counters: Arc<GroupCounters>,
         installed: Option<Sender<()>>,
     ) -> Self {
+        let taken = Taken::with_consumer(stage.take_consumer());
         GroupSlot {
             id,
             name,
             endpoint,
             handler,
             stage,
-            taken: Taken::default(),
+            taken,
             bundle: Bundle::new(),
             bundle_key: (Order::Fifo, false),
             bundle_incarnation: 0,
@@ -803,15 +804,25 @@ impl GroupSlot {
 
     /// Whether every record staged so far was fed to the endpoint.
     fn sends_in(&self) -> bool {
-        self.taken.is_done() && self.bundle.is_empty() && self.stage.lock().bytes.is_empty()
+        self.taken.is_done()
+            && self.bundle.is_empty()
+            && self.stage.lock().bytes.is_empty()
+            && !self.stage.ring_pending()
     }
 
     /// Whether the application staged something the poller can take now (records behind a
     /// stalled one wait for the window, which a datagram opens). Always locks the stage: the
     /// doorbell's ordering argument (`Doorbell::ring_staged`) needs this lock after the flag.
+    ///
+    /// The publisher ring needs no lock: its sender fences between its tail and the flag
+    /// (`Doorbell::ring`), and the poller fenced after raising it. A publisher that let go
+    /// counts as work until the poller gave the group back to the handles.
     pub fn has_staged(&self) -> bool {
-        let staged = !self.stage.lock().bytes.is_empty();
-        staged && self.taken.is_done()
+        let staged = {
+            let s = self.stage.lock();
+            !s.bytes.is_empty() || s.exclusive == Exclusive::Draining
+        };
+        (staged || self.stage.ring_pending()) && self.taken.is_done()
     }
 
     fn answer_flushes(&mut self) {

@@ -16,9 +16,9 @@
 //! them fills, and the application sees `WouldBlock`). Waiting senders sleep on a condition
 //! variable the poller signals after each take.
 //!
-//! Why not a lock-free ring: `unsafe` lives only in `transport/`, and a swapped buffer costs
-//! the poller one uncontended lock per turn — the per-message cost on either side is the
-//! append (and the copy into the member's log), which a ring would not remove.
+//! Why the handles do not share a lock-free ring: several threads may send on one group, and
+//! a swapped buffer costs the poller one uncontended lock per turn. A sender that is alone
+//! on its group takes the lock-free path: the exclusive publisher below.
 //!
 //! Plain sends of one order are staged **as a bundle** (the wire format of
 //! [`crate::protocol::Bundle`]): a send extends the last record if that is a bundle of its
@@ -26,6 +26,24 @@
 //! record payload limit the poller publishes), so a run of sends is one record that the
 //! poller hands to its member with one copy instead of taking them one by one.
 //!
+//! An exclusive [`Publisher`](crate::node::Publisher) hands its plain sends over without the
+//! lock, through the stage's single-producer ring
+//! ([`cohort_transport::spsc`]); the poller turns them into the same records when it takes
+//! them ([`Taken::refill`]). While a publisher holds the group (`Staged::exclusive`), the
+//! handles stage no sends — the ring is the member's only stream — and a flush is staged only
+//! once the poller took every ring message published before it (so it covers them). Order
+//! between the two: the poller reads the ring's tail *before* it locks the stage, takes the
+//! stage if it holds anything, else the ring up to that tail. A record staged before a
+//! publisher was claimed is then always taken before the ring messages published after the
+//! claim, and a publisher that let go leaves the group to the handles only once the poller
+//! took its last message.
+//!
+//! ```text
+//! ring:   entries of the bundle format (len:u16le >= 1, the message's len bytes), each run
+//!         of them after a marker (0:u16, key:u8 = order << 1 | safe, incarnation:u64le)
+//!         that says how they were sent; 0xFFFF:u16, or fewer than 2 bytes, before the end
+//!         of the array: the rest of the lap is skipped. A message is never split by the end.
+//!         Runs of gbcast (order 3) messages become records of their own, the others bundles.
 //! ```text
 //! record: kind:u8 order:u8 safe:u8 reserved:u8 len:u32le incarnation:u64le  payload[len]
 //! kind:   0 send (gbcast), 1 request (takes the next waiter), 2 flush (takes the next flush;
@@ -35,8 +53,10 @@
 
 use super::poller::{FlushOutcome, Waiter};
 use crate::Order;
+use cohort_transport::spsc::{byte_ring, Consumer, Producer, RingPositions};
 use crossbeam_channel::Sender;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -49,6 +69,85 @@ const RECORD_BYTES_MAX_BESIDE: usize =
     RECORD_HEADER_BYTES + crate::wire::BUNDLE_HEADER_BYTES + crate::wire::BUNDLE_ENTRY_HEADER_BYTES;
 /// Flushes staged per group at once (more wait for room, like sends).
 pub const FLUSHES_STAGED_MAX: usize = 64;
+/// Bytes of a group's publisher ring (at least).
+pub const PUBLISH_RING_BYTES: usize = SEND_STAGE_BYTES_MAX;
+/// A ring marker: an entry length no entry has, the key, the incarnation.
+const RING_MARKER_BYTES: usize = 2 + 1 + 8;
+/// The ring's pad: an entry length no entry has (a message is shorter than 64 KiB - 1).
+const RING_PAD: u16 = u16::MAX;
+/// Fewer bytes than this before the end of the array are skipped (nothing fits them).
+const RING_TAIL_MIN: usize = 2;
+
+/// A publisher's side of the ring: the producer and the run it writes.
+pub(crate) struct RingWriter {
+    producer: Producer,
+    /// The key and incarnation of the last marker written.
+    run: Option<(u8, u64)>,
+}
+
+impl RingWriter {
+    /// Writes a message of one framing byte `head` and `body`, sent with `order` and `safe`
+    /// and numbered in `incarnation`, and publishes it: false (nothing written) when the ring
+    /// has no room now.
+    #[inline]
+    pub fn push(
+        &mut self,
+        order: Order,
+        safe: bool,
+        incarnation: u64,
+        head: u8,
+        body: &[u8],
+    ) -> bool {
+        let key = bundle_key(order, safe);
+        let marker = if self.run == Some((key, incarnation)) {
+            0
+        } else {
+            RING_MARKER_BYTES
+        };
+        let entry = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + 1 + body.len();
+        let total = marker + entry;
+        let p = &mut self.producer;
+        let room = p.room_before_wrap();
+        if total > room {
+            // The rest of this lap is skipped: the message starts the next.
+            let Some(pad) = p.reserve(room) else {
+                return false;
+            };
+            if let Some(pad) = pad.get_mut(..RING_TAIL_MIN) {
+                pad.copy_from_slice(&RING_PAD.to_le_bytes());
+            }
+            p.publish(room);
+        }
+        let Some(region) = p.reserve(total) else {
+            return false;
+        };
+        let (m, e) = region.split_at_mut(marker);
+        if let [m0, m1, k, inc @ ..] = m {
+            (*m0, *m1, *k) = (0, 0, key);
+            inc.copy_from_slice(&incarnation.to_le_bytes());
+        }
+        let [l0, l1] = ((1 + body.len()) as u16).to_le_bytes();
+        if let [e0, e1, h, rest @ ..] = e {
+            (*e0, *e1, *h) = (l0, l1, head);
+            rest.copy_from_slice(body);
+        }
+        p.publish(total);
+        self.run = Some((key, incarnation));
+        true
+    }
+}
+
+/// Who may send on a group (under the stage's lock).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Exclusive {
+    /// The handles.
+    #[default]
+    Free,
+    /// A publisher: the handles' sends are refused.
+    Held,
+    /// A publisher let go; the poller has not taken all its records yet (the handles wait).
+    Draining,
+}
 
 const KIND_SEND: u8 = 0;
 const KIND_REQUEST: u8 = 1;
@@ -110,6 +209,8 @@ pub(crate) struct Staged {
     /// The largest bundle payload (the poller's member's record payload limit; 0 until the
     /// poller first looked: every send then starts its own bundle).
     pub bundle_bytes_max: usize,
+    /// Whether a publisher holds the group.
+    pub exclusive: Exclusive,
 }
 
 /// The bundle record sends extend: where it starts, its key, and its payload's length and
@@ -298,22 +399,71 @@ impl Staged {
 }
 
 /// One group's stage, shared by its handles and the poller.
-#[derive(Default)]
 pub(crate) struct Stage {
     pub staged: Mutex<Staged>,
     /// Signalled by the poller after it took the stage (room again).
     pub room: Condvar,
+    /// The publisher ring's writing side while no publisher holds it.
+    pub writer: Mutex<Option<RingWriter>>,
+    /// Its reading side until the poller's group takes it.
+    consumer: Mutex<Option<Consumer>>,
+    /// Where its two sides are.
+    pub ring: RingPositions,
+    /// The group is gone: a publisher's sends are `Closed`.
+    pub ring_closed: AtomicBool,
+}
+
+impl Default for Stage {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Stage {
+    /// A stage for payloads that fit a standard datagram.
     pub fn new() -> Self {
+        Self::for_payloads_up_to(0)
+    }
+
+    /// A stage whose publisher ring takes payloads of up to `payload_bytes_max` bytes: at
+    /// least [`PUBLISH_RING_BYTES`], and two of the largest messages with their markers (one
+    /// may follow a skipped end of the array almost as long).
+    pub fn for_payloads_up_to(payload_bytes_max: usize) -> Self {
+        let largest =
+            RING_MARKER_BYTES + crate::wire::BUNDLE_ENTRY_HEADER_BYTES + payload_bytes_max;
+        let (producer, consumer) = byte_ring(PUBLISH_RING_BYTES.max(2 * largest));
         Stage {
             staged: Mutex::new(Staged {
                 next_seq: 1,
                 ..Staged::default()
             }),
             room: Condvar::new(),
+            ring: producer.positions(),
+            writer: Mutex::new(Some(RingWriter {
+                producer,
+                run: None,
+            })),
+            consumer: Mutex::new(Some(consumer)),
+            ring_closed: AtomicBool::new(false),
         }
+    }
+
+    /// The ring's reading side, once (the poller's group takes it when it is made).
+    pub fn take_consumer(&self) -> Option<Consumer> {
+        self.consumer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// The ring's writing side, for a publisher (none while another holds it).
+    pub fn take_writer(&self) -> Option<RingWriter> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Gives the ring's writing side back (a publisher let go).
+    pub fn put_writer(&self, writer: RingWriter) {
+        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Staged> {
@@ -341,7 +491,14 @@ impl Stage {
     /// Marks the group gone (its handles return `Closed`) and wakes every sleeper.
     pub fn close(&self) {
         self.lock().closed = true;
+        self.ring_closed.store(true, Ordering::Relaxed);
         self.room.notify_all();
+    }
+
+    /// Whether the publisher ring holds messages the poller has not taken.
+    #[inline]
+    pub fn ring_pending(&self) -> bool {
+        self.ring.tail() != self.ring.head()
     }
 }
 
@@ -361,9 +518,21 @@ pub(crate) struct Taken {
     pos: usize,
     pub waiters: VecDeque<Waiter>,
     pub flushes: VecDeque<Sender<FlushOutcome>>,
+    /// The publisher ring's reading side (none in tests of the stage alone).
+    consumer: Option<Consumer>,
+    /// The key and incarnation of the ring's last marker.
+    ring_run: Option<(u8, u64)>,
 }
 
 impl Taken {
+    /// A poller's group's: it reads the publisher ring through `consumer`.
+    pub fn with_consumer(consumer: Option<Consumer>) -> Self {
+        Taken {
+            consumer,
+            ..Taken::default()
+        }
+    }
+
     /// Whether every record taken was fed to the member.
     pub fn is_done(&self) -> bool {
         self.pos >= self.bytes.len()
@@ -372,15 +541,34 @@ impl Taken {
     /// Once the last stage is done: takes the next one (swapping buffers, so neither side
     /// allocates) and wakes senders waiting for room. False if there was nothing. Publishes
     /// `bundle_bytes_max` to the senders.
+    ///
+    /// With the stage empty, it takes the publisher ring's records instead, up to the tail
+    /// read before the lock (see the module's doc for why), and lets a publisher that let go
+    /// of the group go once the ring is empty.
     pub fn refill(&mut self, stage: &Stage, bundle_bytes_max: usize) -> bool {
         if !self.is_done() {
             return true;
         }
         self.bytes.clear();
         self.pos = 0;
+        let tail = stage.ring.tail();
         let mut s = stage.lock();
         s.bundle_bytes_max = bundle_bytes_max;
         if s.bytes.is_empty() {
+            if self.consumer.as_ref().is_some_and(|c| c.position() != tail) {
+                let wake = s.room_waiters > 0;
+                drop(s);
+                self.take_ring(tail, bundle_bytes_max);
+                if wake {
+                    stage.room.notify_all();
+                }
+                return !self.is_done();
+            }
+            if s.exclusive == Exclusive::Draining && !stage.ring_pending() {
+                s.exclusive = Exclusive::Free;
+                drop(s);
+                stage.room.notify_all();
+            }
             return false;
         }
         s.close_bundle();
@@ -393,6 +581,103 @@ impl Taken {
             stage.room.notify_all();
         }
         true
+    }
+
+    /// Turns the ring's messages up to position `until` into stage records, in `bytes`:
+    /// each run of plain messages into bundles (up to `bundle_bytes_max` each, as the stage
+    /// would have), copying runs of entries whole; gbcast messages into records of their
+    /// own. Hands the ring's bytes back.
+    fn take_ring(&mut self, until: u64, bundle_bytes_max: usize) {
+        let Taken {
+            bytes: out,
+            consumer,
+            ring_run,
+            ..
+        } = self;
+        let Some(c) = consumer.as_mut() else {
+            return;
+        };
+        // The bundle record being written: where it starts, its payload's length and count.
+        let mut open: Option<(usize, usize, u16)> = None;
+        let close = |out: &mut Vec<u8>, open: &mut Option<(usize, usize, u16)>| {
+            if let Some((at, len, count)) = open.take() {
+                out[at + 4..at + 8].copy_from_slice(&(len as u32).to_le_bytes());
+                out[at + 16..at + 18].copy_from_slice(&count.to_le_bytes());
+            }
+        };
+        // At most two regions: to the end of the array, and on from its start.
+        for _ in 0..2 {
+            let r = c.readable_until(until);
+            let n = r.len();
+            if n == 0 {
+                break;
+            }
+            // Entries read but not yet copied (they join the open bundle).
+            let mut span = 0..0;
+            let mut i = 0;
+            while i < n {
+                if n - i < RING_TAIL_MIN {
+                    break; // fewer than two bytes before the end: skipped
+                }
+                let len = u16::from_le_bytes([r[i], r[i + 1]]);
+                if len == RING_PAD {
+                    break;
+                }
+                if len == 0 {
+                    out.extend_from_slice(&r[span.clone()]);
+                    close(out, &mut open);
+                    let mut inc = [0u8; 8];
+                    inc.copy_from_slice(&r[i + 3..i + RING_MARKER_BYTES]);
+                    *ring_run = Some((r[i + 2], u64::from_le_bytes(inc)));
+                    i += RING_MARKER_BYTES;
+                    span = i..i;
+                    continue;
+                }
+                let entry_bytes = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + usize::from(len);
+                let end = i + entry_bytes;
+                let (key, incarnation) = ring_run.unwrap_or_default();
+                if order_of(key >> 1) == Order::Gbcast {
+                    out.extend_from_slice(&r[span.clone()]);
+                    close(out, &mut open);
+                    let mut h = [0u8; RECORD_HEADER_BYTES];
+                    h[0] = KIND_SEND;
+                    h[1] = key >> 1;
+                    h[2] = key & 1;
+                    h[4..8].copy_from_slice(&u32::from(len).to_le_bytes());
+                    h[8..16].copy_from_slice(&incarnation.to_le_bytes());
+                    out.extend_from_slice(&h);
+                    out.extend_from_slice(&r[i + 2..end]);
+                    span = end..end;
+                } else {
+                    match &mut open {
+                        Some((_, blen, count))
+                            if *count < u16::MAX && *blen + entry_bytes <= bundle_bytes_max =>
+                        {
+                            *blen += entry_bytes;
+                            *count += 1;
+                            span.end = end;
+                        }
+                        _ => {
+                            out.extend_from_slice(&r[span.clone()]);
+                            close(out, &mut open);
+                            let at = out.len();
+                            let mut h = [0u8; RECORD_HEADER_BYTES + 2];
+                            h[0] = KIND_BUNDLE;
+                            h[1] = key >> 1;
+                            h[2] = key & 1;
+                            h[8..16].copy_from_slice(&incarnation.to_le_bytes());
+                            out.extend_from_slice(&h);
+                            open = Some((at, crate::wire::BUNDLE_HEADER_BYTES + entry_bytes, 1));
+                            span = i..end;
+                        }
+                    }
+                }
+                i = end;
+            }
+            out.extend_from_slice(&r[span]);
+            c.release(n);
+        }
+        close(out, &mut open);
     }
 
     /// The next record, if any (not consumed: [`Taken::advance`] does).
@@ -446,6 +731,7 @@ impl Taken {
 
 #[cfg(test)]
 mod tests {
+    use super::super::framing;
     use super::*;
 
     fn stage_send(stage: &Stage, order: Order, safe: bool, bytes: &[u8]) -> bool {
@@ -610,5 +896,145 @@ mod tests {
         taken.advance();
         assert!(taken.refill(&stage, 1400));
         assert!(stage.lock().bytes.is_empty());
+    }
+
+    /// Publishes a message as a publisher would (`head` the first byte of `message`),
+    /// through the stage's ring writer.
+    fn publish(stage: &Stage, order: Order, safe: bool, incarnation: u64, message: &[u8]) {
+        let mut w = stage.take_writer().expect("the ring's writer");
+        let (head, body) = message.split_first().expect("a framed message");
+        assert!(
+            w.push(order, safe, incarnation, *head, body),
+            "room in the ring"
+        );
+        stage.put_writer(w);
+    }
+
+    /// A record's kind, order, safety, incarnation and messages.
+    type Seen = (Kind, Order, bool, u64, Vec<Vec<u8>>);
+
+    /// Every record a refill yields, with its messages (a gbcast send's payload as one).
+    fn drain(taken: &mut Taken) -> Vec<Seen> {
+        let mut records = Vec::new();
+        while let Some(r) = taken.peek() {
+            let m = match r.kind {
+                Kind::Bundle => messages(&r),
+                _ => vec![r.payload.to_vec()],
+            };
+            records.push((r.kind, r.order, r.safe, r.incarnation, m));
+            taken.advance();
+        }
+        records
+    }
+
+    /// A framed plain message: the framing byte, then `body`.
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut m = vec![framing::KIND_PLAIN];
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[test]
+    fn ring_messages_become_the_records_the_stage_would_have_held() {
+        // The same sends, once staged by the handles and once published in the ring.
+        let sends: Vec<(Order, bool, u64, Vec<u8>)> = vec![
+            (Order::Total, false, 3, framed(b"a")),
+            (Order::Total, false, 3, framed(b"bb")),
+            (Order::Total, true, 3, framed(b"")),
+            (Order::Gbcast, false, 3, framed(b"g1")),
+            (Order::Gbcast, false, 3, framed(b"g2")),
+            (Order::Fifo, false, 3, framed(&[9u8; 13])),
+            (Order::Fifo, false, 4, framed(b"new incarnation")),
+            (Order::Fifo, false, 4, framed(&[7u8; 15])),
+            (Order::Fifo, false, 4, framed(&[7u8; 15])),
+            (Order::Fifo, false, 4, framed(&[7u8; 16])),
+        ];
+        let (staged, published) = (Stage::new(), Stage::new());
+        let mut from_stage = Taken::default();
+        let mut from_ring = Taken::with_consumer(published.take_consumer());
+        assert!(published.take_consumer().is_none(), "one reader");
+        // The handles learn the poller's limit at its first look.
+        assert!(!from_stage.refill(&staged, 40));
+        for (order, safe, incarnation, message) in &sends {
+            let mut s = staged.lock();
+            s.incarnation = *incarnation;
+            if *order == Order::Gbcast {
+                s.begin(Kind::Send, *order, *safe, message.len());
+                s.bytes.extend_from_slice(message);
+            } else {
+                s.push_entry(*order, *safe, message[0], &message[1..]);
+            }
+            drop(s);
+            publish(&published, *order, *safe, *incarnation, message);
+        }
+        assert!(published.ring_pending());
+        assert!(from_stage.refill(&staged, 40));
+        assert!(from_ring.refill(&published, 40));
+        assert!(!published.ring_pending(), "the ring was taken whole");
+        let want = drain(&mut from_stage);
+        assert_eq!(drain(&mut from_ring), want);
+        assert_eq!(
+            want.len(),
+            7,
+            "split by order, safety, kind, incarnation and size"
+        );
+        assert!(!from_ring.refill(&published, 40), "nothing published since");
+    }
+
+    #[test]
+    fn staged_records_go_before_ring_messages_and_a_draining_group_frees_once_the_ring_is_empty() {
+        let stage = Stage::new();
+        let mut taken = Taken::with_consumer(stage.take_consumer());
+        stage_plain(&stage, Order::Fifo, false, &framed(b"staged"));
+        stage.lock().exclusive = Exclusive::Held;
+        publish(&stage, Order::Fifo, false, 0, &framed(b"published"));
+        assert!(taken.refill(&stage, 1400));
+        assert_eq!(
+            drain(&mut taken)[0].4,
+            vec![framed(b"staged")],
+            "the stage first"
+        );
+        assert!(stage.ring_pending(), "the ring waits for the next take");
+        assert!(taken.refill(&stage, 1400));
+        assert_eq!(drain(&mut taken)[0].4, vec![framed(b"published")]);
+        // The publisher lets go with a message still in the ring: the group stays draining
+        // until the poller took it.
+        publish(&stage, Order::Fifo, false, 0, &framed(b"last"));
+        stage.lock().exclusive = Exclusive::Draining;
+        assert!(taken.refill(&stage, 1400));
+        assert_eq!(stage.lock().exclusive, Exclusive::Draining);
+        drain(&mut taken);
+        assert!(!taken.refill(&stage, 1400), "nothing left to take");
+        assert_eq!(stage.lock().exclusive, Exclusive::Free, "the handles' turn");
+    }
+
+    #[test]
+    fn ring_messages_keep_their_bytes_and_bundles_across_laps_of_the_ring() {
+        // Messages of odd sizes in runs of changing keys, taken a few at a time: laps end in
+        // skipped bytes of every length; bundles respect the limit.
+        let stage = Stage::new();
+        let mut taken = Taken::with_consumer(stage.take_consumer());
+        let (mut sent, mut got) = (Vec::new(), Vec::new());
+        let laps = 3 * PUBLISH_RING_BYTES as u64;
+        let mut i = 0usize;
+        while stage.ring.tail() < laps {
+            for _ in 0..5 {
+                i += 1;
+                let body: Vec<u8> = (0..(i * 37) % 1000).map(|k| (k + i) as u8).collect();
+                let order = [Order::Causal, Order::Total, Order::Gbcast][i / 11 % 3];
+                publish(&stage, order, false, (i / 50) as u64, &framed(&body));
+                sent.push((order, (i / 50) as u64, framed(&body)));
+            }
+            assert!(taken.refill(&stage, 1400));
+            for (kind, order, _, incarnation, m) in drain(&mut taken) {
+                assert_eq!(kind == Kind::Send, order == Order::Gbcast);
+                if kind == Kind::Bundle {
+                    let bytes: usize = m.iter().map(|m| 2 + m.len()).sum();
+                    assert!(2 + bytes <= 1400 || m.len() == 1, "a bundle past the limit");
+                }
+                got.extend(m.into_iter().map(|m| (order, incarnation, m)));
+            }
+        }
+        assert_eq!(got, sent);
     }
 }
