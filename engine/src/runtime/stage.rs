@@ -671,6 +671,28 @@ impl Taken {
                             span = i..end;
                         }
                     }
+                    // The run's next entries join this bundle while it has room: only their
+                    // lengths are read (the bytes are copied with the span).
+                    if let Some((_, blen, count)) = &mut open {
+                        let mut j = end;
+                        while j + 2 <= n {
+                            let len = usize::from(u16::from_le_bytes([r[j], r[j + 1]]));
+                            let eb = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + len;
+                            if len == 0
+                                || len == usize::from(RING_PAD)
+                                || *count == u16::MAX
+                                || *blen + eb > bundle_bytes_max
+                            {
+                                break;
+                            }
+                            *blen += eb;
+                            *count += 1;
+                            j += eb;
+                        }
+                        span.end = j;
+                        i = j;
+                        continue;
+                    }
                 }
                 i = end;
             }
