@@ -515,13 +515,16 @@ impl Bundle {
     /// the copy): only its count is read, and a debug build checks the rest.
     pub fn extend_encoded(&mut self, encoded: &[u8], bytes_max: usize) -> bool {
         debug_assert!(wire::bundle_count(encoded).is_ok(), "a malformed bundle");
-        let (Some(count), Some(entries)) = (
-            encoded.first_chunk::<{ wire::BUNDLE_HEADER_BYTES }>(),
-            encoded.get(wire::BUNDLE_HEADER_BYTES..),
-        ) else {
+        let Some((count, entries)) = encoded.split_first_chunk::<{ wire::BUNDLE_HEADER_BYTES }>()
+        else {
             return false;
         };
-        let count = u16::from_le_bytes(*count);
+        self.extend_entries(u16::from_le_bytes(*count), entries, bytes_max)
+    }
+
+    /// [`Bundle::extend_encoded`] with the bundle's `count` apart from its `entries` (each
+    /// `len:u16le` and the message): appends them all or nothing.
+    pub fn extend_entries(&mut self, count: u16, entries: &[u8], bytes_max: usize) -> bool {
         let bytes = self.bytes().max(wire::BUNDLE_HEADER_BYTES) + entries.len();
         if count == 0
             || bytes > bytes_max

@@ -1,6 +1,6 @@
 //! The data-plane poller loop (see the module documentation of [`crate::runtime`]).
 
-use super::stage::{Exclusive, Kind, Stage, Taken};
+use super::stage::{Exclusive, Kind, Record, Stage, Taken};
 use super::Doorbell;
 use super::{Backoff, BackoffStep, Clock, Idle, BLOCKING_WAIT_NS_MAX};
 use crate::membership::{self, node_of, Endpoint, GroupEvent, GroupSendError, ViewInfo};
@@ -241,11 +241,11 @@ impl Drop for GroupSlot {
 
 /// The message of a staged bundle payload that holds exactly one (its framing and body, what
 /// a plain record carries); None for more than one, or a malformed payload.
-fn lone_message(payload: &[u8]) -> Option<&[u8]> {
-    let (count, rest) = payload.split_first_chunk::<{ wire::BUNDLE_HEADER_BYTES }>()?;
-    let (len, message) = rest.split_first_chunk::<{ wire::BUNDLE_ENTRY_HEADER_BYTES }>()?;
-    (u16::from_le_bytes(*count) == 1 && usize::from(u16::from_le_bytes(*len)) == message.len())
-        .then_some(message)
+fn lone_message<'a>(r: &Record<'a>) -> Option<&'a [u8]> {
+    let (len, message) = r
+        .payload
+        .split_first_chunk::<{ wire::BUNDLE_ENTRY_HEADER_BYTES }>()?;
+    (r.count == 1 && usize::from(u16::from_le_bytes(*len)) == message.len()).then_some(message)
 }
 
 /// Runs `upcalls` into group `group`'s handler, catching a panic: a panicking handler takes
@@ -551,13 +551,12 @@ impl GroupSlot {
                     // instead of two (into the bundle, then into the log), with the same
                     // record on the wire. Large payloads are mostly alone in their bundle.
                     let max = self.endpoint.payload_bytes_max();
-                    if let Some(one) = lone_message(r.payload).filter(|m| m.len() <= max) {
+                    if let Some(one) = lone_message(&r).filter(|m| m.len() <= max) {
                         let joins = self.taken.peek_next().is_some_and(|n| {
                             n.kind == Kind::Bundle
                                 && n.incarnation == incarnation
                                 && (n.order, n.safe) == key
-                                && r.payload.len() + n.payload.len() - wire::BUNDLE_HEADER_BYTES
-                                    <= max
+                                && r.bundle_len() + n.payload.len() <= max
                         });
                         if !joins {
                             match self.endpoint.send(now, r.order, r.safe, one) {
@@ -588,7 +587,7 @@ impl GroupSlot {
                     self.bundle_bytes_max = max;
                     // Staged under a larger limit than the member's now (the view changed):
                     // it is taken whole and goes out split (see `send_bundle`).
-                    self.bundle_splitting = r.payload.len() > self.bundle_bytes_max;
+                    self.bundle_splitting = r.bundle_len() > self.bundle_bytes_max;
                 }
                 let before = self.bundle.count();
                 let taken = if self.bundle.is_empty() {
@@ -597,18 +596,20 @@ impl GroupSlot {
                     } else {
                         self.bundle_bytes_max
                     };
-                    self.bundle.extend_encoded(r.payload, max)
+                    self.bundle.extend_entries(r.count, r.payload, max)
                 } else {
                     self.bundle_key == key
                         && !self.bundle_splitting
-                        && self.bundle.extend_encoded(r.payload, self.bundle_bytes_max)
+                        && self
+                            .bundle
+                            .extend_entries(r.count, r.payload, self.bundle_bytes_max)
                 };
                 if taken {
                     // Application bytes: without the bundle's lengths and the framing.
                     let n = usize::from(self.bundle.count() - before);
                     let beside = wire::BUNDLE_HEADER_BYTES
                         + n * (wire::BUNDLE_ENTRY_HEADER_BYTES + framing::PLAIN_HEADER_BYTES);
-                    self.bundle_app_bytes += r.payload.len().saturating_sub(beside) as u64;
+                    self.bundle_app_bytes += r.bundle_len().saturating_sub(beside) as u64;
                     self.taken.advance();
                     work = true;
                     continue;
@@ -634,7 +635,7 @@ impl GroupSlot {
             if kind == Kind::Bundle {
                 // Numbered before this member blocked: never sent under the next
                 // incarnation's numbers.
-                dropped += u64::from(wire::bundle_count(r.payload).unwrap_or(1));
+                dropped += u64::from(r.count);
                 self.taken.advance();
                 work = true;
                 continue;

@@ -508,7 +508,29 @@ pub(crate) struct Record<'a> {
     pub order: Order,
     pub safe: bool,
     pub incarnation: u64,
+    /// The message; for a bundle, its entries (`len:u16le` and the message, each).
     pub payload: &'a [u8],
+    /// A bundle's message count (1 for the other kinds).
+    pub count: u16,
+}
+
+impl Record<'_> {
+    /// A bundle's payload length in the bundle format (its count, then its entries).
+    pub fn bundle_len(&self) -> usize {
+        crate::wire::BUNDLE_HEADER_BYTES + self.payload.len()
+    }
+}
+
+/// A record of the publisher ring's region being read: where its bytes are (from the
+/// region's start), and what they are.
+#[derive(Clone, Copy, Debug)]
+struct RingRecord {
+    kind: Kind,
+    key: u8,
+    incarnation: u64,
+    start: usize,
+    end: usize,
+    count: u16,
 }
 
 /// The poller's side: the stage it took last, read from `pos`.
@@ -522,6 +544,13 @@ pub(crate) struct Taken {
     consumer: Option<Consumer>,
     /// The key and incarnation of the ring's last marker.
     ring_run: Option<(u8, u64)>,
+    /// The records of the ring's region being read, read in place (no copy), from
+    /// `ring_at`; the region is the consumer's readable bytes up to `ring_limit`, and
+    /// `ring_region` of them are handed back once every record was consumed.
+    ring_records: Vec<RingRecord>,
+    ring_at: usize,
+    ring_limit: u64,
+    ring_region: usize,
 }
 
 impl Taken {
@@ -535,7 +564,7 @@ impl Taken {
 
     /// Whether every record taken was fed to the member.
     pub fn is_done(&self) -> bool {
-        self.pos >= self.bytes.len()
+        self.pos >= self.bytes.len() && self.ring_at >= self.ring_records.len()
     }
 
     /// Once the last stage is done: takes the next one (swapping buffers, so neither side
@@ -558,7 +587,7 @@ impl Taken {
             if self.consumer.as_ref().is_some_and(|c| c.position() != tail) {
                 let wake = s.room_waiters > 0;
                 drop(s);
-                self.take_ring(tail, bundle_bytes_max);
+                self.index_ring(tail, bundle_bytes_max);
                 if wake {
                     stage.room.notify_all();
                 }
@@ -583,28 +612,26 @@ impl Taken {
         true
     }
 
-    /// Turns the ring's messages up to position `until` into stage records, in `bytes`:
-    /// each run of plain messages into bundles (up to `bundle_bytes_max` each, as the stage
-    /// would have), copying runs of entries whole; gbcast messages into records of their
-    /// own. Hands the ring's bytes back.
-    fn take_ring(&mut self, until: u64, bundle_bytes_max: usize) {
+    /// Reads the ring's messages up to position `until` as records, in place: each run of
+    /// plain messages as bundles (up to `bundle_bytes_max` each, as the stage would have),
+    /// gbcast messages as records of their own. One region at a time (to the end of the
+    /// array, or to `until`); a region that holds no message is handed back at once.
+    fn index_ring(&mut self, until: u64, bundle_bytes_max: usize) {
         let Taken {
-            bytes: out,
             consumer,
             ring_run,
+            ring_records: records,
+            ring_at,
+            ring_limit,
+            ring_region,
             ..
         } = self;
         let Some(c) = consumer.as_mut() else {
             return;
         };
-        // The bundle record being written: where it starts, its payload's length and count.
-        let mut open: Option<(usize, usize, u16)> = None;
-        let close = |out: &mut Vec<u8>, open: &mut Option<(usize, usize, u16)>| {
-            if let Some((at, len, count)) = open.take() {
-                out[at + 4..at + 8].copy_from_slice(&(len as u32).to_le_bytes());
-                out[at + 16..at + 18].copy_from_slice(&count.to_le_bytes());
-            }
-        };
+        records.clear();
+        *ring_at = 0;
+        *ring_limit = until;
         // At most two regions: to the end of the array, and on from its start.
         for _ in 0..2 {
             let r = c.readable_until(until);
@@ -612,103 +639,96 @@ impl Taken {
             if n == 0 {
                 break;
             }
-            // Entries read but not yet copied (they join the open bundle).
-            let mut span = 0..0;
             let mut i = 0;
-            while i < n {
-                if n - i < RING_TAIL_MIN {
-                    break; // fewer than two bytes before the end: skipped
-                }
+            while i + RING_TAIL_MIN <= n {
                 let len = u16::from_le_bytes([r[i], r[i + 1]]);
                 if len == RING_PAD {
                     break;
                 }
                 if len == 0 {
-                    out.extend_from_slice(&r[span.clone()]);
-                    close(out, &mut open);
                     let mut inc = [0u8; 8];
                     inc.copy_from_slice(&r[i + 3..i + RING_MARKER_BYTES]);
                     *ring_run = Some((r[i + 2], u64::from_le_bytes(inc)));
                     i += RING_MARKER_BYTES;
-                    span = i..i;
                     continue;
                 }
-                let entry_bytes = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + usize::from(len);
-                let end = i + entry_bytes;
                 let (key, incarnation) = ring_run.unwrap_or_default();
+                let first = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + usize::from(len);
                 if order_of(key >> 1) == Order::Gbcast {
-                    out.extend_from_slice(&r[span.clone()]);
-                    close(out, &mut open);
-                    let mut h = [0u8; RECORD_HEADER_BYTES];
-                    h[0] = KIND_SEND;
-                    h[1] = key >> 1;
-                    h[2] = key & 1;
-                    h[4..8].copy_from_slice(&u32::from(len).to_le_bytes());
-                    h[8..16].copy_from_slice(&incarnation.to_le_bytes());
-                    out.extend_from_slice(&h);
-                    out.extend_from_slice(&r[i + 2..end]);
-                    span = end..end;
-                } else {
-                    match &mut open {
-                        Some((_, blen, count))
-                            if *count < u16::MAX && *blen + entry_bytes <= bundle_bytes_max =>
-                        {
-                            *blen += entry_bytes;
-                            *count += 1;
-                            span.end = end;
-                        }
-                        _ => {
-                            out.extend_from_slice(&r[span.clone()]);
-                            close(out, &mut open);
-                            let at = out.len();
-                            let mut h = [0u8; RECORD_HEADER_BYTES + 2];
-                            h[0] = KIND_BUNDLE;
-                            h[1] = key >> 1;
-                            h[2] = key & 1;
-                            h[8..16].copy_from_slice(&incarnation.to_le_bytes());
-                            out.extend_from_slice(&h);
-                            open = Some((at, crate::wire::BUNDLE_HEADER_BYTES + entry_bytes, 1));
-                            span = i..end;
-                        }
-                    }
-                    // The run's next entries join this bundle while it has room: only their
-                    // lengths are read (the bytes are copied with the span).
-                    if let Some((_, blen, count)) = &mut open {
-                        let mut j = end;
-                        while j + 2 <= n {
-                            let len = usize::from(u16::from_le_bytes([r[j], r[j + 1]]));
-                            let eb = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + len;
-                            if len == 0
-                                || len == usize::from(RING_PAD)
-                                || *count == u16::MAX
-                                || *blen + eb > bundle_bytes_max
-                            {
-                                break;
-                            }
-                            *blen += eb;
-                            *count += 1;
-                            j += eb;
-                        }
-                        span.end = j;
-                        i = j;
-                        continue;
-                    }
+                    records.push(RingRecord {
+                        kind: Kind::Send,
+                        key,
+                        incarnation,
+                        start: i + crate::wire::BUNDLE_ENTRY_HEADER_BYTES,
+                        end: i + first,
+                        count: 1,
+                    });
+                    i += first;
+                    continue;
                 }
-                i = end;
+                // A bundle: this entry and the run's next ones while it has room (only
+                // their lengths are read).
+                let (start, mut j, mut count) = (i, i + first, 1u16);
+                let mut blen = crate::wire::BUNDLE_HEADER_BYTES + first;
+                while j + 2 <= n {
+                    let len = usize::from(u16::from_le_bytes([r[j], r[j + 1]]));
+                    let eb = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + len;
+                    if len == 0
+                        || len == usize::from(RING_PAD)
+                        || count == u16::MAX
+                        || blen + eb > bundle_bytes_max
+                    {
+                        break;
+                    }
+                    blen += eb;
+                    count += 1;
+                    j += eb;
+                }
+                records.push(RingRecord {
+                    kind: Kind::Bundle,
+                    key,
+                    incarnation,
+                    start,
+                    end: j,
+                    count,
+                });
+                i = j;
             }
-            out.extend_from_slice(&r[span]);
+            if !records.is_empty() {
+                *ring_region = n;
+                return;
+            }
             c.release(n);
         }
-        close(out, &mut open);
+    }
+
+    /// The ring record at `at` of the region being read.
+    fn ring_record_at(&self, at: usize) -> Option<Record<'_>> {
+        let rec = self.ring_records.get(at)?;
+        let region = self.consumer.as_ref()?.readable_until(self.ring_limit);
+        Some(Record {
+            kind: rec.kind,
+            order: order_of(rec.key >> 1),
+            safe: rec.key & 1 == 1,
+            incarnation: rec.incarnation,
+            payload: region.get(rec.start..rec.end)?,
+            count: rec.count,
+        })
     }
 
     /// The next record, if any (not consumed: [`Taken::advance`] does).
     pub fn peek(&self) -> Option<Record<'_>> {
+        if self.ring_at < self.ring_records.len() {
+            return self.ring_record_at(self.ring_at);
+        }
         self.record_at(self.pos)
     }
 
-    /// The record after the one [`Taken::peek`] returns, if this stage holds one.
+    /// The record after the one [`Taken::peek`] returns, if this take holds one.
     pub fn peek_next(&self) -> Option<Record<'_>> {
+        if self.ring_at < self.ring_records.len() {
+            return self.ring_record_at(self.ring_at + 1);
+        }
         self.record_at(self.end_of(self.pos)?)
     }
 
@@ -730,24 +750,53 @@ impl Taken {
         };
         let mut inc = [0u8; 8];
         inc.copy_from_slice(&h[8..16]);
+        let (payload, count) = match kind {
+            Kind::Bundle => {
+                let (count, entries) = payload
+                    .split_first_chunk::<{ crate::wire::BUNDLE_HEADER_BYTES }>()
+                    .unwrap_or((&[0, 0], &[]));
+                (entries, u16::from_le_bytes(*count))
+            }
+            _ => (payload, 1),
+        };
         Some(Record {
             kind,
             order: order_of(h[1]),
             safe: h[2] != 0,
             incarnation: u64::from_le_bytes(inc),
             payload,
+            count,
         })
     }
 
     /// Consumes the record [`Taken::peek`] returned.
     pub fn advance(&mut self) {
+        if self.ring_at < self.ring_records.len() {
+            self.ring_at += 1;
+            if self.ring_at == self.ring_records.len() {
+                self.release_ring();
+            }
+            return;
+        }
         let end = self.bytes.len();
         self.pos = self.end_of(self.pos).map_or(end, |e| e.min(end));
+    }
+
+    /// Hands the ring's region back once its records were consumed.
+    fn release_ring(&mut self) {
+        if let Some(c) = self.consumer.as_mut() {
+            c.release(std::mem::take(&mut self.ring_region));
+        }
+        self.ring_records.clear();
+        self.ring_at = 0;
     }
 
     /// Drops what is left (the group is done): the caller answers the side objects.
     pub fn clear(&mut self) {
         self.pos = self.bytes.len();
+        if !self.ring_records.is_empty() {
+            self.release_ring();
+        }
     }
 }
 
@@ -815,8 +864,10 @@ mod tests {
 
     fn messages(r: &Record<'_>) -> Vec<Vec<u8>> {
         assert_eq!(r.kind, Kind::Bundle);
-        let count = crate::wire::bundle_count(r.payload).expect("a well-formed bundle");
-        let m: Vec<Vec<u8>> = crate::wire::bundle_messages(r.payload)
+        let mut encoded = r.count.to_le_bytes().to_vec();
+        encoded.extend_from_slice(r.payload);
+        let count = crate::wire::bundle_count(&encoded).expect("a well-formed bundle");
+        let m: Vec<Vec<u8>> = crate::wire::bundle_messages(&encoded)
             .map(<[u8]>::to_vec)
             .collect();
         assert_eq!(m.len(), usize::from(count));
@@ -992,9 +1043,16 @@ mod tests {
         assert!(published.ring_pending());
         assert!(from_stage.refill(&staged, 40));
         assert!(from_ring.refill(&published, 40));
-        assert!(!published.ring_pending(), "the ring was taken whole");
+        assert!(
+            published.ring_pending(),
+            "read in place: not handed back yet"
+        );
         let want = drain(&mut from_stage);
         assert_eq!(drain(&mut from_ring), want);
+        assert!(
+            !published.ring_pending(),
+            "handed back once every record was consumed"
+        );
         assert_eq!(
             want.len(),
             7,
@@ -1048,15 +1106,30 @@ mod tests {
                 sent.push((order, (i / 50) as u64, framed(&body)));
             }
             assert!(taken.refill(&stage, 1400));
-            for (kind, order, _, incarnation, m) in drain(&mut taken) {
-                assert_eq!(kind == Kind::Send, order == Order::Gbcast);
-                if kind == Kind::Bundle {
-                    let bytes: usize = m.iter().map(|m| 2 + m.len()).sum();
-                    assert!(2 + bytes <= 1400 || m.len() == 1, "a bundle past the limit");
-                }
-                got.extend(m.into_iter().map(|m| (order, incarnation, m)));
-            }
+            take_all(&mut taken, &mut got);
         }
-        assert_eq!(got, sent);
+        // A region ends at the end of the array: the rest is the next take's.
+        while taken.refill(&stage, 1400) {
+            take_all(&mut taken, &mut got);
+        }
+        assert!(!stage.ring_pending());
+        assert_eq!(got.len(), sent.len());
+        assert!(
+            got == sent,
+            "the messages, in order, with their order and incarnation"
+        );
+    }
+
+    /// Drains `taken`'s records into `got` as (order, incarnation, message), checking each
+    /// record's kind and bundle limit.
+    fn take_all(taken: &mut Taken, got: &mut Vec<(Order, u64, Vec<u8>)>) {
+        for (kind, order, _, incarnation, m) in drain(taken) {
+            assert_eq!(kind == Kind::Send, order == Order::Gbcast);
+            if kind == Kind::Bundle {
+                let bytes: usize = m.iter().map(|m| 2 + m.len()).sum();
+                assert!(2 + bytes <= 1400 || m.len() == 1, "a bundle past the limit");
+            }
+            got.extend(m.into_iter().map(|m| (order, incarnation, m)));
+        }
     }
 }
