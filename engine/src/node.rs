@@ -1314,7 +1314,8 @@ impl Group {
 
     /// Claims the group's **exclusive publisher** (Aeron's `ExclusivePublication`): a
     /// single-threaded sender whose sends reach the poller through a lock-free ring instead
-    /// of the locked stage — no lock, no read-modify-write, one copy of the payload. While it
+    /// of the locked stage: no lock and no atomic read-modify-write per message, the payload
+    /// copied once into the ring and read from there in place. While it
     /// lives, this member's other sends on the group (from any handle: `send`,
     /// `send_batch`, `claim`, `request`, ...) are refused with [`SendError::Exclusive`];
     /// [`Group::flush`] still works and covers the publisher's sends before it. Its numbers

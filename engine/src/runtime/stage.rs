@@ -28,8 +28,9 @@
 //!
 //! An exclusive [`Publisher`](crate::node::Publisher) hands its plain sends over without the
 //! lock, through the stage's single-producer ring
-//! ([`cohort_transport::spsc`]); the poller turns them into the same records when it takes
-//! them ([`Taken::refill`]). While a publisher holds the group (`Staged::exclusive`), the
+//! ([`cohort_transport::spsc`]); the poller reads them in place as the same records (a run's
+//! entries up to the record limit as one bundle) and hands the ring's bytes back once it fed
+//! them all ([`Taken::refill`]). While a publisher holds the group (`Staged::exclusive`), the
 //! handles stage no sends — the ring is the member's only stream — and a flush is staged only
 //! once the poller took every ring message published before it (so it covers them). Order
 //! between the two: the poller reads the ring's tail *before* it locks the stage, takes the
@@ -44,6 +45,8 @@
 //!         that says how they were sent; 0xFFFF:u16, or fewer than 2 bytes, before the end
 //!         of the array: the rest of the lap is skipped. A message is never split by the end.
 //!         Runs of gbcast (order 3) messages become records of their own, the others bundles.
+//! ```
+//!
 //! ```text
 //! record: kind:u8 order:u8 safe:u8 reserved:u8 len:u32le incarnation:u64le  payload[len]
 //! kind:   0 send (gbcast), 1 request (takes the next waiter), 2 flush (takes the next flush;
