@@ -239,8 +239,8 @@ impl Drop for GroupSlot {
     }
 }
 
-/// The message of a staged bundle payload that holds exactly one (its framing and body, what
-/// a plain record carries); None for more than one, or a malformed payload.
+/// The message of a bundle record that holds exactly one (its framing and body, what a plain
+/// record carries); None for more than one, or a malformed payload.
 fn lone_message<'a>(r: &Record<'a>) -> Option<&'a [u8]> {
     let (len, message) = r
         .payload
