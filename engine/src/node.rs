@@ -1343,7 +1343,7 @@ impl Group {
             writer: Some(writer),
             next_seq: s.next_seq,
             incarnation: s.incarnation,
-            owner_thread: self.inner.invoker.as_ref().and_then(|i| i.owner_tag()),
+            owner_thread: self.inner.invoker.as_ref().and_then(|i| i.owner()),
         })
     }
 
@@ -1666,8 +1666,8 @@ pub struct Publisher {
     next_seq: u64,
     incarnation: u64,
     /// Invoker mode: the thread that runs the node's turns (on it, a send needs no
-    /// doorbell), as [`crate::runtime::invoker::thread_tag`] names it.
-    owner_thread: Option<usize>,
+    /// doorbell).
+    owner_thread: Option<std::thread::ThreadId>,
 }
 
 impl Publisher {
@@ -1699,7 +1699,7 @@ impl Publisher {
         // fence orders this thread's publication before its look at the poller's flag (the
         // stage's lock does that for the handles). The owner thread of an invoker node runs
         // the turns itself: nobody sleeps on this message meanwhile.
-        if self.owner_thread != Some(crate::runtime::invoker::thread_tag()) {
+        if self.owner_thread != Some(crate::runtime::invoker::current_thread_id()) {
             inner.doorbell.ring();
         }
         Ok(seq)

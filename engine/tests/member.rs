@@ -599,28 +599,32 @@ fn a_bundle_of_one_message_is_a_plain_record_and_a_full_bundle_refuses_more() {
 }
 
 #[test]
-fn an_encoded_bundle_extends_a_bundle_whole_or_not_at_all() {
-    let encoded = |messages: &[&[u8]]| {
-        let mut out = (messages.len() as u16).to_le_bytes().to_vec();
+fn encoded_entries_extend_a_bundle_whole_or_not_at_all() {
+    // A bundle's entries in the wire format (each message after its length), and their count.
+    let entries = |messages: &[&[u8]]| {
+        let mut out = Vec::new();
         for m in messages {
             out.extend_from_slice(&(m.len() as u16).to_le_bytes());
             out.extend_from_slice(m);
         }
-        out
+        (messages.len() as u16, out)
     };
     let mut b = bundle_of(&[b"a"], 64);
-    assert!(b.extend_encoded(&encoded(&[b"bb", b""]), 64));
+    let (n, e) = entries(&[b"bb", b""]);
+    assert!(b.extend_entries(n, &e, 64));
     assert_eq!(b.count(), 3);
     assert_eq!(b.messages().collect::<Vec<_>>(), [&b"a"[..], b"bb", b""]);
     assert_eq!(b.bytes(), 2 + 3 + 4 + 2);
-    // Into an empty bundle it is a copy of the encoding.
-    let mut e = Bundle::new();
-    assert!(e.extend_encoded(&encoded(&[b"xyz"]), 7));
-    assert_eq!((e.count(), e.bytes()), (1, 7));
+    // Into an empty bundle it is a copy of the encoding behind the count.
+    let mut empty = Bundle::new();
+    let (n, e) = entries(&[b"xyz"]);
+    assert!(empty.extend_entries(n, &e, 7));
+    assert_eq!((empty.count(), empty.bytes()), (1, 7));
     // Past the limit: refused whole, nothing changed.
-    assert!(!b.extend_encoded(&encoded(&[b"c", b"d"]), b.bytes() + 5));
+    let (n, e) = entries(&[b"c", b"d"]);
+    assert!(!b.extend_entries(n, &e, b.bytes() + 5));
     assert_eq!((b.count(), b.bytes()), (3, 11));
-    assert!(b.extend_encoded(&encoded(&[b"c", b"d"]), b.bytes() + 6));
+    assert!(b.extend_entries(n, &e, b.bytes() + 6));
     assert_eq!(b.count(), 5);
 }
 

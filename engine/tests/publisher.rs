@@ -60,19 +60,26 @@ fn from(log: &Log, sender: u16) -> Vec<(u64, Vec<u8>)> {
         .collect()
 }
 
-#[test]
-fn publisher_sends_continue_the_numbering_in_order_and_the_handles_wait_their_turn() {
-    let net = MemoryNetwork::new(31);
+/// Three members on `net` (ports from `port`) in group `name`, each logging what it
+/// delivers.
+fn three_members(net: &MemoryNetwork, port: u16, name: &str) -> (Vec<Node>, Vec<Log>, Vec<Group>) {
     let nodes: Vec<Node> = (0..3)
-        .map(|i| node(&net, &format!("127.0.0.1:{}", 8301 + i)))
+        .map(|i| node(net, &format!("127.0.0.1:{}", port + i)))
         .collect();
     let members: Vec<SocketAddr> = nodes.iter().map(Node::local_addr).collect();
     let logs: Vec<Log> = (0..3).map(|_| Log::default()).collect();
     let groups: Vec<Group> = nodes
         .iter()
         .zip(&logs)
-        .map(|(n, l)| n.join("pub", &members, recorder(l)).unwrap())
+        .map(|(n, l)| n.join(name, &members, recorder(l)).unwrap())
         .collect();
+    (nodes, logs, groups)
+}
+
+#[test]
+fn publisher_sends_continue_the_numbering_in_order_and_the_handles_wait_their_turn() {
+    let net = MemoryNetwork::new(31);
+    let (_nodes, logs, groups) = three_members(&net, 8301, "pub");
     let g = &groups[0];
     let max = g.payload_bytes_max();
     let mut expected = Vec::new();
@@ -160,16 +167,7 @@ fn publisher_sends_continue_the_numbering_in_order_and_the_handles_wait_their_tu
 #[test]
 fn a_flush_through_a_handle_covers_the_publishers_sends_before_it() {
     let net = MemoryNetwork::new(32);
-    let nodes: Vec<Node> = (0..3)
-        .map(|i| node(&net, &format!("127.0.0.1:{}", 8311 + i)))
-        .collect();
-    let members: Vec<SocketAddr> = nodes.iter().map(Node::local_addr).collect();
-    let logs: Vec<Log> = (0..3).map(|_| Log::default()).collect();
-    let groups: Vec<Group> = nodes
-        .iter()
-        .zip(&logs)
-        .map(|(n, l)| n.join("flush", &members, recorder(l)).unwrap())
-        .collect();
+    let (_nodes, logs, groups) = three_members(&net, 8311, "flush");
     let mut publisher = groups[0].publisher().unwrap();
     let mut sent = 0u64;
     for round in 1..=20u64 {

@@ -122,23 +122,10 @@ impl Producer {
         self.shared.capacity()
     }
 
-    /// Bytes written and published so far (the next region starts here).
-    #[inline]
-    pub fn position(&self) -> u64 {
-        self.tail
-    }
-
     /// Bytes from the tail to the end of the array: the largest region that can start here.
     #[inline]
     pub fn room_before_wrap(&self) -> usize {
         (self.capacity() - (self.tail & self.shared.mask)) as usize
-    }
-
-    /// Whether the consumer has handed back everything published (looks at its position).
-    #[inline]
-    pub fn is_drained(&mut self) -> bool {
-        self.head = self.shared.head.0.load(Ordering::Acquire);
-        self.head == self.tail
     }
 
     /// The `len` bytes past the tail to write in place, if they are free now and do not run
@@ -239,12 +226,6 @@ impl Consumer {
         self.head += len as u64;
         self.shared.head.0.store(self.head, Ordering::Release);
     }
-
-    /// Whether nothing published is left to read.
-    #[inline]
-    pub fn is_empty(&self) -> bool {
-        self.shared.tail.0.load(Ordering::Acquire) == self.head
-    }
 }
 
 impl std::fmt::Debug for Consumer {
@@ -262,6 +243,7 @@ mod tests {
     #[test]
     fn regions_stay_within_the_array_and_the_ring_is_bounded() {
         let (mut p, mut c) = byte_ring(100);
+        let w = p.positions();
         assert_eq!(p.capacity(), 128, "rounded up to a power of two");
         assert!(p.reserve(129).is_none(), "never more than the ring");
         p.reserve(100).unwrap().copy_from_slice(&[7; 100]);
@@ -274,7 +256,7 @@ mod tests {
             p.reserve(1).is_none(),
             "full until the consumer hands bytes back"
         );
-        assert!(!p.is_drained());
+        assert_ne!(w.head(), w.tail(), "not drained");
         assert_eq!(c.readable().len(), 128);
         assert_eq!(&c.readable()[..100], &[7; 100][..]);
         c.release(60);
@@ -291,10 +273,9 @@ mod tests {
         c.release(68);
         assert_eq!(c.readable(), &[9; 60][..], "the next lap starts the array");
         c.release(60);
-        assert!(c.is_empty() && p.is_drained());
-        assert_eq!((p.position(), c.position()), (188, 188));
-        let w = p.positions();
-        assert_eq!((w.head(), w.tail()), (188, 188));
+        assert!(c.readable().is_empty());
+        assert_eq!(c.position(), 188);
+        assert_eq!((w.head(), w.tail()), (188, 188), "drained");
     }
 
     #[test]
@@ -347,6 +328,6 @@ mod tests {
             next += 1;
         }
         producer.join().unwrap();
-        assert!(c.is_empty());
+        assert!(c.readable().is_empty());
     }
 }

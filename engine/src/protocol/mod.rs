@@ -507,23 +507,12 @@ impl Bundle {
         true
     }
 
-    /// Appends every message of `encoded`, a bundle payload in the wire format (a u16
-    /// count, then each message with its u16 length: what [`wire::bundle_count`] accepts),
-    /// with one copy, unless the payload would grow past `bytes_max` or the count overflow:
-    /// false then, and nothing changed. `encoded` is trusted to be well formed (it is the
-    /// caller's own, e.g. the runtime's send stage; walking it to check would cost as much as
-    /// the copy): only its count is read, and a debug build checks the rest.
-    pub fn extend_encoded(&mut self, encoded: &[u8], bytes_max: usize) -> bool {
-        debug_assert!(wire::bundle_count(encoded).is_ok(), "a malformed bundle");
-        let Some((count, entries)) = encoded.split_first_chunk::<{ wire::BUNDLE_HEADER_BYTES }>()
-        else {
-            return false;
-        };
-        self.extend_entries(u16::from_le_bytes(*count), entries, bytes_max)
-    }
-
-    /// [`Bundle::extend_encoded`] with the bundle's `count` apart from its `entries` (each
-    /// `len:u16le` and the message): appends them all or nothing.
+    /// Appends the `count` messages of `entries`, a bundle's entries in the wire format
+    /// (each message with its u16 length, as after a bundle's count: what
+    /// [`wire::bundle_count`] accepts behind a count), with one copy, unless the payload would
+    /// grow past `bytes_max` or the count overflow: false then, and nothing changed.
+    /// `entries` are trusted to be well formed (they are the caller's own, e.g. the runtime's
+    /// send stage or publisher ring; walking them to check would cost as much as the copy).
     pub fn extend_entries(&mut self, count: u16, entries: &[u8], bytes_max: usize) -> bool {
         let bytes = self.bytes().max(wire::BUNDLE_HEADER_BYTES) + entries.len();
         if count == 0

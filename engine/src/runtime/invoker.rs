@@ -21,21 +21,21 @@ use std::time::{Duration, Instant};
 const OTHER_THREAD_WAIT_SLICE_US: u64 = 100;
 
 thread_local! {
-    static TAG: u8 = const { 0 };
+    static THREAD_ID: ThreadId = std::thread::current().id();
 }
 
-/// A name for the calling thread that costs no atomic operation (`thread::current` clones
-/// a reference-counted handle): the address of a thread-local, unique among live threads.
+/// The calling thread's id without an atomic operation: `thread::current()` clones a
+/// reference-counted handle (two atomic read-modify-writes) on every call; this reads a
+/// thread-local that cloned it once.
 #[inline]
-pub(crate) fn thread_tag() -> usize {
-    TAG.with(|t| t as *const u8 as usize)
+pub(crate) fn current_thread_id() -> ThreadId {
+    THREAD_ID.with(|id| *id)
 }
 
 pub(crate) struct Invoker {
     /// The poller; gone once the node stopped (group handles may outlive the node).
     poller: Mutex<Option<Poller>>,
     owner: OnceLock<ThreadId>,
-    owner_tag: OnceLock<usize>,
 }
 
 impl std::fmt::Debug for Invoker {
@@ -51,23 +51,18 @@ impl Invoker {
         Invoker {
             poller: Mutex::new(Some(poller)),
             owner: OnceLock::new(),
-            owner_tag: OnceLock::new(),
         }
     }
 
-    /// The owner thread's [`thread_tag`], once it ran a turn (or took the turns).
-    pub fn owner_tag(&self) -> Option<usize> {
-        self.owner_tag.get().copied()
+    /// The thread that owns the turns, once one ran a turn (or took the turns).
+    pub fn owner(&self) -> Option<ThreadId> {
+        self.owner.get().copied()
     }
 
     /// Whether the calling thread owns the turns (or may take them: nobody has yet).
     pub fn is_owner_here(&self) -> bool {
-        let me = std::thread::current().id();
-        let mine = *self.owner.get_or_init(|| me) == me;
-        if mine {
-            self.owner_tag.get_or_init(thread_tag);
-        }
-        mine
+        let me = current_thread_id();
+        *self.owner.get_or_init(|| me) == me
     }
 
     /// Runs one turn if this thread owns the turns and none is running (a handler calling

@@ -407,7 +407,7 @@ pub(crate) struct Stage {
     /// Signalled by the poller after it took the stage (room again).
     pub room: Condvar,
     /// The publisher ring's writing side while no publisher holds it.
-    pub writer: Mutex<Option<RingWriter>>,
+    writer: Mutex<Option<RingWriter>>,
     /// Its reading side until the poller's group takes it.
     consumer: Mutex<Option<Consumer>>,
     /// Where its two sides are.
