@@ -129,6 +129,28 @@ pub struct LatencyResult {
     pub undelivered: u64,
     /// The raw floor of the point ([`run_floor`]: plain UDP, no node), not a Cohort run.
     pub raw_floor: bool,
+    /// Loss recovery during the run, as the sending member counted it (zero for the floor):
+    /// a late tail is often one lost datagram and its NAK.
+    pub recovery: Recovery,
+}
+
+/// Loss recovery during a latency run, from the sending member's [`cohort::node::GroupStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Retransmission requests (NAK frames) the receiver sent to the sender.
+    pub naks: u64,
+    /// Records the sender sent again.
+    pub retransmits: u64,
+}
+
+impl Recovery {
+    fn of(sender: &Group) -> Self {
+        let s = sender.stats();
+        Recovery {
+            naks: s.naks_received,
+            retransmits: s.retransmits,
+        }
+    }
 }
 
 impl LatencyResult {
@@ -154,6 +176,10 @@ impl LatencyResult {
         extra.insert("lost".into(), self.undelivered.into());
         extra.insert("sender_stalled".into(), self.sender_stalled.into());
         extra.insert("would_block".into(), self.would_block.into());
+        if !self.raw_floor {
+            extra.insert("naks".into(), self.recovery.naks.into());
+            extra.insert("retransmits".into(), self.recovery.retransmits.into());
+        }
         extra.insert(
             "ceiling_is".into(),
             "the offered rate (ratio = delivered / offered)".into(),
@@ -241,9 +267,10 @@ pub fn run_point(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
     set_timer_slack_ns(TIMER_SLACK_NS);
     let sender = group.groups[1].clone();
     let sent = run.schedule(&p, group_send(&sender, p.order), sleep_then_yield)?;
+    let recovery = Recovery::of(&sender);
     let driver_name = group.driver_name;
     drop(group);
-    Ok(run.result(p, driver_name, sent, false))
+    Ok(run.result(p, driver_name, sent, Some(recovery)))
 }
 
 /// How the sending thread waits when nothing else runs its turns (poller mode and the raw
@@ -319,7 +346,7 @@ pub fn run_floor(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
         .map_err(|_| anyhow::anyhow!("the floor's receiver thread panicked"));
     let sent = sent?;
     received??;
-    Ok(run.result(p, driver_name, sent, true))
+    Ok(run.result(p, driver_name, sent, None))
 }
 
 /// The floor's receiver: records every datagram from `from` (the sender; anything else that
@@ -497,13 +524,14 @@ impl Run {
         }
     }
 
-    /// The percentiles, with every undelivered message recorded as a lower bound.
+    /// The percentiles, with every undelivered message recorded as a lower bound; `recovery`
+    /// is the sending member's (none: the raw floor).
     fn result(
         &self,
         p: LatencyPoint,
         driver_name: &'static str,
         t: Sent,
-        raw_floor: bool,
+        recovery: Option<Recovery>,
     ) -> LatencyResult {
         let seconds = t.end_ns.saturating_sub(t.start_ns) as f64 / 1e9;
         let mut r = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
@@ -533,7 +561,8 @@ impl Run {
             would_block: t.would_block,
             sender_stalled: t.sender_stalled,
             undelivered,
-            raw_floor,
+            raw_floor: recovery.is_none(),
+            recovery: recovery.unwrap_or_default(),
         }
     }
 }
@@ -599,6 +628,7 @@ fn run_point_invoker(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
         }
     })?;
     let driver_name = node.driver_name();
+    let recovery = Recovery::of(&sender);
     drop(sender);
     if let Err(e) = node.leave("bench-latency") {
         tracing::warn!(error = %e, "the sending member's leave");
@@ -609,7 +639,7 @@ fn run_point_invoker(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
         Err(_) => bail!("the receiving member's thread panicked"),
     }
     drop(node);
-    Ok(run.result(p, driver_name, sent, false))
+    Ok(run.result(p, driver_name, sent, Some(recovery)))
 }
 
 #[cfg(test)]
@@ -639,6 +669,10 @@ mod tests {
             sender_stalled: false,
             undelivered: 0,
             raw_floor,
+            recovery: Recovery {
+                naks: 2,
+                retransmits: 3,
+            },
         }
     }
 
@@ -650,6 +684,7 @@ mod tests {
         assert_eq!(f.order, "none");
         assert_eq!(f.extra["threading"], RAW_LABEL);
         assert!(!f.extra.contains_key("floor_p99_us"));
+        assert!(!f.extra.contains_key("naks"), "the floor has no protocol");
         for (threading, transport) in [
             (Threading::Poller, "io_uring/fanout"),
             (Threading::Invoker, "io_uring/fanout/invoker"),
@@ -661,6 +696,8 @@ mod tests {
             assert_eq!(r.extra["threading"], threading.label());
             assert_eq!(r.extra["floor_p99_us"], 10.0);
             assert_eq!(r.extra["floor_p50_us"], 5.0);
+            assert_eq!(r.extra["naks"], 2);
+            assert_eq!(r.extra["retransmits"], 3);
         }
     }
 }

@@ -642,6 +642,7 @@ pub fn tables(records: &[ResultRecord]) -> Vec<(&'static str, Table)> {
             "p99.9 µs",
             "max µs",
             "lost",
+            "NAKs",
             "ratio",
         ]);
         for r in lat {
@@ -662,6 +663,10 @@ pub fn tables(records: &[ResultRecord]) -> Vec<(&'static str, Table)> {
                 opt_us(r.extra.get("max_us").and_then(|v| v.as_f64())),
                 r.extra
                     .get("lost")
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.extra
+                    .get("naks")
                     .map(|v| v.to_string())
                     .unwrap_or_else(|| "-".into()),
                 format!("{:.3}", r.ratio),

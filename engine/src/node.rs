@@ -1153,6 +1153,13 @@ pub struct GroupStats {
     /// This member's own plain messages not handed to its handler
     /// ([`NodeBuilder::discard_own_messages`]).
     pub own_discarded: u64,
+    /// Records this member sent again because a peer asked for them (a NAK): datagrams lost
+    /// on the way, or dropped by a full receive buffer.
+    pub retransmits: u64,
+    /// Retransmission requests (NAK frames) this member sent: it missed records of a peer.
+    pub naks_sent: u64,
+    /// Retransmission requests peers sent to this member.
+    pub naks_received: u64,
 }
 
 /// How long one sleep of a blocking send or flush lasts before it checks again (the poller
@@ -1203,6 +1210,9 @@ impl Group {
             sends_dropped: c.sends_dropped.load(Ordering::Relaxed),
             bundles_sent: c.bundles_sent.load(Ordering::Relaxed),
             own_discarded: c.own_discarded.load(Ordering::Relaxed),
+            retransmits: c.retransmits.load(Ordering::Relaxed),
+            naks_sent: c.naks_sent.load(Ordering::Relaxed),
+            naks_received: c.naks_received.load(Ordering::Relaxed),
         }
     }
 

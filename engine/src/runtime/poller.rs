@@ -135,6 +135,12 @@ pub(crate) struct GroupCounters {
     pub bundles_sent: AtomicU64,
     /// This member's own plain messages not handed to its handler (`discard_own`).
     pub own_discarded: AtomicU64,
+    /// Records this member sent again because a peer asked (a NAK).
+    pub retransmits: AtomicU64,
+    /// NAK frames this member sent (it missed records of a peer).
+    pub naks_sent: AtomicU64,
+    /// NAK frames peers sent to this member.
+    pub naks_received: AtomicU64,
     /// Replies this member could not send (leaving, too large, or the reply queue full).
     pub replies_dropped: AtomicU64,
     /// This member's requests waiting for replies (bounded by [`REQUESTS_OUTSTANDING_MAX`]).
@@ -373,12 +379,10 @@ impl GroupSlot {
     }
 
     /// Adds what the member and this slot counted since the last call to the group's
-    /// counters (once per poller turn, not per message); returns the member's malformed
-    /// drops since then (a poller-level cause). Nothing to do without a counters file.
+    /// counters (once per poller turn, not per message): the recovery counts to the handle's
+    /// [`GroupCounters`] always, everything to the counters file if there is one. Returns the
+    /// member's malformed drops since then (a poller-level cause; 0 without a counters file).
     fn publish_stats(&mut self) -> u64 {
-        let Some(stats) = &self.stats else {
-            return 0;
-        };
         let Some(member) = self.endpoint.member() else {
             return 0;
         };
@@ -393,6 +397,28 @@ impl GroupSlot {
         if now == was && self.bytes_sent_unpublished == 0 && self.bytes_delivered_unpublished == 0 {
             return 0;
         }
+        self.published = now;
+        let c = &self.counters;
+        for (counter, n) in [
+            (
+                &c.retransmits,
+                now.records_retransmitted - was.records_retransmitted,
+            ),
+            (&c.naks_sent, now.nak_frames_sent - was.nak_frames_sent),
+            (
+                &c.naks_received,
+                now.nak_frames_received - was.nak_frames_received,
+            ),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        let Some(stats) = &self.stats else {
+            self.bytes_sent_unpublished = 0;
+            self.bytes_delivered_unpublished = 0;
+            return 0;
+        };
         let deltas = [
             (GroupMetric::MessagesSent, now.sent - was.sent),
             (
@@ -444,7 +470,6 @@ impl GroupSlot {
         }
         self.bytes_sent_unpublished = 0;
         self.bytes_delivered_unpublished = 0;
-        self.published = now;
         now.dropped_malformed - was.dropped_malformed
     }
 
