@@ -30,10 +30,11 @@
 //!
 //! ## Guarantees and what is trusted
 //!
-//! * Publication is a seqlock on the state word: the owner writes a slot's metadata while its
-//!   state is not `allocated`, then stores `allocated` with `Release`; a reader loads the state
-//!   with `Acquire`, copies the record, and re-checks state and registration id after an
-//!   `Acquire` fence. A torn or half-written slot is skipped and counted, never shown.
+//! * Publication is a seqlock whose version is the registration id: the owner takes the slot
+//!   back (state not `allocated`), stores the new id with `Release`, fences, writes the
+//!   metadata, then stores `allocated` with `Release`; a reader loads the id, then the state,
+//!   with `Acquire`, copies the record, and re-checks state and id after an `Acquire` fence.
+//!   A torn or half-written slot is skipped and counted, never shown.
 //! * A file appears under its final name only once its header is complete (written to a
 //!   temporary name, then renamed).
 //! * The reader trusts nothing in the file: every header field is validated against the file
@@ -523,13 +524,16 @@ impl CountersFile {
 
         let meta = metadata_offset(slot);
         let m = &shared.mapping;
-        // Not allocated while we write: readers skip it. The release fence orders this store
-        // before every write below (seqlock writer side).
+        // Seqlock writer side, the registration id as the version. Not allocated while we
+        // write: readers skip it. The id is stored next, with `Release`, so a reader that
+        // sees it sees the slot taken back (it cannot pair the new id with the old
+        // `allocated`); the release fence orders both before every write below, so a reader
+        // that sees any of those writes sees the new id when it re-checks.
         m.u32_at(meta + SLOT_OFF_STATE)
             .store(STATE_RECLAIMED, Ordering::Relaxed);
-        fence(Ordering::Release);
         m.u64_at(meta + SLOT_OFF_REGISTRATION)
-            .store(registration, Ordering::Relaxed);
+            .store(registration, Ordering::Release);
+        fence(Ordering::Release);
         m.u32_at(meta + SLOT_OFF_UNIT)
             .store(unit.code(), Ordering::Relaxed);
         m.u32_at(meta + SLOT_OFF_KIND)
@@ -940,12 +944,16 @@ impl CountersReader {
         let meta = metadata_offset(slot);
         let state = m.u32_at(meta + SLOT_OFF_STATE);
         let registration = m.u64_at(meta + SLOT_OFF_REGISTRATION);
+        // Seqlock reader side: the version (registration id) first, then the state. An id
+        // newer than the allocation whose `allocated` we then read is impossible (its
+        // release store comes after the slot was taken back); an older one fails the
+        // re-check below.
+        let registration_id = registration.load(Ordering::Acquire);
         match state.load(Ordering::Acquire) {
             STATE_ALLOCATED => {}
             STATE_FREE | STATE_RECLAIMED => return SlotRead::Unused,
             _ => return SlotRead::Corrupt,
         }
-        let registration_id = registration.load(Ordering::Relaxed);
         let unit = m.u32_at(meta + SLOT_OFF_UNIT).load(Ordering::Relaxed);
         let kind = m.u32_at(meta + SLOT_OFF_KIND).load(Ordering::Relaxed);
         let type_id = m.u32_at(meta + SLOT_OFF_TYPE_ID).load(Ordering::Relaxed);
