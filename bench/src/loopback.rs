@@ -175,13 +175,16 @@ impl SendApi {
 enum Sending<'p> {
     Publisher(Publisher),
     Handle(Group),
-    Batch(Group, Vec<&'p [u8]>),
+    Batch(Batched<'p>),
 }
 
 impl<'p> Sending<'p> {
     fn new(group: &Group, api: SendApi, payload: &'p [u8], batch: usize) -> anyhow::Result<Self> {
         Ok(match api {
-            _ if batch > 1 => Sending::Batch(group.clone(), vec![payload; batch]),
+            _ if batch > 1 => Sending::Batch(Batched {
+                group: group.clone(),
+                copies: vec![payload; batch],
+            }),
             SendApi::Publisher => Sending::Publisher(
                 group
                     .publisher()
@@ -190,15 +193,51 @@ impl<'p> Sending<'p> {
             SendApi::Handle => Sending::Handle(group.clone()),
         })
     }
+}
 
-    /// Sends once: how many messages went.
-    #[inline]
-    fn send(&mut self, order: Order, safe: bool, payload: &[u8]) -> Result<u64, SendError> {
-        match self {
-            Sending::Publisher(p) => p.send(order, safe, payload).map(|_| 1),
-            Sending::Handle(g) => g.send(order, safe, payload).map(|_| 1),
-            Sending::Batch(g, copies) => g.send_batch(order, safe, copies).map(|(_, n)| n as u64),
+/// Runs `$body` with `$s` bound to the [`SendOnce`] inside a [`Sending`]: each send loop is
+/// compiled once per API, so the harness adds no dispatch (nor a call) per message.
+macro_rules! with_sending {
+    ($sending:expr, |$s:ident| $body:expr) => {
+        match $sending {
+            Sending::Publisher(mut $s) => $body,
+            Sending::Handle(mut $s) => $body,
+            Sending::Batch(mut $s) => $body,
         }
+    };
+}
+
+/// One send of a loop: how many messages went.
+trait SendOnce {
+    fn send_once(&mut self, order: Order, safe: bool, payload: &[u8]) -> Result<u64, SendError>;
+}
+
+impl SendOnce for Publisher {
+    #[inline(always)]
+    fn send_once(&mut self, order: Order, safe: bool, payload: &[u8]) -> Result<u64, SendError> {
+        self.send(order, safe, payload).map(|_| 1)
+    }
+}
+
+impl SendOnce for Group {
+    #[inline(always)]
+    fn send_once(&mut self, order: Order, safe: bool, payload: &[u8]) -> Result<u64, SendError> {
+        self.send(order, safe, payload).map(|_| 1)
+    }
+}
+
+/// `copies` references to the payload, sent with one `Group::send_batch`.
+struct Batched<'p> {
+    group: Group,
+    copies: Vec<&'p [u8]>,
+}
+
+impl SendOnce for Batched<'_> {
+    #[inline(always)]
+    fn send_once(&mut self, order: Order, safe: bool, _: &[u8]) -> Result<u64, SendError> {
+        self.group
+            .send_batch(order, safe, &self.copies)
+            .map(|(_, n)| n as u64)
     }
 }
 
@@ -453,30 +492,32 @@ pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
             std::thread::Builder::new()
                 .name(format!("bench-send-{r}"))
                 .spawn(move || -> anyhow::Result<u64> {
-                    let mut sending = Sending::new(&g, api, &payload, batch)?;
-                    let (mut sent, mut since_check) = (0u64, 0u64);
-                    while sent < sends_max && !stop.load(Ordering::Relaxed) {
-                        match sending.send(order, safe, &payload) {
-                            Ok(n) => {
-                                sent += n;
-                                since_check += n;
+                    let sending = Sending::new(&g, api, &payload, batch)?;
+                    with_sending!(sending, |s| {
+                        let (mut sent, mut since_check) = (0u64, 0u64);
+                        while sent < sends_max && !stop.load(Ordering::Relaxed) {
+                            match s.send_once(order, safe, &payload) {
+                                Ok(n) => {
+                                    sent += n;
+                                    since_check += n;
+                                }
+                                Err(SendError::WouldBlock) => {
+                                    if Instant::now() >= deadline {
+                                        break;
+                                    }
+                                    std::thread::yield_now()
+                                }
+                                Err(e) => return Err(e.into()),
                             }
-                            Err(SendError::WouldBlock) => {
+                            if since_check >= 64 {
+                                since_check = 0;
                                 if Instant::now() >= deadline {
                                     break;
                                 }
-                                std::thread::yield_now()
-                            }
-                            Err(e) => return Err(e.into()),
-                        }
-                        if since_check >= 64 {
-                            since_check = 0;
-                            if Instant::now() >= deadline {
-                                break;
                             }
                         }
-                    }
-                    Ok(sent)
+                        Ok(sent)
+                    })
                 })
                 .context("spawning a sender thread")?,
         );
@@ -643,36 +684,39 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
                     let mut cpu_ns = None;
                     if sender {
                         let cpu_start = thread_cpu_ns();
-                        let mut sending = Sending::new(&group, api, &payload, batch)?;
-                        while sent < sends_max {
-                            match sending.send(order, safe, &payload) {
-                                Ok(n) => {
-                                    sent += n;
-                                    since_poll += n;
+                        let sending = Sending::new(&group, api, &payload, batch)?;
+                        with_sending!(sending, |s| {
+                            while sent < sends_max {
+                                match s.send_once(order, safe, &payload) {
+                                    Ok(n) => {
+                                        sent += n;
+                                        since_poll += n;
+                                    }
+                                    Err(SendError::WouldBlock) => {
+                                        if Instant::now() >= deadline {
+                                            break;
+                                        }
+                                        // A full window waits for the others'
+                                        // acknowledgements: a turn that found nothing to do
+                                        // yields the CPU to them (spinning here starved a
+                                        // receiver that shared the core: 20x slower with one
+                                        // more busy process).
+                                        if !node.poll() {
+                                            idle_yields += 1;
+                                            std::thread::yield_now();
+                                        }
+                                    }
+                                    Err(e) => bail!("send failed: {e}"),
                                 }
-                                Err(SendError::WouldBlock) => {
+                                if since_poll >= SENDS_PER_POLL {
+                                    since_poll = 0;
+                                    node.poll();
                                     if Instant::now() >= deadline {
                                         break;
                                     }
-                                    // A full window waits for the others' acknowledgements:
-                                    // a turn that found nothing to do yields the CPU to
-                                    // them (spinning here starved a receiver that shared
-                                    // the core: 20x slower with one more busy process).
-                                    if !node.poll() {
-                                        idle_yields += 1;
-                                        std::thread::yield_now();
-                                    }
-                                }
-                                Err(e) => bail!("send failed: {e}"),
-                            }
-                            if since_poll >= SENDS_PER_POLL {
-                                since_poll = 0;
-                                node.poll();
-                                if Instant::now() >= deadline {
-                                    break;
                                 }
                             }
-                        }
+                        });
                         cpu_ns = cpu_start
                             .zip(thread_cpu_ns())
                             .map(|(a, b)| b.saturating_sub(a));

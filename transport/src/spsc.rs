@@ -69,9 +69,11 @@ pub fn byte_ring(bytes: usize) -> (Producer, Consumer) {
     });
     (
         Producer {
+            base: UnsafeCell::raw_get(shared.buf.as_ptr()),
+            mask: shared.mask,
             shared: shared.clone(),
             tail: 0,
-            head: 0,
+            limit: n as u64,
         },
         Consumer { shared, head: 0 },
     )
@@ -109,23 +111,34 @@ impl std::fmt::Debug for RingPositions {
 /// The writing side.
 pub struct Producer {
     shared: Arc<Shared>,
+    /// The array's first byte and its size less one, copied out of `shared` so that a
+    /// reservation reads no pointer but its own.
+    base: *mut u8,
+    mask: u64,
     /// Its own position (it alone moves the tail).
     tail: u64,
-    /// The head when last looked at (the consumer's position is at least this).
-    head: u64,
+    /// How far the tail may go: the head when last looked at plus the capacity (the consumer
+    /// is at least there).
+    limit: u64,
 }
+
+// SAFETY: `base` points into the array `shared` keeps alive (a boxed slice: it does not
+// move), and the producer touches the bytes only as the ring's protocol allows (see
+// `Shared`'s `Sync` note); a `Producer` is a unique handle, so moving it to another thread
+// moves the producer role with it.
+unsafe impl Send for Producer {}
 
 impl Producer {
     /// The ring's size in bytes.
     #[inline]
     pub fn capacity(&self) -> u64 {
-        self.shared.capacity()
+        self.mask + 1
     }
 
     /// Bytes from the tail to the end of the array: the largest region that can start here.
     #[inline]
     pub fn room_before_wrap(&self) -> usize {
-        (self.capacity() - (self.tail & self.shared.mask)) as usize
+        (self.capacity() - (self.tail & self.mask)) as usize
     }
 
     /// The `len` bytes past the tail to write in place, if they are free now and do not run
@@ -133,30 +146,31 @@ impl Producer {
     /// until [`Producer::publish`]. Their old contents are whatever was there.
     #[inline]
     pub fn reserve(&mut self, len: usize) -> Option<&mut [u8]> {
-        if len > self.room_before_wrap() {
+        let offset = self.tail & self.mask;
+        if offset + len as u64 > self.mask + 1 {
             return None;
         }
         let end = self.tail + len as u64;
-        if end - self.head > self.capacity() {
-            self.head = self.shared.head.0.load(Ordering::Acquire);
-            if end - self.head > self.capacity() {
+        if end > self.limit {
+            self.limit = self.shared.head.0.load(Ordering::Acquire) + self.capacity();
+            if end > self.limit {
                 return None;
             }
         }
-        // SAFETY: `[tail, tail + len)` lies within one lap of the array (checked against
-        // `room_before_wrap`) and is free: the consumer released everything before
-        // `head >= end - capacity` (acquire load above or earlier), so it reads none of these
-        // bytes until the release store in `publish` covers them. Only this producer writes
-        // past the tail, and the slice borrows it mutably, so no other reference to these
-        // bytes exists while it lives.
-        Some(unsafe { std::slice::from_raw_parts_mut(self.shared.ptr(self.tail), len) })
+        // SAFETY: `[offset, offset + len)` lies within the array (checked above), so the
+        // pointer arithmetic stays in the allocation `shared` keeps alive. The bytes are free:
+        // the consumer released everything before `limit - capacity >= end - capacity`
+        // (acquire load above or earlier), so it reads none of them until the release store
+        // in `publish` covers them. Only this producer writes past the tail, and the slice
+        // borrows it mutably, so no other reference to these bytes exists while it lives.
+        Some(unsafe { std::slice::from_raw_parts_mut(self.base.add(offset as usize), len) })
     }
 
     /// Publishes the next `len` bytes (written through [`Producer::reserve`], or skipped:
     /// the consumer sees whatever they hold), at most what is free.
     #[inline]
     pub fn publish(&mut self, len: usize) {
-        debug_assert!(self.tail + len as u64 - self.head <= self.capacity());
+        debug_assert!(self.tail + len as u64 <= self.limit);
         self.tail += len as u64;
         self.shared.tail.0.store(self.tail, Ordering::Release);
     }

@@ -91,8 +91,8 @@ pub(crate) struct RingWriter {
 impl RingWriter {
     /// Writes a message of one framing byte `head` and `body`, sent with `order` and `safe`
     /// and numbered in `incarnation`, and publishes it: false (nothing written) when the ring
-    /// has no room now.
-    #[inline]
+    /// has no room now. Always inlined, like the publisher's send that calls it.
+    #[inline(always)]
     pub fn push(
         &mut self,
         order: Order,
@@ -110,19 +110,12 @@ impl RingWriter {
         let entry = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + 1 + body.len();
         let total = marker + entry;
         let p = &mut self.producer;
-        let room = p.room_before_wrap();
-        if total > room {
-            // The rest of this lap is skipped: the message starts the next.
-            let Some(pad) = p.reserve(room) else {
-                return false;
-            };
-            if let Some(pad) = pad.get_mut(..RING_TAIL_MIN) {
-                pad.copy_from_slice(&RING_PAD.to_le_bytes());
-            }
-            p.publish(room);
-        }
-        let Some(region) = p.reserve(total) else {
-            return false;
+        let region = match p.reserve(total) {
+            Some(region) => region,
+            None => match Self::reserve_next_lap(p, total) {
+                Some(region) => region,
+                None => return false,
+            },
         };
         let (m, e) = region.split_at_mut(marker);
         if let [m0, m1, k, inc @ ..] = m {
@@ -137,6 +130,24 @@ impl RingWriter {
         p.publish(total);
         self.run = Some((key, incarnation));
         true
+    }
+
+    /// `total` bytes did not fit: if that is for the end of the array, skips the rest of
+    /// this lap and reserves them at the start of the next; `None` if the ring is full.
+    /// Once per lap at most, so kept out of the send's inlined path.
+    #[cold]
+    #[inline(never)]
+    fn reserve_next_lap(p: &mut Producer, total: usize) -> Option<&mut [u8]> {
+        let room = p.room_before_wrap();
+        if total <= room {
+            return None; // full
+        }
+        let pad = p.reserve(room)?;
+        if let Some(pad) = pad.get_mut(..RING_TAIL_MIN) {
+            pad.copy_from_slice(&RING_PAD.to_le_bytes());
+        }
+        p.publish(room);
+        p.reserve(total)
     }
 }
 
@@ -671,21 +682,26 @@ impl Taken {
                 }
                 // A bundle: this entry and the run's next ones while it has room (only
                 // their lengths are read).
+                // The bundle's bytes grow with `j`: it is full once `j` would pass `full_at`.
+                // Entries take at least 3 bytes and a bundle at most `u16::MAX` bytes, so
+                // the count cannot overflow.
                 let (start, mut j, mut count) = (i, i + first, 1u16);
-                let mut blen = crate::wire::BUNDLE_HEADER_BYTES + first;
-                while j + 2 <= n {
-                    let len = usize::from(u16::from_le_bytes([r[j], r[j + 1]]));
-                    let eb = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + len;
-                    if len == 0
-                        || len == usize::from(RING_PAD)
-                        || count == u16::MAX
-                        || blen + eb > bundle_bytes_max
-                    {
+                let full_at = (start + bundle_bytes_max)
+                    .saturating_sub(crate::wire::BUNDLE_HEADER_BYTES)
+                    .min(n);
+                debug_assert!(bundle_bytes_max <= usize::from(u16::MAX));
+                while let Some(&[l0, l1]) = r.get(j..j + 2) {
+                    // A marker (0) or the lap's pad (0xFFFF) ends the bundle.
+                    let len = u16::from_le_bytes([l0, l1]);
+                    if len.wrapping_sub(1) >= RING_PAD - 1 {
                         break;
                     }
-                    blen += eb;
+                    let next = j + crate::wire::BUNDLE_ENTRY_HEADER_BYTES + usize::from(len);
+                    if next > full_at {
+                        break;
+                    }
                     count += 1;
-                    j += eb;
+                    j = next;
                 }
                 records.push(RingRecord {
                     kind: Kind::Bundle,
