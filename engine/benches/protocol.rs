@@ -50,7 +50,8 @@
 //!   of what a message costs (under callgrind, [`pair_receiver_turn`] is the receiver's
 //!   share). `node_pair/invoker_discard_own_publisher` sends through the group's exclusive
 //!   [`cohort::Publisher`] instead (the lock-free ring), as does
-//!   `node_send/invoker_discard_own_publisher`.
+//!   `node_send/invoker_discard_own_publisher` (and `…_publisher_claim`, the same payload
+//!   written into a claim in the ring and committed).
 //!
 //! `cargo bench -p cohort --bench protocol` (criterion reports time per message as
 //! "thrpt: elements/s"; ns/msg = 1e9 / that).
@@ -476,6 +477,25 @@ fn node_send_invoker(c: &mut Criterion) {
                         node.poll();
                     }
                     Err(e) => panic!("publisher send: {e}"),
+                }
+            }
+            node.poll();
+        })
+    });
+    g.bench_function("invoker_discard_own_publisher_claim", |b| {
+        b.iter(|| {
+            let mut sent = 0;
+            while sent < BURST {
+                match publisher.claim(Order::Fifo, false, PAYLOAD.len()) {
+                    Ok(mut claim) => {
+                        claim.copy_from_slice(&PAYLOAD);
+                        claim.commit();
+                        sent += 1;
+                    }
+                    Err(SendError::WouldBlock) => {
+                        node.poll();
+                    }
+                    Err(e) => panic!("publisher claim: {e}"),
                 }
             }
             node.poll();

@@ -22,7 +22,9 @@ pub mod trace;
 pub mod wire;
 
 pub use cohort_transport::MemoryNetwork;
-pub use node::{Claim, Delivery, Driver, Group, Handler, Node, NodeBuilder, Publisher, View};
+pub use node::{
+    Claim, Delivery, Driver, Group, Handler, Node, NodeBuilder, Publisher, PublisherClaim, View,
+};
 pub use protocol::Seq;
 pub use runtime::Idle;
 

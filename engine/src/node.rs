@@ -49,7 +49,7 @@ use crate::runtime::poller::{
 };
 pub use crate::runtime::stage::SEND_STAGE_BYTES_MAX;
 use crate::runtime::stage::{
-    Entry, Exclusive, Kind, RingWriter, Stage, Staged, FLUSHES_STAGED_MAX,
+    Entry, Exclusive, Kind, RingClaim, RingWriter, Stage, Staged, FLUSHES_STAGED_MAX,
 };
 
 /// The fewest bytes the send stage takes per plain message beside its payload (its length in
@@ -1687,22 +1687,65 @@ impl Publisher {
     /// the loopback bench's sender).
     #[inline(always)]
     pub fn send(&mut self, order: Order, safe: bool, bytes: &[u8]) -> Result<Seq, SendError> {
-        check_len(bytes.len(), self.payload_bytes_max)?;
+        let incarnation = self.admit(bytes.len())?;
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(SendError::Closed);
+        };
+        if !writer.push(order, safe, incarnation, framing::KIND_PLAIN, bytes) {
+            return Err(self.ring_full());
+        }
+        Ok(self.published())
+    }
+
+    /// Claims a message of exactly `len` bytes to write in place in the ring (Aeron's
+    /// `tryClaim` on an exclusive publication): the returned [`PublisherClaim`] derefs to
+    /// `&mut [u8]` of `len` zeroed bytes; [`PublisherClaim::commit`] sends it, dropping the
+    /// claim sends nothing (and uses no number). The payload is written once, by the caller,
+    /// where the poller reads it: no copy on the sending thread.
+    ///
+    /// Errors as [`Publisher::send`]: `TooLarge`, `WouldBlock` (the ring is full now),
+    /// `Closed`.
+    #[inline]
+    pub fn claim(
+        &mut self,
+        order: Order,
+        safe: bool,
+        len: usize,
+    ) -> Result<PublisherClaim<'_>, SendError> {
+        let incarnation = self.admit(len)?;
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(SendError::Closed);
+        };
+        let Some(claim) = writer.claim(order, safe, incarnation, framing::KIND_PLAIN, len) else {
+            return Err(self.ring_full());
+        };
+        Ok(PublisherClaim {
+            publisher: self,
+            claim,
+        })
+    }
+
+    /// The checks before a message of `len` bytes enters the ring: its length and the
+    /// group still open; the numbering restarts if the member blocked since the last
+    /// message. The member's incarnation.
+    #[inline(always)]
+    fn admit(&mut self, len: usize) -> Result<u64, SendError> {
+        check_len(len, self.payload_bytes_max)?;
         let inner = &*self.group.inner;
         if inner.stage.ring_closed.load(Ordering::Relaxed) {
             return Err(SendError::Closed);
         }
-        let Some(writer) = self.writer.as_mut() else {
-            return Err(SendError::Closed);
-        };
         let incarnation = inner.counters.incarnation.load(Ordering::Relaxed);
         if incarnation != self.incarnation {
             self.incarnation = incarnation;
             self.next_seq = 1;
         }
-        if !writer.push(order, safe, incarnation, framing::KIND_PLAIN, bytes) {
-            return Err(self.ring_full());
-        }
+        Ok(incarnation)
+    }
+
+    /// A message was published into the ring: its number.
+    #[inline(always)]
+    fn published(&mut self) -> Seq {
         let seq = Seq(self.next_seq);
         self.next_seq += 1;
         // A poller that may be asleep must see the message or be woken: the doorbell's
@@ -1710,9 +1753,9 @@ impl Publisher {
         // stage's lock does that for the handles). The owner thread of an invoker node runs
         // the turns itself: nobody sleeps on this message meanwhile.
         if self.owner_thread != Some(crate::runtime::invoker::current_thread_id()) {
-            inner.doorbell.ring();
+            self.group.inner.doorbell.ring();
         }
-        Ok(seq)
+        seq
     }
 
     /// The ring had no room: the poller must hear of it (it may be asleep with the ring
@@ -1774,6 +1817,56 @@ impl Drop for Publisher {
         s.incarnation = self.incarnation;
         drop(s);
         self.group.inner.doorbell.ring();
+    }
+}
+
+/// A message being written in place in a publisher's ring, from [`Publisher::claim`]:
+/// derefs to the payload bytes (`&mut [u8]` of the claimed length, zeroed). It borrows the
+/// publisher, so nothing else is sent meanwhile; [`PublisherClaim::commit`] sends it,
+/// dropping it sends nothing.
+#[must_use = "a claim sends nothing until it is committed"]
+pub struct PublisherClaim<'p> {
+    publisher: &'p mut Publisher,
+    claim: RingClaim,
+}
+
+impl PublisherClaim<'_> {
+    /// Sends the message: its sequence number (the ring's room was reserved by the claim, so
+    /// this cannot fail).
+    pub fn commit(self) -> Seq {
+        let PublisherClaim { publisher, claim } = self;
+        if let Some(w) = publisher.writer.as_mut() {
+            w.commit(claim);
+        }
+        publisher.published()
+    }
+}
+
+impl std::ops::Deref for PublisherClaim<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.publisher.writer {
+            Some(w) => w.claimed(&self.claim),
+            None => &[],
+        }
+    }
+}
+
+impl std::ops::DerefMut for PublisherClaim<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &mut self.publisher.writer {
+            Some(w) => w.claimed_mut(&self.claim),
+            None => &mut [],
+        }
+    }
+}
+
+impl std::fmt::Debug for PublisherClaim<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublisherClaim")
+            .field("group", &self.publisher.group.name())
+            .field("len", &self.len())
+            .finish()
     }
 }
 

@@ -2,8 +2,9 @@
 //! and reach every member in order with the bytes sent, in every order and length class;
 //! while it lives the handles' sends are refused and a flush covers its sends; once dropped
 //! the handles send again, numbered after it; a full ring and window say `WouldBlock` and
-//! progress once the peer runs; invoker mode; `Closed` once the group is left. Bounded waits
-//! only decide a hang, never a verdict.
+//! progress once the peer runs; invoker mode; `Closed` once the group is left; claims written
+//! in place commit in order among sends, a dropped claim sends nothing, claims fill the ring
+//! and lose nothing. Bounded waits only decide a hang, never a verdict.
 
 use cohort::node::{Delivery, SendError};
 use cohort::{Driver, Group, MemoryNetwork, Node, Order};
@@ -302,5 +303,116 @@ fn an_invoker_node_publishes_through_its_own_turns() {
     }
     let want: Vec<(u64, Vec<u8>)> = (1..=COUNT).map(|i| (i, pattern(i, 16))).collect();
     assert_eq!(from(&log_a, 0), want, "delivered here too, in order");
+    assert_eq!(from(&log_b, 0), want);
+}
+
+#[test]
+fn claims_write_in_place_commit_in_order_with_sends_and_a_dropped_claim_sends_nothing() {
+    let net = MemoryNetwork::new(35);
+    let (_nodes, logs, groups) = three_members(&net, 8341, "claims");
+    let mut publisher = groups[0].publisher().unwrap();
+    let max = groups[0].payload_bytes_max();
+    assert_eq!(
+        publisher.claim(Order::Fifo, false, max + 1).err(),
+        Some(SendError::TooLarge { len: max + 1, max })
+    );
+    // Lengths over the whole range, several laps of the ring, claims and sends mixed, and
+    // every fifth claim dropped unwritten-to-the-end: the numbers skip none.
+    const COUNT: u64 = 3_000;
+    let mut want = Vec::new();
+    let mut dropped = 0;
+    for i in 1..=COUNT {
+        let len = (i as usize * 37) % (max + 1);
+        let (order, safe) = [
+            (Order::Fifo, false),
+            (Order::Causal, false),
+            (Order::Total, false),
+            (Order::Total, true),
+        ][i as usize % 4];
+        let seq = want.len() as u64 + 1;
+        if i % 3 == 0 {
+            let got = publisher
+                .send_blocking(order, safe, &pattern(seq, len))
+                .unwrap();
+            assert_eq!(got.0, seq);
+            want.push((seq, pattern(seq, len)));
+            continue;
+        }
+        let mut claim = loop {
+            match publisher.claim(order, safe, len) {
+                Ok(c) => break c,
+                Err(SendError::WouldBlock) => std::thread::sleep(Duration::from_micros(200)),
+                Err(e) => panic!("claim: {e}"),
+            }
+        };
+        assert_eq!(claim.len(), len);
+        assert!(claim.iter().all(|&b| b == 0), "a claim starts zeroed");
+        if i % 5 == 0 {
+            claim[..len / 2].copy_from_slice(&pattern(seq, len)[..len / 2]);
+            drop(claim); // nothing sent, no number used
+            dropped += 1;
+            continue;
+        }
+        claim.copy_from_slice(&pattern(seq, len));
+        assert_eq!(
+            &claim[..],
+            &pattern(seq, len)[..],
+            "reads back what was written"
+        );
+        assert_eq!(claim.commit().0, seq);
+        want.push((seq, pattern(seq, len)));
+    }
+    assert!(dropped > 0);
+    groups[0].flush().expect("everything stable");
+    for log in &logs {
+        wait_until("every member delivers every committed message", || {
+            from(log, 0).len() == want.len()
+        });
+        assert_eq!(from(log, 0), want);
+    }
+}
+
+#[test]
+fn claims_fill_the_ring_then_would_block_and_nothing_claimed_is_lost() {
+    let net = MemoryNetwork::new(36);
+    let a = Node::builder()
+        .bind("127.0.0.1:8351".parse().unwrap())
+        .driver(Driver::Memory(net.clone()))
+        .window_messages_max(4)
+        .suspect_timeout(NO_SUSPICION)
+        .start()
+        .unwrap();
+    let b_addr: SocketAddr = "127.0.0.1:8352".parse().unwrap();
+    let members = [a.local_addr(), b_addr];
+    let ga = a
+        .join("claim-full", &members, |_: &Delivery<'_>| {})
+        .unwrap();
+    let mut publisher = ga.publisher().unwrap();
+    // b is not started: the window, what the poller took and the ring fill.
+    let (mut committed, mut refused_in_a_row) = (0u64, 0);
+    while refused_in_a_row < 50 {
+        match publisher.claim(Order::Fifo, false, 100) {
+            Ok(mut c) => {
+                c.copy_from_slice(&pattern(committed + 1, 100));
+                committed += 1;
+                assert_eq!(c.commit().0, committed);
+                refused_in_a_row = 0;
+            }
+            Err(SendError::WouldBlock) => {
+                refused_in_a_row += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+        assert!(committed < 100_000, "the ring bounds the claims");
+    }
+    let b = node(&net, "127.0.0.1:8352");
+    let log_b = Log::default();
+    let _gb = b.join("claim-full", &members, recorder(&log_b)).unwrap();
+    ga.flush().expect("b holds everything");
+    wait_until("b delivers everything", || {
+        log_b.lock().unwrap().len() as u64 == committed
+    });
+    let want: Vec<(u64, Vec<u8>)> = (1..=committed).map(|i| (i, pattern(i, 100))).collect();
     assert_eq!(from(&log_b, 0), want);
 }

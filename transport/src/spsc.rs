@@ -128,6 +128,11 @@ pub struct Producer {
 // moves the producer role with it.
 unsafe impl Send for Producer {}
 
+// SAFETY: through `&Producer` only its own fields are read (`capacity`, `room_before_wrap`,
+// `positions`); every access to the ring's bytes or a move of the tail takes `&mut self`.
+// (The handle was `Sync` before it cached `base`; a `Publisher` stays `Sync` with it.)
+unsafe impl Sync for Producer {}
+
 impl Producer {
     /// The ring's size in bytes.
     #[inline]
@@ -164,6 +169,22 @@ impl Producer {
         // in `publish` covers them. Only this producer writes past the tail, and the slice
         // borrows it mutably, so no other reference to these bytes exists while it lives.
         Some(unsafe { std::slice::from_raw_parts_mut(self.base.add(offset as usize), len) })
+    }
+
+    /// The `len` bytes past the tail as [`Producer::reserve`] last granted them (read-only),
+    /// if they are still known free: within this lap and below the cached limit. Never
+    /// looks at the consumer, so it may say `None` where `reserve` would grant them.
+    #[inline]
+    pub fn reserved(&self, len: usize) -> Option<&[u8]> {
+        let offset = self.tail & self.mask;
+        if offset + len as u64 > self.mask + 1 || self.tail + len as u64 > self.limit {
+            return None;
+        }
+        // SAFETY: as in `reserve`: the bytes lie within the array and are free (below the
+        // limit the consumer's head allowed), so the consumer does not read them; the producer
+        // writes them only through `&mut self`, which this shared borrow excludes while the
+        // slice lives.
+        Some(unsafe { std::slice::from_raw_parts(self.base.add(offset as usize), len) })
     }
 
     /// Publishes the next `len` bytes (written through [`Producer::reserve`], or skipped:

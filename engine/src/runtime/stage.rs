@@ -117,19 +117,67 @@ impl RingWriter {
                 None => return false,
             },
         };
-        let (m, e) = region.split_at_mut(marker);
-        if let [m0, m1, k, inc @ ..] = m {
-            (*m0, *m1, *k) = (0, 0, key);
-            inc.copy_from_slice(&incarnation.to_le_bytes());
-        }
-        let [l0, l1] = ((1 + body.len()) as u16).to_le_bytes();
-        if let [e0, e1, h, rest @ ..] = e {
-            (*e0, *e1, *h) = (l0, l1, head);
-            rest.copy_from_slice(body);
-        }
+        let rest = write_entry_head(region, marker, key, incarnation, head, body.len());
+        rest.copy_from_slice(body);
         p.publish(total);
         self.run = Some((key, incarnation));
         true
+    }
+
+    /// Reserves a message of `len` body bytes after one framing byte `head`, like
+    /// [`RingWriter::push`] but not published: its marker and entry header are written and
+    /// its body zeroed, for the caller to write through [`RingWriter::claimed_mut`] and then
+    /// [`RingWriter::commit`]. Forgetting it publishes nothing (the next reservation reuses
+    /// the bytes). `None` when the ring has no room now.
+    pub fn claim(
+        &mut self,
+        order: Order,
+        safe: bool,
+        incarnation: u64,
+        head: u8,
+        len: usize,
+    ) -> Option<RingClaim> {
+        let key = bundle_key(order, safe);
+        let marker = if self.run == Some((key, incarnation)) {
+            0
+        } else {
+            RING_MARKER_BYTES
+        };
+        let body_at = marker + crate::wire::BUNDLE_ENTRY_HEADER_BYTES + 1;
+        let total = body_at + len;
+        let p = &mut self.producer;
+        let region = match p.reserve(total) {
+            Some(region) => region,
+            None => Self::reserve_next_lap(p, total)?,
+        };
+        write_entry_head(region, marker, key, incarnation, head, len).fill(0);
+        Some(RingClaim {
+            total,
+            body_at,
+            run: (key, incarnation),
+        })
+    }
+
+    /// The body of claim `c` (the bytes [`RingWriter::claim`] reserved).
+    pub fn claimed(&self, c: &RingClaim) -> &[u8] {
+        self.producer
+            .reserved(c.total)
+            .and_then(|r| r.get(c.body_at..))
+            .unwrap_or(&[])
+    }
+
+    /// The body of claim `c`, to write.
+    pub fn claimed_mut(&mut self, c: &RingClaim) -> &mut [u8] {
+        match self.producer.reserve(c.total) {
+            Some(r) => r.get_mut(c.body_at..).unwrap_or(&mut []),
+            None => &mut [],
+        }
+    }
+
+    /// Publishes claim `c`, the last one made.
+    pub fn commit(&mut self, c: RingClaim) {
+        self.producer.publish(c.total);
+        self.run = Some(c.run);
     }
 
     /// `total` bytes did not fit: if that is for the end of the array, skips the rest of
@@ -148,6 +196,45 @@ impl RingWriter {
         }
         p.publish(room);
         p.reserve(total)
+    }
+}
+
+/// A message reserved in the ring and not yet published ([`RingWriter::claim`]).
+#[derive(Debug)]
+pub(crate) struct RingClaim {
+    /// Its bytes from the tail: a run marker if one was needed, the entry's header, the
+    /// framing byte, the body.
+    total: usize,
+    /// Where the body starts.
+    body_at: usize,
+    /// The run it continues or starts.
+    run: (u8, u64),
+}
+
+/// Writes a ring message's head into `region`: a run marker (`key`, `incarnation`) in its
+/// first `marker` bytes if that is not 0, then the bundle entry's length (the framing byte
+/// and `body_len` bytes) and the framing byte `head`. Returns the rest: the body's place.
+#[inline(always)]
+fn write_entry_head(
+    region: &mut [u8],
+    marker: usize,
+    key: u8,
+    incarnation: u64,
+    head: u8,
+    body_len: usize,
+) -> &mut [u8] {
+    let (m, e) = region.split_at_mut(marker);
+    if let [m0, m1, k, inc @ ..] = m {
+        (*m0, *m1, *k) = (0, 0, key);
+        inc.copy_from_slice(&incarnation.to_le_bytes());
+    }
+    let [l0, l1] = ((1 + body_len) as u16).to_le_bytes();
+    match e {
+        [e0, e1, h, rest @ ..] => {
+            (*e0, *e1, *h) = (l0, l1, head);
+            rest
+        }
+        _ => &mut [],
     }
 }
 
@@ -1137,6 +1224,45 @@ mod tests {
             got == sent,
             "the messages, in order, with their order and incarnation"
         );
+    }
+
+    #[test]
+    fn claimed_messages_become_the_records_pushed_ones_do_and_a_forgotten_claim_publishes_nothing()
+    {
+        let (pushed, claimed) = (Stage::new(), Stage::new());
+        let mut from_pushed = Taken::with_consumer(pushed.take_consumer());
+        let mut from_claimed = Taken::with_consumer(claimed.take_consumer());
+        let mut w = claimed.take_writer().expect("the ring's writer");
+        let laps = 2 * PUBLISH_RING_BYTES as u64;
+        let (mut i, mut forgotten) = (0usize, 0);
+        while claimed.ring.tail() < laps {
+            i += 1;
+            let body: Vec<u8> = (0..(i * 53) % 900).map(|k| (k * 3 + i) as u8).collect();
+            let (order, safe) = [(Order::Fifo, false), (Order::Total, true)][i / 7 % 2];
+            let incarnation = (i / 40) as u64;
+            if i % 4 == 0 || i % 7 == 0 {
+                // Claimed and forgotten, with the key of the message that follows (a new run
+                // every seventh message): its marker was never published, so the next one
+                // must write its own.
+                w.claim(order, safe, incarnation, framing::KIND_PLAIN, 30)
+                    .expect("room");
+                forgotten += 1;
+            }
+            let c = w
+                .claim(order, safe, incarnation, framing::KIND_PLAIN, body.len())
+                .expect("room: the ring is taken every message");
+            assert!(w.claimed(&c).iter().all(|&b| b == 0), "zeroed");
+            w.claimed_mut(&c).copy_from_slice(&body);
+            assert_eq!(w.claimed(&c), &body[..]);
+            w.commit(c);
+            publish(&pushed, order, safe, incarnation, &framed(&body));
+            assert!(from_pushed.refill(&pushed, 1400));
+            assert!(from_claimed.refill(&claimed, 1400));
+            let want = drain(&mut from_pushed);
+            assert_eq!(drain(&mut from_claimed), want, "message {i}");
+        }
+        assert!(forgotten > 0);
+        claimed.put_writer(w);
     }
 
     /// Drains `taken`'s records into `got` as (order, incarnation, message), checking each
