@@ -30,7 +30,9 @@
 //! lock, through the stage's single-producer ring
 //! ([`cohort_transport::spsc`]); the poller reads them in place as the same records (a run's
 //! entries up to the record limit as one bundle) and hands the ring's bytes back once it fed
-//! them all ([`Taken::refill`]). While a publisher holds the group (`Staged::exclusive`), the
+//! them all ([`Taken::refill`]). A publisher's claim reserves a message's bytes past the
+//! tail, its head written and its body zeroed, and publishes them only when committed
+//! ([`RingWriter::claim`]). While a publisher holds the group (`Staged::exclusive`), the
 //! handles stage no sends — the ring is the member's only stream — and a flush is staged only
 //! once the poller took every ring message published before it (so it covers them). Order
 //! between the two: the poller reads the ring's tail *before* it locks the stage, takes the
