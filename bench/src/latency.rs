@@ -130,7 +130,8 @@ pub struct LatencyResult {
     /// The raw floor of the point ([`run_floor`]: plain UDP, no node), not a Cohort run.
     pub raw_floor: bool,
     /// Loss recovery during the run, as the sending member counted it (zero for the floor):
-    /// a late tail is often one lost datagram and its NAK.
+    /// a tail caused by a lost datagram shows here as a NAK, one caused by scheduling does
+    /// not.
     pub recovery: Recovery,
 }
 
