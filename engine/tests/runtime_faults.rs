@@ -70,14 +70,15 @@ fn lossy_duplicating_reordering_network_still_delivers_everything_in_order() {
         g.flush().expect("stable despite loss");
     }
     assert!(net.stats().lost > 0, "the network did lose datagrams");
-    // The repair shows in the handles' counters: gaps asked for, records sent again, and no
-    // member heard more requests than were sent (some are lost too).
+    // The repair shows in the handles' counters: gaps asked for, requests heard (the network
+    // loses and duplicates them too, so the two counts need not match) and records sent
+    // again.
     let stats: Vec<_> = groups.iter().map(Group::stats).collect();
     let naks_sent: u64 = stats.iter().map(|s| s.naks_sent).sum();
     let naks_received: u64 = stats.iter().map(|s| s.naks_received).sum();
     let retransmits: u64 = stats.iter().map(|s| s.retransmits).sum();
     assert!(naks_sent > 0, "{stats:?}");
-    assert!(naks_received > 0 && naks_received <= naks_sent, "{stats:?}");
+    assert!(naks_received > 0, "{stats:?}");
     assert!(retransmits > 0, "{stats:?}");
     for n in nodes {
         n.shutdown().unwrap();
