@@ -104,11 +104,7 @@ impl RingWriter {
         body: &[u8],
     ) -> bool {
         let key = bundle_key(order, safe);
-        let marker = if self.run == Some((key, incarnation)) {
-            0
-        } else {
-            RING_MARKER_BYTES
-        };
+        let marker = self.marker_bytes(key, incarnation);
         let entry = crate::wire::BUNDLE_ENTRY_HEADER_BYTES + 1 + body.len();
         let total = marker + entry;
         let p = &mut self.producer;
@@ -140,11 +136,7 @@ impl RingWriter {
         len: usize,
     ) -> Option<RingClaim> {
         let key = bundle_key(order, safe);
-        let marker = if self.run == Some((key, incarnation)) {
-            0
-        } else {
-            RING_MARKER_BYTES
-        };
+        let marker = self.marker_bytes(key, incarnation);
         let body_at = marker + crate::wire::BUNDLE_ENTRY_HEADER_BYTES + 1;
         let total = body_at + len;
         let p = &mut self.producer;
@@ -180,6 +172,17 @@ impl RingWriter {
     pub fn commit(&mut self, c: RingClaim) {
         self.producer.publish(c.total);
         self.run = Some(c.run);
+    }
+
+    /// The run marker a message of `key` in `incarnation` needs: none if it continues the
+    /// last published run.
+    #[inline(always)]
+    fn marker_bytes(&self, key: u8, incarnation: u64) -> usize {
+        if self.run == Some((key, incarnation)) {
+            0
+        } else {
+            RING_MARKER_BYTES
+        }
     }
 
     /// `total` bytes did not fit: if that is for the end of the array, skips the rest of
