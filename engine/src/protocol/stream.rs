@@ -221,7 +221,6 @@ impl Stream {
         slot
     }
 
-    /// Advances `contiguous` over held records; true if it moved.
     /// Gives the slot of `seq` the buffer of the slot freed last, if that is still free and
     /// not [`Stream::lent`] (a delivery hands out a record's payload after freeing it, and a
     /// store may happen in between).
@@ -238,7 +237,9 @@ impl Stream {
             };
             i = j;
         }
-        let Some(spare) = self.spare.remove(i) else {
+        // The last or the one before it: `swap_remove_back` keeps the order then, without
+        // `remove`'s general shifting (this runs once per record stored).
+        let Some(spare) = self.spare.swap_remove_back(i) else {
             return;
         };
         let (to, from) = ((seq & self.mask) as usize, (spare & self.mask) as usize);
@@ -257,6 +258,7 @@ impl Stream {
         }
     }
 
+    /// Advances `contiguous` over held records; true if it moved.
     #[inline]
     pub fn advance_contiguous(&mut self) -> bool {
         let before = self.contiguous;
