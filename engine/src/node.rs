@@ -954,6 +954,7 @@ impl Node {
         m.trace = self.trace_enabled;
         m.window_messages_max = self.window_messages_max;
         m.testing_skip_retransmit = self.testing_skip_retransmit;
+        m.discard_own_bundles = self.discard_own;
         m.log_messages_max = (self.window_messages_max + CONTROL_RECORDS_RESERVE + 1)
             .next_power_of_two()
             .max(m.log_messages_max);

@@ -23,9 +23,9 @@
 //!   `--faults-max` per run, keeping a majority), view changes with flush, joins with state
 //!   transfer; the checker then demands completeness among survivors.
 //!
-//! Prints one summary line `sim: runs=R messages=M deliveries=D bundles=B violations=V`
-//! (B: records of several messages delivered, counted per member) (plus seeds/s on
-//! stderr) and exits 1 on any violation, printing each failing seed with the command that
+//! Prints one summary line `sim: runs=R messages=M deliveries=D bundles=B discarded=X
+//! violations=V` (B: records of several messages delivered, counted per member; X: own
+//! messages delivered as they were sent with `--discard-own`) (plus seeds/s on stderr) and exits 1 on any violation, printing each failing seed with the command that
 //! replays it exactly.
 
 use anyhow::{bail, Context};
@@ -70,6 +70,10 @@ pub struct Args {
     /// messages of one order, as the runtime sends what it finds staged together).
     #[arg(long, default_value = "0.3", value_parser = parse_probability)]
     bundle: f64,
+    /// Members drop their own bundles' deliveries (the runtime's `discard_own_messages`): a
+    /// bundle deliverable as it is sent is delivered then, never handed out.
+    #[arg(long)]
+    discard_own: bool,
     /// Virtual time limit per run in milliseconds (past it: a liveness failure).
     #[arg(long, default_value_t = 60_000)]
     time_limit_ms: u64,
@@ -222,6 +226,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         " --window {} --log {} --bundle {}",
         args.window, args.log, args.bundle
     );
+    if args.discard_own {
+        extra.push_str(" --discard-own");
+    }
     if let Some(e) = args.order_entries {
         extra.push_str(&format!(" --order-entries {e}"));
     }
@@ -239,7 +246,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let started = std::time::Instant::now();
     let (mut runs, mut messages, mut deliveries, mut violations) = (0u64, 0u64, 0u64, 0u64);
-    let mut bundles = 0u64;
+    let (mut bundles, mut discarded) = (0u64, 0u64);
     for seed in seed_lo..=seed_hi {
         if faults.any() {
             let mut cfg =
@@ -247,6 +254,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             cfg.orders = orders.clone();
             cfg.safe_probability = safe_probability;
             cfg.bundle_probability = args.bundle;
+            cfg.discard_own_bundles = args.discard_own;
             cfg.net.loss = loss;
             cfg.net.dup = dup;
             cfg.net.reorder = reorder;
@@ -265,6 +273,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             messages += outcome.messages_sent;
             deliveries += outcome.deliveries;
             bundles += outcome.bundles_delivered;
+            discarded += outcome.own_discarded;
             let v = outcome.problems.len() + outcome.report.violations.len();
             violations += v as u64;
             if let Some(dir) = &args.trace {
@@ -297,6 +306,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cfg.orders = orders.clone();
         cfg.safe_probability = safe_probability;
         cfg.bundle_probability = args.bundle;
+        cfg.discard_own_bundles = args.discard_own;
         cfg.loss = loss;
         cfg.dup = dup;
         cfg.reorder = reorder;
@@ -315,6 +325,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         messages += outcome.messages;
         deliveries += outcome.deliveries;
         bundles += outcome.bundles_delivered;
+        discarded += outcome.own_discarded;
         let v = outcome.violations();
         violations += v as u64;
         if let Some(dir) = &args.trace {
@@ -346,7 +357,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "sim: runs={runs} messages={messages} deliveries={deliveries} bundles={bundles} violations={violations}"
+        "sim: runs={runs} messages={messages} deliveries={deliveries} bundles={bundles} discarded={discarded} violations={violations}"
     );
     eprintln!(
         "sim: {:.1} s wall, {:.0} seeds/s",

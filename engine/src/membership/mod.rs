@@ -558,12 +558,20 @@ impl Endpoint {
     ) -> Result<Seq, GroupSendError> {
         let count = bundle.count() as usize;
         let cell = std::cell::RefCell::new(bundle);
+        // Our bundles may be delivered (and dropped) as they are sent only while
+        // `poll_deliver` would hand them out: not while deliveries wait for a state transfer.
+        let discard = self.cfg.member.discard_own_bundles
+            && self.snapshot_for == 0
+            && self.restore_ready.is_none();
         self.send_with(
             now,
             // Walked only when the bundle is held (each message then goes on its own).
             || cell.borrow().messages().map(<[u8]>::len).max().unwrap_or(0),
             count,
-            |m| m.send_bundle(now, order, safe, &mut cell.borrow_mut()),
+            |m| {
+                m.set_discard_own_bundles(discard);
+                m.send_bundle(now, order, safe, &mut cell.borrow_mut())
+            },
             |held| {
                 let mut bundle = cell.borrow_mut();
                 for message in bundle.messages() {
@@ -790,6 +798,14 @@ impl Endpoint {
             return None;
         }
         self.member.as_mut()?.poll_deliver()
+    }
+
+    /// Our own messages delivered as they were sent and not handed out since the last call
+    /// ([`crate::protocol::MemberConfig::discard_own_bundles`]).
+    pub fn take_discarded_own(&mut self) -> u64 {
+        self.member
+            .as_mut()
+            .map_or(0, crate::protocol::Member::take_discarded_own)
     }
 
     /// The next event for the application.
@@ -1618,6 +1634,7 @@ impl Endpoint {
         mc.nak_retry_ns = t.nak_retry_ns;
         mc.order_entries_per_record_max = t.order_entries_per_record_max;
         mc.testing_skip_retransmit = t.testing_skip_retransmit;
+        mc.discard_own_bundles = t.discard_own_bundles;
         mc.trace = self.cfg.trace;
         mc.app_seq_base = bases;
         let mut member = Member::new(mc, self.now);

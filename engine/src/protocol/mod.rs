@@ -336,6 +336,12 @@ pub struct MemberConfig {
     /// Per rank: application messages that member sent in the group's earlier views, so that
     /// sequence numbers ([`Seq`], trace ids) continue across views. Empty means all zero.
     pub app_seq_base: Vec<u64>,
+    /// The caller drops its own bundles' deliveries (the runtime's `discard_own_messages`:
+    /// a bundle holds plain messages only). A bundle this member sends is then delivered at
+    /// once when it is deliverable as it is appended — the head of our stream, nothing
+    /// blocking it — and [`Member::poll_deliver`] never hands it out; its messages are
+    /// counted by [`Member::take_discarded_own`]. Trace events are as without.
+    pub discard_own_bundles: bool,
     /// Breaks the protocol on purpose (tests that prove a suite can fail): NAKs are ignored,
     /// nothing is retransmitted.
     #[doc(hidden)]
@@ -370,6 +376,7 @@ impl MemberConfig {
             trace: false,
             order_entries_per_record_max: usize::MAX,
             app_seq_base: Vec::new(),
+            discard_own_bundles: false,
             testing_skip_retransmit: false,
         }
     }
@@ -596,6 +603,16 @@ enum Head {
     Blocked(Blocked),
 }
 
+/// What [`Member::take_head`] delivered: the record and its application numbers.
+struct DeliveredHead {
+    seq: u64,
+    flags: u16,
+    count: u16,
+    /// The first application message's number in the view (without `seq_base`).
+    first_app: u64,
+    seq_base: u64,
+}
+
 /// A run of one sender's total messages in the total order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct OrderEntry {
@@ -745,6 +762,12 @@ pub struct Member {
     decision_requested: bool,
     trace: Option<Vec<TraceEvent>>,
     stats: MemberStats,
+    /// Whether our bundles are delivered at send time and not handed out (from
+    /// [`MemberConfig::discard_own_bundles`], then [`Member::set_discard_own_bundles`]).
+    discard_own_bundles: bool,
+    /// Our own messages delivered at send time and not handed out, since the last
+    /// [`Member::take_discarded_own`].
+    own_discarded: u64,
     /// Stream 0 (the sequencer's) is held through this seq by a majority of the view: order
     /// records and gbcast decisions take effect only there (see "Ending a view").
     order_through: u64,
@@ -883,6 +906,8 @@ impl Member {
             decision_requested: false,
             trace,
             stats: MemberStats::default(),
+            discard_own_bundles: cfg.discard_own_bundles,
+            own_discarded: 0,
             order_through: 0,
             order_above: 0,
             order_scratch: Vec::with_capacity(n),
@@ -1114,7 +1139,47 @@ impl Member {
                 });
             }
         }
+        if count > 1 && self.discard_own_bundles {
+            self.discard_own_bundle(seq);
+        }
         Ok(Seq(self.seq_base[me] + self.app_sent))
+    }
+
+    /// With [`MemberConfig::discard_own_bundles`]: delivers our bundle record `seq`, just
+    /// appended, at once and without handing it out, when it is our stream's head and
+    /// [`Member::examine_head`] finds it deliverable now — what [`Member::poll_deliver`]
+    /// would do with it next, for a caller that would drop the delivery. Otherwise it waits
+    /// for `poll_deliver` as any record does.
+    fn discard_own_bundle(&mut self, seq: u64) {
+        let me = self.me;
+        if self.finishing || self.forced.is_some() || self.streams[me].delivered + 1 != seq {
+            return;
+        }
+        if !matches!(self.examine_head(me), Head::Deliver) {
+            return; // still marked dirty: `poll_deliver` examines it again
+        }
+        let head = self.take_head(me, false);
+        self.own_discarded += u64::from(head.count);
+        // Examining our stream now would only find its next record missing: drop its mark
+        // if it is the last one set.
+        let st = &self.streams[me];
+        if st.delivered + 1 > st.control_done && self.dirty.last() == Some(&(me as u16)) {
+            self.dirty.pop();
+            self.in_dirty[me] = false;
+        }
+    }
+
+    /// Turns [`MemberConfig::discard_own_bundles`] on or off for the sends that follow (the
+    /// membership layer turns it off while it holds deliveries back, around a state
+    /// transfer).
+    pub fn set_discard_own_bundles(&mut self, on: bool) {
+        self.discard_own_bundles = on;
+    }
+
+    /// How many of our own messages were delivered at send time and not handed out since the
+    /// last call ([`MemberConfig::discard_own_bundles`]).
+    pub fn take_discarded_own(&mut self) -> u64 {
+        std::mem::take(&mut self.own_discarded)
     }
 
     /// Appends a record to our own stream (it is received and contiguous at once).
@@ -1885,8 +1950,35 @@ impl Member {
                 }
             }
         };
-        // Deliver the head of stream s.
         let forced = self.forced.take() == Some(s);
+        let DeliveredHead {
+            seq,
+            flags,
+            count,
+            first_app,
+            seq_base,
+        } = self.take_head(s, forced);
+        let st = &self.streams[s];
+        let payload = if st.in_window(seq) {
+            &st.slot(seq).payload[..] // own record still unstable
+        } else {
+            st.delivered_payload(seq)
+        };
+        Some(Delivery {
+            sender: s as u16,
+            seq: Seq(seq_base + first_app),
+            order: order_of(flags),
+            safe: is_safe(flags),
+            view: self.cfg.view,
+            count,
+            body: payload,
+            bundled: flags & RECORD_FLAG_BUNDLE != 0,
+        })
+    }
+
+    /// Delivers the head of stream `s` (which [`Member::examine_head`] found deliverable):
+    /// everything but handing it out. `forced`: the final rule delivers it.
+    fn take_head(&mut self, s: usize, forced: bool) -> DeliveredHead {
         self.finish_swept = false;
         let seq = self.streams[s].delivered + 1;
         let (flags, count) = {
@@ -1981,22 +2073,13 @@ impl Member {
                 });
             }
         }
-        let st = &self.streams[s];
-        let payload = if st.in_window(seq) {
-            &st.slot(seq).payload[..] // own record still unstable
-        } else {
-            st.delivered_payload(seq)
-        };
-        Some(Delivery {
-            sender: s as u16,
-            seq: Seq(seq_base + first_app),
-            order: order_of(flags),
-            safe: is_safe(flags),
-            view: self.cfg.view,
+        DeliveredHead {
+            seq,
+            flags,
             count,
-            body: payload,
-            bundled: flags & RECORD_FLAG_BUNDLE != 0,
-        })
+            first_app,
+            seq_base,
+        }
     }
 
     /// Frees what stream `s` no longer needs: at a receiver, records both delivered and

@@ -243,3 +243,69 @@ fn full_vector_as_pairs_lists_every_nonzero_entry_and_says_what_the_plain_one_sa
         vec![2, 2, 0, 2]
     );
 }
+
+/// A bundle of three messages (what the runtime makes of staged sends).
+fn bundle_of(tag: u8) -> Bundle {
+    let mut b = Bundle::new();
+    for i in 0..3u8 {
+        assert!(b.push(&[tag, i], 1400));
+    }
+    b
+}
+
+#[test]
+fn with_discard_own_bundles_a_deliverable_bundle_is_delivered_as_sent_and_never_handed_out() {
+    let mut c = config(2, 1);
+    c.discard_own_bundles = true;
+    c.trace = true;
+    let mut m = Member::new(c, Time::ZERO);
+    m.take_trace();
+    let last = m
+        .send_bundle(Time::ZERO, Order::Fifo, false, &mut bundle_of(1))
+        .expect("room");
+    assert_eq!(last, Seq(3));
+    assert_eq!(m.take_discarded_own(), 3);
+    assert_eq!(m.take_discarded_own(), 0, "taken once");
+    assert!(m.poll_deliver().is_none(), "nothing of ours is handed out");
+    assert_eq!(m.stats().delivered, 3);
+    let delivers = m
+        .take_trace()
+        .iter()
+        .filter(|e| matches!(e, TraceEvent::Deliver { .. }))
+        .count();
+    assert_eq!(delivers, 3, "trace events as without");
+
+    // Turned off, the next bundle is handed out as usual.
+    m.set_discard_own_bundles(false);
+    m.send_bundle(Time::ZERO, Order::Fifo, false, &mut bundle_of(2))
+        .expect("room");
+    assert_eq!(m.take_discarded_own(), 0);
+    let d = m.poll_deliver().expect("our bundle");
+    assert_eq!((d.seq, d.count), (Seq(4), 3));
+}
+
+#[test]
+fn with_discard_own_bundles_a_bundle_behind_an_undelivered_record_waits_and_the_record_is_handed_out(
+) {
+    let mut c = config(2, 1);
+    c.discard_own_bundles = true;
+    let mut m = Member::new(c, Time::ZERO);
+    // A single message, deliverable but not yet polled, is our stream's head.
+    m.send(Time::ZERO, Order::Fifo, false, b"single")
+        .expect("room");
+    m.send_bundle(Time::ZERO, Order::Fifo, false, &mut bundle_of(3))
+        .expect("room");
+    assert_eq!(m.take_discarded_own(), 0, "the bundle is not the head");
+    let d = m.poll_deliver().expect("the single message first");
+    assert_eq!((d.seq, d.body), (Seq(1), &b"single"[..]));
+    let d = m.poll_deliver().expect("then the bundle, the usual way");
+    assert_eq!((d.seq, d.count), (Seq(2), 3));
+    assert!(m.poll_deliver().is_none());
+
+    // A safe bundle is not deliverable as it is sent (not stable: the peer has not
+    // acknowledged it): it too waits.
+    m.send_bundle(Time::ZERO, Order::Fifo, true, &mut bundle_of(4))
+        .expect("room");
+    assert_eq!(m.take_discarded_own(), 0);
+    assert!(m.poll_deliver().is_none(), "waiting for stability");
+}

@@ -772,6 +772,13 @@ impl GroupSlot {
                 if count > 1 {
                     self.counters.bundles_sent.fetch_add(1, Ordering::Relaxed);
                 }
+                // With `discard_own`, the member delivered the bundle as it took it.
+                let discarded = self.endpoint.take_discarded_own();
+                if discarded > 0 {
+                    self.counters
+                        .own_discarded
+                        .fetch_add(discarded, Ordering::Relaxed);
+                }
                 Ok(count)
             }
             Err(GroupSendError::WouldBlock | GroupSendError::NotInstalled) => {

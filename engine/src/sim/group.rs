@@ -115,6 +115,11 @@ pub struct GroupSimConfig {
     /// ([`crate::protocol::Member::send_bundle`]) of one order, as the runtime sends what it
     /// found staged together (0: never, and no random draw for it).
     pub bundle_probability: f64,
+    /// Members drop their own bundles' deliveries
+    /// ([`crate::protocol::MemberConfig::discard_own_bundles`]): a bundle deliverable as it
+    /// is sent is delivered then, and the harness applies its messages to the member's state
+    /// as their delivery.
+    pub discard_own_bundles: bool,
     pub net: SimNetConfig,
     /// Random faults of these kinds (at most `faults_max` of them).
     pub faults: FaultKinds,
@@ -144,6 +149,7 @@ impl GroupSimConfig {
             orders: vec![Order::Fifo, Order::Causal, Order::Total],
             safe_probability: 0.2,
             bundle_probability: 0.0,
+            discard_own_bundles: false,
             net: SimNetConfig::default(),
             faults: FaultKinds::default(),
             faults_max: 3,
@@ -178,6 +184,9 @@ pub struct GroupSimOutcome {
     pub deliveries: u64,
     /// Records of several messages (bundles) delivered, counted once per member.
     pub bundles_delivered: u64,
+    /// Own messages delivered as they were sent, never handed out
+    /// ([`GroupSimConfig::discard_own_bundles`]); included in `deliveries`.
+    pub own_discarded: u64,
     pub views_installed: u64,
     pub problems: Vec<String>,
     pub report: Report,
@@ -278,6 +287,10 @@ struct Process {
     state: AppState,
     /// Per endpoint id: messages the application handed to it and had accepted.
     accepted: HashMap<String, u64>,
+    /// Own messages the member delivered as it sent them (`discard_own_bundles`), as
+    /// (view, sender id, first, last): applied to `state` where the application would have
+    /// seen their deliveries — after the view's own `View` event, before the next one's.
+    own_pending: Vec<(u64, String, u64, u64)>,
     traces: Vec<TraceEvent>,
 }
 
@@ -302,6 +315,7 @@ struct GroupSim {
     payload: Vec<u8>,
     bundle: Bundle,
     bundles_delivered: u64,
+    own_discarded: u64,
     /// Per view id: the application state of the first member that installed it.
     view_states: HashMap<u64, (String, AppState)>,
     faults_applied: Vec<(u64, Fault)>,
@@ -336,6 +350,7 @@ pub fn run(cfg: GroupSimConfig) -> GroupSimOutcome {
             },
             state: AppState::default(),
             accepted: HashMap::new(),
+            own_pending: Vec::new(),
             traces: Vec::new(),
         });
     }
@@ -360,6 +375,7 @@ pub fn run(cfg: GroupSimConfig) -> GroupSimOutcome {
         payload: Vec::new(),
         bundle: Bundle::new(),
         bundles_delivered: 0,
+        own_discarded: 0,
         view_states: HashMap::new(),
         faults_applied: Vec::new(),
         restores: Vec::new(),
@@ -391,6 +407,7 @@ fn endpoint_config(cfg: &GroupSimConfig, i: usize) -> EndpointConfig {
     ec.member.window_bytes_max = cfg.window_messages_max * cfg.payload_bytes_max.max(1500);
     ec.member.status_retry_ns = cfg.heartbeat_ns;
     ec.member.nak_retry_ns = cfg.heartbeat_ns;
+    ec.member.discard_own_bundles = cfg.discard_own_bundles;
     ec.state_chunk_bytes = 1200;
     ec.state_window_bytes = 64 << 10;
     ec
@@ -726,6 +743,27 @@ impl GroupSim {
                             first + count - 1
                         ));
                     }
+                    // Delivered as sent (`discard_own_bundles`): the whole bundle, with
+                    // everything of ours before it delivered.
+                    let discarded = ep.take_discarded_own();
+                    if discarded > 0 {
+                        let (last, view) = (last.0, ep.view_id());
+                        let done = match p.own_pending.last() {
+                            Some((_, pending_id, _, through)) if *pending_id == id => *through,
+                            _ => p.state.counts.get(&id).copied().unwrap_or(0),
+                        };
+                        if done + discarded != last {
+                            self.problems.push(format!(
+                                "{id} delivered its own {}..={last} as it sent them where {} was due",
+                                last + 1 - discarded,
+                                done + 1
+                            ));
+                        }
+                        p.own_pending
+                            .push((view, id.clone(), last + 1 - discarded, last));
+                        self.deliveries += discarded;
+                        self.own_discarded += discarded;
+                    }
                     p.accepted.insert(id, first + count - 1);
                     p.remaining -= count;
                 }
@@ -751,6 +789,8 @@ impl GroupSim {
                 progress = true;
                 self.on_event(i, ev);
             }
+            // Own messages delivered as sent: seen where deliveries are (after the events).
+            self.apply_own_pending(i, u64::MAX);
             while self.deliver_one(i) {
                 progress = true;
             }
@@ -804,7 +844,31 @@ impl GroupSim {
         }
     }
 
+    /// Applies process `i`'s own messages delivered as sent in views before `before` to its
+    /// application state, as their deliveries would have been.
+    fn apply_own_pending(&mut self, i: usize, before: u64) {
+        let p = &mut self.procs[i];
+        let (apply, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut p.own_pending)
+            .into_iter()
+            .partition(|(view, ..)| *view < before);
+        p.own_pending = keep;
+        for (_, id, first, last) in apply {
+            for seq in first..=last {
+                p.state.digest = p.state.digest.wrapping_add(mix(id_hash(&id), seq));
+            }
+            p.state.counts.insert(id, last);
+        }
+    }
+
     fn on_event(&mut self, i: usize, ev: GroupEvent) {
+        match &ev {
+            GroupEvent::View(info) => self.apply_own_pending(i, info.id),
+            GroupEvent::Snapshot => {
+                let view = self.procs[i].ep.as_ref().map_or(0, Endpoint::view_id);
+                self.apply_own_pending(i, view);
+            }
+            _ => {}
+        }
         let pad = self.cfg.state_bytes;
         let now = self.net.now();
         let p = &mut self.procs[i];
@@ -1006,6 +1070,7 @@ impl GroupSim {
             messages_sent,
             deliveries: self.deliveries,
             bundles_delivered: self.bundles_delivered,
+            own_discarded: self.own_discarded,
             views_installed: self.view_states.len() as u64,
             problems: self.problems,
             report,

@@ -163,6 +163,10 @@ pub struct SimConfig {
     /// Probability that an application burst goes out as one bundle
     /// ([`Member::send_bundle`]) of one order (0: never, and no random draw for it).
     pub bundle_probability: f64,
+    /// Members drop their own bundles' deliveries
+    /// ([`MemberConfig::discard_own_bundles`]): a bundle deliverable as it is sent is
+    /// delivered then, and counted here as the harness's own delivery of its messages.
+    pub discard_own_bundles: bool,
     /// Per datagram and destination, probability of loss.
     pub loss: f64,
     /// Probability of a second copy.
@@ -217,6 +221,7 @@ impl SimConfig {
             orders: vec![Order::Fifo, Order::Causal, Order::Total],
             safe_probability: 0.2,
             bundle_probability: 0.0,
+            discard_own_bundles: false,
             loss: 0.0,
             dup: 0.0,
             reorder: 0.0,
@@ -249,6 +254,9 @@ pub struct SimOutcome {
     pub deliveries: u64,
     /// Records of several messages (bundles) delivered, counted once per member.
     pub bundles_delivered: u64,
+    /// Own messages delivered as they were sent, never handed out
+    /// ([`SimConfig::discard_own_bundles`]); included in `deliveries`.
+    pub own_discarded: u64,
     /// Every member delivered every message before the time limit.
     pub completed: bool,
     pub virtual_time_ns: u64,
@@ -353,6 +361,7 @@ struct Sim {
     bundle: Bundle,
     deliveries: u64,
     bundles_delivered: u64,
+    own_discarded: u64,
     deliveries_expected: u64,
     datagrams: u64,
     problems: Vec<String>,
@@ -372,6 +381,7 @@ pub fn run(cfg: SimConfig) -> SimOutcome {
             mc.window_messages_max = cfg.window_messages_max;
             mc.log_messages_max = cfg.log_messages_max;
             mc.order_entries_per_record_max = cfg.order_entries_per_record_max;
+            mc.discard_own_bundles = cfg.discard_own_bundles;
             mc.holdback_bytes_max = cfg.log_messages_max * cfg.payload_bytes_max;
             mc.window_bytes_max =
                 (cfg.window_messages_max * cfg.payload_bytes_max).max(mc.payload_bytes_max());
@@ -398,6 +408,7 @@ pub fn run(cfg: SimConfig) -> SimOutcome {
         bundle: Bundle::new(),
         bundles_delivered: 0,
         deliveries: 0,
+        own_discarded: 0,
         deliveries_expected: total * n as u64,
         datagrams: 0,
         problems: Vec::new(),
@@ -559,6 +570,7 @@ impl Sim {
                     assert_eq!(last.0, first + count - 1, "bundle numbering");
                     assert!(bundle.is_empty(), "a sent bundle is emptied");
                     self.apps[i].remaining -= count;
+                    self.own_discarded(i, last.0);
                 }
                 Err(SendError::WouldBlock) => {
                     self.apps[i].blocked = true;
@@ -579,6 +591,26 @@ impl Sim {
             let at = self.net.now() + self.rng.gen_range(0..=2 * self.cfg.app_gap_ns);
             self.schedule(at, Kind::App { member: i });
         }
+    }
+
+    /// Counts the messages member `i` delivered (and dropped) as it sent the bundle ending at
+    /// `last`: that must be the whole bundle, with everything of ours before it delivered.
+    fn own_discarded(&mut self, i: usize, last: u64) {
+        let discarded = self.members[i].take_discarded_own();
+        if discarded == 0 {
+            return;
+        }
+        let from = &mut self.apps[i].delivered_from[i];
+        if *from + discarded != last {
+            self.problems.push(format!(
+                "m{i} delivered its own m{i}/{}..={last} as it sent them where m{i}/{} was due",
+                last + 1 - discarded,
+                *from + 1
+            ));
+        }
+        *from = last;
+        self.deliveries += discarded;
+        self.own_discarded += discarded;
     }
 
     /// Delivers up to `max` messages at member `i`, checking payloads and FIFO numbering.
@@ -715,6 +747,7 @@ impl Sim {
             messages: sent.iter().sum(),
             deliveries: self.deliveries,
             bundles_delivered: self.bundles_delivered,
+            own_discarded: self.own_discarded,
             completed,
             virtual_time_ns: self.net.now(),
             datagrams: self.datagrams,
