@@ -16,6 +16,7 @@
 //! back).
 
 use std::cell::UnsafeCell;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -69,7 +70,8 @@ pub fn byte_ring(bytes: usize) -> (Producer, Consumer) {
     });
     (
         Producer {
-            base: UnsafeCell::raw_get(shared.buf.as_ptr()),
+            // Writable through a shared borrow: the bytes are `UnsafeCell`s.
+            base: NonNull::from(&shared.buf[..]).cast::<u8>(),
             mask: shared.mask,
             shared: shared.clone(),
             tail: 0,
@@ -113,7 +115,9 @@ pub struct Producer {
     shared: Arc<Shared>,
     /// The array's first byte and its size less one, copied out of `shared` so that a
     /// reservation reads no pointer but its own.
-    base: *mut u8,
+    /// (`NonNull`: the compiler then knows a reservation's slice is never null, and a
+    /// reservation's `Option` needs no test of its pointer.)
+    base: NonNull<u8>,
     mask: u64,
     /// Its own position (it alone moves the tail).
     tail: u64,
@@ -168,7 +172,9 @@ impl Producer {
         // (acquire load above or earlier), so it reads none of them until the release store
         // in `publish` covers them. Only this producer writes past the tail, and the slice
         // borrows it mutably, so no other reference to these bytes exists while it lives.
-        Some(unsafe { std::slice::from_raw_parts_mut(self.base.add(offset as usize), len) })
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(self.base.as_ptr().add(offset as usize), len)
+        })
     }
 
     /// The `len` bytes past the tail as [`Producer::reserve`] last granted them (read-only),
@@ -184,7 +190,7 @@ impl Producer {
         // limit the consumer's head allowed), so the consumer does not read them; the producer
         // writes them only through `&mut self`, which this shared borrow excludes while the
         // slice lives.
-        Some(unsafe { std::slice::from_raw_parts(self.base.add(offset as usize), len) })
+        Some(unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(offset as usize), len) })
     }
 
     /// Publishes the next `len` bytes (written through [`Producer::reserve`], or skipped:

@@ -86,9 +86,15 @@ const RING_TAIL_MIN: usize = 2;
 /// A publisher's side of the ring: the producer and the run it writes.
 pub(crate) struct RingWriter {
     producer: Producer,
-    /// The key and incarnation of the last marker written.
-    run: Option<(u8, u64)>,
+    /// The key of the last marker written ([`NO_RUN`] before the first), and its
+    /// incarnation. Two plain fields, not an `Option` of the pair: a send compares them
+    /// without a test of a discriminant first.
+    run_key: u8,
+    run_incarnation: u64,
 }
+
+/// [`RingWriter::run_key`] before any marker: no key is this (a key is `order << 1 | safe`).
+const NO_RUN: u8 = u8::MAX;
 
 impl RingWriter {
     /// Writes a message of one framing byte `head` and `body`, sent with `order` and `safe`
@@ -118,7 +124,7 @@ impl RingWriter {
         let rest = write_entry_head(region, marker, key, incarnation, head, body.len());
         copy_body(rest, body);
         p.publish(total);
-        self.run = Some((key, incarnation));
+        (self.run_key, self.run_incarnation) = (key, incarnation);
         true
     }
 
@@ -171,14 +177,14 @@ impl RingWriter {
     /// Publishes claim `c`, the last one made.
     pub fn commit(&mut self, c: RingClaim) {
         self.producer.publish(c.total);
-        self.run = Some(c.run);
+        (self.run_key, self.run_incarnation) = c.run;
     }
 
     /// The run marker a message of `key` in `incarnation` needs: none if it continues the
     /// last published run.
     #[inline(always)]
     fn marker_bytes(&self, key: u8, incarnation: u64) -> usize {
-        if self.run == Some((key, incarnation)) {
+        if self.run_key == key && self.run_incarnation == incarnation {
             0
         } else {
             RING_MARKER_BYTES
@@ -242,6 +248,25 @@ fn copy_ends<const W: usize>(dst: &mut [u8], src: &[u8]) {
     let n = src.len();
     dst[..W].copy_from_slice(&src[..W]);
     dst[n - W..].copy_from_slice(&src[n - W..]);
+}
+
+/// How many entries of the ring region `r` directly after the one at `start` (of `stride`
+/// bytes, length field `len`) have that same length and end by `full_at`: the ring index's
+/// fast path for runs of equal messages. Each candidate's length is read where it would
+/// start if all before it are as long, so the reads do not wait for each other as the walk's
+/// do (each length gives the next one's place); the first that differs ends the count (the
+/// ones before it were all where they were looked for).
+#[inline]
+fn equal_entries_after(r: &[u8], start: usize, stride: usize, full_at: usize, len: u16) -> usize {
+    // Entries of this size that fit from `start`, the first included.
+    let fit = full_at.saturating_sub(start) / stride.max(1);
+    let want = len.to_le_bytes();
+    (1..fit)
+        .take_while(|k| {
+            let at = start + k * stride;
+            r.get(at..at + 2) == Some(&want[..])
+        })
+        .count()
 }
 
 /// Writes a ring message's head into `region`: a run marker (`key`, `incarnation`) in its
@@ -575,7 +600,8 @@ impl Stage {
             ring: producer.positions(),
             writer: Mutex::new(Some(RingWriter {
                 producer,
-                run: None,
+                run_key: NO_RUN,
+                run_incarnation: 0,
             })),
             consumer: Mutex::new(Some(consumer)),
             ring_closed: AtomicBool::new(false),
@@ -810,6 +836,12 @@ impl Taken {
                     .saturating_sub(crate::wire::BUNDLE_HEADER_BYTES)
                     .min(n);
                 debug_assert!(bundle_bytes_max <= usize::from(u16::MAX));
+                // Equal lengths first: the entries that fit if all are as long as this one
+                // are checked where they would start (loads that do not wait for each
+                // other); the walk below goes on from the first that is not.
+                let equal = equal_entries_after(r, start, first, full_at, len);
+                j += equal * first;
+                count += equal as u16;
                 while let Some(&[l0, l1]) = r.get(j..j + 2) {
                     // A marker (0) or the lap's pad (0xFFFF) ends the bundle.
                     let len = u16::from_le_bytes([l0, l1]);
@@ -1198,6 +1230,46 @@ mod tests {
             "split by order, safety, kind, incarnation and size"
         );
         assert!(!from_ring.refill(&published, 40), "nothing published since");
+    }
+
+    #[test]
+    fn runs_of_equal_messages_bundle_as_the_stage_bundles_them_wherever_a_length_changes() {
+        // Long runs of one length (the index's fast path) broken by other lengths at every
+        // place, by a new key and by a new incarnation, under bundle limits that do and do
+        // not divide the run: the ring's bundles are the stage's, message for message.
+        for limit in [40usize, 64, 200, 1400] {
+            for break_at in [0usize, 1, 2, 5, 17, 40] {
+                let mut sends: Vec<(Order, u64, Vec<u8>)> = Vec::new();
+                for i in 0..120usize {
+                    let len = if i % 41 == break_at { 3 + i % 7 } else { 10 };
+                    let order = if i == 90 { Order::Causal } else { Order::Fifo };
+                    let incarnation = if i < 100 { 1 } else { 2 };
+                    sends.push((order, incarnation, framed(&vec![i as u8; len])));
+                }
+                let (staged, published) = (Stage::new(), Stage::new());
+                let mut from_stage = Taken::default();
+                let mut from_ring = Taken::with_consumer(published.take_consumer());
+                assert!(!from_stage.refill(&staged, limit));
+                for (order, incarnation, message) in &sends {
+                    let mut s = staged.lock();
+                    s.incarnation = *incarnation;
+                    s.push_entry(*order, false, message[0], &message[1..]);
+                    drop(s);
+                    publish(&published, *order, false, *incarnation, message);
+                }
+                let (mut want, mut got) = (Vec::new(), Vec::new());
+                while from_stage.refill(&staged, limit) {
+                    want.extend(drain(&mut from_stage));
+                }
+                while from_ring.refill(&published, limit) {
+                    got.extend(drain(&mut from_ring));
+                }
+                assert_eq!(got, want, "limit {limit}, break at {break_at}");
+                let messages: usize = got.iter().map(|r| r.4.len()).sum();
+                assert_eq!(messages, sends.len());
+                assert!(got.len() > 3, "several bundles");
+            }
+        }
     }
 
     #[test]

@@ -270,6 +270,9 @@ pub fn bundle_count(payload: &[u8]) -> Result<u16, WireError> {
     if count == 0 {
         return Err(malformed(0));
     }
+    if equal_entries_fill(payload, count) {
+        return Ok(count);
+    }
     let mut offset = BUNDLE_HEADER_BYTES;
     for _ in 0..count {
         let Some(len) = payload.get(offset..offset + BUNDLE_ENTRY_HEADER_BYTES) else {
@@ -285,6 +288,27 @@ pub fn bundle_count(payload: &[u8]) -> Result<u16, WireError> {
         return Err(malformed(count));
     }
     Ok(count)
+}
+
+/// Whether a bundle's `count` entries are all as long as its first and fill `payload`
+/// exactly: [`bundle_count`]'s fast path for a bundle of equal messages (the common case of
+/// fixed-size updates). Each entry's length is read where it must start if all before it are
+/// as long, so the reads do not wait for each other as the walk's do (where each length
+/// gives the next one's place). True only where the walk accepts the bundle too; false
+/// decides nothing (the walk then does).
+#[inline]
+fn equal_entries_fill(payload: &[u8], count: u16) -> bool {
+    let Some(&[l0, l1]) = payload.get(BUNDLE_HEADER_BYTES..BUNDLE_HEADER_BYTES + 2) else {
+        return false;
+    };
+    let stride = BUNDLE_ENTRY_HEADER_BYTES + usize::from(u16::from_le_bytes([l0, l1]));
+    if payload.len() - BUNDLE_HEADER_BYTES != usize::from(count) * stride {
+        return false;
+    }
+    (1..usize::from(count)).all(|k| {
+        let at = BUNDLE_HEADER_BYTES + k * stride;
+        payload.get(at..at + 2) == Some(&[l0, l1][..])
+    })
 }
 
 /// The messages of a bundle that [`bundle_count`] accepted, in order. On a malformed bundle

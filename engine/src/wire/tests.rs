@@ -525,3 +525,50 @@ fn rejects_bundle_flag_on_gbcast_and_control_records() {
         );
     }
 }
+
+/// `bundle_count` as a plain walk over the entries: the reference its equal-length fast path
+/// must agree with.
+fn bundle_count_by_walk(payload: &[u8]) -> Option<u16> {
+    let count = u16::from_le_bytes(payload.get(..2)?.try_into().ok()?);
+    let mut at = 2usize;
+    for _ in 0..count {
+        let len = u16::from_le_bytes(payload.get(at..at + 2)?.try_into().ok()?);
+        at += 2 + usize::from(len);
+    }
+    (count > 0 && at == payload.len()).then_some(count)
+}
+
+proptest! {
+    /// Bundles of equal messages (the fast path), then one length, the count or the end
+    /// changed: `bundle_count` accepts exactly what the walk accepts, with its count.
+    #[test]
+    fn bundle_count_agrees_with_the_walk_on_equal_messages_and_their_damage(
+        n in 1usize..40,
+        len in 0usize..80,
+        damage in 0u8..6,
+        at in 0usize..40,
+        value in 0u16..200,
+    ) {
+        let body = vec![7u8; len];
+        let messages: Vec<&[u8]> = (0..n).map(|_| &body[..]).collect();
+        let mut payload = bundle(&messages);
+        let entry = 2 + (at % n) * (2 + len);
+        match damage {
+            0 => {}
+            1 => payload[entry..entry + 2].copy_from_slice(&value.to_le_bytes()),
+            2 => payload[..2].copy_from_slice(&value.to_le_bytes()),
+            3 => payload.extend_from_slice(&vec![0u8; 2 + usize::from(value) % 5]),
+            4 => payload.truncate(payload.len().saturating_sub(1 + usize::from(value) % 7)),
+            _ => {
+                // Every entry as long, one of them as long in another place: a bundle the
+                // fast path must refuse and the walk decide.
+                payload[entry..entry + 2].copy_from_slice(&(len as u16 + 2).to_le_bytes());
+                payload.truncate(payload.len().saturating_sub(2));
+            }
+        }
+        prop_assert_eq!(bundle_count(&payload).ok(), bundle_count_by_walk(&payload));
+        if damage == 0 {
+            prop_assert_eq!(bundle_count(&payload), Ok(n as u16));
+        }
+    }
+}
