@@ -67,15 +67,18 @@ impl DriverName {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum GsoMode {
+    /// What a node asks for (the default).
+    #[default]
     On,
     Off,
     Both,
 }
 
 impl GsoMode {
-    fn settings(self) -> &'static [bool] {
+    /// The GSO+GRO settings it stands for (off first).
+    pub fn settings(self) -> &'static [bool] {
         match self {
             GsoMode::On => &[true],
             GsoMode::Off => &[false],

@@ -260,6 +260,7 @@ pub fn run_point(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
         p.driver,
         Addressing::Fanout,
         NODE_DATAGRAM_BYTES,
+        true,
         2,
         p.idle.idle(),
         OwnMessages::Deliver,
@@ -580,6 +581,7 @@ fn run_point_invoker(p: LatencyPoint) -> anyhow::Result<LatencyResult> {
             Addressing::Fanout,
             private_multicast_group(),
             NODE_DATAGRAM_BYTES,
+            true,
         )
         .invoker()
         .start()

@@ -15,8 +15,9 @@
 //!
 //! Datagrams are 1472 B, or 8972 B (jumbo, [`NodeBuilder::datagram_bytes`]) for payloads a
 //! 1472 B datagram cannot carry (the 8192 B axis); the ceiling of such a path uses the same
-//! size. Not reachable through the public API (so not measured here): turning GSO/GRO off (a
-//! node's socket always asks for them; both fall back by themselves).
+//! size. GSO+GRO are asked for on the nodes as a node does by default; `--gso off` (or
+//! `both`) runs the nodes with `NodeBuilder::gso(false)` and `gro(false)` against a ceiling
+//! without them too (labels end in `/nogso`, JSON `gso` is `off`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -65,18 +66,21 @@ pub fn node_driver(d: DriverName) -> anyhow::Result<Driver> {
     })
 }
 
-/// A node builder on `127.0.0.1:0` with `driver`, `addressing` (multicast on `group`) and
-/// datagrams of `datagram_bytes`.
+/// A node builder on `127.0.0.1:0` with `driver`, `addressing` (multicast on `group`),
+/// datagrams of `datagram_bytes`, and GSO+GRO asked for if `gso`.
 pub fn node_builder(
     driver: Driver,
     addressing: Addressing,
     group: SocketAddr,
     datagram_bytes: usize,
+    gso: bool,
 ) -> NodeBuilder {
     let b = Node::builder()
         .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .driver(driver)
-        .datagram_bytes(datagram_bytes);
+        .datagram_bytes(datagram_bytes)
+        .gso(gso)
+        .gro(gso);
     match addressing {
         Addressing::Multicast => b.multicast(group, Ipv4Addr::LOCALHOST),
         Addressing::Fanout => b.unicast_fanout(),
@@ -91,6 +95,7 @@ pub fn start_group<H: Handler>(
     driver: DriverName,
     addressing: Addressing,
     datagram_bytes: usize,
+    gso: bool,
     members: usize,
     idle: Idle,
     own: OwnMessages,
@@ -102,9 +107,15 @@ pub fn start_group<H: Handler>(
     let multicast = private_multicast_group();
     let mut nodes = Vec::with_capacity(members);
     for _ in 0..members {
-        let b = node_builder(node_driver(driver)?, addressing, multicast, datagram_bytes)
-            .idle(idle)
-            .discard_own_messages(own == OwnMessages::Discard);
+        let b = node_builder(
+            node_driver(driver)?,
+            addressing,
+            multicast,
+            datagram_bytes,
+            gso,
+        )
+        .idle(idle)
+        .discard_own_messages(own == OwnMessages::Discard);
         nodes.push(b.start().context("starting a node")?);
     }
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.local_addr()).collect();
@@ -142,6 +153,8 @@ pub struct LoopbackPoint {
     pub own: OwnMessages,
     /// The nodes' datagram size ([`datagram_bytes_for_payload`] picks it for a payload).
     pub datagram_bytes: usize,
+    /// GSO+GRO asked for on the nodes (`NodeBuilder::gso`, `gro`).
+    pub gso: bool,
 }
 
 /// The datagram size the loopback nodes (and the ceiling of their path) use for `size` B
@@ -344,10 +357,13 @@ impl LoopbackResult {
     /// their own).
     fn batch_label(&self) -> String {
         let mut label = String::new();
+        if !self.point.gso {
+            label.push_str("/nogso");
+        }
         if self.point.batch > 1 {
-            label = format!("/batch{}", self.point.batch);
+            label.push_str(&format!("/batch{}", self.point.batch));
         } else if self.point.api == SendApi::Handle {
-            label = "/handle".into();
+            label.push_str("/handle");
         }
         if self.point.own == OwnMessages::Deliver {
             label.push_str("/own");
@@ -360,7 +376,8 @@ impl LoopbackResult {
         let mut extra = serde_json::Map::new();
         extra.insert("driver".into(), self.driver_name.into());
         extra.insert("addressing".into(), self.point.addressing.label().into());
-        extra.insert("gso".into(), "requested".into());
+        let gso = if self.point.gso { "requested" } else { "off" };
+        extra.insert("gso".into(), gso.into());
         extra.insert("complete".into(), self.complete.into());
         extra.insert("msgs_sent".into(), self.msgs_sent.into());
         extra.insert("window_stalls".into(), self.window_stalls.into());
@@ -458,6 +475,7 @@ pub fn run_point(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         p.driver,
         p.addressing,
         p.datagram_bytes,
+        p.gso,
         n,
         p.idle,
         p.own,
@@ -647,7 +665,7 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
         let payload = vec![0xC3u8; p.size];
         let sender = is_sender(rank);
         let addressing = p.addressing;
-        let datagram_bytes = p.datagram_bytes;
+        let (datagram_bytes, gso) = (p.datagram_bytes, p.gso);
         let seconds = p.seconds;
         let (batch, api) = (p.batch, p.api);
         let discard_own = p.own == OwnMessages::Discard;
@@ -655,7 +673,7 @@ fn run_point_invoker(p: LoopbackPoint) -> anyhow::Result<LoopbackResult> {
             std::thread::Builder::new()
                 .name(format!("bench-member-{rank}"))
                 .spawn(move || -> anyhow::Result<MemberReport> {
-                    let node = node_builder(driver, addressing, multicast, datagram_bytes)
+                    let node = node_builder(driver, addressing, multicast, datagram_bytes, gso)
                         .discard_own_messages(discard_own)
                         .invoker()
                         .start()

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 use cohort_bench::axes::{BenchOrder, Senders};
-use cohort_bench::ceiling::{self, DriverName};
+use cohort_bench::ceiling::{self, DriverName, GsoMode};
 use cohort_bench::group_ceiling::Addressing;
 use cohort_bench::latency::IdleName;
 use cohort_bench::loopback::{OwnMessages, SendApi, Threading};
@@ -181,6 +181,11 @@ struct LoopbackArgs {
     /// handlers count only the others') or `deliver` (one upcall per own message more).
     #[arg(long, value_enum, default_value = "discard")]
     own_messages: OwnMessages,
+    /// UDP GSO+GRO on the nodes (`NodeBuilder::gso`, `gro`) and in each path's ceiling: `on`
+    /// (the default, what a node asks for), `off`, or `both` (each path twice; labels of the
+    /// off runs end in `/nogso`).
+    #[arg(long, value_enum, default_value = "on")]
+    gso: GsoMode,
     /// Runs of each path (its ceiling, then every order); each point reports the run with the
     /// median ratio, with the range beside it (JSON `ratio_min`, `ratio_max`).
     #[arg(long, default_value_t = 1)]
@@ -364,6 +369,7 @@ fn loopback_plan(a: &LoopbackArgs) -> anyhow::Result<Plan> {
             batch: a.batch,
             api: a.api,
             own: a.own_messages,
+            gso: a.gso,
             repeat: a.repeat,
         }),
         ..Plan::default()

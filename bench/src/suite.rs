@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::axes::{sig3, BenchOrder, Senders};
-use crate::ceiling::DriverName;
+use crate::ceiling::{DriverName, GsoMode};
 use crate::group_ceiling::{self, Addressing, GroupPoint};
 use crate::inproc::{self, InprocPoint};
 use crate::latency::{self, IdleName, LatencyPoint};
@@ -67,6 +67,8 @@ pub struct LoopbackPlan {
     pub batch: usize,
     pub api: SendApi,
     pub own: OwnMessages,
+    /// GSO+GRO on the nodes and in their path's ceiling: on (the default), off, or both.
+    pub gso: GsoMode,
     /// Runs of each path (its ceiling, then every order), 1 ..= [`crate::ceiling::REPEAT_MAX`];
     /// each point reports the run with the median ratio (see the module docs).
     pub repeat: usize,
@@ -120,6 +122,7 @@ pub fn quick() -> Plan {
             batch: 1,
             api: SendApi::Publisher,
             own: OwnMessages::Discard,
+            gso: GsoMode::On,
             repeat: 1,
         }),
         latency: Some(LatencyPlan {
@@ -178,6 +181,7 @@ pub fn full() -> Plan {
             batch: 1,
             api: SendApi::Publisher,
             own: OwnMessages::Discard,
+            gso: GsoMode::On,
             repeat: 1,
         }),
         latency: Some(LatencyPlan {
@@ -255,21 +259,23 @@ fn inproc_points(p: &InprocPlan) -> Vec<InprocPoint> {
 fn loopback_paths(p: &LoopbackPlan) -> Vec<GroupPoint> {
     let mut out = Vec::new();
     for &driver in &p.drivers {
-        for &addressing in &p.addressing {
-            for &members in &p.members {
-                for &senders in &p.senders {
-                    for &size in &p.sizes {
-                        out.push(GroupPoint {
-                            driver,
-                            gso: true,
-                            addressing,
-                            members,
-                            senders: senders.count(members),
-                            size,
-                            seconds: p.ceiling_seconds,
-                            datagram_bytes: loopback::datagram_bytes_for_payload(size, members),
-                            batch: NODE_SEND_BATCH_DATAGRAMS,
-                        });
+        for &gso in p.gso.settings() {
+            for &addressing in &p.addressing {
+                for &members in &p.members {
+                    for &senders in &p.senders {
+                        for &size in &p.sizes {
+                            out.push(GroupPoint {
+                                driver,
+                                gso,
+                                addressing,
+                                members,
+                                senders: senders.count(members),
+                                size,
+                                seconds: p.ceiling_seconds,
+                                datagram_bytes: loopback::datagram_bytes_for_payload(size, members),
+                                batch: NODE_SEND_BATCH_DATAGRAMS,
+                            });
+                        }
                     }
                 }
             }
@@ -406,8 +412,9 @@ pub fn run_plan(plan: &Plan, outputs: &Outputs) -> anyhow::Result<SuiteOutcome> 
     if let Some(p) = &plan.loopback {
         for path in loopback_paths(p) {
             let what = format!(
-                "loopback {} {} {} members, {} sender(s), {} B{}",
+                "loopback {}{} {} {} members, {} sender(s), {} B{}",
                 path.driver.label(),
+                if path.gso { "" } else { " (GSO+GRO off)" },
                 path.addressing.label(),
                 path.members,
                 path.senders,
@@ -460,6 +467,7 @@ pub fn run_plan(plan: &Plan, outputs: &Outputs) -> anyhow::Result<SuiteOutcome> 
                         api: p.api,
                         own: p.own,
                         datagram_bytes: path.datagram_bytes,
+                        gso: path.gso,
                     };
                     match loopback::run_point(point) {
                         Ok(r) => {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use cohort_bench::axes::{BenchOrder, Senders};
-use cohort_bench::ceiling::DriverName;
+use cohort_bench::ceiling::{DriverName, GsoMode};
 use cohort_bench::group_ceiling::{run_group_point, Addressing, GroupPoint};
 use cohort_bench::inproc::{run_point as run_inproc, InprocPoint};
 use cohort_bench::latency::{run_floor, IdleName, LatencyPoint, LatencyResult};
@@ -212,6 +212,7 @@ fn a_short_loopback_run_delivers_everything_it_sent() {
         api: SendApi::Publisher,
         own: OwnMessages::Discard,
         datagram_bytes: NODE_DATAGRAM_BYTES,
+        gso: true,
     })
     .unwrap();
     assert!(r.msgs_sent > 0);
@@ -230,7 +231,7 @@ fn a_short_loopback_run_delivers_everything_it_sent() {
 }
 
 #[test]
-fn a_loopback_run_through_group_handles_is_labelled_so_and_delivers_everything() {
+fn a_loopback_run_through_group_handles_without_offloads_is_labelled_so_and_delivers_everything() {
     let r = run_loopback(LoopbackPoint {
         driver: DriverName::Mmsg,
         addressing: Addressing::Fanout,
@@ -245,12 +246,14 @@ fn a_loopback_run_through_group_handles_is_labelled_so_and_delivers_everything()
         api: SendApi::Handle,
         own: OwnMessages::Discard,
         datagram_bytes: NODE_DATAGRAM_BYTES,
+        gso: false,
     })
     .unwrap();
     assert!(r.msgs_sent > 0);
     assert!(r.complete, "not every message was delivered");
     let rec = r.record(1.0);
-    assert_eq!(rec.transport, "sendmmsg/fanout/invoker/handle");
+    assert_eq!(rec.transport, "sendmmsg/fanout/invoker/nogso/handle");
+    assert_eq!(rec.extra.get("gso"), Some(&serde_json::Value::from("off")));
     assert_eq!(
         rec.extra.get("send_api"),
         Some(&serde_json::Value::from("handle"))
@@ -273,6 +276,7 @@ fn a_short_invoker_mode_loopback_run_delivers_everything_it_sent() {
         api: SendApi::Publisher,
         own: OwnMessages::Deliver,
         datagram_bytes: NODE_DATAGRAM_BYTES,
+        gso: true,
     })
     .unwrap();
     assert!(r.msgs_sent > 0);
@@ -329,6 +333,7 @@ fn a_payload_larger_than_the_node_datagram_is_refused_and_runs_in_jumbo_datagram
         api: SendApi::Publisher,
         own: OwnMessages::Discard,
         datagram_bytes: NODE_DATAGRAM_BYTES,
+        gso: true,
     };
     let e = run_loopback(too_large).expect_err("8192 B does not fit a 1472 B datagram");
     assert!(format!("{e:#}").contains("datagram size 1472 B"), "{e:#}");
@@ -627,14 +632,15 @@ fn a_repeated_loopback_path_reports_each_point_once_with_its_median_run_and_rang
             batch: 1,
             api: SendApi::Publisher,
             own: OwnMessages::Discard,
+            gso: GsoMode::Both,
             repeat: 3,
         }),
         ..suite::Plan::default()
     };
     assert_eq!(
         suite::plan_steps(&plan),
-        3 * (1 + 2),
-        "3 runs of a ceiling and 2 orders"
+        2 * 3 * (1 + 2),
+        "GSO off and on, each 3 runs of a ceiling and 2 orders"
     );
     let outcome = suite::run_plan(
         &plan,
@@ -647,9 +653,23 @@ fn a_repeated_loopback_path_reports_each_point_once_with_its_median_run_and_rang
     assert!(outcome.skipped.is_empty(), "{:?}", outcome.skipped);
     assert_eq!(
         outcome.records.len(),
-        2,
-        "one record per order, not per run"
+        4,
+        "one record per order and GSO setting, not per run"
     );
+    let off: Vec<_> = outcome
+        .records
+        .iter()
+        .filter(|r| r.transport.ends_with("/nogso"))
+        .collect();
+    assert_eq!(off.len(), 2, "the GSO-off path is labelled so");
+    for r in &off {
+        assert_eq!(r.extra.get("gso"), Some(&serde_json::Value::from("off")));
+        assert_eq!(
+            r.extra.get("ceiling_gso"),
+            Some(&serde_json::Value::from(false)),
+            "its ceiling ran without GSO too"
+        );
+    }
     for r in &outcome.records {
         let f = |k: &str| r.extra.get(k).and_then(|v| v.as_f64()).unwrap();
         assert_eq!(f("repeat"), 3.0);

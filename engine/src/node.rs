@@ -51,6 +51,8 @@ pub use crate::runtime::stage::SEND_STAGE_BYTES_MAX;
 use crate::runtime::stage::{
     Entry, Exclusive, Kind, RingClaim, RingWriter, Stage, Staged, FLUSHES_STAGED_MAX,
 };
+/// The UDP segmentation offloads a node uses ([`Node::offloads`]).
+pub use cohort_transport::Offloads;
 
 /// The fewest bytes the send stage takes per plain message beside its payload (its length in
 /// a bundle, and its framing): a group stages at most [`SEND_STAGE_BYTES_MAX`] / (this +
@@ -398,6 +400,8 @@ pub struct NodeBuilder {
     group_members_max: usize,
     discard_own: bool,
     datagram_bytes: usize,
+    gso: bool,
+    gro: bool,
 }
 
 impl Default for NodeBuilder {
@@ -422,6 +426,8 @@ impl Default for NodeBuilder {
             group_members_max: GROUP_MEMBERS_DEFAULT,
             discard_own: false,
             datagram_bytes: cohort_transport::DATAGRAM_BYTES_DEFAULT,
+            gso: true,
+            gro: true,
         }
     }
 }
@@ -512,6 +518,25 @@ impl NodeBuilder {
     /// it to hold at least 32 of the largest records.
     pub fn datagram_bytes(mut self, bytes: usize) -> Self {
         self.datagram_bytes = bytes;
+        self
+    }
+
+    /// UDP generic segmentation offload on send (on by default): a run of equal datagrams
+    /// to one destination goes to the kernel as one `UDP_SEGMENT` message, which moves 5–7x
+    /// the datagrams per second on loopback (BENCHMARKS.md, "GSO + GRO"). Where the kernel
+    /// or the route refuses it the driver falls back by itself; turn it off for paths that
+    /// mishandle segmented sends (some tunnels and virtual NICs) or to measure without it.
+    /// [`Node::offloads`] says what is in use.
+    pub fn gso(mut self, on: bool) -> Self {
+        self.gso = on;
+        self
+    }
+
+    /// UDP generic receive offload (on by default): the kernel hands up trains of datagrams
+    /// of one sender as one buffer, which the driver splits (larger receive buffers). Off,
+    /// every datagram is received on its own.
+    pub fn gro(mut self, on: bool) -> Self {
+        self.gro = on;
         self
     }
 
@@ -637,6 +662,8 @@ impl NodeBuilder {
         }
         let mut cfg = SocketConfig::unicast(bind);
         cfg.datagram_bytes_max = self.datagram_bytes;
+        cfg.gso = self.gso;
+        cfg.gro = self.gro;
         let multicast = self.multicast.is_some();
         if let Some((group, iface)) = self.multicast {
             cfg.group = GroupMode::Multicast {
@@ -663,6 +690,7 @@ impl NodeBuilder {
         };
         let local = transport.local_addr();
         let driver_name = transport.driver().name();
+        let offloads = transport.offloads_in_use();
         let datagram_bytes_max = transport.datagram_bytes_max();
         let (trace_tx, trace_thread, trace_path) = match &self.trace_dir {
             None => (None, None, None),
@@ -727,6 +755,7 @@ impl NodeBuilder {
         Ok(Node {
             local,
             driver_name,
+            offloads,
             datagram_bytes_max,
             window_messages_max: self.window_messages_max,
             testing_skip_retransmit: self.testing_skip_retransmit,
@@ -778,6 +807,7 @@ impl NodeBuilder {
 pub struct Node {
     local: SocketAddr,
     driver_name: &'static str,
+    offloads: Offloads,
     datagram_bytes_max: usize,
     window_messages_max: usize,
     testing_skip_retransmit: bool,
@@ -826,6 +856,14 @@ impl Node {
     /// The transport driver in use (`io_uring`, `sendmmsg` or `memory`).
     pub fn driver_name(&self) -> &'static str {
         self.driver_name
+    }
+
+    /// The UDP segmentation offloads its transport opened with: what
+    /// [`NodeBuilder::gso`] and [`NodeBuilder::gro`] asked for and the kernel granted (none
+    /// on the memory network). A driver whose segmented send the route later refuses turns
+    /// GSO off for good and logs it; this stays as opened.
+    pub fn offloads(&self) -> Offloads {
+        self.offloads
     }
 
     /// Where this node's trace goes, if tracing is on.
@@ -2006,8 +2044,18 @@ pub struct NodeConfig {
     /// [`NodeBuilder::datagram_bytes`].
     #[serde(default = "datagram_bytes_default")]
     pub datagram_bytes: usize,
+    /// [`NodeBuilder::gso`] (default true).
+    #[serde(default = "yes")]
+    pub gso: bool,
+    /// [`NodeBuilder::gro`] (default true).
+    #[serde(default = "yes")]
+    pub gro: bool,
     #[serde(default)]
     pub trace_dir: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn datagram_bytes_default() -> usize {
@@ -2100,7 +2148,9 @@ impl NodeConfig {
             .pollers(self.pollers)
             .cpus(&self.cpus)
             .window_messages_max(self.window_messages_max)
-            .datagram_bytes(self.datagram_bytes);
+            .datagram_bytes(self.datagram_bytes)
+            .gso(self.gso)
+            .gro(self.gro);
         if let Some(m) = &self.multicast {
             b = b.multicast(m.group, m.iface).multicast_ttl(m.ttl);
         }

@@ -526,6 +526,7 @@ fn node_config_files_are_parsed_and_typos_are_errors_naming_the_file() {
         cohort::node::WINDOW_MESSAGES_DEFAULT
     );
     assert_eq!(cfg.datagram_bytes, 1472);
+    assert!(cfg.gso && cfg.gro, "offloads on unless turned off");
     let typo = NodeConfig::from_toml("bind = \"127.0.0.1:7001\"\nwindow = 5\n", path);
     match typo {
         Err(ConfigError::Invalid { path: p, message }) => {

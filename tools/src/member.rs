@@ -21,15 +21,17 @@
 //! integrity. The last line on stdout is the summary:
 //! `summary member=A group=G sent=N delivered=D expected=E complete=B elapsed_s=T msgs_per_s=R
 //! p50_us=X p99_us=Y max_us=Z errors=K driver=D mode=M datagrams_sent=S datagrams_received=R
-//! window_stalls=W views=V restored=M` (`expected`: `--count` × the largest view installed;
+//! window_stalls=W views=V restored=M gso=B gro=B` (`expected`: `--count` × the largest view
+//! installed; `gso`/`gro`: the UDP offloads the node opened with, see `--gso`, `--gro`;
 //! `window_stalls`: sends that found the window full — flow control at work; `restored`:
 //! messages the state transfer accounted for, delivered before this member joined). With `--progress-ms`, lines `progress sent=N delivered=D expected=E window_stalls=W`
 //! come every that many milliseconds.
 //!
 //! Node settings can come from a TOML file (`--config FILE`, the [`NodeConfig`] format:
-//! `bind`, `[multicast]`, `driver`, `idle`, `pollers`, `cpus`, `window_messages_max`,
+//! `bind`, `[multicast]`, `driver`, `idle`, `pollers`, `cpus`, `window_messages_max`, `gso`, `gro`,
 //! `datagram_bytes`, `trace_dir`); the flags `--bind`, `--multicast`, `--iface`, `--driver`,
-//! `--idle`, `--window`, `--datagram-bytes` and `--trace` override what the file says.
+//! `--idle`, `--window`, `--datagram-bytes`, `--gso`, `--gro` and `--trace` override what the
+//! file says.
 //!
 //! For tests on real sockets (the kernel may have no `tc netem`), `--faults SPEC` puts the
 //! transport's seeded fault layer under the node: `SPEC` is a comma list of `loss=P`,
@@ -137,6 +139,13 @@ pub enum BreakProtocol {
     SkipRetransmit,
 }
 
+/// A setting turned on or off (`--gso`, `--gro`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum DriverArg {
     Auto,
@@ -224,6 +233,12 @@ pub struct Args {
     /// of a group alike) [default: the config file's, else 1472].
     #[arg(long, value_name = "BYTES")]
     pub datagram_bytes: Option<usize>,
+    /// UDP GSO on sends [default: the config file's, else on].
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub gso: Option<Switch>,
+    /// UDP GRO on receives [default: the config file's, else on].
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub gro: Option<Switch>,
     /// Seeded faults on every datagram this member sends (tests), e.g.
     /// `loss=0.05,dup=0.01,reorder=0.1,delay_us=200,jitter_us=100,seed=7`.
     #[arg(long, value_name = "SPEC")]
@@ -501,6 +516,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let signalled = stop.load(Ordering::Relaxed);
     let member = node.local_addr();
     let driver = node.driver_name();
+    let offloads = node.offloads();
     let node_stats = node.stats();
     let window_stalls = group.stats().window_stalls;
     let complete_before_leaving = done(&received);
@@ -535,7 +551,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "summary member={member} group={} sent={sent} delivered={} expected={expected} \
          complete={complete} elapsed_s={:.3} msgs_per_s={rate:.0} p50_us={p50} p99_us={p99} \
          max_us={max} errors={} driver={driver} mode={mode} datagrams_sent={} \
-         datagrams_received={} window_stalls={window_stalls} views={} restored={}",
+         datagrams_received={} window_stalls={window_stalls} views={} restored={} gso={} gro={}",
         args.group,
         r.delivered,
         elapsed.as_secs_f64(),
@@ -544,6 +560,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         node_stats.datagrams_received,
         r.views,
         r.restored,
+        offloads.gso,
+        offloads.gro,
     );
     Ok(if signalled {
         ExitCode::from(EXIT_SIGNAL)
@@ -590,6 +608,12 @@ fn node_builder(args: &Args) -> anyhow::Result<(cohort::NodeBuilder, &'static st
     }
     if let Some(bytes) = args.datagram_bytes {
         builder = builder.datagram_bytes(bytes);
+    }
+    if let Some(s) = args.gso {
+        builder = builder.gso(s == Switch::On);
+    }
+    if let Some(s) = args.gro {
+        builder = builder.gro(s == Switch::On);
     }
     if let Some(ms) = args.heartbeat_ms {
         builder = builder.heartbeat(Duration::from_millis(ms));

@@ -81,7 +81,7 @@ fn a_config_file_supplies_bind_driver_window_and_trace_directory() {
         &file,
         format!(
             "bind = \"127.0.0.1:{port}\"\ndriver = \"mmsg\"\nwindow_messages_max = 8\n\
-             trace_dir = \"{}\"\n",
+             gso = false\ngro = false\ntrace_dir = \"{}\"\n",
             trace.display()
         ),
     )
@@ -102,6 +102,10 @@ fn a_config_file_supplies_bind_driver_window_and_trace_directory() {
     assert!(s.contains(&format!("member=127.0.0.1:{port} ")), "{s}");
     assert!(s.contains(" driver=sendmmsg "), "{s}");
     assert!(s.contains(" complete=true "), "{s}");
+    assert!(
+        s.ends_with(" gso=false gro=false"),
+        "the file's offloads: {s}"
+    );
     // 100 records through a window of 8: the window was full at times.
     assert!(!s.contains(" window_stalls=0"), "{s}");
     let traces = read_trace_dir(&trace).expect("the file's trace_dir holds the trace");
@@ -129,7 +133,9 @@ fn flags_override_the_config_file() {
     let out = member()
         .arg("--config")
         .arg(&file)
-        .args(["--bind", &me, "--driver", "mmsg", "--window", "4"])
+        .args([
+            "--bind", &me, "--driver", "mmsg", "--window", "4", "--gro", "off",
+        ])
         .arg("--trace")
         .arg(&flag_trace)
         .args(["--group", "override", "--members", &me])
@@ -144,6 +150,7 @@ fn flags_override_the_config_file() {
     assert!(s.contains(&format!("member={me} ")), "{s}");
     assert!(s.contains(" driver=sendmmsg "), "{s}");
     assert!(!s.contains(" window_stalls=0"), "{s}");
+    assert!(s.ends_with(" gro=false"), "--gro off: {s}");
     assert_eq!(read_trace_dir(&flag_trace).expect("trace").len(), 1);
     assert!(!file_trace.exists(), "the file's trace_dir was overridden");
     let _ = std::fs::remove_dir_all(&dir);
@@ -158,6 +165,10 @@ fn bad_config_files_are_refused_with_the_file_and_the_problem_named() {
         p.to_str().unwrap().to_owned()
     };
     let common = ["--group", "g", "--members", "127.0.0.1:9"];
+    refused(
+        &[&["--bind", "127.0.0.1:9", "--gso", "maybe"], &common[..]].concat(),
+        "--gso",
+    );
     let typo = write("typo.toml", "bind = \"127.0.0.1:9\"\nwindow = 8\n");
     refused(
         &[&["--config", &typo], &common[..]].concat(),

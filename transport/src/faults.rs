@@ -332,4 +332,8 @@ impl Transport for FaultyTransport {
     fn stats(&self) -> TransportStats {
         self.inner.stats()
     }
+
+    fn offloads_in_use(&self) -> crate::Offloads {
+        self.inner.offloads_in_use()
+    }
 }

@@ -371,6 +371,22 @@ pub trait Transport: Send {
     fn set_peers(&mut self, peers: &[SocketAddr]);
 
     fn stats(&self) -> TransportStats;
+
+    /// The segmentation offloads in use now: what the configuration asked for and the kernel
+    /// and route allowed (a driver turns GSO off for good when a send is refused for it).
+    /// None for the in-memory network.
+    fn offloads_in_use(&self) -> Offloads {
+        Offloads::default()
+    }
+}
+
+/// UDP segmentation offloads ([`Transport::offloads_in_use`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offloads {
+    /// Sends coalesce runs of equal datagrams with `UDP_SEGMENT`.
+    pub gso: bool,
+    /// Receives take `UDP_GRO` trains and split them.
+    pub gro: bool,
 }
 
 /// Which kernel driver [`open`] uses.

@@ -516,6 +516,13 @@ impl Transport for MmsgTransport {
     fn stats(&self) -> TransportStats {
         self.stats
     }
+
+    fn offloads_in_use(&self) -> crate::Offloads {
+        crate::Offloads {
+            gso: self.gso,
+            gro: self.gro,
+        }
+    }
 }
 
 /// `poll()` on every receive socket of `opened`, and on the eventfd of `waker` if any, until a

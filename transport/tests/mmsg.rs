@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use cohort_transport::conformance::{assert_same_datagrams, payload, recv_from, send_all};
 use cohort_transport::{
-    open, Dest, DriverChoice, MmsgTransport, SendBatch, SocketConfig, Transport,
+    open, Dest, DriverChoice, MmsgTransport, Offloads, SendBatch, SocketConfig, Transport,
 };
 
 fn config(gso: bool, gro: bool) -> SocketConfig {
@@ -37,6 +37,23 @@ fn reports_what_the_kernel_grants() {
     assert_eq!(t.gro_enabled(), o.gro_available);
     let plain = MmsgTransport::open(&config(false, false)).unwrap();
     assert!(!plain.gso_enabled() && !plain.gro_enabled());
+    // The trait says the same (what a node reports as its offloads).
+    assert_eq!(
+        t.offloads_in_use(),
+        Offloads {
+            gso: o.gso_available,
+            gro: o.gro_available
+        }
+    );
+    assert_eq!(plain.offloads_in_use(), Offloads::default());
+    let gso_only = MmsgTransport::open(&config(true, false)).unwrap();
+    assert_eq!(
+        gso_only.offloads_in_use(),
+        Offloads {
+            gso: o.gso_available,
+            gro: false
+        }
+    );
 }
 
 #[test]

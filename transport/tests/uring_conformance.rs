@@ -5,7 +5,8 @@
 
 use cohort_transport::conformance::{self, payload, send_all};
 use cohort_transport::{
-    open, uring, Dest, DriverChoice, DriverKind, SendBatch, SocketConfig, Transport, TransportError,
+    open, uring, Dest, DriverChoice, DriverKind, Offloads, SendBatch, SocketConfig, Transport,
+    TransportError,
 };
 
 /// Loopback without offloads (GSO and GRO are on by default; the offload runs set them).
@@ -38,6 +39,20 @@ fn uring_available() -> bool {
 fn uring_driver_passes_conformance_without_offloads() {
     if uring_available() {
         conformance::run_all(&make_uring, &loopback_template());
+    }
+}
+
+#[test]
+fn uring_reports_the_offloads_it_opened_with() {
+    if uring_available() {
+        let plain = make_uring(loopback_template()).unwrap();
+        assert_eq!(plain.offloads_in_use(), Offloads::default());
+        let mut cfg = loopback_template();
+        cfg.gso = true;
+        let t = uring::open(&cfg).unwrap();
+        let (gso, gro) = t.offloads();
+        assert!(!gro, "not asked for");
+        assert_eq!(t.offloads_in_use(), Offloads { gso, gro });
     }
 }
 

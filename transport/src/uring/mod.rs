@@ -1030,6 +1030,13 @@ impl Transport for UringTransport {
     fn stats(&self) -> TransportStats {
         self.stats
     }
+
+    fn offloads_in_use(&self) -> crate::Offloads {
+        crate::Offloads {
+            gso: self.gso,
+            gro: self.gro,
+        }
+    }
 }
 
 impl Drop for UringTransport {
