@@ -122,7 +122,9 @@ pub fn quick() -> Plan {
             batch: 1,
             api: SendApi::Publisher,
             own: OwnMessages::Discard,
-            gso: GsoMode::On,
+            // The path a node takes by default (GSO+GRO), and the classic one without them:
+            // the targets are read on both.
+            gso: GsoMode::Both,
             repeat: 1,
         }),
         latency: Some(LatencyPlan {
