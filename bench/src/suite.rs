@@ -946,10 +946,16 @@ mod tests {
         let t = q.latency.as_ref().unwrap();
         assert!(t.rates.contains(&10_000) && t.idles.contains(&IdleName::BusySpin));
         assert_eq!(l.threading, vec![Threading::Poller, Threading::Invoker]);
-        // 3 x 2 inproc + (1 ceiling + 4 orders x 2 threadings) loopback + (busyspin: 1 floor
-        // + 2 threadings, backoff: 1 floor + poller) latency (+ netns where root)
+        assert_eq!(
+            l.gso,
+            GsoMode::Both,
+            "the targets read with and without GSO+GRO"
+        );
+        // 3 x 2 inproc + 2 GSO settings x (1 ceiling + 4 orders x 2 threadings) loopback +
+        // (busyspin: 1 floor + 2 threadings, backoff: 1 floor + poller) latency (+ netns
+        // where root)
         let netns = q.netns.as_ref().map_or(0, NetnsPlan::steps);
-        assert_eq!(plan_steps(&q), 6 + 9 + 5 + netns);
+        assert_eq!(plan_steps(&q), 6 + 2 * 9 + 5 + netns);
         if let Some(n) = &q.netns {
             assert_eq!(n.loss_percents, vec![0, 1]);
             assert_eq!(n.size, 64);
@@ -964,6 +970,7 @@ mod tests {
         assert_eq!(l.orders.len(), 4);
         assert_eq!(l.drivers.len(), 2);
         assert_eq!(l.addressing.len(), 2);
+        assert_eq!(l.gso, GsoMode::On, "as a node runs by default");
         assert_eq!(
             f.inproc.as_ref().unwrap().members,
             inproc::GROUP_SIZES.to_vec()
