@@ -355,7 +355,7 @@ fn loopback_plan(a: &LoopbackArgs) -> anyhow::Result<Plan> {
         bail!("--members: {m} is out of range 2..={max}");
     }
     Ok(Plan {
-        loopback: Some(LoopbackPlan {
+        loopback: vec![LoopbackPlan {
             drivers: a.drivers.clone(),
             addressing: a.addressing.clone(),
             members: a.members.clone(),
@@ -371,7 +371,7 @@ fn loopback_plan(a: &LoopbackArgs) -> anyhow::Result<Plan> {
             own: a.own_messages,
             gso: a.gso,
             repeat: a.repeat,
-        }),
+        }],
         ..Plan::default()
     })
 }
@@ -450,7 +450,7 @@ fn run_and_print(plan: &Plan, outputs: &Outputs) -> anyhow::Result<ExitCode> {
         outcome.records.len(),
         start.elapsed().as_secs_f64(),
         match (
-            plan.loopback.is_some() || plan.latency.is_some(),
+            !plan.loopback.is_empty() || plan.latency.is_some(),
             plan.netns.is_some(),
         ) {
             (true, true) => " (loopback and latency members are threads with one Node each, in this process; netns members are `cohort member` processes)",

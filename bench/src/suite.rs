@@ -89,7 +89,8 @@ pub struct LatencyPlan {
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
     pub inproc: Option<InprocPlan>,
-    pub loopback: Option<LoopbackPlan>,
+    /// Loopback plans, run one after the other (the full matrix adds a GSO-off one).
+    pub loopback: Vec<LoopbackPlan>,
     pub latency: Option<LatencyPlan>,
     pub netns: Option<NetnsPlan>,
 }
@@ -108,7 +109,7 @@ pub fn quick() -> Plan {
             seconds: 2.0,
             ceiling_seconds: 0.1,
         }),
-        loopback: Some(LoopbackPlan {
+        loopback: vec![LoopbackPlan {
             drivers: vec![DriverName::Uring],
             addressing: vec![Addressing::Fanout],
             members: vec![2],
@@ -126,7 +127,7 @@ pub fn quick() -> Plan {
             // the targets are read on both.
             gso: GsoMode::Both,
             repeat: 1,
-        }),
+        }],
         latency: Some(LatencyPlan {
             drivers: vec![DriverName::Uring],
             idles: vec![IdleName::BusySpin, IdleName::Backoff],
@@ -157,6 +158,23 @@ pub fn quick_netns() -> Option<NetnsPlan> {
 
 /// The full matrix.
 pub fn full() -> Plan {
+    let with_gso = LoopbackPlan {
+        drivers: vec![DriverName::Uring, DriverName::Mmsg],
+        addressing: vec![Addressing::Fanout, Addressing::Multicast],
+        members: vec![2],
+        senders: vec![Senders::One, Senders::All],
+        orders: BenchOrder::ALL.to_vec(),
+        sizes: vec![16, 64, 256, 1024, 8192],
+        seconds: 1.0,
+        ceiling_seconds: 1.0,
+        idle: IdleName::Backoff,
+        threading: vec![Threading::Poller, Threading::Invoker],
+        batch: 1,
+        api: SendApi::Publisher,
+        own: OwnMessages::Discard,
+        gso: GsoMode::On,
+        repeat: 1,
+    };
     Plan {
         inproc: Some(InprocPlan {
             members: inproc::GROUP_SIZES.to_vec(),
@@ -169,23 +187,15 @@ pub fn full() -> Plan {
             seconds: 4.0,
             ceiling_seconds: 0.2,
         }),
-        loopback: Some(LoopbackPlan {
-            drivers: vec![DriverName::Uring, DriverName::Mmsg],
-            addressing: vec![Addressing::Fanout, Addressing::Multicast],
-            members: vec![2],
-            senders: vec![Senders::One, Senders::All],
-            orders: BenchOrder::ALL.to_vec(),
-            sizes: vec![16, 64, 256, 1024, 8192],
-            seconds: 1.0,
-            ceiling_seconds: 1.0,
-            idle: IdleName::Backoff,
-            threading: vec![Threading::Poller, Threading::Invoker],
-            batch: 1,
-            api: SendApi::Publisher,
-            own: OwnMessages::Discard,
-            gso: GsoMode::On,
-            repeat: 1,
-        }),
+        loopback: vec![
+            with_gso.clone(),
+            // The classic path without GSO+GRO, in invoker mode (the targets' mode).
+            LoopbackPlan {
+                gso: GsoMode::Off,
+                threading: vec![Threading::Invoker],
+                ..with_gso
+            },
+        ],
         latency: Some(LatencyPlan {
             drivers: vec![DriverName::Uring],
             idles: vec![IdleName::BusySpin, IdleName::Backoff],
@@ -201,7 +211,7 @@ pub fn full() -> Plan {
 /// [`full`] with each loopback path run `repeat` times (its median-ratio run reported).
 pub fn full_repeated(repeat: usize) -> Plan {
     let mut plan = full();
-    if let Some(l) = &mut plan.loopback {
+    for l in &mut plan.loopback {
         l.repeat = repeat;
     }
     plan
@@ -340,9 +350,13 @@ fn latency_groups(p: &LatencyPlan) -> Vec<Vec<LatencyPoint>> {
 /// How many progress steps a plan has.
 pub fn plan_steps(plan: &Plan) -> usize {
     let i = plan.inproc.as_ref().map_or(0, |p| inproc_points(p).len());
-    let l = plan.loopback.as_ref().map_or(0, |p| {
-        loopback_paths(p).len() * p.repeat.max(1) * (1 + p.orders.len() * p.threading.len())
-    });
+    let l: usize = plan
+        .loopback
+        .iter()
+        .map(|p| {
+            loopback_paths(p).len() * p.repeat.max(1) * (1 + p.orders.len() * p.threading.len())
+        })
+        .sum();
     let t = plan.latency.as_ref().map_or(0, |p| {
         latency_groups(p)
             .iter()
@@ -411,7 +425,7 @@ pub fn run_plan(plan: &Plan, outputs: &Outputs) -> anyhow::Result<SuiteOutcome> 
         }
     }
 
-    if let Some(p) = &plan.loopback {
+    for p in &plan.loopback {
         for path in loopback_paths(p) {
             let what = format!(
                 "loopback {}{} {} {} members, {} sender(s), {} B{}",
@@ -938,7 +952,8 @@ mod tests {
     #[test]
     fn quick_plan_covers_every_target_it_can_measure() {
         let q = quick();
-        let l = q.loopback.as_ref().unwrap();
+        assert_eq!(q.loopback.len(), 1);
+        let l = &q.loopback[0];
         assert!(l.sizes.contains(&64) && l.members.contains(&2));
         assert_eq!(l.orders.len(), 4);
         let i = q.inproc.as_ref().unwrap();
@@ -965,12 +980,20 @@ mod tests {
     #[test]
     fn full_plan_spans_the_issue_axes() {
         let f = full();
-        let l = f.loopback.as_ref().unwrap();
+        let l = &f.loopback[0];
         assert_eq!(l.sizes, vec![16, 64, 256, 1024, 8192]);
         assert_eq!(l.orders.len(), 4);
         assert_eq!(l.drivers.len(), 2);
         assert_eq!(l.addressing.len(), 2);
         assert_eq!(l.gso, GsoMode::On, "as a node runs by default");
+        let off = &f.loopback[1];
+        assert_eq!(
+            off.gso,
+            GsoMode::Off,
+            "and the classic path without GSO+GRO"
+        );
+        assert_eq!(off.threading, vec![Threading::Invoker]);
+        assert_eq!((&off.sizes, &off.orders), (&l.sizes, &l.orders));
         assert_eq!(
             f.inproc.as_ref().unwrap().members,
             inproc::GROUP_SIZES.to_vec()
@@ -986,7 +1009,7 @@ mod tests {
     #[test]
     fn a_repeated_full_plan_repeats_the_loopback_paths_only() {
         let (once, thrice) = (full(), full_repeated(3));
-        assert_eq!(thrice.loopback.as_ref().unwrap().repeat, 3);
+        assert!(thrice.loopback.iter().all(|l| l.repeat == 3));
         let loopback_steps = |p: &Plan| {
             plan_steps(&Plan {
                 loopback: p.loopback.clone(),

@@ -618,7 +618,7 @@ fn plot_subcommand_redraws_from_a_json_file() {
 #[test]
 fn a_repeated_loopback_path_reports_each_point_once_with_its_median_run_and_range() {
     let plan = suite::Plan {
-        loopback: Some(suite::LoopbackPlan {
+        loopback: vec![suite::LoopbackPlan {
             drivers: vec![DriverName::Mmsg],
             addressing: vec![Addressing::Fanout],
             members: vec![2],
@@ -634,7 +634,7 @@ fn a_repeated_loopback_path_reports_each_point_once_with_its_median_run_and_rang
             own: OwnMessages::Discard,
             gso: GsoMode::Both,
             repeat: 3,
-        }),
+        }],
         ..suite::Plan::default()
     };
     assert_eq!(
