@@ -220,26 +220,26 @@ pub(crate) type TransportPair = (Box<dyn Transport>, Box<dyn Transport>, bool);
 
 /// Opens a sender and a receiver for `driver` on loopback (or a fresh memory network).
 pub(crate) fn open_pair(driver: DriverName, cfg: &SocketConfig) -> anyhow::Result<TransportPair> {
-    Ok(match driver {
-        DriverName::Uring => {
-            let tx = uring::open(cfg).context("opening the io_uring sender")?;
-            let rx = uring::open(cfg).context("opening the io_uring receiver")?;
-            let effective = tx.offloads().0 && rx.offloads().1;
-            (Box::new(tx), Box::new(rx), effective)
-        }
-        DriverName::Mmsg => {
-            let tx = MmsgTransport::open(cfg).context("opening the sendmmsg sender")?;
-            let rx = MmsgTransport::open(cfg).context("opening the recvmmsg receiver")?;
-            let effective = tx.gso_enabled() && rx.gro_enabled();
-            (Box::new(tx), Box::new(rx), effective)
-        }
+    let (tx, rx): (Box<dyn Transport>, Box<dyn Transport>) = match driver {
+        DriverName::Uring => (
+            Box::new(uring::open(cfg).context("opening the io_uring sender")?),
+            Box::new(uring::open(cfg).context("opening the io_uring receiver")?),
+        ),
+        DriverName::Mmsg => (
+            Box::new(MmsgTransport::open(cfg).context("opening the sendmmsg sender")?),
+            Box::new(MmsgTransport::open(cfg).context("opening the recvmmsg receiver")?),
+        ),
         DriverName::Memory => {
             let network = MemoryNetwork::new(1);
-            let tx = network.open(cfg).context("opening a memory endpoint")?;
-            let rx = network.open(cfg).context("opening a memory endpoint")?;
-            (Box::new(tx), Box::new(rx), false)
+            (
+                Box::new(network.open(cfg).context("opening a memory endpoint")?),
+                Box::new(network.open(cfg).context("opening a memory endpoint")?),
+            )
         }
-    })
+    };
+    // The memory network has no offloads: false there.
+    let effective = tx.offloads_in_use().gso && rx.offloads_in_use().gro;
+    Ok((tx, rx, effective))
 }
 
 /// One point's fixed parameters.

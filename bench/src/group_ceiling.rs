@@ -104,19 +104,15 @@ fn open_member(
     driver: DriverName,
     cfg: &SocketConfig,
 ) -> anyhow::Result<(Box<dyn Transport>, bool)> {
-    Ok(match driver {
-        DriverName::Uring => {
-            let t = uring::open(cfg).context("opening an io_uring member")?;
-            let (gso, gro) = t.offloads();
-            (Box::new(t), gso && gro)
-        }
+    let t: Box<dyn Transport> = match driver {
+        DriverName::Uring => Box::new(uring::open(cfg).context("opening an io_uring member")?),
         DriverName::Mmsg => {
-            let t = MmsgTransport::open(cfg).context("opening a sendmmsg member")?;
-            let on = t.gso_enabled() && t.gro_enabled();
-            (Box::new(t), on)
+            Box::new(MmsgTransport::open(cfg).context("opening a sendmmsg member")?)
         }
         DriverName::Memory => bail!("the group ceiling runs on kernel drivers only"),
-    })
+    };
+    let o = t.offloads_in_use();
+    Ok((t, o.gso && o.gro))
 }
 
 #[derive(Default)]

@@ -352,10 +352,10 @@ impl LoopbackResult {
         self.delivered_in_window as f64 / (n - 1) as f64 / self.window_seconds
     }
 
-    /// The transport label's suffix for batched sends, for sends through a group handle and
-    /// for own messages delivered (none for single sends through the publisher that discard
-    /// their own).
-    fn batch_label(&self) -> String {
+    /// The transport label's suffix for nodes without GSO+GRO, for batched sends, for sends
+    /// through a group handle and for own messages delivered (none for single sends through
+    /// the publisher, with offloads, that discard their own).
+    fn label_suffix(&self) -> String {
         let mut label = String::new();
         if !self.point.gso {
             label.push_str("/nogso");
@@ -418,13 +418,13 @@ impl LoopbackResult {
                     "{}/{}{}",
                     self.driver_name,
                     self.point.addressing.label(),
-                    self.batch_label()
+                    self.label_suffix()
                 ),
                 Threading::Invoker => format!(
                     "{}/{}/invoker{}",
                     self.driver_name,
                     self.point.addressing.label(),
-                    self.batch_label()
+                    self.label_suffix()
                 ),
             },
             order: self.point.order.label().into(),

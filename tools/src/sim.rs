@@ -25,8 +25,9 @@
 //!
 //! Prints one summary line `sim: runs=R messages=M deliveries=D bundles=B discarded=X
 //! violations=V` (B: records of several messages delivered, counted per member; X: own
-//! messages delivered as they were sent with `--discard-own`) (plus seeds/s on stderr) and exits 1 on any violation, printing each failing seed with the command that
-//! replays it exactly.
+//! messages delivered as they were sent with `--discard-own`), plus seeds/s on stderr, and
+//! exits 1 on any violation, printing each failing seed with the command that replays it
+//! exactly.
 
 use anyhow::{bail, Context};
 use cohort::sim::{self, SimConfig};

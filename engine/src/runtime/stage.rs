@@ -250,25 +250,6 @@ fn copy_ends<const W: usize>(dst: &mut [u8], src: &[u8]) {
     dst[n - W..].copy_from_slice(&src[n - W..]);
 }
 
-/// How many entries of the ring region `r` directly after the one at `start` (of `stride`
-/// bytes, length field `len`) have that same length and end by `full_at`: the ring index's
-/// fast path for runs of equal messages. Each candidate's length is read where it would
-/// start if all before it are as long, so the reads do not wait for each other as the walk's
-/// do (each length gives the next one's place); the first that differs ends the count (the
-/// ones before it were all where they were looked for).
-#[inline]
-fn equal_entries_after(r: &[u8], start: usize, stride: usize, full_at: usize, len: u16) -> usize {
-    // Entries of this size that fit from `start`, the first included.
-    let fit = full_at.saturating_sub(start) / stride.max(1);
-    let want = len.to_le_bytes();
-    (1..fit)
-        .take_while(|k| {
-            let at = start + k * stride;
-            r.get(at..at + 2) == Some(&want[..])
-        })
-        .count()
-}
-
 /// Writes a ring message's head into `region`: a run marker (`key`, `incarnation`) in its
 /// first `marker` bytes if that is not 0, then the bundle entry's length (the framing byte
 /// and `body_len` bytes) and the framing byte `head`. Returns the rest: the body's place.
@@ -839,7 +820,8 @@ impl Taken {
                 // Equal lengths first: the entries that fit if all are as long as this one
                 // are checked where they would start (loads that do not wait for each
                 // other); the walk below goes on from the first that is not.
-                let equal = equal_entries_after(r, start, first, full_at, len);
+                let fit = (full_at.saturating_sub(start) / first).saturating_sub(1);
+                let equal = crate::wire::equal_entries_after(r, start, fit);
                 j += equal * first;
                 count += equal as u16;
                 while let Some(&[l0, l1]) = r.get(j..j + 2) {

@@ -290,25 +290,38 @@ pub fn bundle_count(payload: &[u8]) -> Result<u16, WireError> {
     Ok(count)
 }
 
+/// How many of the (at most `max`) bundle entries directly after the one at `first` in
+/// `bytes` are as long as it, in a row: the fast path of every walk over entries of equal
+/// messages (the common case of fixed-size updates). Each candidate's length is read where it
+/// starts if all before it are as long, so the reads do not wait for each other as a walk's
+/// do (where each length gives the next one's place); the first that differs ends the count,
+/// and the ones before it were all where they were looked for. 0 if `first` is past the end.
+#[inline]
+pub(crate) fn equal_entries_after(bytes: &[u8], first: usize, max: usize) -> usize {
+    let Some(&[l0, l1]) = bytes.get(first..first + BUNDLE_ENTRY_HEADER_BYTES) else {
+        return 0;
+    };
+    let stride = BUNDLE_ENTRY_HEADER_BYTES + usize::from(u16::from_le_bytes([l0, l1]));
+    (1..=max)
+        .take_while(|k| {
+            let at = first + k * stride;
+            bytes.get(at..at + BUNDLE_ENTRY_HEADER_BYTES) == Some(&[l0, l1][..])
+        })
+        .count()
+}
+
 /// Whether a bundle's `count` entries are all as long as its first and fill `payload`
-/// exactly: [`bundle_count`]'s fast path for a bundle of equal messages (the common case of
-/// fixed-size updates). Each entry's length is read where it must start if all before it are
-/// as long, so the reads do not wait for each other as the walk's do (where each length
-/// gives the next one's place). True only where the walk accepts the bundle too; false
-/// decides nothing (the walk then does).
+/// exactly: [`bundle_count`]'s fast path ([`equal_entries_after`]). True only where the walk
+/// accepts the bundle too; false decides nothing (the walk then does).
 #[inline]
 fn equal_entries_fill(payload: &[u8], count: u16) -> bool {
     let Some(&[l0, l1]) = payload.get(BUNDLE_HEADER_BYTES..BUNDLE_HEADER_BYTES + 2) else {
         return false;
     };
     let stride = BUNDLE_ENTRY_HEADER_BYTES + usize::from(u16::from_le_bytes([l0, l1]));
-    if payload.len() - BUNDLE_HEADER_BYTES != usize::from(count) * stride {
-        return false;
-    }
-    (1..usize::from(count)).all(|k| {
-        let at = BUNDLE_HEADER_BYTES + k * stride;
-        payload.get(at..at + 2) == Some(&[l0, l1][..])
-    })
+    let others = usize::from(count) - 1; // count >= 1
+    payload.len() - BUNDLE_HEADER_BYTES == usize::from(count) * stride
+        && equal_entries_after(payload, BUNDLE_HEADER_BYTES, others) == others
 }
 
 /// The messages of a bundle that [`bundle_count`] accepted, in order. On a malformed bundle

@@ -532,11 +532,6 @@ impl UringTransport {
         self.features
     }
 
-    /// Whether sends coalesce runs with UDP_SEGMENT, and receives split UDP_GRO trains.
-    pub fn offloads(&self) -> (bool, bool) {
-        (self.gso, self.gro)
-    }
-
     /// Marks the receive of a completion's socket as ended when the CQE says it is the last.
     fn note_recv_end(&mut self, cqe: &cqueue::Entry) {
         if let Some(i) = recv_socket_index(cqe.user_data()) {
